@@ -1,0 +1,35 @@
+"""An OpenAI-compatible LLM gateway: proxying, API keys, credits, Responses API and MCP tools."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask
+
+from gateway import auth, db, errors, lifecycle
+from gateway.api import account, admin, catalog, chat, health, http
+from gateway.config import Settings, load_settings
+
+API_PREFIXES = {"v1": "/v1", "openrouter": "/api/v1"}
+
+
+def create_app(settings: Settings | None = None, config_path: str | None = None) -> Flask:
+    """Build the WSGI app: load config, wire services, register blueprints."""
+    settings = settings or load_settings(config_path)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["gateway.settings"] = settings
+    app.extensions["gateway.started_at"] = int(time.time())
+    errors.init_app(app)
+    db.init_app(app, settings.database.url)
+    auth.init_app(app, settings)
+    lifecycle.init_app(app, settings)
+    http.init_app(app)
+    for name, prefix in API_PREFIXES.items():
+        for blueprint in (chat.bp, catalog.bp):
+            app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
+    app.register_blueprint(account.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(health.bp)
+    return app

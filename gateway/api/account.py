@@ -1,0 +1,77 @@
+"""Balance views for a key's own account: MCPHub's /quota and credit-balance, OpenRouter's key and credits."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from gateway import billing, services
+from gateway.auth import current_caller
+
+bp = Blueprint("account", __name__)
+
+
+@bp.get("/quota")
+def quota() -> Response:
+    """Quick balance overview (MCPHub's /quota)."""
+    caller = current_caller()
+    summary = billing.summarize(caller.account)
+    settings = services.settings()
+    reasoning_models = [model_id for model_id, model in settings.models.items() if model.reasoning]
+    return jsonify({
+        "username": caller.account.name,
+        "balance": billing.to_credits(summary.balance),
+        "remaining_quota": billing.to_credits(summary.balance - summary.reserved),
+        "used_quota": billing.to_credits(summary.total_spent),
+        "thinking": {
+            "enabled": bool(reasoning_models),
+            "default_budget": settings.billing.thinking_default_budget,
+            "models": reasoning_models,
+        },
+    })
+
+
+@bp.get("/api/v3/auth/credit-balance")
+def credit_balance() -> Response:
+    """Detailed balance with earning/spending totals and expiring credits (MCPHub)."""
+    caller = current_caller()
+    summary = billing.summarize(caller.account)
+    return jsonify({
+        "user_id": str(caller.account.id),
+        "current_balance": billing.to_credits(summary.balance),
+        "total_earned": billing.to_credits(summary.total_earned),
+        "total_spent": billing.to_credits(summary.total_spent),
+        "tier": caller.account.tier,
+        "expiring_credits": billing.to_credits(summary.expiring_soon),
+        "next_expiration": summary.next_expiration.isoformat(timespec="seconds")
+        if summary.next_expiration else "",
+    })
+
+
+@bp.get("/api/v1/key")
+@bp.get("/api/v1/auth/key")
+def current_key() -> Response:
+    """OpenRouter's view of the calling key: label, limit, usage."""
+    caller = current_caller()
+    key, settings = caller.key, services.settings()
+    usage = billing.spent_by_key(key.id)
+    limit = key.spend_limit
+    return jsonify({"data": {
+        "label": f"{key.prefix}...",
+        "name": key.name,
+        "limit": billing.to_credits(limit) if limit is not None else None,
+        "limit_remaining": billing.to_credits(max(limit - usage, 0)) if limit is not None else None,
+        "usage": billing.to_credits(usage),
+        "is_free_tier": caller.account.tier == "free",
+        "is_provisioning_key": False,
+        "rate_limit": {"requests": key.rpm or settings.limits.rpm, "interval": "1m"},
+    }})
+
+
+@bp.get("/api/v1/credits")
+def credits() -> Response:
+    """OpenRouter's account credits: everything granted and everything used."""
+    summary = billing.summarize(current_caller().account)
+    return jsonify({"data": {
+        "total_credits": billing.to_credits(summary.total_earned),
+        "total_usage": billing.to_credits(summary.total_spent),
+    }})

@@ -1,0 +1,22 @@
+"""The model list in OpenAI's list shape."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from gateway import services
+from gateway.auth import current_caller
+
+bp = Blueprint("catalog", __name__)
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    """Every configured public model id."""
+    current_caller()
+    created = current_app.extensions["gateway.started_at"]
+    data = [
+        {"id": model_id, "object": "model", "created": created, "owned_by": model.provider}
+        for model_id, model in services.settings().models.items()
+    ]
+    return jsonify({"object": "list", "data": data})

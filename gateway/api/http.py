@@ -1,0 +1,74 @@
+"""Request parsing and response helpers shared by the blueprints."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+from flask import Flask, Response, g, request
+from pydantic import BaseModel, ValidationError
+
+from gateway.errors import InvalidRequest, MalformedJson, UnknownParameter
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object, or 400 with a clear message."""
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedJson("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def event_stream(chunks: Iterator[bytes]) -> Response:
+    """An unbuffered `text/event-stream` response around a generator of SSE bytes."""
+    response = Response(chunks, mimetype="text/event-stream", direct_passthrough=True)
+    response.headers.update(STREAM_HEADERS)
+    return response
+
+
+def request_id() -> str:
+    """This request's id (the client's `x-request-id`, or a new one)."""
+    return g.request_id
+
+
+def parse_model(model: type[ModelT], body: dict[str, Any]) -> ModelT:
+    """Validate a body with pydantic; the first problem becomes a 400 naming the field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        if first["type"] == "extra_forbidden":
+            raise UnknownParameter(f"Unknown parameter: {param!r}.", param=param) from None
+        raise InvalidRequest(f"Invalid value for {param!r}: {first['msg']}.", param=param) from None
+
+
+def init_app(app: Flask) -> None:
+    """Give every request an id (kept from `x-request-id`) and count it in the metrics."""
+
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("x-request-id", "")
+        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        g.started = time.monotonic()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["x-request-id"] = g.get("request_id", "")
+        response.headers.update(g.get("rate_limit_headers", {}))
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.monotonic() - g.get("started", time.monotonic())
+        app.extensions["gateway.metrics"].observe(endpoint, response.status_code, elapsed)
+        return response

@@ -1,0 +1,156 @@
+"""API keys: generation, SHA-256 digests, lookup from Bearer / X-API-Key, the admin token."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+
+from flask import g, request
+
+from gateway.db import database, migration_lock
+from gateway.errors import AuthenticationFailed, NotFound
+from gateway.models import Account, ApiKey
+
+KEY_PREFIX = "sk-gw-"
+DISPLAY_PREFIX_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who made this request: the key and its account."""
+
+    key: ApiKey
+    account: Account
+
+
+def generate_key() -> str:
+    """A new secret: `sk-gw-` + 32 random bytes, urlsafe base64."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    """The stored form of a key."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def presented_key(headers) -> str | None:
+    """The key from `Authorization: Bearer KEY` or `X-API-Key: KEY`, if any."""
+    authorization = headers.get("Authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    api_key = headers.get("X-API-Key", "").strip()
+    return api_key or None
+
+
+def create_key(
+    name: str,
+    account: Account | None = None,
+    *,
+    tier: str = "free",
+    scope: str | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    spend_limit: int | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key (and a new account named `name` unless one is given); return it and its secret."""
+    if account is None:
+        account = Account.create(name=name, tier=tier, scope=scope)
+    secret = generate_key()
+    key = ApiKey.create(
+        account=account,
+        name=name,
+        digest=digest(secret),
+        prefix=secret[:DISPLAY_PREFIX_LENGTH],
+        rpm=rpm,
+        tpm=tpm,
+        spend_limit=spend_limit,
+    )
+    return key, secret
+
+
+def find_caller(secret: str | None) -> Caller:
+    """The live key for `secret`, or 401."""
+    if not secret:
+        raise AuthenticationFailed(
+            "Missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."
+        )
+    key = (
+        ApiKey.select(ApiKey, Account)
+        .join(Account)
+        .where(ApiKey.digest == digest(secret))
+        .first()
+    )
+    if key is None or key.revoked:
+        raise AuthenticationFailed("Invalid API key.")
+    return Caller(key=key, account=key.account)
+
+
+def current_caller() -> Caller:
+    """Authenticate the current request once and remember the result on `g`."""
+    if "caller" not in g:
+        g.caller = find_caller(presented_key(request.headers))
+    return g.caller
+
+
+def find_key(key_id: int) -> ApiKey:
+    """A key by id, or 404."""
+    key = ApiKey.get_or_none(ApiKey.id == key_id)
+    if key is None:
+        raise NotFound(f"No API key with id {key_id}.", param="id")
+    return key
+
+
+def revoke_key(key_id: int) -> ApiKey:
+    """Mark a key revoked; 404 if it does not exist."""
+    key = find_key(key_id)
+    key.revoked = True
+    key.save()
+    return key
+
+
+def require_admin(token_env: str) -> None:
+    """Check the admin bearer token; the admin API is off (404) when the env var is unset."""
+    expected = os.environ.get(token_env, "")
+    if not expected:
+        raise NotFound("The admin API is disabled.")
+    if not hmac.compare_digest(presented_key(request.headers) or "", expected):
+        raise AuthenticationFailed("Invalid admin token.")
+
+
+def describe_key(key: ApiKey) -> dict:
+    """A key as the admin API and CLI show it (never the secret or digest)."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "account_id": key.account_id,
+        "revoked": key.revoked,
+        "rpm": key.rpm,
+        "tpm": key.tpm,
+        "spend_limit": key.spend_limit / 1_000_000 if key.spend_limit is not None else None,
+        "created_at": key.created_at.isoformat() + "Z",
+    }
+
+
+def find_account(account_id: int) -> Account:
+    """An account by id, or 404."""
+    account = Account.get_or_none(Account.id == account_id)
+    if account is None:
+        raise NotFound(f"No account with id {account_id}.", param="account_id")
+    return account
+
+
+def init_app(app, settings) -> None:
+    """On embedded defaults with no keys yet, create one and print it once."""
+    if not settings.embedded:
+        return
+    with database.connection_context(), migration_lock():
+        if ApiKey.select().exists():
+            return
+        with database.atomic():
+            _, secret = create_key("default")
+    print(f"gateway: created your first API key (shown once): {secret}", flush=True)

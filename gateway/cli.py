@@ -1,0 +1,157 @@
+"""The `gateway` command: serve, keys, credits, db."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from gateway import auth, billing, db
+from gateway.config import ConfigError, Settings, find_config_file, load_settings
+from gateway.errors import GatewayError
+from gateway.models import ApiKey, utcnow
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run one subcommand; config errors exit 2 with one line."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"gateway: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.run(args, settings) or 0
+    except GatewayError as exc:
+        print(f"gateway: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree; each leaf sets `run`."""
+    config_help = "TOML config file (default: $GATEWAY_CONFIG, else ./config.toml)"
+    parser = argparse.ArgumentParser(prog="gateway")
+    parser.add_argument("--config", help=config_help)
+    common = argparse.ArgumentParser(add_help=False)  # lets --config follow any subcommand too
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[common], help="run the gateway under gunicorn")
+    for flag, kind in (("--host", str), ("--port", int), ("--workers", int), ("--threads", int)):
+        serve.add_argument(flag, type=kind)
+    serve.set_defaults(run=run_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", parents=[common], help="create a key (secret shown once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--account", type=int, help="join this account instead of creating one")
+    create.add_argument("--credits", help="grant this many credits to the account")
+    create.add_argument("--tier", choices=["free", "premium", "enterprise", "internal"], default="free")
+    create.add_argument("--scope", help="profile scope the account may use")
+    create.add_argument("--rpm", type=int)
+    create.add_argument("--tpm", type=int)
+    create.add_argument("--spend-limit", help="credits this key may spend (OpenRouter's key limit)")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(run=with_database(run_keys_create))
+    listing = keys.add_parser("list", parents=[common], help="list keys")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=with_database(run_keys_list))
+    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(run=with_database(run_keys_revoke))
+
+    credits = commands.add_parser("credits", help="manage credits").add_subparsers(dest="action", required=True)
+    grant = credits.add_parser("grant", parents=[common], help="grant credits to an account")
+    grant.add_argument("id", type=int, help="account id")
+    grant.add_argument("amount", help="credits, e.g. 25 or 0.5")
+    grant.add_argument("--expires-in-days", type=float)
+    grant.add_argument("--source", default="grant")
+    grant.set_defaults(run=with_database(run_credits_grant))
+
+    database = commands.add_parser("db", help="database maintenance").add_subparsers(dest="action", required=True)
+    upgrade = database.add_parser("upgrade", parents=[common], help="apply pending migrations")
+    upgrade.set_defaults(run=run_db_upgrade)
+    return parser
+
+
+def with_database(command: Callable[[argparse.Namespace], int | None]):
+    """Bind and migrate the configured database, then run `command` in a transaction."""
+
+    def run(args: argparse.Namespace, settings: Settings) -> int | None:
+        db.bind(settings.database.url)
+        db.upgrade()
+        with db.database.connection_context(), db.database.atomic():
+            return command(args)
+
+    return run
+
+
+def run_keys_create(args: argparse.Namespace) -> int:
+    account = auth.find_account(args.account) if args.account is not None else None
+    limit = billing.to_micro(args.spend_limit) if args.spend_limit is not None else None
+    key, secret = auth.create_key(
+        args.name, account, tier=args.tier, scope=args.scope, rpm=args.rpm, tpm=args.tpm, spend_limit=limit
+    )
+    if args.credits is not None:
+        billing.grant_credits(key.account_id, billing.to_micro(args.credits), source="initial")
+    shown = {**auth.describe_key(key), "key": secret}
+    print(json.dumps(shown) if args.json else f"created key {key.id} for account {key.account_id}: {secret}")
+    return 0
+
+
+def run_keys_list(args: argparse.Namespace) -> int:
+    keys = [auth.describe_key(key) for key in ApiKey.select().order_by(ApiKey.id)]
+    if args.json:
+        print(json.dumps(keys))
+        return 0
+    for key in keys:
+        state = "revoked" if key["revoked"] else "active"
+        print(f"{key['id']:>5}  {key['prefix']}…  account {key['account_id']:<5} {state:<8} {key['name']}")
+    return 0
+
+
+def run_keys_revoke(args: argparse.Namespace) -> int:
+    auth.revoke_key(args.id)
+    print(f"revoked key {args.id}")
+    return 0
+
+
+def run_credits_grant(args: argparse.Namespace) -> int:
+    account = auth.find_account(args.id)
+    expires_at = utcnow() + datetime.timedelta(days=args.expires_in_days) if args.expires_in_days else None
+    grant = billing.grant_credits(account.id, billing.to_micro(args.amount), expires_at, args.source)
+    balance = billing.summarize(account).balance
+    print(f"granted {args.amount} credits to account {account.id} (grant {grant.id}); "
+          f"balance {billing.to_credits(balance)}")
+    return 0
+
+
+def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    db.bind(settings.database.url)
+    applied = db.upgrade()
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run gunicorn (gthread) on the app; workers read the same config file."""
+    from gateway.server import GatewayServer
+
+    config_file = find_config_file(args.config, dict(os.environ))
+    if config_file is not None:
+        os.environ["GATEWAY_CONFIG"] = str(config_file.resolve())
+    server = settings.server
+    GatewayServer(
+        host=args.host or server.host,
+        port=args.port or server.port,
+        workers=args.workers or server.workers,
+        threads=args.threads or server.threads,
+    ).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Settings: TOML file + environment -> validated pydantic models; bad config stops startup."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "GATEWAY_"
+ENV_SECTIONS = ("server", "database", "admin", "mcp", "limits", "billing", "responses")
+LOCAL_MODEL_PORT = 18081
+
+
+class ConfigError(Exception):
+    """A configuration problem, reported as one line naming the key."""
+
+
+class Section(BaseModel):
+    """Base of every table: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="address `gateway serve` binds")
+    port: int = Field(8080, ge=1, le=65535, description="port `gateway serve` binds")
+    workers: int = Field(2, ge=1, description="gunicorn worker processes")
+    threads: int = Field(64, ge=1, description="threads per worker (gthread)")
+    max_body_bytes: int = Field(
+        10_000_000, ge=1024, description="request bodies larger than this get 413"
+    )
+    keepalive_interval_s: float = Field(
+        15.0, gt=0, description="seconds of stream silence before a `: keep-alive` comment"
+    )
+
+
+class DatabaseSettings(Section):
+    url: str = Field(
+        "sqlite:///gateway.db", description="sqlite:///PATH or postgresql://user:pw@host:port/db"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+
+class AdminSettings(Section):
+    token_env: str = Field(
+        "GATEWAY_ADMIN_TOKEN", description="env var holding the admin token; admin API off if unset"
+    )
+
+
+class ProviderSettings(Section):
+    base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1")
+    api_key_env: str | None = Field(None, description="env var holding the upstream API key")
+    timeout_s: float = Field(600.0, gt=0, description="read timeout for upstream calls")
+    connect_timeout_s: float = Field(5.0, gt=0, description="connect timeout for upstream calls")
+    command: list[str] | None = Field(
+        None, description="process the gateway launches and supervises (one per host)"
+    )
+    ready_timeout_s: float = Field(180.0, gt=0, description="how long to wait for `command`")
+    empty_tool_call_content: bool = Field(
+        False, description="send content \"\" instead of null on assistant tool-call messages"
+    )
+
+
+class ModelSettings(Section):
+    provider: str = Field(description="name of a [providers.X] table")
+    upstream_model: str | None = Field(None, description="model id sent upstream (default: same)")
+    input_price_per_mtok: float = Field(0.0, ge=0, description="credits per 1M input tokens")
+    output_price_per_mtok: float = Field(0.0, ge=0, description="credits per 1M output tokens")
+    cached_input_price_per_mtok: float | None = Field(
+        None, ge=0, description="credits per 1M cached input tokens (default: input price)"
+    )
+    max_output_tokens: int = Field(4096, ge=1, description="reservation size when a request sets none")
+    reasoning: bool = Field(False, description="listed under `thinking.models` in /quota")
+
+
+class McpServerSettings(Section):
+    command: str | None = Field(None, description="stdio server executable")
+    args: list[str] = Field(default_factory=list, description="stdio server arguments")
+    env: dict[str, str] = Field(default_factory=dict, description="extra env for the stdio server")
+    cwd: str | None = Field(None, description="working directory of the stdio server")
+    url: str | None = Field(None, description="streamable HTTP endpoint (instead of command)")
+    headers: dict[str, str] = Field(default_factory=dict, description="headers sent to `url`")
+
+
+class ProfileSettings(Section):
+    mcp_servers: list[str] = Field(default_factory=list, description="built-in MCP server labels")
+
+
+class McpSettings(Section):
+    remote_enabled: bool = Field(True, description="allow per-request remote MCP servers")
+    remote_url_checks: bool = Field(True, description="https-only, no internal addresses")
+    tool_timeout_s: float = Field(60.0, gt=0, description="timeout of one MCP tool call")
+    connect_timeout_s: float = Field(20.0, gt=0, description="timeout to connect and list tools")
+    max_loop_turns: int = Field(16, ge=1, description="hard cap on model turns in one tool loop")
+    default_profile: str | None = Field(
+        None, description="profile whose tools `tools: \"auto\"` uses on /v1/chat/completions"
+    )
+
+
+class LimitSettings(Section):
+    rpm: int = Field(600, ge=1, description="requests per minute per key (default)")
+    tpm: int = Field(1_000_000, ge=1, description="tokens per minute per key (default)")
+    backend: Literal["database", "redis"] = Field("database", description="where windows live")
+    url: str | None = Field(None, description="redis://host:port/db when backend = \"redis\"")
+
+
+class BillingSettings(Section):
+    reservation_ttl_s: int = Field(
+        900, ge=10, description="open reservations older than this are swept (crashed workers)"
+    )
+    thinking_default_budget: int = Field(16000, ge=0, description="`thinking.default_budget` in /quota")
+
+
+class ResponsesSettings(Section):
+    secret_env: str = Field(
+        "GATEWAY_SECRET", description="env var with the key that seals compaction blobs"
+    )
+
+
+class Settings(Section):
+    """The whole configuration."""
+
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    admin: AdminSettings = AdminSettings()
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    mcpServers: dict[str, McpServerSettings] = Field(default_factory=dict)
+    profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
+    mcp: McpSettings = McpSettings()
+    limits: LimitSettings = LimitSettings()
+    billing: BillingSettings = BillingSettings()
+    responses: ResponsesSettings = ResponsesSettings()
+    embedded: bool = Field(False, exclude=True, description="built from embedded defaults")
+
+    def cross_check(self) -> Settings:
+        """Check references between tables; raise ConfigError naming the key."""
+        for model_id, model in self.models.items():
+            if model.provider not in self.providers:
+                raise ConfigError(f"models.{model_id}.provider: no provider named {model.provider!r}")
+        for name, profile in self.profiles.items():
+            for label in profile.mcp_servers:
+                if label not in self.mcpServers:
+                    raise ConfigError(f"profiles.{name}.mcp_servers: no mcpServers.{label}")
+            if name.count("/") != 1:
+                raise ConfigError(f"profiles.{name}: name must be \"scope/profile\"")
+        for label, server in self.mcpServers.items():
+            if bool(server.command) == bool(server.url):
+                raise ConfigError(f"mcpServers.{label}: set exactly one of command or url")
+        return self
+
+
+def embedded_defaults() -> dict[str, Any]:
+    """The configuration used when no file is given: the packaged SmolLM2 model."""
+    from gateway.supervisor import find_smollm2_model, llama_server_command
+
+    model_path = find_smollm2_model()
+    provider: dict[str, Any] = {
+        "base_url": f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1",
+        "empty_tool_call_content": True,
+    }
+    if model_path:
+        provider["command"] = llama_server_command(model_path, LOCAL_MODEL_PORT)
+    return {
+        "providers": {"local": provider},
+        "models": {"smollm2": {"provider": "local", "max_output_tokens": 512}},
+    }
+
+
+def env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    """`GATEWAY_<SECTION>_<KEY>` variables as a nested dict (values parsed by pydantic)."""
+    found: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        for section in ENV_SECTIONS:
+            prefix = f"{ENV_PREFIX}{section.upper()}_"
+            if name.startswith(prefix):
+                found.setdefault(section, {})[name[len(prefix) :].lower()] = value
+    mcp = found.setdefault("mcp", {})
+    for key in ("remote_enabled", "remote_url_checks"):
+        value = environ.get(f"VR_MCP_REQUEST_{key.upper()}")
+        if value is not None:
+            mcp[key] = value
+    return {section: values for section, values in found.items() if values}
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `extra` into a copy of `base`."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def find_config_file(explicit: str | None, environ: dict[str, str]) -> Path | None:
+    """--config, else $GATEWAY_CONFIG, else ./config.toml if present, else None."""
+    chosen = explicit or environ.get("GATEWAY_CONFIG")
+    if chosen:
+        return Path(chosen)
+    local = Path("config.toml")
+    return local if local.is_file() else None
+
+
+def build_settings(raw: dict[str, Any], *, embedded: bool = False) -> Settings:
+    """Validate a raw dict; the first problem becomes a one-line ConfigError."""
+    try:
+        settings = Settings.model_validate({**raw, "embedded": embedded})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        message = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"{key}: {message}") from None
+    return settings.cross_check()
+
+
+def load_settings(path: str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the config file (or embedded defaults) and apply environment overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    config_file = find_config_file(path, environ)
+    if config_file is None:
+        raw, embedded = embedded_defaults(), True
+    else:
+        try:
+            raw, embedded = tomllib.loads(config_file.read_text()), False
+        except OSError as exc:
+            raise ConfigError(f"{config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+    return build_settings(merge(raw, env_overrides(environ)), embedded=embedded)

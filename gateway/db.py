@@ -1,0 +1,92 @@
+"""Database wiring: one Peewee proxy, per-request connections, locked schema migrations."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from flask import Flask
+from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from playhouse.migrations import Runner
+
+database = DatabaseProxy()
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 10_000,
+    "foreign_keys": 1,
+    "synchronous": "normal",
+}
+PG_MIGRATION_LOCK = 0x6761746577  # arbitrary constant naming this app's advisory lock
+
+
+def open_database(url: str) -> Database:
+    """Build a Peewee database from `sqlite:///PATH` or `postgresql://...`."""
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :] or ":memory:"
+        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    parts = urlparse(url)
+    return PostgresqlDatabase(
+        parts.path.lstrip("/"),
+        user=unquote(parts.username or "") or None,
+        password=unquote(parts.password or "") or None,
+        host=parts.hostname,
+        port=parts.port or 5432,
+        autorollback=True,
+    )
+
+
+def bind(url: str) -> Database:
+    """Point the shared proxy at the database named by `url`."""
+    db = open_database(url)
+    database.initialize(db)
+    return db
+
+
+def is_sqlite() -> bool:
+    """True when the bound database is SQLite."""
+    return isinstance(database.obj, SqliteDatabase)
+
+
+def write_transaction():
+    """A transaction that takes the write lock at once (SQLite: BEGIN IMMEDIATE)."""
+    if is_sqlite():
+        return database.obj.atomic("IMMEDIATE")
+    return database.atomic()
+
+
+@contextlib.contextmanager
+def migration_lock() -> Iterator[None]:
+    """Serialise migrations across processes and hosts."""
+    db = database.obj
+    if isinstance(db, SqliteDatabase):
+        lock_path = Path(db.database + ".migrate.lock") if db.database != ":memory:" else None
+        if lock_path is None:
+            yield
+            return
+        with open(lock_path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    db.execute_sql("SELECT pg_advisory_lock(%s)", (PG_MIGRATION_LOCK,))
+    try:
+        yield
+    finally:
+        db.execute_sql("SELECT pg_advisory_unlock(%s)", (PG_MIGRATION_LOCK,))
+
+
+def upgrade() -> list[str]:
+    """Apply pending migrations; safe to call from every worker at once."""
+    with database.connection_context(), migration_lock():
+        return Runner(database.obj, str(MIGRATIONS_DIR)).up()
+
+
+def init_app(app: Flask, url: str) -> None:
+    """Bind the database, migrate, and open/close a connection around each request."""
+    bind(url)
+    upgrade()
+    app.before_request(lambda: database.connect(reuse_if_open=True) and None)
+    app.teardown_request(lambda exc: database.close() if not database.is_closed() else None)

@@ -1,0 +1,210 @@
+"""The gateway's one exception tree and the OpenAI error body every client sees.
+
+    GatewayError (500 api_error)
+    ├── InvalidRequest (400 invalid_request_error)
+    │   ├── MalformedJson (400)
+    │   ├── UnknownParameter (400 unknown_parameter)
+    │   ├── NotFound (404)
+    │   │   ├── ModelNotFound (404 model_not_found)
+    │   │   └── ResponseNotFound (404 previous_response_not_found / not_found)
+    │   ├── MethodNotAllowed (405)
+    │   ├── Conflict (409)
+    │   └── BodyTooLarge (413)
+    ├── BadInput (422 bad_input)
+    ├── AuthenticationFailed (401 authentication_error / invalid_api_key)
+    ├── PermissionDenied (403 permission_error)
+    ├── InsufficientBalance (402 insufficient_balance)
+    ├── RateLimited (429 rate_limit_exceeded, Retry-After)
+    ├── UpstreamError (502 upstream_error)
+    │   ├── UpstreamUnavailable (502 upstream_unavailable)
+    │   ├── UpstreamTimeout (504 upstream_timeout)
+    │   └── UpstreamRejected (upstream's own 4xx status, passed through)
+    └── ServiceUnavailable (503 service_unavailable)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """Base of every error a client can see; subclasses set status, type and code."""
+
+    status = 500
+    type = "api_error"
+    code: str | None = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error body for this error."""
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class MalformedJson(InvalidRequest):
+    code = "invalid_json"
+
+
+class UnknownParameter(InvalidRequest):
+    code = "unknown_parameter"
+
+
+class NotFound(InvalidRequest):
+    status = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class ResponseNotFound(NotFound):
+    code = "not_found"
+
+
+class MethodNotAllowed(InvalidRequest):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(InvalidRequest):
+    status = 409
+    code = "conflict"
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class BadInput(GatewayError):
+    status = 422
+    type = "bad_input"
+    code = "bad_input"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class InsufficientBalance(GatewayError):
+    status = 402
+    type = "insufficient_balance"
+    code = "insufficient_balance"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRejected(UpstreamError):
+    """An upstream 4xx, passed through with its status and message."""
+
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """Build `{"error": {"message", "type", "param", "code"}}`."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def http_error(exc: HTTPException) -> GatewayError:
+    """Map a werkzeug HTTP exception (routing, 405, 413, bad JSON) into the tree."""
+    if exc.code == 404:
+        return NotFound(f"Unknown route: {request.method} {request.path}", code="unknown_route")
+    if exc.code == 405:
+        return MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
+    if exc.code == 413:
+        return BodyTooLarge("The request body is too large.")
+    if exc.code == 400:
+        return InvalidRequest("The request could not be parsed.")
+    error = GatewayError(exc.description or exc.name, status=exc.code or 500, code=None)
+    error.type = "invalid_request_error" if (exc.code or 500) < 500 else "api_error"
+    return error
+
+
+def init_app(app: Flask) -> None:
+    """Register handlers so every error leaves as one OpenAI-shaped JSON body."""
+
+    def respond(error: GatewayError):
+        response = jsonify(error.body())
+        response.status_code = error.status
+        response.headers.update(error.headers)
+        return response
+
+    @app.errorhandler(GatewayError)
+    def _gateway_error(exc: GatewayError):
+        return respond(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return respond(http_error(exc))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        request_id = g.get("request_id", "-")
+        log.exception("unhandled error in request %s", request_id)
+        return respond(GatewayError(f"Internal server error (request id {request_id})."))
+

@@ -1,0 +1,74 @@
+"""Owns the per-worker services (upstream client, model processes); start and close them."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+
+from flask import Flask
+
+from gateway.config import ProviderSettings, Settings
+from gateway.metrics import RequestMetrics
+from gateway.ratelimit import RateLimiter
+from gateway.supervisor import ManagedProcess
+from gateway.upstream import UpstreamClient
+
+_START_LOCK = threading.Lock()
+
+
+def managed_process(name: str, provider: ProviderSettings) -> ManagedProcess:
+    """The supervisor of a provider's `command` (one copy per host, via a lock file)."""
+    lock = Path(tempfile.gettempdir()) / f"gateway-provider-{name}.lock"
+    return ManagedProcess(
+        command=provider.command or [],
+        ready_url=provider.base_url.rstrip("/") + "/models",
+        lock_path=str(lock),
+        startup_timeout_s=provider.ready_timeout_s,
+    )
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Create the services; nothing starts until `start(app)` (after gunicorn forks)."""
+    app.extensions["gateway.upstream"] = UpstreamClient(settings.providers, settings.server.threads)
+    app.extensions["gateway.metrics"] = RequestMetrics()
+    app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
+    app.extensions["gateway.processes"] = {
+        name: managed_process(name, provider)
+        for name, provider in settings.providers.items()
+        if provider.command
+    }
+    app.extensions["gateway.started"] = False
+    app.before_request(lambda: start(app))
+
+
+def start(app: Flask) -> None:
+    """Start background services once per worker (idempotent, thread-safe)."""
+    if app.extensions["gateway.started"]:
+        return
+    with _START_LOCK:
+        if app.extensions["gateway.started"]:
+            return
+        for process in app.extensions["gateway.processes"].values():
+            process.start()
+        app.extensions["gateway.started"] = True
+
+
+def close(app: Flask) -> None:
+    """Stop everything this worker owns (idempotent); called from gunicorn's worker_exit."""
+    for process in app.extensions["gateway.processes"].values():
+        process.close()
+    app.extensions["gateway.upstream"].close()
+    app.extensions["gateway.ratelimit"].close()
+
+
+def post_worker_init(worker) -> None:
+    """gunicorn hook: start the worker's services right after the fork."""
+    start(worker.wsgi)
+
+
+def worker_exit(server, worker) -> None:
+    """gunicorn hook: close the worker's threads, sessions and child processes."""
+    app = getattr(worker, "wsgi", None)
+    if isinstance(app, Flask):
+        close(app)

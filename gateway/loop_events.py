@@ -1,0 +1,131 @@
+"""Internal events the tool loop yields; chat and Responses renderers both consume them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one model turn or of the whole loop."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+            self.estimated or other.estimated,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the assistant's visible answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """A piece of the model's reasoning (upstream `reasoning_content` / `reasoning`)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class FunctionCallDelta:
+    """Part of a client function-tool call; `index` orders parallel calls in one turn."""
+
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class McpToolsListed:
+    """A server's tool inventory was read (or failed to be) before the run."""
+
+    server_label: str
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class McpCallStarted:
+    """The loop is about to execute an MCP tool call."""
+
+    item_id: str
+    server_label: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class McpCallFinished:
+    """An MCP tool call ended; exactly one of output / error is set."""
+
+    item_id: str
+    output: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class McpApprovalRequested:
+    """A call needs the client's approval; the response ends after these."""
+
+    item_id: str
+    server_label: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Nothing new yet (slow model or tool); streams send a comment."""
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    """One upstream model turn ended."""
+
+    finish_reason: str | None
+    usage: Usage
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class LoopFinished:
+    """The whole loop ended; `status` is the Responses status it maps to."""
+
+    status: Literal["completed", "incomplete", "failed"]
+    usage: Usage
+    incomplete_reason: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+LoopEvent = (
+    TextDelta
+    | ReasoningDelta
+    | FunctionCallDelta
+    | McpToolsListed
+    | McpCallStarted
+    | McpCallFinished
+    | McpApprovalRequested
+    | KeepAlive
+    | TurnFinished
+    | LoopFinished
+)

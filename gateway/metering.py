@@ -1,0 +1,100 @@
+"""One request's accounting: reserve credits at admission, settle once with a usage row."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import g
+
+from gateway import billing
+from gateway.auth import Caller
+from gateway.config import ModelSettings, Settings
+from gateway.db import write_transaction
+from gateway.loop_events import Usage
+from gateway.models import UsageEntry
+from gateway.ratelimit import RateLimiter
+from gateway.routing import Route
+from gateway.usage import estimate_prompt_tokens, estimate_text_tokens
+
+NO_OUTPUT_ENDPOINTS = {"embeddings"}
+
+
+def max_output_tokens(body: dict[str, Any], model: ModelSettings, endpoint: str) -> int:
+    """The output a request may produce: its own cap or the model's, times `n`."""
+    if endpoint in NO_OUTPUT_ENDPOINTS:
+        return 0
+    requested = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+    cap = requested if isinstance(requested, int) and requested > 0 else model.max_output_tokens
+    choices = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 0) > 0 else 1
+    return cap * choices
+
+
+@dataclass
+class Meter:
+    """Holds the reservation of a request in flight and writes its outcome exactly once."""
+
+    caller: Caller
+    request_id: str
+    endpoint: str
+    model: str
+    prompt_estimate: int
+    reservation_id: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    limiter: RateLimiter | None = None
+
+    @classmethod
+    def admit(
+        cls, caller: Caller, routes: list[Route], body: dict[str, Any], endpoint: str, request_id: str,
+        settings: Settings, limiter: RateLimiter,
+    ) -> Meter:
+        """Check the key's rate limits (429), then reserve the worst case over the routes (402)."""
+        prompt = estimate_prompt_tokens(body)
+        key = caller.key
+        rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
+        decision = limiter.admit(key.id, rpm, tpm, prompt + max_output_tokens(body, routes[0].settings, endpoint))
+        g.rate_limit_headers = decision.headers
+        decision.raise_if_denied()
+        worst = max(
+            billing.Price.of(route.settings).cost(
+                Usage(prompt, max_output_tokens(body, route.settings, endpoint))
+            )
+            for route in routes
+        )
+        meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter)
+        meter.reservation_id = billing.reserve(
+            caller.key, worst, request_id, settings.billing.reservation_ttl_s
+        )
+        return meter
+
+    def estimate(self, completion_text: str) -> Usage:
+        """Usage when the upstream reported none (see gateway.usage)."""
+        return Usage(self.prompt_estimate, estimate_text_tokens(completion_text), estimated=True)
+
+    @staticmethod
+    def cost_of(usage: Usage, route: Route) -> int:
+        """Micro-credits this usage costs on this route."""
+        return billing.Price.of(route.settings).cost(usage)
+
+    def finish(self, usage: Usage, status: int, route: Route | None) -> int:
+        """Settle (charge actual cost, release the rest) and write the usage row, atomically."""
+        if self.finished:
+            return 0
+        self.finished = True
+        cost = self.cost_of(usage, route) if route is not None else 0
+        account_id, key_id = self.caller.account.id, self.caller.key.id
+        with write_transaction():
+            charged = billing.settle(account_id, key_id, self.reservation_id, cost, self.request_id)
+            UsageEntry.create(
+                request_id=self.request_id, api_key=key_id, account=account_id,
+                endpoint=self.endpoint, model=route.model_id if route else self.model,
+                prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
+                estimated=usage.estimated, status=status, cost=charged,
+                latency_ms=int((time.monotonic() - self.started) * 1000),
+            )
+        if self.limiter is not None and usage.total_tokens:
+            self.limiter.record_tokens(key_id, usage.total_tokens)
+        return charged

@@ -1,0 +1,134 @@
+"""The gateway's tables as Peewee models (schema changes go through gateway/migrations)."""
+
+from __future__ import annotations
+
+import datetime
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    CompositeKey,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+)
+
+from gateway.db import database
+
+
+def utcnow() -> datetime.datetime:
+    """Naive UTC now, the one clock every row uses."""
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+class Account(BaseModel):
+    """A tenant: its keys share its balance."""
+
+    name = CharField()
+    tier = CharField(default="free")
+    scope = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "account"
+
+
+class ApiKey(BaseModel):
+    """An API key; only its SHA-256 digest and a display prefix are stored."""
+
+    account = ForeignKeyField(Account, backref="keys", on_delete="CASCADE")
+    name = CharField()
+    digest = CharField(max_length=64, unique=True)
+    prefix = CharField(max_length=16)
+    revoked = BooleanField(default=False)
+    rpm = IntegerField(null=True)
+    tpm = IntegerField(null=True)
+    spend_limit = BigIntegerField(null=True)  # micro-credits; None = no per-key cap
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "api_key"
+
+
+class UsageEntry(BaseModel):
+    """One request's token counts, latency and status."""
+
+    request_id = CharField(max_length=64, index=True)
+    api_key = ForeignKeyField(ApiKey, null=True, on_delete="SET NULL")
+    account = ForeignKeyField(Account, null=True, on_delete="SET NULL")
+    endpoint = CharField(max_length=64)
+    model = CharField(null=True)
+    prompt_tokens = IntegerField(default=0)
+    completion_tokens = IntegerField(default=0)
+    estimated = BooleanField(default=False)
+    status = IntegerField()
+    latency_ms = IntegerField()
+    cost = BigIntegerField(default=0)  # micro-credits charged
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "usage_entry"
+
+
+class CreditGrant(BaseModel):
+    """Credits added to an account (top-up or promotion), drawn down soonest-expiring first."""
+
+    account = ForeignKeyField(Account, backref="grants", on_delete="CASCADE")
+    amount = BigIntegerField()  # micro-credits granted
+    remaining = BigIntegerField()  # micro-credits not yet spent or expired
+    source = CharField(default="grant")
+    expires_at = DateTimeField(null=True, index=True)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "credit_grant"
+
+
+class LedgerEntry(BaseModel):
+    """One movement of credits: `grant` (+), `charge` (-) or `expiry` (-), in micro-credits."""
+
+    account = ForeignKeyField(Account, backref="ledger", on_delete="CASCADE")
+    api_key = ForeignKeyField(ApiKey, null=True, on_delete="SET NULL")
+    kind = CharField(max_length=16)
+    amount = BigIntegerField()
+    request_id = CharField(max_length=64, null=True)
+    note = CharField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "ledger_entry"
+
+
+class Reservation(BaseModel):
+    """Credits held for a request in flight: `open` until settled, released or swept."""
+
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    api_key = ForeignKeyField(ApiKey, null=True, on_delete="SET NULL")
+    amount = BigIntegerField()
+    status = CharField(max_length=16, default="open")
+    request_id = CharField(max_length=64)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+
+    class Meta:
+        table_name = "reservation"
+
+
+class RateWindow(BaseModel):
+    """One key's request and token counts in one minute (table from migration 0003)."""
+
+    key_id = IntegerField()
+    window_start = BigIntegerField()
+    requests = IntegerField(default=0)
+    tokens = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "rate_window"
+        primary_key = CompositeKey("key_id", "window_start")

@@ -1,0 +1,181 @@
+"""Relays OpenAI-compatible requests upstream (JSON or SSE), with fallbacks and usage rows."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from gateway import sse
+from gateway.billing import to_credits
+from gateway.config import Settings
+from gateway.db import database
+from gateway.errors import GatewayError, UpstreamError, UpstreamRejected
+from gateway.loop_events import Usage
+from gateway.metering import Meter
+from gateway.routing import Route
+from gateway.upstream import UpstreamClient, UpstreamStream
+from gateway.usage import usage_from_openai
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CLIENT_CLOSED = 499
+
+
+def upstream_body(settings: Settings, route: Route, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """The body sent upstream: upstream model id, no `models`, usage asked for on streams."""
+    sent = {key: value for key, value in body.items() if key != "models"}
+    sent["model"] = route.upstream_model
+    if stream:
+        sent["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    if settings.providers[route.provider].empty_tool_call_content and "messages" in sent:
+        sent["messages"] = [_content_not_null(message) for message in sent["messages"]]
+    return sent
+
+
+def _content_not_null(message: Any) -> Any:
+    if isinstance(message, dict) and message.get("tool_calls") and message.get("content") is None:
+        return {**message, "content": ""}
+    return message
+
+
+def with_fallback(routes: list[Route], attempt: Callable[[Route], T]) -> tuple[Route, T]:
+    """Try each route in order; move on after 5xx, timeouts and connection failures only."""
+    for position, route in enumerate(routes):
+        try:
+            return route, attempt(route)
+        except UpstreamRejected:
+            raise
+        except UpstreamError as exc:
+            if position == len(routes) - 1:
+                raise
+            log.warning("model %s failed (%s); trying %s", route.model_id, exc.code, routes[position + 1].model_id)
+    raise AssertionError("routes must not be empty")
+
+
+def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict[str, Any]:
+    """The upstream usage object plus OpenRouter's `cost` (credits)."""
+    return {**(usage_json if isinstance(usage_json, dict) else {}), "cost": to_credits(meter.cost_of(usage, route))}
+
+
+def relay_json(
+    client: UpstreamClient,
+    settings: Settings,
+    routes: list[Route],
+    path: str,
+    body: dict[str, Any],
+    meter: Meter,
+) -> dict[str, Any]:
+    """One JSON round trip with fallbacks; settles the meter either way."""
+    try:
+        route, data = with_fallback(
+            routes, lambda r: client.post_json(r.provider, path, upstream_body(settings, r, body, False))
+        )
+    except GatewayError as exc:
+        meter.finish(Usage(), exc.status, None)
+        raise
+    data["model"] = route.model_id
+    usage = usage_from_openai(data.get("usage")) or meter.estimate(
+        "".join(_choice_text(choice) for choice in data.get("choices") or [])
+    )
+    data["usage"] = with_cost(data.get("usage"), meter, usage, route)
+    meter.finish(usage, 200, route)
+    return data
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    """Every generated character of a choice or stream delta, for estimates."""
+    part = choice.get("message") or choice.get("delta") or {}
+    pieces = [choice.get("text") or "", part.get("content") or "", part.get("reasoning_content") or ""]
+    for call in part.get("tool_calls") or []:
+        function = call.get("function") or {}
+        pieces += [function.get("name") or "", function.get("arguments") or ""]
+    return "".join(piece for piece in pieces if isinstance(piece, str))
+
+
+def open_stream(
+    client: UpstreamClient,
+    settings: Settings,
+    routes: list[Route],
+    path: str,
+    body: dict[str, Any],
+    meter: Meter,
+) -> tuple[Route, UpstreamStream]:
+    """Open the upstream stream (with fallbacks) before any byte goes to the client."""
+    try:
+        return with_fallback(
+            routes, lambda r: client.open_stream(r.provider, path, upstream_body(settings, r, body, True))
+        )
+    except GatewayError as exc:
+        meter.finish(Usage(), exc.status, None)
+        raise
+
+
+def relay_stream(
+    stream: UpstreamStream,
+    route: Route,
+    client_wants_usage: bool,
+    meter: Meter,
+    keepalive_s: float,
+) -> Iterator[bytes]:
+    """Relay upstream SSE chunk by chunk; keep-alives on silence; error event on failure."""
+    reported: Usage | None = None
+    generated: list[str] = []
+    finished = False
+    status = CLIENT_CLOSED
+    try:
+        for event in stream.events(keepalive_s):
+            if event is None:
+                yield sse.comment()
+                continue
+            if event.data.strip() == "[DONE]":
+                finished = True
+                break
+            chunk = _parse_chunk(event.data)
+            if chunk is None:
+                continue
+            if "error" in chunk:
+                raise UpstreamError(f"Upstream failed mid-stream: {_error_message(chunk['error'])}")
+            reported = usage_from_openai(chunk.get("usage")) or reported
+            if reported is not None and chunk.get("usage"):
+                chunk["usage"] = with_cost(chunk["usage"], meter, reported, route)
+            choices = chunk.get("choices") or []
+            generated += [_choice_text(choice) for choice in choices]
+            finished = finished or any(choice.get("finish_reason") for choice in choices)
+            outgoing = _client_chunk(chunk, route, client_wants_usage)
+            if outgoing is not None:
+                yield sse.encode(outgoing)
+        if not finished:
+            raise UpstreamError("Upstream closed the stream before it finished.")
+        status = 200
+        yield sse.DONE
+    except GatewayError as exc:
+        status = exc.status
+        yield sse.encode(exc.body())
+    finally:
+        stream.close()
+        with database.connection_context():
+            meter.finish(reported or meter.estimate("".join(generated)), status, route)
+def _parse_chunk(data: str) -> dict[str, Any] | None:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        log.warning("dropping a non-JSON upstream stream event")
+        return None
+    return chunk if isinstance(chunk, dict) else None
+
+
+def _client_chunk(chunk: dict[str, Any], route: Route, wants_usage: bool) -> dict[str, Any] | None:
+    """The chunk as the client sees it: public model id; usage only if it asked."""
+    if not wants_usage:
+        if not chunk.get("choices") and chunk.get("usage"):
+            return None
+        chunk.pop("usage", None)
+    if "model" in chunk:
+        chunk["model"] = route.model_id
+    return chunk
+
+
+def _error_message(error: Any) -> str:
+    return str(error.get("message") if isinstance(error, dict) else error)

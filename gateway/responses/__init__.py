@@ -1,0 +1,1 @@
+"""The Responses API core: request schema, item/message translation and the event builder."""

