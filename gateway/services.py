@@ -22,6 +22,6 @@ def upstream() -> UpstreamClient:
     return current_app.extensions["gateway.upstream"]
 
 
-def limiter() -> "RateLimiter":
+def limiter() -> RateLimiter:
     """The current app's per-key rate limiter."""
     return current_app.extensions["gateway.ratelimit"]
