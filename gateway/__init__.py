@@ -7,7 +7,7 @@ import time
 from flask import Flask
 
 from gateway import auth, db, errors, lifecycle
-from gateway.api import account, admin, catalog, chat, health, http
+from gateway.api import account, admin, catalog, chat, health, http, mcp, profiles
 from gateway.config import Settings, load_settings
 
 API_PREFIXES = {"v1": "/v1", "openrouter": "/api/v1"}
@@ -27,8 +27,9 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     lifecycle.init_app(app, settings)
     http.init_app(app)
     for name, prefix in API_PREFIXES.items():
-        for blueprint in (chat.bp, catalog.bp):
+        for blueprint in (chat.bp, catalog.bp, mcp.bp):
             app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
+    app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)

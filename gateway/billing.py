@@ -167,6 +167,26 @@ def reserve(key: ApiKey, amount: int, request_id: str, ttl_s: int, now: datetime
     return reservation.id
 
 
+def extend(key: ApiKey, reservation_id: int, amount: int, now: datetime.datetime | None = None) -> None:
+    """Grow an open reservation by `amount` (a further loop turn) or raise 402."""
+    if amount <= 0:
+        return
+    now = now or utcnow()
+    with write_transaction():
+        lock_account(key.account_id)
+        expire_grants(key.account_id, now)
+        available = balance_of(key.account_id) - reserved_by(key.account_id)
+        if available < amount:
+            raise InsufficientBalance(
+                f"Insufficient balance to continue: the next model turn may cost up to {to_credits(amount)} "
+                f"credits and {to_credits(max(available, 0))} are available."
+            )
+        _check_key_limit(key, amount)
+        Reservation.update(amount=Reservation.amount + amount).where(
+            Reservation.id == reservation_id, Reservation.status == "open"
+        ).execute()
+
+
 def _check_key_limit(key: ApiKey, amount: int) -> None:
     if key.spend_limit is None:
         return

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from flask import Flask
 
-from gateway.config import ProviderSettings, Settings
+from gateway.config import McpServerSettings, ProviderSettings, Settings
+from gateway.mcp.assemble import McpRuntime
+from gateway.mcp.bridge import McpBridge
+from gateway.mcp.servers import BuiltinServers, ServerSpec
 from gateway.metrics import RequestMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.supervisor import ManagedProcess
@@ -28,11 +32,28 @@ def managed_process(name: str, provider: ProviderSettings) -> ManagedProcess:
     )
 
 
+def server_spec(label: str, server: McpServerSettings) -> ServerSpec:
+    """A built-in MCP server's config as the runtime's spec."""
+    return ServerSpec(label, command=server.command, args=tuple(server.args), env=server.env, cwd=server.cwd,
+                      url=server.url, headers=server.headers)
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Create the services; nothing starts until `start(app)` (after gunicorn forks)."""
     app.extensions["gateway.upstream"] = UpstreamClient(settings.providers, settings.server.threads)
     app.extensions["gateway.metrics"] = RequestMetrics()
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
+    app.extensions["gateway.tasks"] = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="gateway-task")
+    bridge = McpBridge()
+    app.extensions["gateway.mcp"] = McpRuntime(
+        settings,
+        BuiltinServers(
+            [server_spec(label, server) for label, server in settings.mcpServers.items()],
+            bridge, settings.mcp.tool_timeout_s, settings.mcp.connect_timeout_s,
+        ),
+        bridge,
+        app.extensions["gateway.tasks"],
+    )
     app.extensions["gateway.processes"] = {
         name: managed_process(name, provider)
         for name, provider in settings.providers.items()
@@ -51,6 +72,8 @@ def start(app: Flask) -> None:
             return
         for process in app.extensions["gateway.processes"].values():
             process.start()
+        if app.extensions["gateway.mcp"].servers.labels:
+            app.extensions["gateway.mcp"].servers.start()
         app.extensions["gateway.started"] = True
 
 
@@ -58,6 +81,10 @@ def close(app: Flask) -> None:
     """Stop everything this worker owns (idempotent); called from gunicorn's worker_exit."""
     for process in app.extensions["gateway.processes"].values():
         process.close()
+    runtime = app.extensions["gateway.mcp"]
+    runtime.servers.close()
+    runtime.bridge.close()
+    app.extensions["gateway.tasks"].shutdown(wait=False, cancel_futures=True)
     app.extensions["gateway.upstream"].close()
     app.extensions["gateway.ratelimit"].close()
 

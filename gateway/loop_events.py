@@ -115,6 +115,7 @@ class LoopFinished:
     incomplete_reason: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    error_status: int | None = None  # HTTP status of the failure (502 upstream, 402 balance, ...)
 
 
 LoopEvent = (

@@ -45,6 +45,7 @@ class Meter:
     finished: bool = False
 
     limiter: RateLimiter | None = None
+    route_settings: ModelSettings | None = None
 
     @classmethod
     def admit(
@@ -64,7 +65,8 @@ class Meter:
             )
             for route in routes
         )
-        meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter)
+        meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter,
+                    route_settings=routes[0].settings)
         meter.reservation_id = billing.reserve(
             caller.key, worst, request_id, settings.billing.reservation_ttl_s
         )
@@ -73,6 +75,12 @@ class Meter:
     def estimate(self, completion_text: str) -> Usage:
         """Usage when the upstream reported none (see gateway.usage)."""
         return Usage(self.prompt_estimate, estimate_text_tokens(completion_text), estimated=True)
+
+    def extend(self, prompt_tokens: int) -> None:
+        """Reserve the input of one more model turn (tool loops), or raise 402."""
+        if self.reservation_id is not None:
+            amount = billing.Price.of(self.route_settings).cost(Usage(prompt_tokens, 0))
+            billing.extend(self.caller.key, self.reservation_id, amount)
 
     @staticmethod
     def cost_of(usage: Usage, route: Route) -> int:

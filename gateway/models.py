@@ -13,6 +13,7 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    TextField,
 )
 
 from gateway.db import database
@@ -132,3 +133,33 @@ class RateWindow(BaseModel):
     class Meta:
         table_name = "rate_window"
         primary_key = CompositeKey("key_id", "window_start")
+
+
+class StoredResponse(BaseModel):
+    """A stored Responses API response: its own input and output items and its parent's id."""
+
+    id = CharField(primary_key=True, max_length=64)
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    api_key = ForeignKeyField(ApiKey, null=True, on_delete="SET NULL")
+    previous_response_id = CharField(max_length=64, null=True)
+    status = CharField(max_length=16)
+    background = BooleanField(default=False)
+    body = TextField()  # the response object as JSON, without `output`
+    input_items = TextField()  # this turn's own input items (JSON list), never the chain's history
+    output_items = TextField()  # this turn's output items (JSON list)
+    created_at = DateTimeField(default=utcnow, index=True)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "stored_response"
+
+
+class ServerSecret(BaseModel):
+    """A random secret generated once per database (e.g. the compaction key when no env secret is set)."""
+
+    name = CharField(primary_key=True, max_length=64)
+    value = CharField(max_length=128)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "server_secret"

@@ -8,6 +8,7 @@ from flask import current_app
 
 if TYPE_CHECKING:
     from gateway.config import Settings
+    from gateway.mcp.assemble import McpRuntime
     from gateway.ratelimit import RateLimiter
     from gateway.upstream import UpstreamClient
 
@@ -25,3 +26,8 @@ def upstream() -> UpstreamClient:
 def limiter() -> RateLimiter:
     """The current app's per-key rate limiter."""
     return current_app.extensions["gateway.ratelimit"]
+
+
+def mcp() -> McpRuntime:
+    """The current app's MCP runtime (bridge, built-in servers, task pool)."""
+    return current_app.extensions["gateway.mcp"]

@@ -1,4 +1,4 @@
-"""Chat completions, legacy completions and embeddings, relayed upstream."""
+"""Chat completions, legacy completions and embeddings: relayed upstream, or run as a tool loop."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from gateway import proxy, routing, services
+from gateway import chat_loop, proxy, routing, services
 from gateway.api.http import event_stream, json_object, request_id
 from gateway.auth import current_caller
+from gateway.loop import run_loop
+from gateway.mcp.assemble import profile_toolset
 from gateway.metering import Meter
 
 bp = Blueprint("chat", __name__)
@@ -16,10 +18,12 @@ bp = Blueprint("chat", __name__)
 
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
-    """OpenAI chat completions, JSON or SSE."""
+    """OpenAI chat completions, JSON or SSE; `tools: "auto"` runs the default profile's MCP tools."""
     body = json_object()
     if body.get("tools") == "auto":
-        body = {key: value for key, value in body.items() if key not in ("tools", "tool_choice")}
+        profile = services.settings().mcp.default_profile
+        labels = services.settings().profiles[profile].mcp_servers if profile else []
+        return run_with_tools(body, labels)
     return relay("chat/completions", body)
 
 
@@ -38,7 +42,7 @@ def embeddings() -> Response:
 
 
 def relay(path: str, body: dict[str, Any]) -> Response:
-    """Authenticate, route, relay upstream and record usage."""
+    """Authenticate, route, meter, relay upstream."""
     caller = current_caller()
     settings = services.settings()
     routes = routing.candidates(settings, body)
@@ -50,3 +54,17 @@ def relay(path: str, body: dict[str, Any]) -> Response:
         keepalive = settings.server.keepalive_interval_s
         return event_stream(proxy.relay_stream(stream, route, wants_usage, meter, keepalive))
     return jsonify(proxy.relay_json(client, settings, routes, path, body, meter))
+
+
+def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
+    """Run the tool loop with these built-in servers' tools; answer with the final message."""
+    caller = current_caller()
+    settings = services.settings()
+    route = routing.resolve(settings, body.get("model"))
+    meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
+    plan = chat_loop.loop_plan(body, route, profile_toolset(services.mcp(), labels))
+    events = run_loop(plan, services.upstream(), settings, meter)
+    if body.get("stream") is True:
+        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return event_stream(chat_loop.stream(plan, events, meter, wants_usage))
+    return jsonify(chat_loop.complete(plan, events, meter))

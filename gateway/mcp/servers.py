@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -231,6 +232,14 @@ class BuiltinServers:
         if slot.status != "available" or connection is None:
             raise errors.Conflict(f"MCP server {label!r} is {slot.status}", param="server_label")
         return [tool_info(tool) for tool in connection.tools]
+
+    def wait_started(self, label: str, timeout: float) -> None:
+        """Wait (bounded) while a server is still `starting`, so a first request finds it ready."""
+        slot = self._slot(label)
+        self.start()
+        deadline = time.monotonic() + timeout
+        while slot.status == "starting" and time.monotonic() < deadline and not self._closed:
+            time.sleep(0.05)
 
     def call(
         self, label: str, tool: str, arguments: Mapping[str, Any], timeout: float | None = None

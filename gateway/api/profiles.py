@@ -1,0 +1,40 @@
+"""mcp.run-style profile routes: /api/v1/openai/{scope}/{profile}/chat/completions and /models."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from gateway import services
+from gateway.api import catalog
+from gateway.api.chat import relay, run_with_tools
+from gateway.api.http import json_object
+from gateway.auth import current_caller
+from gateway.errors import NotFound
+
+bp = Blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
+
+
+def profile_servers(scope: str, profile: str) -> list[str]:
+    """The profile's MCP servers; 404 when it does not exist or the key's account may not use it."""
+    account = current_caller().account
+    settings = services.settings().profiles.get(f"{scope}/{profile}")
+    if settings is None or account.scope not in (scope, "*"):
+        raise NotFound(f"No profile {scope}/{profile} for this key.", code="profile_not_found")
+    return settings.mcp_servers
+
+
+@bp.post("/chat/completions")
+def chat_completions(scope: str, profile: str) -> Response:
+    """Chat in a profile; `tools: "auto"` offers and runs the profile's MCP tools."""
+    labels = profile_servers(scope, profile)
+    body = json_object()
+    if body.get("tools") == "auto":
+        return run_with_tools(body, labels)
+    return relay("chat/completions", body)
+
+
+@bp.get("/models")
+def list_models(scope: str, profile: str) -> Response:
+    """The models a profile can use (every configured model)."""
+    profile_servers(scope, profile)
+    return catalog.list_models()

@@ -1,0 +1,133 @@
+"""Chat completions whose tools the gateway runs (`tools: "auto"`): the loop as chat JSON or chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import sse
+from gateway.billing import to_credits
+from gateway.db import database
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.loop import LoopPlan
+from gateway.loop_events import KeepAlive, LoopEvent, LoopFinished, McpCallStarted, TextDelta
+from gateway.metering import Meter
+from gateway.routing import Route
+
+LOOP_OWNED = ("tools", "tool_choice", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+              "messages", "model", "models", "n")
+FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def loop_plan(body: dict[str, Any], route: Route, toolset: Any) -> LoopPlan:
+    """The loop plan of a chat request; the profile's MCP tools replace `tools: "auto"`."""
+    if not isinstance(body.get("messages"), list):
+        raise InvalidRequest("`messages` must be a list.", param="messages")
+    params = {key: value for key, value in body.items() if key not in LOOP_OWNED}
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    return LoopPlan(route, list(body["messages"]), params, toolset,
+                    max_output_tokens=limit if isinstance(limit, int) else None)
+
+
+@dataclass
+class ChatRender:
+    """Accumulates loop events into one chat completion."""
+
+    route: Route
+    meter: Meter
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+    text: str = ""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def take(self, event: LoopEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text += event.text
+        elif isinstance(event, McpCallStarted):
+            name = f"mcp__{event.server_label}__{event.name}"
+            self.calls.append({"id": event.item_id, "type": "function",
+                               "function": {"name": name, "arguments": event.arguments}})
+
+    def usage(self, done: LoopFinished) -> dict[str, Any]:
+        usage = done.usage
+        return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens, "cost": to_credits(self.meter.cost_of(usage, self.route))}
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.calls:
+            message["tool_calls"] = self.calls
+        return message
+
+    def completion(self, done: LoopFinished) -> dict[str, Any]:
+        finish = FINISH_REASONS.get(done.incomplete_reason or "", "stop")
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.route.model_id,
+                "choices": [{"index": 0, "message": self.message(), "finish_reason": finish, "logprobs": None}],
+                "usage": self.usage(done)}
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.route.model_id, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def failure(done: LoopFinished) -> GatewayError:
+    """The HTTP error of a loop that failed."""
+    return GatewayError(done.error_message or "The model failed.", status=done.error_status or 502,
+                        code=done.error_code)
+
+
+def complete(plan: LoopPlan, events: Iterator[LoopEvent], meter: Meter) -> dict[str, Any]:
+    """Run the loop to the end and answer one chat completion (HTTP error if it failed)."""
+    render = ChatRender(plan.route, meter)
+    try:
+        for event in events:
+            render.take(event)
+            if isinstance(event, LoopFinished):
+                done = event
+    finally:
+        if plan.toolset is not None:
+            plan.toolset.close()
+    meter.finish(done.usage, 200 if done.status != "failed" else done.error_status or 502, plan.route)
+    if done.status == "failed":
+        raise failure(done)
+    return render.completion(done)
+
+
+def stream(plan: LoopPlan, events: Iterator[LoopEvent], meter: Meter, wants_usage: bool) -> Iterator[bytes]:
+    """The loop as chat chunks: the answer streams; executed calls are listed before the finish."""
+    render = ChatRender(plan.route, meter)
+    done: LoopFinished | None = None
+    try:
+        yield sse.encode(render.chunk({"role": "assistant", "content": ""}))
+        for event in events:
+            render.take(event)
+            if isinstance(event, KeepAlive):
+                yield sse.comment()
+            elif isinstance(event, TextDelta):
+                yield sse.encode(render.chunk({"content": event.text}))
+            elif isinstance(event, LoopFinished):
+                done = event
+        yield from _stream_end(render, done, wants_usage)
+    finally:
+        if plan.toolset is not None:
+            plan.toolset.close()
+        with database.connection_context():
+            usage_done = done or LoopFinished("failed", render.meter.estimate(render.text))
+            status = 499 if done is None else (done.error_status or 502) if done.status == "failed" else 200
+            meter.finish(usage_done.usage, status, plan.route)
+
+
+def _stream_end(render: ChatRender, done: LoopFinished, wants_usage: bool) -> Iterator[bytes]:
+    if done.status == "failed":
+        yield sse.encode(failure(done).body())
+        return
+    if render.calls:
+        calls = [{**call, "index": index} for index, call in enumerate(render.calls)]
+        yield sse.encode(render.chunk({"tool_calls": calls}))
+    yield sse.encode(render.chunk({}, FINISH_REASONS.get(done.incomplete_reason or "", "stop")))
+    if wants_usage:
+        yield sse.encode({**render.chunk({}), "choices": [], "usage": render.usage(done)})
+    yield sse.DONE

@@ -1,0 +1,258 @@
+"""The one tool loop: model turn -> MCP calls -> model turn ..., yielding loop events.
+
+Chat (`tools: "auto"`) and the Responses API both render these events. Every model turn is
+streamed from the upstream so deltas flow as they arrive and silences become KeepAlive events.
+The loop never raises a GatewayError: failures end it with LoopFinished(status="failed").
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import Settings
+from gateway.errors import GatewayError, UpstreamError
+from gateway.loop_events import (
+    KeepAlive,
+    LoopEvent,
+    LoopFinished,
+    McpApprovalRequested,
+    McpCallFinished,
+    McpCallStarted,
+    TurnFinished,
+    Usage,
+)
+from gateway.mcp.servers import ToolOutcome
+from gateway.mcp.toolset import Toolset
+from gateway.metering import Meter
+from gateway.proxy import upstream_body
+from gateway.routing import Route
+from gateway.turn import ToolCall, TurnReader
+from gateway.upstream import UpstreamClient
+from gateway.usage import estimate_prompt_tokens, estimate_text_tokens
+
+INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
+LIMIT_MESSAGE = "Not executed: this response reached its max_tool_calls limit."
+DENIED_MESSAGE = "Not executed: the user denied this tool call."
+
+
+@dataclass
+class ApprovedCall:
+    """The client's answer to an mcp_approval_request."""
+
+    approval_request_id: str
+    server_label: str
+    name: str
+    arguments: str
+    approved: bool
+
+
+@dataclass
+class LoopPlan:
+    """Everything one loop run needs."""
+
+    route: Route
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    toolset: Toolset | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    approved_calls: list[ApprovedCall] = field(default_factory=list)
+
+
+@dataclass
+class LoopState:
+    """What the loop has done so far."""
+
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: int = 0
+    turns: int = 0
+
+
+def run_loop(plan: LoopPlan, client: UpstreamClient, settings: Settings, meter: Meter) -> Iterator[LoopEvent]:
+    """Run model turns and MCP calls until the model answers; the last event is LoopFinished."""
+    state = LoopState()
+    messages = list(plan.messages)
+    try:
+        if plan.toolset is not None:
+            yield from plan.toolset.listings()
+        yield from run_approved_calls(plan, messages, state, settings)
+        while True:
+            finished = yield from model_turn(plan, messages, state, client, settings, meter)
+            if finished is not None:
+                yield finished
+                return
+    except GatewayError as exc:
+        yield LoopFinished("failed", state.usage, error_code=exc.code, error_message=exc.message,
+                           error_status=exc.status)
+
+
+def model_turn(
+    plan: LoopPlan, messages: list[dict[str, Any]], state: LoopState, client: UpstreamClient,
+    settings: Settings, meter: Meter,
+) -> Iterator[LoopEvent]:
+    """Stream one model turn; run its MCP calls; return LoopFinished when the loop should end."""
+    remaining = None if plan.max_output_tokens is None else plan.max_output_tokens - state.usage.output_tokens
+    if remaining is not None and remaining <= 0:
+        return LoopFinished("incomplete", state.usage, incomplete_reason="max_output_tokens")
+    last_turn = state.turns + 1 >= settings.mcp.max_loop_turns
+    body = turn_body(plan, messages, remaining, offer_mcp=not last_turn and not tool_budget_spent(plan, state))
+    if state.turns:
+        meter.extend(estimate_prompt_tokens(body))
+    reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
+    yield from stream_turn(client, settings, plan.route, body, reader)
+    usage = reader.usage or estimated_turn_usage(body, reader)
+    state.usage, state.turns = state.usage + usage, state.turns + 1
+    yield TurnFinished(reader.finish_reason, usage, plan.route.model_id)
+    if reader.finish_reason in INCOMPLETE_REASONS:
+        return LoopFinished("incomplete", state.usage, incomplete_reason=INCOMPLETE_REASONS[reader.finish_reason])
+    calls = reader.tool_calls()
+    gateway_calls = [call for call in calls if plan.toolset and plan.toolset.owns(call.name)]
+    if not gateway_calls:
+        return LoopFinished("completed", state.usage)
+    messages.append(reader.assistant_message())
+    awaiting_approval = yield from run_gateway_calls(plan, gateway_calls, messages, state, settings)
+    if awaiting_approval or len(gateway_calls) < len(calls):
+        return LoopFinished("completed", state.usage)
+    return None
+
+
+def turn_body(
+    plan: LoopPlan, messages: list[dict[str, Any]], remaining: int | None, offer_mcp: bool
+) -> dict[str, Any]:
+    """The chat-completions body of one turn (model mapping happens in upstream_body)."""
+    body = {**plan.params, "messages": messages, "stream": True}
+    tools = list(plan.params.get("tools") or [])
+    if plan.toolset is not None and offer_mcp:
+        tools += plan.toolset.functions()
+    if tools:
+        body["tools"] = tools
+    else:
+        for key in ("tools", "tool_choice", "parallel_tool_calls"):
+            body.pop(key, None)
+    if plan.toolset is not None and not offer_mcp and _forces_mcp(body.get("tool_choice")):
+        body["tool_choice"] = "auto" if tools else body.pop("tool_choice")
+    if remaining is not None:
+        body["max_tokens"] = remaining
+    return body
+
+
+def _forces_mcp(choice: Any) -> bool:
+    return isinstance(choice, dict) and str((choice.get("function") or {}).get("name", "")).startswith("mcp__")
+
+
+def tool_budget_spent(plan: LoopPlan, state: LoopState) -> bool:
+    """Whether max_tool_calls is used up."""
+    return plan.max_tool_calls is not None and state.tool_calls >= plan.max_tool_calls
+
+
+def stream_turn(
+    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], reader: TurnReader
+) -> Iterator[LoopEvent]:
+    """Relay one upstream stream into the reader, yielding its events and keep-alives."""
+    stream = client.open_stream(route.provider, "chat/completions", upstream_body(settings, route, body, True))
+    try:
+        for event in stream.events(settings.server.keepalive_interval_s):
+            if event is None:
+                yield KeepAlive()
+                continue
+            if event.data.strip() == "[DONE]":
+                return
+            chunk = _chunk(event.data)
+            if "error" in chunk:
+                raise UpstreamError(f"Upstream failed mid-stream: {_message(chunk['error'])}")
+            yield from reader.feed(chunk)
+        if reader.finish_reason is None:
+            raise UpstreamError("Upstream closed the stream before it finished.")
+    finally:
+        stream.close()
+
+
+def _chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return {}
+    return chunk if isinstance(chunk, dict) else {}
+
+
+def _message(error: Any) -> str:
+    return str(error.get("message") if isinstance(error, dict) else error)
+
+
+def estimated_turn_usage(body: dict[str, Any], reader: TurnReader) -> Usage:
+    """A turn's usage when the upstream reported none (see gateway.usage)."""
+    generated = reader.text + reader.reasoning + "".join(c.name + c.arguments for c in reader.tool_calls())
+    return Usage(estimate_prompt_tokens(body), estimate_text_tokens(generated), estimated=True)
+
+
+def run_gateway_calls(
+    plan: LoopPlan, calls: list[ToolCall], messages: list[dict[str, Any]], state: LoopState, settings: Settings
+) -> Iterator[LoopEvent]:
+    """Execute (or hold for approval) the MCP calls of one turn; True when approval is awaited."""
+    awaiting = False
+    for call in calls:
+        offered = plan.toolset.lookup(call.name)
+        if offered is None:
+            messages.append(tool_result(call.call_id, f"Error: no tool named {call.name!r}."))
+        elif offered.needs_approval:
+            awaiting = True
+            yield McpApprovalRequested(new_item_id("mcpr"), offered.server_label, offered.tool.name,
+                                       call.arguments)
+        elif tool_budget_spent(plan, state):
+            messages.append(tool_result(call.call_id, LIMIT_MESSAGE))
+        else:
+            outcome = yield from execute(plan.toolset, offered.server_label, offered.tool.name, call.arguments,
+                                         new_item_id("mcp"), settings)
+            state.tool_calls += 1
+            messages.append(tool_result(call.call_id, outcome_text(outcome)))
+    return awaiting
+
+
+def run_approved_calls(
+    plan: LoopPlan, messages: list[dict[str, Any]], state: LoopState, settings: Settings
+) -> Iterator[LoopEvent]:
+    """Before the first turn: run what the client approved, report what it denied."""
+    for approval in plan.approved_calls:
+        name = plan.toolset.function_for(approval.server_label, approval.name) if plan.toolset else None
+        call = ToolCall(0, approval.approval_request_id, name or approval.name, approval.arguments)
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call.as_message_part()]})
+        if not approval.approved or name is None:
+            messages.append(tool_result(call.call_id, DENIED_MESSAGE))
+            continue
+        outcome = yield from execute(plan.toolset, approval.server_label, approval.name, approval.arguments,
+                                     new_item_id("mcp"), settings)
+        state.tool_calls += 1
+        messages.append(tool_result(call.call_id, outcome_text(outcome)))
+
+
+def execute(
+    toolset: Toolset, server_label: str, tool_name: str, arguments: str, item_id: str, settings: Settings
+) -> Iterator[LoopEvent]:
+    """One MCP call with its events; keep-alives flow while the tool works."""
+    yield McpCallStarted(item_id, server_label, tool_name, arguments)
+    future: Future[ToolOutcome] = toolset.start_call(server_label, tool_name, arguments)
+    while not wait([future], timeout=settings.server.keepalive_interval_s).done:
+        yield KeepAlive()
+    outcome = future.result()
+    yield McpCallFinished(item_id, output=outcome.output, error=outcome.error)
+    return outcome
+
+
+def tool_result(call_id: str, content: str) -> dict[str, Any]:
+    """A `tool` message answering one call."""
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def outcome_text(outcome: ToolOutcome) -> str:
+    """What the model reads back from a tool."""
+    return outcome.output or "" if outcome.error is None else f"Error: {outcome.error}"
+
+
+def new_item_id(prefix: str) -> str:
+    """A fresh output item id."""
+    return f"{prefix}_{uuid.uuid4().hex}"
