@@ -17,7 +17,7 @@ from gateway.loop_events import KeepAlive, LoopEvent, LoopFinished, McpCallStart
 from gateway.metering import Meter
 from gateway.routing import Route
 
-LOOP_OWNED = ("tools", "tool_choice", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+LOOP_OWNED = ("tools", "stream", "stream_options", "max_tokens", "max_completion_tokens",
               "messages", "model", "models", "n")
 FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 

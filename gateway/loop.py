@@ -71,6 +71,7 @@ class LoopState:
     usage: Usage = field(default_factory=Usage)
     tool_calls: int = 0
     turns: int = 0
+    choice_released: bool = False  # a forcing tool_choice applies until a tool has run
 
 
 def run_loop(plan: LoopPlan, client: UpstreamClient, settings: Settings, meter: Meter) -> Iterator[LoopEvent]:
@@ -100,7 +101,8 @@ def model_turn(
     if remaining is not None and remaining <= 0:
         return LoopFinished("incomplete", state.usage, incomplete_reason="max_output_tokens")
     last_turn = state.turns + 1 >= settings.mcp.max_loop_turns
-    body = turn_body(plan, messages, remaining, offer_mcp=not last_turn and not tool_budget_spent(plan, state))
+    offer_mcp = not last_turn and not tool_budget_spent(plan, state)
+    body = turn_body(plan, messages, remaining, offer_mcp, state.choice_released)
     if state.turns:
         meter.extend(estimate_prompt_tokens(body))
     reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
@@ -116,16 +118,20 @@ def model_turn(
         return LoopFinished("completed", state.usage)
     messages.append(reader.assistant_message())
     awaiting_approval = yield from run_gateway_calls(plan, gateway_calls, messages, state, settings)
+    state.choice_released = True
     if awaiting_approval or len(gateway_calls) < len(calls):
         return LoopFinished("completed", state.usage)
     return None
 
 
 def turn_body(
-    plan: LoopPlan, messages: list[dict[str, Any]], remaining: int | None, offer_mcp: bool
+    plan: LoopPlan, messages: list[dict[str, Any]], remaining: int | None, offer_mcp: bool,
+    choice_released: bool = False,
 ) -> dict[str, Any]:
     """The chat-completions body of one turn (model mapping happens in upstream_body)."""
     body = {**plan.params, "messages": messages, "stream": True}
+    if choice_released and _forcing(body.get("tool_choice")):
+        body["tool_choice"] = "auto"
     tools = list(plan.params.get("tools") or [])
     if plan.toolset is not None and offer_mcp:
         tools += plan.toolset.functions()
@@ -139,6 +145,10 @@ def turn_body(
     if remaining is not None:
         body["max_tokens"] = remaining
     return body
+
+
+def _forcing(choice: Any) -> bool:
+    return choice == "required" or isinstance(choice, dict)
 
 
 def _forces_mcp(choice: Any) -> bool:

@@ -208,3 +208,11 @@ def test_stream_chunks_are_valid_json(live_server, acme_key, fake_upstream):
     lines = [line for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert all(json.loads(line[6:])["object"] == "chat.completion.chunk" for line in lines[:-1])
+
+
+def test_forced_tool_choice_applies_to_the_first_turn_only(client, acme_key, fake_upstream):
+    model = ScriptedModel([("mcp__tools__echo", {"text": "a"})])
+    fake_upstream.responder = model
+    answer = client.post(PROFILE_ROUTE, json={**ASK, "tool_choice": "required"}, headers={"X-API-Key": acme_key})
+    assert answer.status_code == 200
+    assert [body["tool_choice"] for body in model.bodies] == ["required", "auto"]
