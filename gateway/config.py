@@ -68,6 +68,9 @@ class ProviderSettings(Section):
     empty_tool_call_content: bool = Field(
         False, description="send content \"\" instead of null on assistant tool-call messages"
     )
+    streams_tool_calls: bool = Field(
+        True, description="false: tool-loop turns that offer tools are fetched without streaming"
+    )
 
 
 class ModelSettings(Section):
@@ -167,6 +170,7 @@ def embedded_defaults() -> dict[str, Any]:
     provider: dict[str, Any] = {
         "base_url": f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1",
         "empty_tool_call_content": True,
+        "streams_tool_calls": False,
     }
     if model_path:
         provider["command"] = llama_server_command(model_path, LOCAL_MODEL_PORT)

@@ -31,7 +31,7 @@ from gateway.mcp.toolset import Toolset
 from gateway.metering import Meter
 from gateway.proxy import upstream_body
 from gateway.routing import Route
-from gateway.turn import ToolCall, TurnReader
+from gateway.turn import ToolCall, TurnReader, completion_as_chunk
 from gateway.upstream import UpstreamClient
 from gateway.usage import estimate_prompt_tokens, estimate_text_tokens
 
@@ -106,7 +106,10 @@ def model_turn(
     if state.turns:
         meter.extend(estimate_prompt_tokens(body))
     reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
-    yield from stream_turn(client, settings, plan.route, body, reader)
+    if body.get("tools") and not settings.providers[plan.route.provider].streams_tool_calls:
+        yield from fetch_turn(client, settings, plan.route, body, reader)
+    else:
+        yield from stream_turn(client, settings, plan.route, body, reader)
     usage = reader.usage or estimated_turn_usage(body, reader)
     state.usage, state.turns = state.usage + usage, state.turns + 1
     yield TurnFinished(reader.finish_reason, usage, plan.route.model_id)
@@ -180,6 +183,17 @@ def stream_turn(
             raise UpstreamError("Upstream closed the stream before it finished.")
     finally:
         stream.close()
+
+
+def fetch_turn(
+    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], reader: TurnReader
+) -> Iterator[LoopEvent]:
+    """One turn as a JSON request (for upstreams that cannot stream tool choice), with keep-alives."""
+    sent = upstream_body(settings, route, {**body, "stream": False}, False)
+    future = client.submit_json(route.provider, "chat/completions", sent)
+    while not wait([future], timeout=settings.server.keepalive_interval_s).done:
+        yield KeepAlive()
+    yield from reader.feed(completion_as_chunk(future.result()))
 
 
 def _chunk(data: str) -> dict[str, Any]:

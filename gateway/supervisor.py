@@ -80,29 +80,6 @@ def llama_server_command(model_path: str, port: int, threads: int = 2) -> list[s
     ]  # fmt: skip
 
 
-def llama_server_env(cpuinfo_path: str = "/proc/cpuinfo") -> dict[str, str]:
-    """Extra environment llama-cpp-python's server needs on this host.
-
-    A native build on an AMX CPU compiles ggml's AMX matmul kernels, which segfault
-    on batched decode (llama-cpp-python 0.3.36); one-token micro-batches avoid them.
-    """
-    try:
-        cpu_flags = Path(cpuinfo_path).read_text()
-    except OSError:
-        return {}
-    return {"N_UBATCH": "1"} if "amx_int8" in cpu_flags else {}
-
-
-def embedded_default_process(port: int, lock_path: str, threads: int = 2) -> ManagedProcess | None:
-    """A ManagedProcess for SmolLM2 on llama-cpp-python, or None when either is missing."""
-    model_path = find_smollm2_model()
-    if model_path is None or not llama_cpp_available():
-        return None
-    command = llama_server_command(model_path, port, threads)
-    ready_url = f"http://127.0.0.1:{port}/v1/models"
-    return ManagedProcess(command, ready_url, lock_path, env=llama_server_env())
-
-
 def next_backoff(previous_s: float, uptime_s: float, minimum_s: float, maximum_s: float) -> float:
     """Delay before the next restart: doubles per quick death, resets after a long run."""
     if uptime_s >= maximum_s or previous_s <= 0:

@@ -10,6 +10,16 @@ from gateway.loop_events import FunctionCallDelta, LoopEvent, ReasoningDelta, Te
 from gateway.usage import usage_from_openai
 
 
+def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
+    """A whole chat.completion as one equivalent chunk (for turns fetched without streaming)."""
+    choices = []
+    for choice in completion.get("choices") or []:
+        delta = dict(choice.get("message") or {})
+        delta["tool_calls"] = [{**call, "index": index} for index, call in enumerate(delta.get("tool_calls") or [])]
+        choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
+    return {"model": completion.get("model"), "choices": choices, "usage": completion.get("usage")}
+
+
 @dataclass
 class ToolCall:
     """One tool call the model made in a turn, assembled from its deltas."""
@@ -24,6 +34,13 @@ class ToolCall:
         """The call as an assistant message's `tool_calls` entry."""
         return {"id": self.call_id, "type": "function",
                 "function": {"name": self.name, "arguments": self.arguments or "{}"}}
+
+
+def merge_name(known: str, piece: str) -> str:
+    """OpenAI sends a call's name once; llama.cpp repeats it in every delta. Accept both."""
+    if not known or piece.startswith(known):
+        return piece or known
+    return known + piece
 
 
 @dataclass
@@ -68,7 +85,7 @@ class TurnReader:
         call = self.calls.setdefault(index, ToolCall(index))
         function = part.get("function") or {}
         call.call_id = part.get("id") or call.call_id
-        call.name += function.get("name") or ""
+        call.name = merge_name(call.name, function.get("name") or "")
         piece = function.get("arguments") or ""
         call.arguments += piece
         if not call.name or self.is_gateway_tool(call.name):

@@ -8,7 +8,7 @@ import queue
 import socket
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,6 +199,10 @@ class UpstreamClient:
     def get_json(self, provider: str, path: str) -> dict[str, Any]:
         """GET a JSON resource."""
         return self._decode(self._send(provider, "GET", path, None, stream=False), provider)
+
+    def submit_json(self, provider: str, path: str, body: dict[str, Any]) -> Future[dict[str, Any]]:
+        """post_json on the reader pool, so the caller can wait with keep-alives."""
+        return self._executor.submit(self.post_json, provider, path, body)
 
     def open_stream(self, provider: str, path: str, body: dict[str, Any]) -> UpstreamStream:
         """POST and return the SSE answer as an UpstreamStream (errors before the body raise)."""

@@ -22,11 +22,9 @@ import requests
 from gateway.supervisor import (
     SMOLLM2_FILE,
     ManagedProcess,
-    embedded_default_process,
     find_smollm2_model,
     llama_cpp_available,
     llama_server_command,
-    llama_server_env,
     next_backoff,
 )
 
@@ -238,29 +236,19 @@ def test_llama_server_command_runs_the_module_on_loopback() -> None:
     }
 
 
-def test_embedded_default_process_matches_what_is_installed(tmp_path: Path) -> None:
-    process = embedded_default_process(8089, str(tmp_path / "model.lock"))
+def test_embedded_defaults_supervise_the_installed_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config import LOCAL_MODEL_PORT, load_settings
+    from gateway.lifecycle import managed_process
+
+    monkeypatch.chdir(tmp_path)
+    provider = load_settings(environ={}).providers["local"]
     model_path = find_smollm2_model()
-    if model_path is None or not llama_cpp_available():
-        assert process is None
-    else:
-        assert process is not None
-        assert process.command == llama_server_command(model_path, 8089)
-        assert process.ready_url == "http://127.0.0.1:8089/v1/models"
-        assert process.log_path == str(tmp_path / "model.lock.log")
-
-
-@pytest.mark.parametrize(
-    ("cpu_flags", "expected"),
-    [("fpu avx2 avx512f amx_bf16 amx_int8 amx_tile", {"N_UBATCH": "1"}), ("fpu avx2", {})],
-)
-def test_llama_server_env_avoids_amx_kernels(
-    tmp_path: Path, cpu_flags: str, expected: dict[str, str]
-) -> None:
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {cpu_flags}\n")
-    assert llama_server_env(str(cpuinfo)) == expected
-    assert llama_server_env(str(tmp_path / "missing")) == {}
+    if model_path is None:
+        assert provider.command is None
+        return
+    process = managed_process("local", provider)
+    assert process.command == llama_server_command(model_path, LOCAL_MODEL_PORT)
+    assert process.ready_url == f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1/models"
 
 
 @pytest.mark.parametrize(
@@ -430,8 +418,8 @@ def test_llama_server_accepts_every_option() -> None:
 @needs_llama
 @pytest.mark.local_model
 def test_real_llama_server_answers_a_chat_completion(tmp_path: Path, port: int) -> None:
-    process = embedded_default_process(port, str(tmp_path / "llama.lock"))
-    assert process is not None
+    command = llama_server_command(find_smollm2_model(), port)
+    process = ManagedProcess(command, f"http://127.0.0.1:{port}/v1/models", str(tmp_path / "llama.lock"))
     try:
         process.start()
         assert process.wait_ready(90), (tmp_path / "llama.lock.log").read_text()[-2000:]

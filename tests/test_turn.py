@@ -47,3 +47,12 @@ def test_other_choices_are_ignored_and_missing_ids_filled():
     chunk["choices"].append({"index": 1, "delta": {"content": "ignored"}, "finish_reason": None})
     reader, events = read([chunk])
     assert reader.text == "" and reader.tool_calls()[0].call_id == "call_0"
+
+
+def test_repeated_names_are_not_concatenated():
+    parts = [{"index": 0, "id": "c", "function": {"name": "mcp__t__now", "arguments": piece}} for piece in ("{", "}")]
+    reader, _ = read([chat_chunk(tool_calls=[part]) for part in parts], lambda name: True)
+    assert (reader.tool_calls()[0].name, reader.tool_calls()[0].arguments) == ("mcp__t__now", "{}")
+    split = [{"index": 0, "function": {"name": piece, "arguments": ""}} for piece in ("get_", "time")]
+    reader, _ = read([chat_chunk(tool_calls=[part]) for part in split])
+    assert reader.tool_calls()[0].name == "get_time"
