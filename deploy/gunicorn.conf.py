@@ -2,6 +2,8 @@
 
 import os
 
+from gateway.lifecycle import post_worker_init, worker_exit  # noqa: F401 - gunicorn reads these hooks
+
 worker_class = "gthread"
 workers = int(os.environ.get("GATEWAY_SERVER_WORKERS", "2"))
 threads = int(os.environ.get("GATEWAY_SERVER_THREADS", "64"))
@@ -9,6 +11,4 @@ bind = f"{os.environ.get('GATEWAY_SERVER_HOST', '127.0.0.1')}:{os.environ.get('G
 timeout = 120  # gthread heartbeats from its main loop, so long streams are unaffected
 graceful_timeout = 30
 keepalive = 5
-
-
-from gateway.lifecycle import post_worker_init, worker_exit  # noqa: F401 - gunicorn hooks
+control_socket_disable = True  # gunicorn 27 otherwise shares ~/.gunicorn/gunicorn.ctl between instances

@@ -211,7 +211,7 @@ class RedisWindows:
         try:
             import redis
         except ImportError:
-            raise ConfigError('limits.backend: "redis" needs the redis package (pip install ".[redis]")')
+            raise ConfigError('limits.backend: "redis" needs the redis package (pip install ".[redis]")') from None
         self._errors = redis.RedisError
         self._prefix = prefix
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

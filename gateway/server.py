@@ -19,6 +19,7 @@ class GatewayServer(BaseApplication):
             "timeout": 120,
             "graceful_timeout": 30,
             "keepalive": 5,
+            "control_socket_disable": True,  # gunicorn 27 shares one per user otherwise
             "post_worker_init": lifecycle.post_worker_init,
             "worker_exit": lifecycle.worker_exit,
         }

@@ -105,7 +105,7 @@ def test_environment_overrides(tmp_path):
 
 
 def test_bad_environment_value_names_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="limits.rpm"):
+    with pytest.raises(ConfigError, match=r"limits\.rpm"):
         load_settings(write(tmp_path, ""), environ={"GATEWAY_LIMITS_RPM": "lots"})
 
 

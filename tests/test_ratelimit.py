@@ -115,7 +115,7 @@ def test_decide_names_the_exhausted_limit(
 ) -> None:
     decision = decide(10, 100, counts, admitted=admitted, needed=needed, reset_s=12.3)
     assert decision.allowed is admitted
-    assert HEADER_NAMES <= set(decision.headers)
+    assert set(decision.headers) >= HEADER_NAMES
     if admitted:
         assert decision.retry_after is None and "Retry-After" not in decision.headers
         decision.raise_if_denied()
@@ -249,7 +249,7 @@ def test_headers_count_down_and_reset_with_the_clock(limiter: RateLimiter, clock
     assert {d.headers["x-ratelimit-reset-requests"] for d in decisions} == {"59.5s"}
     assert all(d.headers["x-ratelimit-limit-requests"] == "3" for d in decisions)
     assert decisions[-1].retry_after == 60 and decisions[-1].headers["Retry-After"] == "60"
-    assert all(HEADER_NAMES <= set(d.headers) for d in decisions)
+    assert all(set(d.headers) >= HEADER_NAMES for d in decisions)
 
 
 def test_a_zero_limit_denies_without_counting(limiter: RateLimiter) -> None:
@@ -283,7 +283,7 @@ def test_closed_limiter_refuses_work(limiter: RateLimiter) -> None:
 def test_from_settings_builds_the_configured_backend(bound_database: str) -> None:
     built = RateLimiter.from_settings(LimitSettings(rpm=5, tpm=50))
     assert isinstance(built.store, DatabaseWindows) and built.limits_for(None, None) == (5, 50)
-    with pytest.raises(ConfigError, match="limits.url"):
+    with pytest.raises(ConfigError, match=r"limits\.url"):
         RateLimiter.from_settings(LimitSettings(backend="redis"))
 
 

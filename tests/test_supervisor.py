@@ -226,7 +226,7 @@ def test_find_smollm2_model_locates_without_importing(
 def test_llama_server_command_runs_the_module_on_loopback() -> None:
     command = llama_server_command("/models/smol.gguf", 8081)
     assert command[:3] == [sys.executable, "-m", "llama_cpp.server"]
-    options = dict(zip(command[3::2], command[4::2]))
+    options = dict(zip(command[3::2], command[4::2], strict=True))
     assert options == {
         "--model": "/models/smol.gguf",
         "--host": "127.0.0.1",

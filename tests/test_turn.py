@@ -47,6 +47,7 @@ def test_other_choices_are_ignored_and_missing_ids_filled():
     chunk["choices"].append({"index": 1, "delta": {"content": "ignored"}, "finish_reason": None})
     reader, events = read([chunk])
     assert reader.text == "" and reader.tool_calls()[0].call_id == "call_0"
+    assert events == [FunctionCallDelta(0, None, "f", "{}")]
 
 
 def test_repeated_names_are_not_concatenated():

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.errors import InvalidRequest, MalformedJson, UnknownParameter
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # stored in 64-character columns
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 

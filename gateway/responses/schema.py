@@ -416,12 +416,12 @@ def error_param(error: dict[str, Any], body: Any) -> str | None:
     current, loc = body, error["loc"]
     for position, segment in enumerate(loc):
         if (
-            isinstance(current, list)
+            (isinstance(current, list)
             and isinstance(segment, int)
-            and 0 <= segment < len(current)
-            or isinstance(current, dict)
+            and 0 <= segment < len(current))
+            or (isinstance(current, dict)
             and isinstance(segment, str)
-            and segment in current
+            and segment in current)
         ):
             path.append(segment)
             current = current[segment]

@@ -122,8 +122,9 @@ def output_items_to_input(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if item["type"] == "message":
             parts = [part for part in item["content"] if part["type"] in ("output_text", "refusal")]
-            item = {"type": "message", "role": "assistant", "content": parts}
-        replay.append(item)
+            replay.append({"type": "message", "role": "assistant", "content": parts})
+        else:
+            replay.append(item)
     return replay
 
 

