@@ -152,15 +152,8 @@ def reserve(key: ApiKey, amount: int, request_id: str, ttl_s: int, now: datetime
     now = now or utcnow()
     with write_transaction():
         lock_account(key.account_id)
-        expire_grants(key.account_id, now)
         sweep_reservations(key.account_id, now)
-        available = balance_of(key.account_id) - reserved_by(key.account_id)
-        if available < amount:
-            raise InsufficientBalance(
-                f"Insufficient balance: this request may cost up to {to_credits(amount)} credits "
-                f"and {to_credits(max(available, 0))} are available."
-            )
-        _check_key_limit(key, amount)
+        require_available(key, amount, now, "Insufficient balance: this request")
         reservation = Reservation.create(account=key.account_id, api_key=key.id, amount=amount,
                                          request_id=request_id, created_at=now,
                                          expires_at=now + datetime.timedelta(seconds=ttl_s))
@@ -171,20 +164,23 @@ def extend(key: ApiKey, reservation_id: int, amount: int, now: datetime.datetime
     """Grow an open reservation by `amount` (a further loop turn) or raise 402."""
     if amount <= 0:
         return
-    now = now or utcnow()
     with write_transaction():
         lock_account(key.account_id)
-        expire_grants(key.account_id, now)
-        available = balance_of(key.account_id) - reserved_by(key.account_id)
-        if available < amount:
-            raise InsufficientBalance(
-                f"Insufficient balance to continue: the next model turn may cost up to {to_credits(amount)} "
-                f"credits and {to_credits(max(available, 0))} are available."
-            )
-        _check_key_limit(key, amount)
+        require_available(key, amount, now or utcnow(), "Insufficient balance to continue: the next model turn")
         Reservation.update(amount=Reservation.amount + amount).where(
             Reservation.id == reservation_id, Reservation.status == "open"
         ).execute()
+
+
+def require_available(key: ApiKey, amount: int, now: datetime.datetime, what: str) -> None:
+    """Raise 402 unless the account (and the key's spend limit) can hold `amount` more."""
+    expire_grants(key.account_id, now)
+    available = balance_of(key.account_id) - reserved_by(key.account_id)
+    if available < amount:
+        raise InsufficientBalance(
+            f"{what} may cost up to {to_credits(amount)} credits and {to_credits(max(available, 0))} are available."
+        )
+    _check_key_limit(key, amount)
 
 
 def _check_key_limit(key: ApiKey, amount: int) -> None:

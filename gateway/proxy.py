@@ -59,6 +59,15 @@ def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict
     return {**(usage_json if isinstance(usage_json, dict) else {}), "cost": to_credits(meter.cost_of(usage, route))}
 
 
+def settled_on_failure(meter: Meter, routes: list[Route], attempt: Callable[[Route], T]) -> tuple[Route, T]:
+    """with_fallback, closing the meter (nothing charged) when every route fails."""
+    try:
+        return with_fallback(routes, attempt)
+    except GatewayError as exc:
+        meter.finish(Usage(), exc.status, None)
+        raise
+
+
 def relay_json(
     client: UpstreamClient,
     settings: Settings,
@@ -68,13 +77,9 @@ def relay_json(
     meter: Meter,
 ) -> dict[str, Any]:
     """One JSON round trip with fallbacks; settles the meter either way."""
-    try:
-        route, data = with_fallback(
-            routes, lambda r: client.post_json(r.provider, path, upstream_body(settings, r, body, False))
-        )
-    except GatewayError as exc:
-        meter.finish(Usage(), exc.status, None)
-        raise
+    route, data = settled_on_failure(
+        meter, routes, lambda r: client.post_json(r.provider, path, upstream_body(settings, r, body, False))
+    )
     data["model"] = route.model_id
     usage = usage_from_openai(data.get("usage")) or meter.estimate(
         "".join(_choice_text(choice) for choice in data.get("choices") or [])
@@ -103,13 +108,9 @@ def open_stream(
     meter: Meter,
 ) -> tuple[Route, UpstreamStream]:
     """Open the upstream stream (with fallbacks) before any byte goes to the client."""
-    try:
-        return with_fallback(
-            routes, lambda r: client.open_stream(r.provider, path, upstream_body(settings, r, body, True))
-        )
-    except GatewayError as exc:
-        meter.finish(Usage(), exc.status, None)
-        raise
+    return settled_on_failure(
+        meter, routes, lambda r: client.open_stream(r.provider, path, upstream_body(settings, r, body, True))
+    )
 
 
 def relay_stream(
