@@ -7,7 +7,7 @@ import time
 from flask import Flask
 
 from gateway import auth, db, errors, lifecycle
-from gateway.api import account, admin, catalog, chat, health, http, mcp, profiles
+from gateway.api import account, admin, catalog, chat, health, http, mcp, profiles, responses
 from gateway.config import Settings, load_settings
 
 API_PREFIXES = {"v1": "/v1", "openrouter": "/api/v1"}
@@ -22,12 +22,12 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     app.extensions["gateway.settings"] = settings
     app.extensions["gateway.started_at"] = int(time.time())
     errors.init_app(app)
-    db.init_app(app, settings.database.url)
+    db.init_app(app, settings.database.url, pool_size=2 * settings.server.threads)
     auth.init_app(app, settings)
     lifecycle.init_app(app, settings)
     http.init_app(app)
     for name, prefix in API_PREFIXES.items():
-        for blueprint in (chat.bp, catalog.bp, mcp.bp):
+        for blueprint in (chat.bp, catalog.bp, mcp.bp, responses.bp):
             app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
     app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)

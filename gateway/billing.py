@@ -201,6 +201,8 @@ def settle(account_id: int, key_id: int | None, reservation_id: int | None, cost
     Returns what was charged: never more than the balance, so it can never go below zero.
     A reservation already settled is not charged twice.
     """
+    if reservation_id is None and cost <= 0:
+        return 0
     now = now or utcnow()
     lock_account(account_id)
     if reservation_id is not None:

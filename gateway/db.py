@@ -9,8 +9,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from flask import Flask
-from peewee import Database, DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from peewee import Database, DatabaseProxy, SqliteDatabase
 from playhouse.migrations import Runner
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 database = DatabaseProxy()
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -21,27 +22,31 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",
 }
 PG_MIGRATION_LOCK = 0x6761746577  # arbitrary constant naming this app's advisory lock
+POOL_WAIT_S = 30
+POOL_STALE_S = 300
 
 
-def open_database(url: str) -> Database:
-    """Build a Peewee database from `sqlite:///PATH` or `postgresql://...`."""
+def open_database(url: str, pool_size: int = 16) -> Database:
+    """A pooled Peewee database for `sqlite:///PATH` or `postgresql://...` (close() returns to the pool)."""
+    pool = {"max_connections": pool_size, "stale_timeout": POOL_STALE_S, "timeout": POOL_WAIT_S}
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :] or ":memory:"
-        return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        return PooledSqliteDatabase(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, **pool)
     parts = urlparse(url)
-    return PostgresqlDatabase(
+    return PooledPostgresqlDatabase(
         parts.path.lstrip("/"),
         user=unquote(parts.username or "") or None,
         password=unquote(parts.password or "") or None,
         host=parts.hostname,
         port=parts.port or 5432,
         autorollback=True,
+        **pool,
     )
 
 
-def bind(url: str) -> Database:
+def bind(url: str, pool_size: int = 16) -> Database:
     """Point the shared proxy at the database named by `url`."""
-    db = open_database(url)
+    db = open_database(url, pool_size)
     database.initialize(db)
     return db
 
@@ -84,9 +89,9 @@ def upgrade() -> list[str]:
         return Runner(database.obj, str(MIGRATIONS_DIR)).up()
 
 
-def init_app(app: Flask, url: str) -> None:
-    """Bind the database, migrate, and open/close a connection around each request."""
-    bind(url)
+def init_app(app: Flask, url: str, pool_size: int) -> None:
+    """Bind the database, migrate, and take/return a pooled connection around each request."""
+    bind(url, pool_size)
     upgrade()
     app.before_request(lambda: database.connect(reuse_if_open=True) and None)
     app.teardown_request(lambda exc: database.close() if not database.is_closed() else None)

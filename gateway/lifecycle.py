@@ -15,6 +15,7 @@ from gateway.mcp.bridge import McpBridge
 from gateway.mcp.servers import BuiltinServers, ServerSpec
 from gateway.metrics import RequestMetrics
 from gateway.ratelimit import RateLimiter
+from gateway.responses import background as responses_background
 from gateway.supervisor import ManagedProcess
 from gateway.upstream import UpstreamClient
 
@@ -79,6 +80,7 @@ def start(app: Flask) -> None:
 
 def close(app: Flask) -> None:
     """Stop everything this worker owns (idempotent); called from gunicorn's worker_exit."""
+    responses_background.close(app)
     for process in app.extensions["gateway.processes"].values():
         process.close()
     runtime = app.extensions["gateway.mcp"]

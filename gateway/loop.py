@@ -26,7 +26,7 @@ from gateway.loop_events import (
     TurnFinished,
     Usage,
 )
-from gateway.mcp.servers import ToolOutcome
+from gateway.mcp.tools import ToolOutcome
 from gateway.mcp.toolset import Toolset
 from gateway.metering import Meter
 from gateway.proxy import upstream_body
@@ -174,7 +174,7 @@ def stream_turn(
                 yield KeepAlive()
                 continue
             if event.data.strip() == "[DONE]":
-                return
+                break
             chunk = _chunk(event.data)
             if "error" in chunk:
                 raise UpstreamError(f"Upstream failed mid-stream: {_message(chunk['error'])}")

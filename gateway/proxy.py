@@ -131,7 +131,6 @@ def relay_stream(
                 yield sse.comment()
                 continue
             if event.data.strip() == "[DONE]":
-                finished = True
                 break
             chunk = _parse_chunk(event.data)
             if chunk is None:

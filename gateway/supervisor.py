@@ -77,6 +77,7 @@ def llama_server_command(model_path: str, port: int, threads: int = 2) -> list[s
         "--port", str(port),
         "--chat_format", "chatml-function-calling",
         "--n_threads", str(threads),
+        "--interrupt_requests", "False",  # a new request must not cut off a running stream
     ]  # fmt: skip
 
 

@@ -175,7 +175,7 @@ def test_stream_keeps_usage_chunk_when_asked(live_server, auth_headers):
 
 def test_first_chunk_arrives_before_upstream_finishes(live_server, auth_headers, fake_upstream):
     fake_upstream.responder = lambda path, body: StreamReply(
-        [(0, chat_chunk("first")), (1.5, chat_chunk("second")), (0, usage_chunk())]
+        [(0, chat_chunk("first")), (1.5, chat_chunk("second")), (0, chat_chunk(finish="stop")), (0, usage_chunk())]
     )
     response = requests.post(
         f"{live_server}/v1/chat/completions",
@@ -195,7 +195,7 @@ def test_keep_alive_comments_during_silence(make_settings, fake_upstream, make_k
     from gateway import create_app
 
     app = create_app(make_settings(server={"keepalive_interval_s": 0.1}))
-    fake_upstream.responder = lambda path, body: StreamReply([(0.6, chat_chunk("late"))])
+    fake_upstream.responder = lambda path, body: StreamReply([(0.6, chat_chunk("late")), (0, chat_chunk(finish="stop"))])
     secret = make_key()
     response = app.test_client().post(
         "/v1/chat/completions",
@@ -258,5 +258,14 @@ def test_stream_truncated_by_upstream_is_an_error_not_silence(live_server, auth_
         stream=True,
         timeout=10,
     )
+    last = json.loads(stream_lines(response)[-1][6:])
+    assert last["error"]["code"] == "upstream_error"
+
+
+def test_done_without_finish_reason_is_an_error(live_server, auth_headers, fake_upstream):
+    fake_upstream.responder = lambda path, body: StreamReply([(0, chat_chunk("cut"))], done=True)
+    response = requests.post(f"{live_server}/v1/chat/completions",
+                             json={"model": "test-model", "messages": [], "stream": True},
+                             headers=auth_headers, stream=True, timeout=10)
     last = json.loads(stream_lines(response)[-1][6:])
     assert last["error"]["code"] == "upstream_error"

@@ -21,17 +21,12 @@ from gateway.mcp.bridge import McpBridge
 from gateway.mcp.servers import (
     BuiltinServers,
     ServerSpec,
-    ToolInfo,
-    ToolOutcome,
     call_tool,
     close_remote,
     open_remote,
-    outcome_from_result,
-    redact,
     remote_tools,
-    render_content,
-    tool_info,
 )
+from gateway.mcp.tools import ToolInfo, ToolOutcome, outcome_from_result, redact, render_content, tool_info
 from tests.mcp_fixtures.launch import HANG_SERVER, TOOL_SERVER, free_port, http_tool_server
 
 BOUND_S = 30.0  # upper bound for anything we wait on, so a hang fails instead of blocking

@@ -233,6 +233,7 @@ def test_llama_server_command_runs_the_module_on_loopback() -> None:
         "--port": "8081",
         "--chat_format": "chatml-function-calling",
         "--n_threads": "2",
+        "--interrupt_requests": "False",
     }
 
 

@@ -14,7 +14,8 @@ from gateway.errors import BadInput, Conflict, GatewayError, ServiceUnavailable
 from gateway.mcp.bridge import McpBridge
 from gateway.mcp.policy import check_remote_url
 from gateway.mcp.remote import remote_http_client
-from gateway.mcp.servers import BuiltinServers, ToolInfo, call_tool, close_remote, open_remote, remote_tools
+from gateway.mcp.servers import BuiltinServers, call_tool, close_remote, open_remote, remote_tools
+from gateway.mcp.tools import ToolInfo
 from gateway.mcp.toolset import ServerTools, Toolset
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.loop_events import McpToolsListed
-from gateway.mcp.servers import ToolInfo, ToolOutcome
+from gateway.mcp.tools import ToolInfo, ToolOutcome
 
 MAX_FUNCTION_NAME = 64
 UNSAFE_CHARACTERS = re.compile(r"[^a-zA-Z0-9_-]")

@@ -1,0 +1,1 @@
+"""Benchmark harness: what the gateway and its accounting cost per request (not tests)."""

@@ -1,0 +1,62 @@
+"""The Responses API: create (JSON, SSE or background), compact, retrieve, delete, input items, cancel."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.api.http import event_stream, json_object, parse_model, request_id
+from gateway.auth import current_caller
+from gateway.responses import background, compaction, service, store
+
+bp = Blueprint("responses", __name__)
+
+
+class InputItemsQuery(BaseModel):
+    """Query parameters of GET /responses/{id}/input_items (strings coerced, unknown ones ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    limit: int = Field(20, ge=1, le=100)
+    order: Literal["asc", "desc"] = "desc"
+    after: str | None = None
+
+
+@bp.post("/responses")
+def create_response() -> Response:
+    """Create a response: JSON, an SSE stream, or a queued background response."""
+    created = service.create_response(json_object(), current_caller(), request_id())
+    return jsonify(created.body) if created.stream is None else event_stream(created.stream)
+
+
+@bp.post("/responses/compact")
+def compact_response() -> Response:
+    """Compact a conversation into user messages plus one sealed compaction item."""
+    return jsonify(compaction.compact_response(json_object(), current_caller(), request_id()))
+
+
+@bp.get("/responses/<response_id>")
+def get_response(response_id: str) -> Response:
+    """A stored response of the caller's account."""
+    return jsonify(store.load(response_id, current_caller().account.id))
+
+
+@bp.delete("/responses/<response_id>")
+def delete_response(response_id: str) -> Response:
+    """Delete a stored response (a background run of it stops)."""
+    return jsonify(background.delete_response(current_caller(), response_id))
+
+
+@bp.get("/responses/<response_id>/input_items")
+def list_input_items(response_id: str) -> Response:
+    """One page of a stored response's own input items."""
+    query = parse_model(InputItemsQuery, request.args.to_dict())
+    page = store.input_page(response_id, current_caller().account.id, query.limit, query.order, query.after)
+    return jsonify(page)
+
+
+@bp.post("/responses/<response_id>/cancel")
+def cancel_response(response_id: str) -> Response:
+    """Cancel a queued or running background response."""
+    return jsonify(background.cancel_response(current_caller(), response_id))

@@ -1,0 +1,197 @@
+"""Compaction: a model-written summary of a conversation, sealed into an opaque `compaction` item.
+
+The blob is AES-GCM (`cryptography`) under a key derived with HKDF-SHA256 from the server secret:
+the env var named by `[responses] secret_env` (default GATEWAY_SECRET), or, when that is unset, a
+random secret generated once per database and kept in `server_secret`, so every worker and host
+sharing the database agrees with nothing to configure (set the env var to keep the key out of the
+database; changing it invalidates outstanding blobs). The account id is authenticated data: a blob
+only opens for the account that made it. A compaction item passed back as input becomes a user
+message carrying the summary (a user message, not a system one: many chat templates reject a
+system message after the first position).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway import routing, services
+from gateway.auth import Caller
+from gateway.billing import to_credits
+from gateway.config import Settings
+from gateway.errors import GatewayError, InvalidRequest, UnknownParameter
+from gateway.loop_events import Usage
+from gateway.metering import Meter
+from gateway.models import ServerSecret
+from gateway.proxy import upstream_body
+from gateway.responses import store, translate
+from gateway.responses.events import usage_dict
+from gateway.responses.schema import parse_create_request
+from gateway.usage import usage_from_openai
+
+BLOB_PREFIX = "gwc1."
+NONCE_BYTES = 12
+SECRET_NAME = "responses.compaction"
+KEY_INFO = b"gateway/responses/compaction/v1"
+SUMMARY_HEADER = "Summary of the earlier conversation:\n"
+SUMMARY_REQUEST = (
+    "Summarise the conversation above so that it can be continued from the summary alone. Keep every "
+    "fact, decision, name, number and open question. Reply with the summary only."
+)
+
+
+def server_secret(settings: Settings) -> bytes:
+    """The env secret, else this database's own random secret (created once, race-free)."""
+    value = os.environ.get(settings.responses.secret_env, "")
+    if value:
+        return value.encode()
+    ServerSecret.insert(name=SECRET_NAME, value=secrets.token_urlsafe(48)).on_conflict_ignore().execute()
+    return ServerSecret.get_by_id(SECRET_NAME).value.encode()
+
+
+def sealing_key(secret: bytes) -> bytes:
+    """The 256-bit AES-GCM key derived from a server secret."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO).derive(secret)
+
+
+def _associated_data(account_id: int) -> bytes:
+    return f"account:{account_id}".encode()
+
+
+def seal(summary: str, account_id: int, key: bytes) -> str:
+    """An opaque, authenticated blob holding the summary, bound to one account."""
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(key).encrypt(
+        nonce, json.dumps({"summary": summary}).encode(), _associated_data(account_id)
+    )
+    return BLOB_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def unseal(blob: Any, account_id: int, key: bytes, param: str) -> str:
+    """The summary inside a blob; 400 if it was altered, forged or made for another account."""
+    try:
+        if not isinstance(blob, str) or not blob.startswith(BLOB_PREFIX):
+            raise ValueError("not a compaction blob")
+        raw = base64.urlsafe_b64decode(blob[len(BLOB_PREFIX) :].encode())
+        plain = AESGCM(key).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], _associated_data(account_id))
+        summary = json.loads(plain)["summary"]
+        if not isinstance(summary, str):
+            raise TypeError("bad payload")
+    except (ValueError, TypeError, KeyError, InvalidTag, binascii.Error):
+        raise InvalidRequest(
+            "The compaction item's encrypted_content is invalid: altered, or not made for this account.",
+            param=param,
+            code="invalid_encrypted_content",
+        ) from None
+    return summary
+
+
+def is_compaction_item(item: Any) -> bool:
+    """Whether an input item is a `compaction` item."""
+    return isinstance(item, dict) and item.get("type") == "compaction"
+
+
+def summary_message(summary: str) -> dict[str, Any]:
+    """The input message a compaction item expands into."""
+    return {"type": "message", "role": "user", "content": SUMMARY_HEADER + summary}
+
+
+def expand_input(body: dict[str, Any], account_id: int, key: Callable[[], bytes]) -> dict[str, Any]:
+    """The body with every compaction input item replaced by its summary message (same positions)."""
+    items = body.get("input")
+    if not isinstance(items, list) or not any(is_compaction_item(item) for item in items):
+        return body
+    secret_key = key()
+    expanded = [
+        summary_message(
+            unseal(item.get("encrypted_content"), account_id, secret_key, f"input[{index}].encrypted_content")
+        )
+        if is_compaction_item(item)
+        else item
+        for index, item in enumerate(items)
+    ]
+    return {**body, "input": expanded}
+
+
+def summary_request(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages asking the model to summarise the conversation in `messages`."""
+    return [*messages, {"role": "user", "content": SUMMARY_REQUEST}]
+
+
+def compacted_output(items: list[dict[str, Any]], blob: str) -> list[dict[str, Any]]:
+    """OpenAI's compacted output: every user message of the conversation, then one compaction item."""
+    kept = [item for item in items if _is_user_message(item) and not _is_summary(item)]
+    return [*kept, {"type": "compaction", "id": f"cmp_{uuid.uuid4().hex}", "encrypted_content": blob}]
+
+
+def _is_user_message(item: dict[str, Any]) -> bool:
+    return item.get("type") == "message" and item.get("role") == "user"
+
+
+def _is_summary(item: dict[str, Any]) -> bool:
+    """A message an earlier compaction expanded into (its summary is carried by the new blob)."""
+    content = item.get("content")
+    first = content[0] if isinstance(content, list) and content else {}
+    return isinstance(first, dict) and str(first.get("text", "")).startswith(SUMMARY_HEADER)
+
+
+COMPACT_FIELDS = ("model", "input", "previous_response_id", "instructions", "prompt_cache_key")
+
+
+def compact_response(body: dict[str, Any], caller: Caller, request_id: str) -> dict[str, Any]:
+    """POST /v1/responses/compact: one upstream call summarises the conversation into a sealed item."""
+    settings = services.settings()
+    for name in body:
+        if name not in COMPACT_FIELDS:
+            raise UnknownParameter(f"Unknown parameter: '{name}'.", param=name)
+    key = sealing_key(server_secret(settings))
+    body = expand_input(
+        {**body, "input": [] if body.get("input") is None else body["input"]}, caller.account.id, lambda: key
+    )
+    req = parse_create_request(body)
+    route = routing.resolve(settings, req.model)
+    history = (
+        store.chain_history(req.previous_response_id, caller.account.id)
+        if req.previous_response_id
+        else store.History()
+    )
+    items = history.items + store.stored_input_items(req.input_items())
+    messages = summary_request(translate.input_to_messages(items, req.instructions))
+    meter = Meter.admit(
+        caller, [route], {"messages": messages}, "responses/compact", request_id, settings, services.limiter()
+    )
+    try:
+        answer = services.upstream().post_json(
+            route.provider, "chat/completions", upstream_body(settings, route, {"messages": messages}, False)
+        )
+    except GatewayError as exc:
+        meter.finish(Usage(), exc.status, None)
+        raise
+    summary = _answer_text(answer)
+    usage = usage_from_openai(answer.get("usage")) or meter.estimate(summary)
+    meter.finish(usage, 200, route)
+    return {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "object": "response.compaction",
+        "output": compacted_output(items, seal(summary, caller.account.id, key)),
+        "created_at": int(time.time()),
+        "usage": {**usage_dict(usage), "cost": to_credits(meter.cost_of(usage, route))},
+    }
+
+
+def _answer_text(answer: dict[str, Any]) -> str:
+    choices = answer.get("choices") or [{}]
+    content = (choices[0].get("message") or {}).get("content")
+    return content if isinstance(content, str) else ""
