@@ -84,7 +84,7 @@ def test_allowed_tools_and_approval_filters(client, auth_headers, fake_upstream)
     denial = {"type": "mcp_approval_response", "approval_request_id": response["output"][-1]["id"], "approve": False}
     follow = ask(client, auth_headers, tools=[tool], input=[denial], previous_response_id=response["id"]).json
     assert "mcp_call" not in [item["type"] for item in follow["output"]]
-    assert "denied" in [m for m in model.bodies[-1]["messages"] if m["role"] == "tool"][0]["content"]
+    assert "denied" in next(m for m in model.bodies[-1]["messages"] if m["role"] == "tool")["content"]
 
 
 def remote(url: str = "https://mcp.example.com/mcp", **extra: Any) -> dict[str, Any]:
