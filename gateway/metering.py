@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +14,7 @@ from gateway import billing
 from gateway.auth import Caller
 from gateway.config import ModelSettings, Settings
 from gateway.db import write_transaction
+from gateway.errors import GatewayError
 from gateway.loop_events import Usage
 from gateway.models import UsageEntry
 from gateway.ratelimit import RateLimiter
@@ -86,6 +89,15 @@ class Meter:
     def cost_of(usage: Usage, route: Route) -> int:
         """Micro-credits this usage costs on this route."""
         return billing.Price.of(route.settings).cost(usage)
+
+    @contextlib.contextmanager
+    def closed_on_failure(self) -> Iterator[None]:
+        """Close the meter (nothing charged) when the block raises a gateway error, then re-raise."""
+        try:
+            yield
+        except GatewayError as exc:
+            self.finish(Usage(), exc.status, None)
+            raise
 
     def finish(self, usage: Usage, status: int, route: Route | None) -> int:
         """Settle (charge actual cost, release the rest) and write the usage row, atomically."""

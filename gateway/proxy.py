@@ -61,11 +61,8 @@ def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict
 
 def settled_on_failure(meter: Meter, routes: list[Route], attempt: Callable[[Route], T]) -> tuple[Route, T]:
     """with_fallback, closing the meter (nothing charged) when every route fails."""
-    try:
+    with meter.closed_on_failure():
         return with_fallback(routes, attempt)
-    except GatewayError as exc:
-        meter.finish(Usage(), exc.status, None)
-        raise
 
 
 def relay_json(

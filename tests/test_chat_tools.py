@@ -216,3 +216,17 @@ def test_forced_tool_choice_applies_to_the_first_turn_only(client, acme_key, fak
     answer = client.post(PROFILE_ROUTE, json={**ASK, "tool_choice": "required"}, headers={"X-API-Key": acme_key})
     assert answer.status_code == 200
     assert [body["tool_choice"] for body in model.bodies] == ["required", "auto"]
+
+
+def test_bad_messages_release_the_reservation(client, make_key):
+    from gateway import billing
+    from gateway.models import ApiKey, Reservation
+
+    secret = make_key("payer", scope="acme")
+    with db.database.connection_context():
+        billing.grant_credits(ApiKey.get(ApiKey.name == "payer").account_id, 10_000_000)
+    answer = client.post(PROFILE_ROUTE, json={**ASK, "model": "paid-model", "messages": "nope"},
+                         headers={"X-API-Key": secret})
+    assert answer.status_code == 400 and answer.json["error"]["param"] == "messages"
+    with db.database.connection_context():
+        assert [r.status for r in Reservation.select()] == ["settled"]

@@ -54,6 +54,15 @@ def status_of(servers: BuiltinServers, label: str) -> dict[str, Any]:
     return next(row for row in servers.statuses() if row["label"] == label)
 
 
+def is_server_process(pid: int) -> bool:
+    """Whether a pid runs one of this file's MCP servers (other tests' children may come and go)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"tool_server.py" in command or b"mcp-server-time" in command
+
+
 def child_pids() -> set[int]:
     """Live (non-zombie) child processes of this test process, from /proc."""
     children = set()
@@ -391,7 +400,7 @@ def test_close_is_idempotent_and_leaves_no_processes_or_threads() -> None:
     servers = BuiltinServers([fixture_spec(), ServerSpec("time", command="mcp-server-time")], bridge)
     servers.start()
     wait_for(lambda: all(row["status"] == "available" for row in servers.statuses()), "servers to connect")
-    spawned = child_pids() - before
+    spawned = {pid for pid in child_pids() - before if is_server_process(pid)}
     assert len(spawned) == 2
 
     servers.close()

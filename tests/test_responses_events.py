@@ -34,8 +34,9 @@ from gateway.loop_events import (
     TurnFinished,
     Usage,
 )
-from gateway.responses.events import ResponseBuilder, request_echo
-from gateway.responses.schema import parse_create_request
+from gateway.responses.echo import request_echo
+from gateway.responses.events import ResponseBuilder
+from gateway.responses.validation import parse_create_request
 
 SPEC_EVENTS: dict[str, type[BaseModel]] = {
     "response.created": spec.ResponseCreatedStreamingEvent,

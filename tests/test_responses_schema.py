@@ -9,7 +9,8 @@ import openresponses_types as spec
 import pytest
 
 from gateway.errors import BadInput, GatewayError, InvalidRequest, UnknownParameter
-from gateway.responses.schema import CreateResponseRequest, McpTool, parse_create_request
+from gateway.responses.schema import CreateResponseRequest, McpTool
+from gateway.responses.validation import parse_create_request
 
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
 

@@ -18,8 +18,8 @@ from gateway.loop_events import (
     TurnFinished,
     Usage,
 )
-from gateway.responses.events import ResponseBuilder, request_echo
-from gateway.responses.schema import parse_create_request
+from gateway.responses.echo import request_echo
+from gateway.responses.events import ResponseBuilder
 from gateway.responses.translate import (
     allowed_function_names,
     allowed_mcp_targets,
@@ -29,6 +29,7 @@ from gateway.responses.translate import (
     output_items_to_input,
     request_to_chat_params,
 )
+from gateway.responses.validation import parse_create_request
 
 IMAGE = "data:image/png;base64,iVBORw0KGgo="
 CALL = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'}

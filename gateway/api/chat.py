@@ -62,7 +62,8 @@ def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
     settings = services.settings()
     route = routing.resolve(settings, body.get("model"))
     meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
-    plan = chat_loop.loop_plan(body, route, profile_toolset(services.mcp(), labels))
+    with meter.closed_on_failure():
+        plan = chat_loop.loop_plan(body, route, profile_toolset(services.mcp(), labels))
     events = run_loop(plan, services.upstream(), settings, meter)
     if body.get("stream") is True:
         wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -22,13 +22,12 @@ from typing import Any
 from flask import Flask, current_app
 
 from gateway.auth import Caller
-from gateway.billing import to_credits
 from gateway.db import database
 from gateway.errors import Conflict, GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.loop_events import LoopFinished, Usage
 from gateway.responses import store
-from gateway.responses.events import usage_dict
-from gateway.responses.service import CLIENT_CLOSED, Run, UsageSoFar, conclude
+from gateway.responses.echo import priced_usage
+from gateway.responses.service import CLIENT_CLOSED, Run, UsageSoFar, conclude, conclude_failed
 
 log = logging.getLogger(__name__)
 BACKGROUND_WORKERS = 8
@@ -144,14 +143,8 @@ def execute(run: Run, stop: threading.Event) -> None:
         except Exception:
             log.exception("background response %s failed", run.response_id)
             if not run.concluded:
-                failure = LoopFinished(
-                    "failed",
-                    Usage(),
-                    error_code="server_error",
-                    error_status=500,
-                    error_message="Internal error while running the response.",
-                )
-                conclude(run, failure, persist)
+                message = "Internal error while running the response."
+                conclude_failed(run, Usage(), "server_error", message, 500, persist)
 
 
 def _execute(run: Run, stop: threading.Event) -> None:
@@ -175,17 +168,8 @@ def _execute(run: Run, stop: threading.Event) -> None:
     elif store.current_status(run.response_id) in ("cancelled", None):
         cancelled(run, used)
     else:
-        conclude(
-            run,
-            LoopFinished(
-                "failed",
-                used.total(run.meter),
-                error_code="server_shutdown",
-                error_message="The gateway shut down before the response finished.",
-                error_status=503,
-            ),
-            persist,
-        )
+        message = "The gateway shut down before the response finished."
+        conclude_failed(run, used.total(run.meter), "server_shutdown", message, 503, persist)
 
 
 class CancelWatch:
@@ -215,8 +199,7 @@ def cancelled(run: Run, used: UsageSoFar) -> None:
     run.concluded = True
     usage = used.total(run.meter)
     response = run.builder.response()
-    response.update(status="cancelled", usage=usage_dict(usage))
-    response["usage"]["cost"] = to_credits(run.meter.cost_of(usage, run.plan.route))
+    response.update(status="cancelled", usage=priced_usage(usage, run.meter, run.plan.route))
     store.finish_background(response)
     run.meter.finish(usage, CLIENT_CLOSED, run.plan.route)
 
@@ -225,11 +208,7 @@ def fail(run: Run, code: str, message: str) -> None:
     """Settle and fail a queued response that will never run."""
     with database.connection_context():
         run.close()
-        conclude(
-            run,
-            LoopFinished("failed", Usage(), error_code=code, error_message=message, error_status=503),
-            persist,
-        )
+        conclude_failed(run, Usage(), code, message, 503, persist)
 
 
 def cancel_response(caller: Caller, response_id: str) -> dict[str, Any]:

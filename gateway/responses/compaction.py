@@ -29,16 +29,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway import routing, services
 from gateway.auth import Caller
-from gateway.billing import to_credits
 from gateway.config import Settings
-from gateway.errors import GatewayError, InvalidRequest, UnknownParameter
-from gateway.loop_events import Usage
+from gateway.errors import InvalidRequest, UnknownParameter
 from gateway.metering import Meter
 from gateway.models import ServerSecret
 from gateway.proxy import upstream_body
 from gateway.responses import store, translate
-from gateway.responses.events import usage_dict
-from gateway.responses.schema import parse_create_request
+from gateway.responses.echo import priced_usage
+from gateway.responses.validation import parse_create_request
 from gateway.usage import usage_from_openai
 
 BLOB_PREFIX = "gwc1."
@@ -64,6 +62,11 @@ def server_secret(settings: Settings) -> bytes:
 def sealing_key(secret: bytes) -> bytes:
     """The 256-bit AES-GCM key derived from a server secret."""
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO).derive(secret)
+
+
+def compaction_key(settings: Settings) -> bytes:
+    """The key that seals and opens compaction items."""
+    return sealing_key(server_secret(settings))
 
 
 def _associated_data(account_id: int) -> bytes:
@@ -156,38 +159,31 @@ def compact_response(body: dict[str, Any], caller: Caller, request_id: str) -> d
     for name in body:
         if name not in COMPACT_FIELDS:
             raise UnknownParameter(f"Unknown parameter: '{name}'.", param=name)
-    key = sealing_key(server_secret(settings))
+    key = compaction_key(settings)
     body = expand_input(
         {**body, "input": [] if body.get("input") is None else body["input"]}, caller.account.id, lambda: key
     )
     req = parse_create_request(body)
     route = routing.resolve(settings, req.model)
-    history = (
-        store.chain_history(req.previous_response_id, caller.account.id)
-        if req.previous_response_id
-        else store.History()
-    )
+    history = store.history_before(req.previous_response_id, caller.account.id)
     items = history.items + store.stored_input_items(req.input_items())
     messages = summary_request(translate.input_to_messages(items, req.instructions))
     meter = Meter.admit(
         caller, [route], {"messages": messages}, "responses/compact", request_id, settings, services.limiter()
     )
-    try:
+    with meter.closed_on_failure():
         answer = services.upstream().post_json(
             route.provider, "chat/completions", upstream_body(settings, route, {"messages": messages}, False)
         )
-    except GatewayError as exc:
-        meter.finish(Usage(), exc.status, None)
-        raise
     summary = _answer_text(answer)
     usage = usage_from_openai(answer.get("usage")) or meter.estimate(summary)
     meter.finish(usage, 200, route)
     return {
-        "id": f"resp_{uuid.uuid4().hex}",
+        "id": store.new_response_id(),
         "object": "response.compaction",
         "output": compacted_output(items, seal(summary, caller.account.id, key)),
         "created_at": int(time.time()),
-        "usage": {**usage_dict(usage), "cost": to_credits(meter.cost_of(usage, route))},
+        "usage": priced_usage(usage, meter, route),
     }
 
 

@@ -24,9 +24,8 @@ from gateway.loop_events import (
     ReasoningDelta,
     TextDelta,
     TurnFinished,
-    Usage,
 )
-from gateway.responses.schema import CreateResponseRequest, FunctionTool, McpTool
+from gateway.responses.echo import usage_dict
 
 TRUNCATED_FINISH_REASONS = {"length", "content_filter"}
 TERMINAL_EVENTS = {
@@ -39,66 +38,6 @@ TERMINAL_EVENTS = {
 def new_id(prefix: str) -> str:
     """An opaque id such as `msg_3f2a...`."""
     return f"{prefix}_{uuid.uuid4().hex}"
-
-
-def request_echo(req: CreateResponseRequest) -> dict[str, Any]:
-    """The request fields a response object echoes, with the spec's defaults filled in."""
-    reasoning = req.reasoning
-    return {
-        "previous_response_id": req.previous_response_id,
-        "instructions": req.instructions,
-        "tools": [_tool_echo(tool) for tool in req.tools],
-        "tool_choice": req.tool_choice
-        if isinstance(req.tool_choice, str)
-        else req.tool_choice.model_dump(exclude_none=True),
-        "truncation": req.truncation,
-        "parallel_tool_calls": req.parallel_tool_calls,
-        "text": _text_echo(req),
-        "top_p": 1.0 if req.top_p is None else req.top_p,
-        "presence_penalty": req.presence_penalty or 0.0,
-        "frequency_penalty": req.frequency_penalty or 0.0,
-        "top_logprobs": req.top_logprobs or 0,
-        "temperature": 1.0 if req.temperature is None else req.temperature,
-        "reasoning": {
-            "effort": reasoning.effort if reasoning else None,
-            "summary": (reasoning.summary or reasoning.generate_summary) if reasoning else None,
-        },
-        "max_output_tokens": req.max_output_tokens,
-        "max_tool_calls": req.max_tool_calls,
-        "store": req.store,
-        "background": req.background,
-        "service_tier": "default" if req.service_tier in (None, "auto") else req.service_tier,
-        "metadata": dict(req.metadata),
-        "safety_identifier": req.safety_identifier,
-        "prompt_cache_key": req.prompt_cache_key,
-        "user": req.user,
-    }
-
-
-def _tool_echo(tool: FunctionTool | McpTool) -> dict[str, Any]:
-    if isinstance(tool, McpTool):
-        return {key: value for key, value in tool.public_dict().items() if value is not None}
-    return tool.model_dump()
-
-
-def _text_echo(req: CreateResponseRequest) -> dict[str, Any]:
-    text = req.text.model_dump(by_alias=True, exclude_none=True)
-    if text["format"]["type"] == "json_schema":
-        # The spec's ResponseResource types text.format.schema as null: the schema is not echoed.
-        text["format"].update(schema=None, description=req.text.format.description)
-        text["format"]["strict"] = bool(req.text.format.strict)
-    return text
-
-
-def usage_dict(usage: Usage) -> dict[str, Any]:
-    """The Responses usage object for loop usage."""
-    return {
-        "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "output_tokens": usage.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-        "total_tokens": usage.total_tokens,
-    }
 
 
 class ResponseBuilder:

@@ -23,10 +23,9 @@ from typing import Any
 
 from gateway import routing, services, sse
 from gateway.auth import Caller
-from gateway.billing import to_credits
 from gateway.config import Settings
 from gateway.db import database
-from gateway.errors import BadInput, GatewayError, InsufficientBalance, InvalidRequest, UpstreamRejected
+from gateway.errors import BadInput, InsufficientBalance, InvalidRequest, UpstreamRejected
 from gateway.loop import ApprovedCall, LoopPlan, run_loop
 from gateway.loop_events import (
     FunctionCallDelta,
@@ -42,8 +41,10 @@ from gateway.mcp.assemble import declared_toolset
 from gateway.mcp.toolset import Toolset
 from gateway.metering import Meter
 from gateway.responses import compaction, store, translate
-from gateway.responses.events import ResponseBuilder, request_echo
-from gateway.responses.schema import CreateResponseRequest, parse_create_request
+from gateway.responses.echo import priced_usage, request_echo
+from gateway.responses.events import ResponseBuilder
+from gateway.responses.schema import CreateResponseRequest
+from gateway.responses.validation import parse_create_request
 from gateway.upstream import UpstreamClient
 from gateway.usage import estimate_text_tokens
 
@@ -112,7 +113,7 @@ class Created:
 def create_response(body: dict[str, Any], caller: Caller, request_id: str) -> Created:
     """Validate, admit and run (or stream, or queue) one response."""
     settings = services.settings()
-    body = compaction.expand_input(body, caller.account.id, lambda: compaction_key(settings))
+    body = compaction.expand_input(body, caller.account.id, lambda: compaction.compaction_key(settings))
     req = parse_create_request(body)
     check_modes(req)
     run = admit(req, caller, request_id, settings)
@@ -128,11 +129,6 @@ def create_response(body: dict[str, Any], caller: Caller, request_id: str) -> Cr
     return Created(body=run_to_end(run, itertools.chain([first], events)))
 
 
-def compaction_key(settings: Settings) -> bytes:
-    """The key that seals and opens compaction items."""
-    return compaction.sealing_key(compaction.server_secret(settings))
-
-
 def check_modes(req: CreateResponseRequest) -> None:
     """background needs store; background streams are not offered."""
     if req.background and not req.store:
@@ -146,9 +142,7 @@ def check_modes(req: CreateResponseRequest) -> None:
 def admit(req: CreateResponseRequest, caller: Caller, request_id: str, settings: Settings) -> Run:
     """Resolve the model and chain, reserve credits (402/429), open MCP servers: a runnable Run."""
     route = routing.resolve(settings, req.model)
-    history = store.History()
-    if req.previous_response_id:
-        history = store.chain_history(req.previous_response_id, caller.account.id)
+    history = store.history_before(req.previous_response_id, caller.account.id)
     own = store.stored_input_items(req.input_items())
     approved = approved_calls(own, history.items)
     messages = translate.input_to_messages(history.items, req.instructions)
@@ -171,11 +165,8 @@ def open_toolset(req: CreateResponseRequest, history: store.History, meter: Mete
     if not req.mcp_tools():
         return None
     targets = translate.allowed_mcp_targets(req)
-    try:
+    with meter.closed_on_failure():
         return declared_toolset(services.mcp(), req.mcp_tools(), history.listed_servers, targets)
-    except GatewayError as exc:
-        meter.finish(Usage(), exc.status, None)
-        raise
 
 
 def approved_calls(own: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[ApprovedCall]:
@@ -227,7 +218,7 @@ def conclude(
     run.concluded = True
     events = run.builder.finish(done)
     response = events[-1]["response"]
-    response["usage"]["cost"] = to_credits(run.meter.cost_of(done.usage, run.plan.route))
+    response["usage"] = priced_usage(done.usage, run.meter, run.plan.route)
     if persist is not None:
         persist(response)
     elif run.req.store:
@@ -294,14 +285,17 @@ def _stream(run: Run, events: Iterator[LoopEvent], first: LoopEvent) -> Iterator
         events.close()
         run.close()
         if not run.concluded:
-            abandon(run, used, *ending)
+            conclude_failed(run, used.total(run.meter), *ending)
 
 
-def abandon(run: Run, used: UsageSoFar, code: str, message: str, status: int) -> None:
-    """Settle and store a run that will never reach LoopFinished."""
-    conclude(
-        run,
-        LoopFinished(
-            "failed", used.total(run.meter), error_code=code, error_message=message, error_status=status
-        ),
-    )
+def conclude_failed(
+    run: Run,
+    usage: Usage,
+    code: str,
+    message: str,
+    status: int,
+    persist: Callable[[dict[str, Any]], Any] | None = None,
+) -> list[dict]:
+    """Conclude a run that will never reach LoopFinished as `failed` with this error."""
+    done = LoopFinished("failed", usage, error_code=code, error_message=message, error_status=status)
+    return conclude(run, done, persist)

@@ -51,7 +51,6 @@ def _stored_item(item: dict[str, Any]) -> dict[str, Any]:
 
 def save(response: dict[str, Any], input_items: list[dict[str, Any]], caller: Caller) -> None:
     """Store a new response: its own input items, its output items and the rest of the object."""
-    body = {key: value for key, value in response.items() if key != "output"}
     StoredResponse.create(
         id=response["id"],
         account=caller.account.id,
@@ -59,10 +58,15 @@ def save(response: dict[str, Any], input_items: list[dict[str, Any]], caller: Ca
         previous_response_id=response.get("previous_response_id"),
         status=response["status"],
         background=bool(response.get("background")),
-        body=_json(body),
         input_items=_json(input_items),
-        output_items=_json(response["output"]),
+        **_result_columns(response),
     )
+
+
+def _result_columns(response: dict[str, Any]) -> dict[str, str]:
+    """The `body` (the object without its output) and `output_items` columns of a response."""
+    body = {key: value for key, value in response.items() if key != "output"}
+    return {"body": _json(body), "output_items": _json(response["output"])}
 
 
 def _json(value: Any) -> str:
@@ -72,6 +76,13 @@ def _json(value: Any) -> str:
 def _row(response_id: str, account_id: int, *columns: Any) -> StoredResponse | None:
     query = StoredResponse.select(*columns) if columns else StoredResponse.select()
     return query.where(StoredResponse.id == response_id, StoredResponse.account == account_id).first()
+
+
+def _existing_row(response_id: str, account_id: int, *columns: Any) -> StoredResponse:
+    row = _row(response_id, account_id, *columns)
+    if row is None:
+        raise ResponseNotFound(f"Response with id {response_id!r} not found.")
+    return row
 
 
 def _as_response(row: StoredResponse) -> dict[str, Any]:
@@ -87,17 +98,12 @@ def _as_response(row: StoredResponse) -> dict[str, Any]:
 
 def load(response_id: str, account_id: int) -> dict[str, Any]:
     """A stored response object, or 404."""
-    row = _row(response_id, account_id)
-    if row is None:
-        raise ResponseNotFound(f"Response with id {response_id!r} not found.")
-    return _as_response(row)
+    return _as_response(_existing_row(response_id, account_id))
 
 
 def status_of(response_id: str, account_id: int) -> tuple[str, bool]:
     """(status, background) of a stored response, or 404."""
-    row = _row(response_id, account_id, StoredResponse.status, StoredResponse.background)
-    if row is None:
-        raise ResponseNotFound(f"Response with id {response_id!r} not found.")
+    row = _existing_row(response_id, account_id, StoredResponse.status, StoredResponse.background)
     return row.status, row.background
 
 
@@ -118,6 +124,11 @@ class History:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     listed_servers: set[str] = field(default_factory=set)
+
+
+def history_before(previous_response_id: str | None, account_id: int) -> History:
+    """The chain's history, or an empty one for a request that continues no response."""
+    return chain_history(previous_response_id, account_id) if previous_response_id else History()
 
 
 def chain_history(previous_response_id: str, account_id: int) -> History:
@@ -165,10 +176,7 @@ def input_page(
     response_id: str, account_id: int, limit: int, order: str, after: str | None
 ) -> dict[str, Any]:
     """One page of a response's own input items, in OpenAI's list shape."""
-    row = _row(response_id, account_id, StoredResponse.input_items)
-    if row is None:
-        raise ResponseNotFound(f"Response with id {response_id!r} not found.")
-    items = json.loads(row.input_items)
+    items = json.loads(_existing_row(response_id, account_id, StoredResponse.input_items).input_items)
     if order == "desc":
         items.reverse()
     if after is not None:
@@ -203,8 +211,7 @@ def current_status(response_id: str) -> str | None:
 
 def finish_background(response: dict[str, Any]) -> bool:
     """Write a background run's result unless it was cancelled or deleted meanwhile; True if written."""
-    body = {key: value for key, value in response.items() if key != "output"}
-    fields = {"body": _json(body), "output_items": _json(response["output"]), "updated_at": utcnow()}
+    fields = {**_result_columns(response), "updated_at": utcnow()}
     allowed = ("cancelled",) if response["status"] == "cancelled" else ACTIVE_STATUSES
     return bool(
         StoredResponse.update(status=response["status"], **fields)
