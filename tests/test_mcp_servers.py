@@ -134,6 +134,7 @@ def test_outcome_from_result_maps_is_error_to_error() -> None:
         ("GET https://user:pw@host/mcp failed", (), "GET https://[redacted]@host/mcp failed"),
         ("value 1 stays", ("1",), "value 1 stays"),
         ("nothing secret", (SECRET,), "nothing secret"),
+        ("failed: token tok-9876; other", ("Bearer tok-9876", None, ""), "failed: token [redacted]; other"),
     ],
 )
 def test_redact(text: str, secrets: tuple[str, ...], expected: str) -> None:

@@ -13,7 +13,6 @@ import idna
 from gateway.errors import BadInput
 
 MAX_URL_LENGTH = 2048
-REDACTED = "[REDACTED]"
 
 # Special-use names that only ever resolve to the gateway itself or its own network.
 _DENIED_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
@@ -186,18 +185,6 @@ def bearer_value(authorization: str) -> str:
     if not _BEARER_TOKEN.match(token):
         raise BadInput("authorization must be a single bearer token", param="authorization")
     return f"Bearer {token}"
-
-
-def redact(text: str, secrets: list[str | None]) -> str:
-    """Replace every occurrence of each secret (and its bare bearer token) with [REDACTED]."""
-    values: set[str] = set()
-    for secret in secrets:
-        if secret and secret.strip():
-            values.add(secret.strip())
-            values.add(strip_bearer(secret))
-    for value in sorted((v for v in values if v), key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-    return text
 
 
 def strip_bearer(authorization: str) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 
 import mcp_types as types
 
+from gateway.mcp.policy import strip_bearer
+
 
 @dataclass(frozen=True)
 class ToolInfo:
@@ -84,9 +86,10 @@ def outcome_from_result(result: types.CallToolResult) -> ToolOutcome:
     return ToolOutcome(output=text)
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove secret values, bearer tokens and URL credentials from a message."""
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Remove secret values (also a bearer token's bare form), bearer tokens and URL credentials."""
+    values = {form for secret in secrets if secret for form in (secret.strip(), strip_bearer(secret))}
+    for secret in sorted((s for s in values if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "[redacted]")
     text = re.sub(r"(?i)\bbearer\s+\S+", "Bearer [redacted]", text)
     return re.sub(r"//[^/\s@]+@", "//[redacted]@", text)
