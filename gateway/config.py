@@ -190,10 +190,20 @@ def env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
                 found.setdefault(section, {})[name[len(prefix) :].lower()] = value
     mcp = found.setdefault("mcp", {})
     for key in ("remote_enabled", "remote_url_checks"):
-        value = environ.get(f"VR_MCP_REQUEST_{key.upper()}")
-        if value is not None:
-            mcp[key] = value
+        name = f"VR_MCP_REQUEST_{key.upper()}"
+        value = environ.get(name, "").strip().lower()
+        if value:
+            mcp[key] = switch_value(name, value)
     return {section: values for section, values in found.items() if values}
+
+
+def switch_value(name: str, value: str) -> bool:
+    """A boolean environment switch: true/false, 1/0, yes/no; anything else names the variable."""
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"{name}: must be true/false, 1/0 or yes/no, not {value!r}")
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

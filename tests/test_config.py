@@ -117,3 +117,20 @@ def test_config_file_lookup_order(tmp_path, monkeypatch):
     assert load_settings(environ={}).server.port == 1111
     assert load_settings(environ={"GATEWAY_CONFIG": str(other)}).server.port == 2222
     assert load_settings(str(other), environ={"GATEWAY_CONFIG": "/nonexistent"}).server.port == 2222
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [("false", False), ("0", False), ("no", False), ("TRUE", True), ("1", True), ("yes", True), ("", None)],
+)
+def test_vr_mcp_switches(tmp_path, value, expected):
+    environ = {"VR_MCP_REQUEST_REMOTE_ENABLED": value, "VR_MCP_REQUEST_REMOTE_URL_CHECKS": value}
+    settings = load_settings(write(tmp_path, "[mcp]\nremote_enabled = true\nremote_url_checks = true\n"), environ)
+    want = True if expected is None else expected
+    assert (settings.mcp.remote_enabled, settings.mcp.remote_url_checks) == (want, want)
+
+
+@pytest.mark.parametrize("name", ["VR_MCP_REQUEST_REMOTE_ENABLED", "VR_MCP_REQUEST_REMOTE_URL_CHECKS"])
+def test_vr_mcp_switch_garbage_names_the_variable(tmp_path, name):
+    with pytest.raises(ConfigError, match=name):
+        load_settings(write(tmp_path, ""), environ={name: "maybe"})

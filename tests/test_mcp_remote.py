@@ -28,9 +28,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from gateway.errors import BadInput
 from gateway.mcp.remote import (
-    remote_checks_enabled,
     remote_client_factory,
-    remote_enabled,
     remote_http_client,
     system_resolver,
 )
@@ -371,39 +369,6 @@ def test_checks_off_connection_failure_does_not_carry_the_token() -> None:
     with pytest.raises(httpx2.ConnectError) as caught:
         run(client.get(url))
     assert TOKEN not in str(caught.value) and TOKEN not in repr(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        (None, "config"),
-        ("false", False),
-        ("0", False),
-        ("No", False),
-        ("TRUE", True),
-        ("1", True),
-        ("yes", True),
-        ("", "config"),
-    ],
-)
-def test_env_switches_override_config(
-    raw: str | None, expected: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("VR_MCP_REQUEST_REMOTE_ENABLED", "VR_MCP_REQUEST_REMOTE_URL_CHECKS"):
-        if raw is not None:
-            monkeypatch.setenv(name, raw)
-    for config_value in (True, False):
-        want = config_value if expected == "config" else expected
-        assert remote_enabled(config_value) is want
-        assert remote_checks_enabled(config_value) is want
-
-
-@pytest.mark.parametrize("name", ["VR_MCP_REQUEST_REMOTE_ENABLED", "VR_MCP_REQUEST_REMOTE_URL_CHECKS"])
-def test_env_switch_garbage_names_the_variable(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(name, "maybe")
-    switch = remote_enabled if name.endswith("ENABLED") else remote_checks_enabled
-    with pytest.raises(ValueError, match=name):
-        switch(True)
 
 
 class McpTlsServer:

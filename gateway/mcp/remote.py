@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,33 +23,8 @@ from gateway.mcp.policy import (
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 McpClientFactory = Callable[..., httpx2.AsyncClient]
 
-ENABLED_ENV = "VR_MCP_REQUEST_REMOTE_ENABLED"
-URL_CHECKS_ENV = "VR_MCP_REQUEST_REMOTE_URL_CHECKS"
 # A server may hold a response stream open between events; the mcp SDK uses the same.
 SSE_READ_TIMEOUT_S = 300.0
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
-
-
-def remote_enabled(config_value: bool) -> bool:
-    """Whether request-declared remote MCP servers may run ([mcp] remote_enabled)."""
-    return _env_switch(ENABLED_ENV, config_value)
-
-
-def remote_checks_enabled(config_value: bool) -> bool:
-    """Whether remote MCP URL checks apply ([mcp] remote_url_checks)."""
-    return _env_switch(URL_CHECKS_ENV, config_value)
-
-
-def _env_switch(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ValueError(f"{name} must be one of true/false, 1/0, yes/no; got {raw!r}")
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
