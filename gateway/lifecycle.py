@@ -1,4 +1,4 @@
-"""Owns the per-worker services (upstream client, model processes); start and close them."""
+"""Owns each worker's services (upstream client, rate limiter, task pool, MCP runtime, model processes)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlparse
 
 from flask import Flask
 
@@ -23,8 +24,9 @@ _START_LOCK = threading.Lock()
 
 
 def managed_process(name: str, provider: ProviderSettings) -> ManagedProcess:
-    """The supervisor of a provider's `command` (one copy per host, via a lock file)."""
-    lock = Path(tempfile.gettempdir()) / f"gateway-provider-{name}.lock"
+    """The supervisor of a provider's `command` (one copy per host and port, via a lock file)."""
+    port = urlparse(provider.base_url).port or 0
+    lock = Path(tempfile.gettempdir()) / f"gateway-provider-{name}-{port}.lock"
     return ManagedProcess(
         command=provider.command or [],
         ready_url=provider.base_url.rstrip("/") + "/models",
