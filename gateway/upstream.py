@@ -160,6 +160,9 @@ class UpstreamClient:
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 session.headers.update(self._auth_headers(provider))
+                # Proxy variables are read once here, not on every request (requests' default).
+                session.proxies = requests.utils.get_environ_proxies(self._providers[provider].base_url)
+                session.trust_env = False
                 self._sessions[provider] = session
             return session
 

@@ -69,3 +69,13 @@ def test_closed_client_refuses_work(upstream):
     with pytest.raises(Exception) as caught:
         upstream.post_json("p", "chat/completions", {})
     assert getattr(caught.value, "status", None) == 503
+
+
+def test_proxy_environment_is_read_once_per_session(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    providers = {"p": ProviderSettings(base_url=BASE)}
+    client = UpstreamClient(providers, pool_size=2)
+    session = client._session("p")
+    assert session.proxies["http"] == "http://proxy.internal:3128" and session.trust_env is False
+    client.close()
