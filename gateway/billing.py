@@ -98,7 +98,10 @@ def expire_grants(account_id: int, now: datetime.datetime) -> None:
 
 
 def sweep_reservations(account_id: int | None, now: datetime.datetime) -> int:
-    """Release reservations whose holder never settled (a killed worker); returns how many."""
+    """Release reservations whose holder never settled (a killed worker); returns how many.
+
+    Called when an account looks short of credits, so stale holds never cause a 402.
+    """
     query = Reservation.update(status="swept").where(
         Reservation.status == "open", Reservation.expires_at <= now
     )
@@ -122,6 +125,16 @@ def reserved_by(account_id: int, key_id: int | None = None) -> int:
     if key_id is not None:
         query = query.where(Reservation.api_key == key_id)
     return query.scalar()
+
+
+def available_to(account_id: int) -> int:
+    """Unexpired balance minus open reservations, in one query (call after expire_grants)."""
+    held = Reservation.select(fn.COALESCE(fn.SUM(Reservation.amount), 0)).where(
+        Reservation.account == account_id, Reservation.status == "open"
+    )
+    return CreditGrant.select(fn.COALESCE(fn.SUM(CreditGrant.remaining), 0) - held).where(
+        CreditGrant.account == account_id
+    ).scalar()
 
 
 def spent_by_key(key_id: int) -> int:
@@ -152,7 +165,6 @@ def reserve(key: ApiKey, amount: int, request_id: str, ttl_s: int, now: datetime
     now = now or utcnow()
     with write_transaction():
         lock_account(key.account_id)
-        sweep_reservations(key.account_id, now)
         require_available(key, amount, now, "Insufficient balance: this request")
         reservation = Reservation.create(account=key.account_id, api_key=key.id, amount=amount,
                                          request_id=request_id, created_at=now,
@@ -175,7 +187,9 @@ def extend(key: ApiKey, reservation_id: int, amount: int, now: datetime.datetime
 def require_available(key: ApiKey, amount: int, now: datetime.datetime, what: str) -> None:
     """Raise 402 unless the account (and the key's spend limit) can hold `amount` more."""
     expire_grants(key.account_id, now)
-    available = balance_of(key.account_id) - reserved_by(key.account_id)
+    available = available_to(key.account_id)
+    if available < amount and sweep_reservations(key.account_id, now):
+        available = available_to(key.account_id)
     if available < amount:
         raise InsufficientBalance(
             f"{what} may cost up to {to_credits(amount)} credits and {to_credits(max(available, 0))} are available."
