@@ -268,7 +268,7 @@ def summarize(account: Account, now: datetime.datetime | None = None) -> Balance
         .tuples()
     )
     return BalanceSummary(
-        balance=sum(g.remaining for g in live),
+        balance=balance_of(account.id),
         reserved=reserved_by(account.id),
         total_earned=int(totals.get("grant", 0)),
         total_spent=int(totals.get("charge", 0)),

@@ -28,7 +28,6 @@ from mcp.server.transport_security import TransportSecuritySettings
 
 from gateway.errors import BadInput
 from gateway.mcp.remote import (
-    remote_client_factory,
     remote_http_client,
     system_resolver,
 )
@@ -326,11 +325,11 @@ def test_unreachable_checked_address_falls_back_to_the_next_checked_one(
     assert dialer.dialled == ["2606:4700::1111", PUBLIC_IP]
 
 
-def test_client_factory_refuses_an_off_policy_url_when_built() -> None:
+def test_client_refuses_an_off_policy_url_when_built() -> None:
     with pytest.raises(BadInput, match="IP address literal"):
-        remote_client_factory("https://169.254.169.254/sse", None, TOKEN, True)
+        remote_http_client("https://169.254.169.254/sse", None, TOKEN, True)
     with pytest.raises(BadInput, match="http or https"):
-        remote_client_factory("ftp://mcp.example.com/", None, TOKEN, False)
+        remote_http_client("ftp://mcp.example.com/", None, TOKEN, False)
 
 
 @pytest.mark.parametrize("failure", [socket.gaierror(socket.EAI_NONAME, "Name or service not known"), None])
@@ -468,19 +467,12 @@ def test_streamable_http_client_through_pinned_client(
 def test_sse_client_through_pinned_client_factory(mcp_server: McpTlsServer, trust: ssl.SSLContext) -> None:
     url = f"https://{HOST}:{mcp_server.port}/sse"
     resolver, dialer = ScriptedResolver([PUBLIC_IP]), LoopbackDialer()
-    factory = remote_client_factory(
-        url,
-        {"X-Docs-Tenant": "acme"},
-        TOKEN,
-        True,
-        5.0,
-        resolver=resolver,
-        dialer=dialer,
-        verify=trust,
+    client = remote_http_client(
+        url, {"X-Docs-Tenant": "acme"}, TOKEN, True, 5.0, resolver=resolver, dialer=dialer, verify=trust
     )
 
     async def session() -> tuple[list[str], str]:
-        async with sse_client(url, httpx_client_factory=factory) as (read, write):
+        async with sse_client(url, httpx_client_factory=lambda **_: client) as (read, write):
             return await list_and_call(read, write)
 
     assert run(session()) == (["echo"], "pinned")
@@ -493,18 +485,10 @@ def test_sse_client_factory_refuses_loopback_before_connecting(
 ) -> None:
     url = f"https://{HOST}:{mcp_server.port}/sse"
     seen_before = len(mcp_server.headers)
-    factory = remote_client_factory(
-        url,
-        None,
-        TOKEN,
-        True,
-        5.0,
-        resolver=ScriptedResolver(["127.0.0.1"]),
-        verify=trust,
-    )
+    client = remote_http_client(url, None, TOKEN, True, 5.0, resolver=ScriptedResolver(["127.0.0.1"]), verify=trust)
 
     async def session() -> None:
-        async with sse_client(url, httpx_client_factory=factory):
+        async with sse_client(url, httpx_client_factory=lambda **_: client):
             raise AssertionError("connected to a loopback host")
 
     with pytest.raises(BadInput, match="loopback") as caught:

@@ -21,7 +21,6 @@ from gateway.mcp.policy import (
 )
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
-McpClientFactory = Callable[..., httpx2.AsyncClient]
 
 # A server may hold a response stream open between events; the mcp SDK uses the same.
 SSE_READ_TIMEOUT_S = 300.0
@@ -176,39 +175,6 @@ def remote_http_client(
         transport=PolicyTransport(pins, dialer, verify, param),
         trust_env=False,
     )
-
-
-def remote_client_factory(
-    url: str,
-    headers: dict[str, str] | None,
-    authorization: str | None,
-    url_checks: bool,
-    timeout_s: float = 30.0,
-    **options: Any,
-) -> McpClientFactory:
-    """An `httpx_client_factory` for mcp's sse_client building `remote_http_client`s."""
-    # Refuse a bad URL or bad headers now rather than from inside the SDK.
-    remote_headers(headers, authorization)
-    if url_checks:
-        check_remote_url(url, options.get("param", "server_url"))
-    else:
-        _require_http_url(url, options.get("param", "server_url"))
-    user_headers = headers
-
-    def factory(
-        headers: dict[str, str] | None = None,
-        timeout: httpx2.Timeout | None = None,
-        auth: httpx2.Auth | None = None,
-    ) -> httpx2.AsyncClient:
-        client = remote_http_client(url, user_headers, authorization, url_checks, timeout_s, **options)
-        client.headers.update(headers or {})
-        if timeout is not None:
-            client.timeout = timeout
-        if auth is not None:
-            client.auth = auth
-        return client
-
-    return factory
 
 
 def _require_http_url(url: str, param: str | None) -> None:
