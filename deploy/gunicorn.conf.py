@@ -1,14 +1,15 @@
-"""gunicorn settings for the gateway: gthread workers, per-worker service lifecycle."""
+"""gunicorn settings for the gateway, built from its config like `gateway serve` builds them.
 
-import os
+The config is found the usual way ($GATEWAY_CONFIG, else ./config.toml, else embedded defaults) and
+GATEWAY_<SECTION>_<KEY> variables override it. Run `gateway db upgrade` before starting gunicorn.
+"""
 
-from gateway.lifecycle import post_worker_init, worker_exit  # noqa: F401 - gunicorn reads these hooks
+import sys
 
-worker_class = "gthread"
-workers = int(os.environ.get("GATEWAY_SERVER_WORKERS", "2"))
-threads = int(os.environ.get("GATEWAY_SERVER_THREADS", "64"))
-bind = f"{os.environ.get('GATEWAY_SERVER_HOST', '127.0.0.1')}:{os.environ.get('GATEWAY_SERVER_PORT', '8080')}"
-timeout = 120  # gthread heartbeats from its main loop, so long streams are unaffected
-graceful_timeout = 30
-keepalive = 5
-control_socket_disable = True  # gunicorn 27 otherwise shares ~/.gunicorn/gunicorn.ctl between instances
+from gateway.config import ConfigError, load_settings
+from gateway.server import gunicorn_options
+
+try:
+    globals().update(gunicorn_options(load_settings()))
+except ConfigError as exc:
+    sys.exit(f"gateway: config error: {exc}")

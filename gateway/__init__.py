@@ -6,7 +6,7 @@ import time
 
 from flask import Flask
 
-from gateway import auth, db, errors, lifecycle
+from gateway import db, errors, lifecycle
 from gateway.api import account, admin, catalog, chat, health, http, mcp, profiles, responses
 from gateway.config import Settings, load_settings
 
@@ -14,7 +14,7 @@ API_PREFIXES = {"v1": "/v1", "openrouter": "/api/v1"}
 
 
 def create_app(settings: Settings | None = None, config_path: str | None = None) -> Flask:
-    """Build the WSGI app: load config, wire services, register blueprints."""
+    """Build the WSGI app: load config, wire services, register blueprints (no DB work; see db.migrate)."""
     settings = settings or load_settings(config_path)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
@@ -23,7 +23,6 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     app.extensions["gateway.started_at"] = int(time.time())
     errors.init_app(app)
     db.init_app(app, settings.database.url, pool_size=2 * settings.server.threads)
-    auth.init_app(app, settings)
     lifecycle.init_app(app, settings)
     http.init_app(app)
     for name, prefix in API_PREFIXES.items():

@@ -9,10 +9,11 @@ import os
 import sys
 from collections.abc import Callable
 
-from gateway import auth, billing, db
+from gateway import db
+from gateway.accounting import credits, keys
 from gateway.config import ConfigError, Settings, find_config_file, load_settings
 from gateway.errors import GatewayError
-from gateway.models import ApiKey, utcnow
+from gateway.tables import ApiKey, utcnow
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args, settings) or 0
+    except ConfigError as exc:  # `gateway serve` reloads settings with its flags applied
+        print(f"gateway: config error: {exc}", file=sys.stderr)
+        return 2
     except GatewayError as exc:
         print(f"gateway: {exc.message}", file=sys.stderr)
         return 1
@@ -90,67 +94,72 @@ def with_database(command: Callable[[argparse.Namespace], int | None]):
 
 
 def run_keys_create(args: argparse.Namespace) -> int:
-    account = auth.find_account(args.account) if args.account is not None else None
-    limit = billing.to_micro(args.spend_limit) if args.spend_limit is not None else None
-    key, secret = auth.create_key(
+    account = keys.find_account(args.account) if args.account is not None else None
+    limit = credits.to_micro(args.spend_limit) if args.spend_limit is not None else None
+    key, secret = keys.create_key(
         args.name, account, tier=args.tier, scope=args.scope, rpm=args.rpm, tpm=args.tpm, spend_limit=limit
     )
     if args.credits is not None:
-        billing.grant_credits(key.account_id, billing.to_micro(args.credits), source="initial")
-    shown = {**auth.describe_key(key), "key": secret}
+        credits.grant_credits(key.account_id, credits.to_micro(args.credits), source="initial")
+    shown = {**keys.describe_key(key), "key": secret}
     print(json.dumps(shown) if args.json else f"created key {key.id} for account {key.account_id}: {secret}")
     return 0
 
 
 def run_keys_list(args: argparse.Namespace) -> int:
-    keys = [auth.describe_key(key) for key in ApiKey.select().order_by(ApiKey.id)]
+    listed = [keys.describe_key(key) for key in ApiKey.select().order_by(ApiKey.id)]
     if args.json:
-        print(json.dumps(keys))
+        print(json.dumps(listed))
         return 0
-    for key in keys:
+    for key in listed:
         state = "revoked" if key["revoked"] else "active"
         print(f"{key['id']:>5}  {key['prefix']}…  account {key['account_id']:<5} {state:<8} {key['name']}")
     return 0
 
 
 def run_keys_revoke(args: argparse.Namespace) -> int:
-    auth.revoke_key(args.id)
+    keys.revoke_key(args.id)
     print(f"revoked key {args.id}")
     return 0
 
 
 def run_credits_grant(args: argparse.Namespace) -> int:
-    account = auth.find_account(args.id)
+    account = keys.find_account(args.id)
     expires_at = utcnow() + datetime.timedelta(days=args.expires_in_days) if args.expires_in_days else None
-    grant = billing.grant_credits(account.id, billing.to_micro(args.amount), expires_at, args.source)
-    balance = billing.summarize(account).balance
+    grant = credits.grant_credits(account.id, credits.to_micro(args.amount), expires_at, args.source)
+    balance = credits.summarize(account).balance
     print(f"granted {args.amount} credits to account {account.id} (grant {grant.id}); "
-          f"balance {billing.to_credits(balance)}")
+          f"balance {credits.to_credits(balance)}")
     return 0
 
 
 def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    db.bind(settings.database.url)
-    applied = db.upgrade()
+    applied = db.migrate(settings.database.url)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
     return 0
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Run gunicorn (gthread) on the app; workers read the same config file."""
-    from gateway.server import GatewayServer
+    """Migrate (and on embedded defaults show a first key), then run gunicorn (gthread) on the app."""
+    from gateway.server import GatewayServer, gunicorn_options, prepare_database
 
+    settings = share_with_workers(args)
+    secret = prepare_database(settings)
+    if secret is not None:
+        print(f"gateway: created your first API key (shown once): {secret}", flush=True)
+    GatewayServer(gunicorn_options(settings)).run()
+    return 0
+
+
+def share_with_workers(args: argparse.Namespace) -> Settings:
+    """Put the config file and serve flags in the environment workers inherit; return those settings."""
     config_file = find_config_file(args.config, dict(os.environ))
     if config_file is not None:
         os.environ["GATEWAY_CONFIG"] = str(config_file.resolve())
-    server = settings.server
-    GatewayServer(
-        host=args.host or server.host,
-        port=args.port or server.port,
-        workers=args.workers or server.workers,
-        threads=args.threads or server.threads,
-    ).run()
-    return 0
+    for name in ("host", "port", "workers", "threads"):
+        if getattr(args, name) is not None:
+            os.environ[f"GATEWAY_SERVER_{name.upper()}"] = str(getattr(args, name))
+    return load_settings(args.config)
 
 
 if __name__ == "__main__":

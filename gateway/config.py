@@ -107,6 +107,12 @@ class McpSettings(Section):
     default_profile: str | None = Field(
         None, description="profile whose tools `tools: \"auto\"` uses on /v1/chat/completions"
     )
+    http_timeout_s: float = Field(
+        30.0, gt=0, description="connect and write timeout of MCP HTTP requests (built-in and remote)"
+    )
+    http_read_timeout_s: float = Field(
+        300.0, gt=0, description="read timeout of MCP HTTP streams (servers hold them open between events)"
+    )
 
 
 class LimitSettings(Section):
@@ -126,6 +132,9 @@ class BillingSettings(Section):
 class ResponsesSettings(Section):
     secret_env: str = Field(
         "GATEWAY_SECRET", description="env var with the key that seals compaction blobs"
+    )
+    background_workers: int = Field(
+        8, ge=1, description="threads per worker process that run `background: true` responses"
     )
 
 
@@ -147,24 +156,51 @@ class Settings(Section):
 
     def cross_check(self) -> Settings:
         """Check references between tables; raise ConfigError naming the key."""
-        for model_id, model in self.models.items():
-            if model.provider not in self.providers:
-                raise ConfigError(f"models.{model_id}.provider: no provider named {model.provider!r}")
-        for name, profile in self.profiles.items():
-            for label in profile.mcp_servers:
-                if label not in self.mcpServers:
-                    raise ConfigError(f"profiles.{name}.mcp_servers: no mcpServers.{label}")
-            if name.count("/") != 1:
-                raise ConfigError(f"profiles.{name}: name must be \"scope/profile\"")
-        for label, server in self.mcpServers.items():
-            if bool(server.command) == bool(server.url):
-                raise ConfigError(f"mcpServers.{label}: set exactly one of command or url")
+        for check in (check_models, check_mcp_servers, check_profiles, check_mcp, check_limits):
+            check(self)
         return self
+
+
+def check_models(settings: Settings) -> None:
+    """Each model names a configured provider."""
+    for model_id, model in settings.models.items():
+        if model.provider not in settings.providers:
+            raise ConfigError(f"models.{model_id}.provider: no provider named {model.provider!r}")
+
+
+def check_mcp_servers(settings: Settings) -> None:
+    """Each built-in MCP server is either a stdio command or a URL."""
+    for label, server in settings.mcpServers.items():
+        if bool(server.command) == bool(server.url):
+            raise ConfigError(f"mcpServers.{label}: set exactly one of command or url")
+
+
+def check_profiles(settings: Settings) -> None:
+    """Profile names are "scope/profile" and list only configured MCP servers."""
+    for name, profile in settings.profiles.items():
+        if name.count("/") != 1:
+            raise ConfigError(f"profiles.{name}: name must be \"scope/profile\"")
+        for label in profile.mcp_servers:
+            if label not in settings.mcpServers:
+                raise ConfigError(f"profiles.{name}.mcp_servers: no mcpServers.{label}")
+
+
+def check_mcp(settings: Settings) -> None:
+    """`[mcp] default_profile` names a configured profile."""
+    profile = settings.mcp.default_profile
+    if profile is not None and profile not in settings.profiles:
+        raise ConfigError(f"mcp.default_profile: no profile named {profile!r}")
+
+
+def check_limits(settings: Settings) -> None:
+    """The redis backend needs its URL."""
+    if settings.limits.backend == "redis" and not settings.limits.url:
+        raise ConfigError('limits.url: required when backend = "redis"')
 
 
 def embedded_defaults() -> dict[str, Any]:
     """The configuration used when no file is given: the packaged SmolLM2 model."""
-    from gateway.supervisor import find_smollm2_model, llama_server_command
+    from gateway.upstream.model_process import find_smollm2_model, llama_server_command
 
     model_path = find_smollm2_model()
     provider: dict[str, Any] = {

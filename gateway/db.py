@@ -1,4 +1,8 @@
-"""Database wiring: one Peewee proxy, per-request connections, locked schema migrations."""
+"""Database wiring: one Peewee proxy, per-request connections, locked schema migrations.
+
+The app only binds the proxy (no connection, no DDL); migrations run from `gateway db upgrade`
+and from `gateway serve` before gunicorn forks (`migrate`).
+"""
 
 from __future__ import annotations
 
@@ -64,6 +68,16 @@ def write_transaction():
 
 
 @contextlib.contextmanager
+def own_connection() -> Iterator[None]:
+    """A connection for work outside a request's own (stream generators, pool threads); reuses an open one."""
+    if not database.is_closed():
+        yield
+        return
+    with database.connection_context():
+        yield
+
+
+@contextlib.contextmanager
 def migration_lock() -> Iterator[None]:
     """Serialise migrations across processes and hosts."""
     db = database.obj
@@ -84,14 +98,22 @@ def migration_lock() -> Iterator[None]:
 
 
 def upgrade() -> list[str]:
-    """Apply pending migrations; safe to call from every worker at once."""
+    """Apply pending migrations to the bound database; safe to call from several processes at once."""
     with database.connection_context(), migration_lock():
         return Runner(database.obj, str(MIGRATIONS_DIR)).up()
 
 
+def migrate(url: str) -> list[str]:
+    """Bind `url`, apply pending migrations, and close the pool again (safe before gunicorn forks)."""
+    db = bind(url, pool_size=1)
+    try:
+        return upgrade()
+    finally:
+        db.close_all()
+
+
 def init_app(app: Flask, url: str, pool_size: int) -> None:
-    """Bind the database, migrate, and take/return a pooled connection around each request."""
+    """Bind the database lazily (no connection yet) and take/return a pooled connection around each request."""
     bind(url, pool_size)
-    upgrade()
     app.before_request(lambda: database.connect(reuse_if_open=True) and None)
     app.teardown_request(lambda exc: database.close() if not database.is_closed() else None)

@@ -18,6 +18,7 @@
     ├── UpstreamError (502 upstream_error)
     │   ├── UpstreamUnavailable (502 upstream_unavailable)
     │   ├── UpstreamTimeout (504 upstream_timeout)
+    │   ├── UpstreamStreamBroken (502 upstream_error: malformed or truncated stream)
     │   └── UpstreamRejected (upstream's own 4xx status, passed through)
     └── ServiceUnavailable (503 service_unavailable)
 """
@@ -148,6 +149,10 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+class UpstreamStreamBroken(UpstreamError):
+    """An upstream stream that sent an error event, a malformed chunk, or ended before finishing."""
 
 
 class UpstreamRejected(UpstreamError):

@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
 from flask import Flask
 
+from gateway.accounting.ratelimit import RateLimiter
+from gateway.api.metrics import RequestMetrics
 from gateway.config import McpServerSettings, ProviderSettings, Settings
 from gateway.mcp.assemble import McpRuntime
 from gateway.mcp.bridge import McpBridge
 from gateway.mcp.servers import BuiltinServers, ServerSpec
-from gateway.metrics import RequestMetrics
-from gateway.ratelimit import RateLimiter
+from gateway.mcp.transports import http_timeout
 from gateway.responses import background as responses_background
-from gateway.supervisor import ManagedProcess
-from gateway.upstream import UpstreamClient
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.model_process import ManagedProcess
 
-_START_LOCK = threading.Lock()
+
+class StartOnce:
+    """Runs a start function at most once, however many threads ask at the same time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = False
+
+    def __call__(self, start: Callable[[], None]) -> None:
+        if self.started:
+            return
+        with self._lock:
+            if not self.started:
+                start()
+                self.started = True
 
 
 def managed_process(name: str, provider: ProviderSettings) -> ManagedProcess:
@@ -49,40 +65,46 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["gateway.tasks"] = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="gateway-task")
     bridge = McpBridge()
     app.extensions["gateway.mcp"] = McpRuntime(
-        settings,
-        BuiltinServers(
-            [server_spec(label, server) for label, server in settings.mcpServers.items()],
-            bridge, settings.mcp.tool_timeout_s, settings.mcp.connect_timeout_s,
-        ),
-        bridge,
-        app.extensions["gateway.tasks"],
+        settings, builtin_servers(settings, bridge), bridge, app.extensions["gateway.tasks"]
+    )
+    app.extensions[responses_background.EXTENSION] = responses_background.BackgroundRunner(
+        settings.responses.background_workers
     )
     app.extensions["gateway.processes"] = {
         name: managed_process(name, provider)
         for name, provider in settings.providers.items()
         if provider.command
     }
-    app.extensions["gateway.started"] = False
+    app.extensions["gateway.start_once"] = StartOnce()
     app.before_request(lambda: start(app))
+
+
+def builtin_servers(settings: Settings, bridge: McpBridge) -> BuiltinServers:
+    """The `[mcpServers]` of the config, with the `[mcp]` timeouts."""
+    mcp = settings.mcp
+    return BuiltinServers(
+        [server_spec(label, server) for label, server in settings.mcpServers.items()],
+        bridge, mcp.tool_timeout_s, mcp.connect_timeout_s,
+        http_timeout=http_timeout(mcp.http_timeout_s, mcp.http_read_timeout_s),
+    )
 
 
 def start(app: Flask) -> None:
     """Start background services once per worker (idempotent, thread-safe)."""
-    if app.extensions["gateway.started"]:
-        return
-    with _START_LOCK:
-        if app.extensions["gateway.started"]:
-            return
-        for process in app.extensions["gateway.processes"].values():
-            process.start()
-        if app.extensions["gateway.mcp"].servers.labels:
-            app.extensions["gateway.mcp"].servers.start()
-        app.extensions["gateway.started"] = True
+    app.extensions["gateway.start_once"](lambda: start_services(app))
+
+
+def start_services(app: Flask) -> None:
+    """Launch the supervised model processes and connect the built-in MCP servers."""
+    for process in app.extensions["gateway.processes"].values():
+        process.start()
+    if app.extensions["gateway.mcp"].servers.labels:
+        app.extensions["gateway.mcp"].servers.start()
 
 
 def close(app: Flask) -> None:
     """Stop everything this worker owns (idempotent); called from gunicorn's worker_exit."""
-    responses_background.close(app)
+    responses_background.runner(app).close()
     for process in app.extensions["gateway.processes"].values():
         process.close()
     runtime = app.extensions["gateway.mcp"]

@@ -1,28 +1,58 @@
-"""gunicorn embedded as `gateway serve`: gthread workers, each building its own app."""
+"""gunicorn embedded as `gateway serve`: options from Settings, the database prepared before forking."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gunicorn.app.base import BaseApplication
 
-from gateway import lifecycle
+from gateway import db, lifecycle
+from gateway.accounting.keys import create_key
+from gateway.config import Settings
+from gateway.tables import ApiKey
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    """gunicorn's settings for this config; `gateway serve` and deploy/gunicorn.conf.py both use them."""
+    server = settings.server
+    return {
+        "bind": f"{server.host}:{server.port}",
+        "workers": server.workers,
+        "threads": server.threads,
+        "worker_class": "gthread",
+        "timeout": 120,  # gthread heartbeats from its main loop, so long streams are unaffected
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "control_socket_disable": True,  # gunicorn 27 otherwise shares ~/.gunicorn/gunicorn.ctl between instances
+        "post_worker_init": lifecycle.post_worker_init,
+        "worker_exit": lifecycle.worker_exit,
+    }
+
+
+def prepare_database(settings: Settings) -> str | None:
+    """Migrate before forking; on embedded defaults with no key yet, create one and return its secret."""
+    db.migrate(settings.database.url)
+    if not settings.embedded:
+        return None
+    try:
+        return create_first_key()
+    finally:
+        db.database.close_all()  # no pooled connection may cross the fork
+
+
+def create_first_key() -> str | None:
+    """A key named "default" if the database has none yet; its secret, else None."""
+    with db.database.connection_context(), db.migration_lock(), db.database.atomic():
+        if ApiKey.select().exists():
+            return None
+        return create_key("default")[1]
 
 
 class GatewayServer(BaseApplication):
     """A gunicorn application whose workers call `create_app()` after forking."""
 
-    def __init__(self, host: str, port: int, workers: int, threads: int) -> None:
-        self.options = {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "threads": threads,
-            "worker_class": "gthread",
-            "timeout": 120,
-            "graceful_timeout": 30,
-            "keepalive": 5,
-            "control_socket_disable": True,  # gunicorn 27 shares one per user otherwise
-            "post_worker_init": lifecycle.post_worker_init,
-            "worker_exit": lifecycle.worker_exit,
-        }
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
         super().__init__()
 
     def load_config(self) -> None:

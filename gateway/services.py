@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 if TYPE_CHECKING:
+    from gateway.accounting.ratelimit import RateLimiter
     from gateway.config import Settings
     from gateway.mcp.assemble import McpRuntime
-    from gateway.ratelimit import RateLimiter
-    from gateway.upstream import UpstreamClient
+    from gateway.upstream.client import UpstreamClient
 
 
 def settings() -> Settings:

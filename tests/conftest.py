@@ -11,7 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from gateway import create_app, db
-from gateway.auth import create_key
+from gateway.accounting.keys import create_key
 from gateway.config import Settings, build_settings, merge
 from tests.fake_upstream import FakeUpstream
 
@@ -80,6 +80,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def app(settings: Settings):
     application = create_app(settings)
+    db.upgrade()  # create_app only binds the database; `gateway serve` migrates before forking
     yield application
     from gateway import lifecycle
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from gateway import db
-from gateway.models import UsageEntry
+from gateway.tables import UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion, usage_chunk
 
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from gateway import db
-from gateway.models import LedgerEntry, UsageEntry
+from gateway.tables import LedgerEntry, UsageEntry
 from tests.fake_upstream import StreamReply
 from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.scripted_model import ScriptedModel, answer_chunks
@@ -130,12 +130,12 @@ def test_plain_chat_on_profile_route_is_relayed(client, acme_key, fake_upstream)
 
 
 def test_every_model_turn_is_billed(client, make_key, fake_upstream):
-    from gateway import billing
-    from gateway.models import ApiKey
+    from gateway.accounting import credits
+    from gateway.tables import ApiKey
 
     secret = make_key("payer", scope="acme")
     with db.database.connection_context():
-        billing.grant_credits(ApiKey.get(ApiKey.name == "payer").account_id, 10_000_000)
+        credits.grant_credits(ApiKey.get(ApiKey.name == "payer").account_id, 10_000_000)
     fake_upstream.responder = ScriptedModel([("mcp__tools__echo", {"text": "a"})])
     answer = client.post(PROFILE_ROUTE, json={**ASK, "model": "paid-model"}, headers={"X-API-Key": secret})
     assert answer.json["usage"]["cost"] == 50 * 1000 / 1_000_000
@@ -219,12 +219,12 @@ def test_forced_tool_choice_applies_to_the_first_turn_only(client, acme_key, fak
 
 
 def test_bad_messages_release_the_reservation(client, make_key):
-    from gateway import billing
-    from gateway.models import ApiKey, Reservation
+    from gateway.accounting import credits
+    from gateway.tables import ApiKey, Reservation
 
     secret = make_key("payer", scope="acme")
     with db.database.connection_context():
-        billing.grant_credits(ApiKey.get(ApiKey.name == "payer").account_id, 10_000_000)
+        credits.grant_credits(ApiKey.get(ApiKey.name == "payer").account_id, 10_000_000)
     answer = client.post(PROFILE_ROUTE, json={**ASK, "model": "paid-model", "messages": "nope"},
                          headers={"X-API-Key": secret})
     assert answer.status_code == 400 and answer.json["error"]["param"] == "messages"

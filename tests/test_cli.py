@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 
-from gateway import auth, db
+from gateway import db
+from gateway.accounting import keys
 from gateway.cli import main
-from gateway.models import ApiKey
+from gateway.config import load_settings
+from gateway.server import GatewayServer, gunicorn_options
+from gateway.tables import ApiKey
 
 
 def config_file(tmp_path) -> str:
@@ -42,7 +47,7 @@ def test_keys_create_list_revoke(tmp_path, capsys):
     db.bind(f"sqlite:///{tmp_path / 'cli.db'}")
     with db.database.connection_context():
         assert ApiKey.get_by_id(created["id"]).revoked
-        assert ApiKey.get_by_id(created["id"]).digest == auth.digest(created["key"])
+        assert ApiKey.get_by_id(created["id"]).digest == keys.digest(created["key"])
 
 
 def test_db_upgrade_is_idempotent(tmp_path, capsys):
@@ -58,3 +63,44 @@ def test_config_error_exits_2_with_one_line(tmp_path, capsys):
     assert main(["keys", "list", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gateway: config error: server.port:") and err.count("\n") == 1
+
+
+def record_gunicorn_runs(monkeypatch, database) -> list[tuple[dict, set[str]]]:
+    """Replace gunicorn's main loop; each run records its options and the tables present then."""
+    runs: list[tuple[dict, set[str]]] = []
+
+    def run(server: GatewayServer) -> None:
+        with sqlite3.connect(database) as connection:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        runs.append((server.options, tables))
+
+    monkeypatch.setattr(GatewayServer, "run", run)
+    return runs
+
+
+def test_serve_migrates_before_gunicorn_starts(tmp_path, capsys, monkeypatch):
+    config = config_file(tmp_path)
+    runs = record_gunicorn_runs(monkeypatch, tmp_path / "cli.db")
+    code, out = run(capsys, "serve", "--config", config, "--port", "9123", "--threads", "3")
+    assert code == 0 and "first API key" not in out
+    [(options, tables)] = runs
+    assert {"account", "api_key"} <= tables
+    assert os.environ["GATEWAY_CONFIG"] == str(tmp_path / "config.toml")
+    assert os.environ["GATEWAY_SERVER_PORT"] == "9123"  # workers load the same settings
+    assert options == gunicorn_options(load_settings())
+    assert (options["bind"], options["threads"]) == ("127.0.0.1:9123", 3)
+
+
+def test_serve_shows_a_first_key_once_on_embedded_defaults(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'embedded.db'}")
+    record_gunicorn_runs(monkeypatch, tmp_path / "embedded.db")
+    code, out = run(capsys, "serve")
+    assert code == 0 and out.startswith("gateway: created your first API key (shown once): sk-gw-")
+    assert run(capsys, "serve") == (0, "")
+
+
+def test_serve_flag_out_of_range_is_a_config_error(tmp_path, capsys, monkeypatch):
+    record_gunicorn_runs(monkeypatch, tmp_path / "cli.db")
+    assert main(["serve", "--config", config_file(tmp_path), "--port", "70000"]) == 2
+    assert capsys.readouterr().err.startswith("gateway: config error: server.port:")

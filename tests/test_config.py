@@ -74,7 +74,11 @@ def test_every_setting_is_documented_in_the_example():
         ("[providers.p]\nbase_url = \"http://x/v1\"\nmystery = 1\n", "providers.p.mystery: unknown setting"),
         ("[mcpServers.t]\nargs = []\n", "mcpServers.t: set exactly one of command or url"),
         ("[mcpServers.t]\ncommand = \"x\"\n[profiles.bad]\nmcp_servers = [\"t\"]\n", "profiles.bad:"),
-        ("[profiles.\"a/b\"]\nmcp_servers = [\"ghost\"]\n", "no mcpServers.ghost"),
+        ("[profiles.\"a/b\"]\nmcp_servers = [\"ghost\"]\n", "profiles.a/b.mcp_servers: no mcpServers.ghost"),
+        ("[mcp]\ndefault_profile = \"x\"\n", "mcp.default_profile: no profile named 'x'"),
+        ("[limits]\nbackend = \"redis\"\n", "limits.url: required when backend = \"redis\""),
+        ("[responses]\nbackground_workers = 0\n", "responses.background_workers:"),
+        ("[mcp]\nhttp_timeout_s = 0\n", "mcp.http_timeout_s:"),
         ("not toml = = 1", "config.toml"),
     ],
 )
@@ -134,3 +138,20 @@ def test_vr_mcp_switches(tmp_path, value, expected):
 def test_vr_mcp_switch_garbage_names_the_variable(tmp_path, name):
     with pytest.raises(ConfigError, match=name):
         load_settings(write(tmp_path, ""), environ={name: "maybe"})
+
+
+def test_default_profile_must_name_a_profile_of_the_merged_config(tmp_path):
+    text = '[mcpServers.t]\ncommand = "x"\n[profiles."acme/default"]\nmcp_servers = ["t"]\n'
+    settings = load_settings(write(tmp_path, text), environ={"GATEWAY_MCP_DEFAULT_PROFILE": "acme/default"})
+    assert settings.mcp.default_profile == "acme/default"
+    with pytest.raises(ConfigError, match=r"^mcp\.default_profile: no profile named 'acme/other'$"):
+        load_settings(write(tmp_path, text), environ={"GATEWAY_MCP_DEFAULT_PROFILE": "acme/other"})
+
+
+def test_knobs_have_defaults_and_env_overrides(tmp_path):
+    defaults = load_settings(write(tmp_path, ""), environ={})
+    assert defaults.responses.background_workers == 8
+    assert (defaults.mcp.http_timeout_s, defaults.mcp.http_read_timeout_s) == (30.0, 300.0)
+    environ = {"GATEWAY_RESPONSES_BACKGROUND_WORKERS": "3", "GATEWAY_MCP_HTTP_TIMEOUT_S": "4.5"}
+    changed = load_settings(write(tmp_path, ""), environ=environ)
+    assert changed.responses.background_workers == 3 and changed.mcp.http_timeout_s == 4.5

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import runpy
+from pathlib import Path
 
 import pytest
 
-from gateway import db
-from gateway.models import Account
+from gateway import db, lifecycle
+from gateway.tables import Account
+
+WSGI = Path(__file__).resolve().parent.parent / "wsgi.py"
 
 
 def upgrade_in_process(url: str, results) -> None:
@@ -46,3 +50,25 @@ def test_postgres_url_parsing():
     assert database.database == "gw"
     assert database.connect_params["user"] == "us@er" and database.connect_params["password"] == "p:w"
     assert (database.connect_params["host"], database.connect_params["port"]) == ("db.example", 6543)
+
+
+def test_importing_wsgi_does_no_database_work(tmp_path, monkeypatch):
+    path = tmp_path / "fresh.db"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{path}"\n')
+    monkeypatch.setenv("GATEWAY_CONFIG", str(config))
+    app = runpy.run_path(str(WSGI))["app"]  # what `gunicorn wsgi:app` does in each worker
+    try:
+        assert list(tmp_path.glob("fresh.db*")) == []  # no connection, so no file and no tables
+        assert db.upgrade()  # the app bound the configured database; migrating is a separate step
+        assert path.is_file()
+    finally:
+        lifecycle.close(app)
+
+
+def test_migrate_applies_pending_migrations_and_leaves_no_connection_open(tmp_path):
+    url = f"sqlite:///{tmp_path / 'migrated.db'}"
+    migrations = sorted(path.stem for path in db.MIGRATIONS_DIR.glob("[0-9]*.py"))
+    assert db.migrate(url) == migrations
+    assert db.database.is_closed() and not db.database._connections  # nothing to inherit across a fork
+    assert db.migrate(url) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import GatewayError, UpstreamTimeout, error_body
+from gateway.upstream import relay
 from tests.fake_upstream import HangReply, JsonReply
 
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
@@ -133,12 +134,11 @@ def test_unreachable_upstream_is_502(make_settings, make_key):
 
 
 def test_unexpected_exception_is_500_without_traceback(app, client, auth_headers, monkeypatch, caplog):
-    from gateway import proxy
 
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(proxy, "relay_json", explode)
+    monkeypatch.setattr(relay, "relay_json", explode)
     response = client.post("/v1/chat/completions", json=CHAT, headers={**auth_headers, "x-request-id": "r-42"})
     error = assert_openai_error(response, 500, "internal_error", "api_error")
     assert "secret internals" not in error["message"] and "r-42" in error["message"]

@@ -21,7 +21,7 @@ import requests
 from openai import OpenAI
 
 from gateway.config import LOCAL_MODEL_PORT
-from gateway.supervisor import find_smollm2_model, llama_cpp_available
+from gateway.upstream.model_process import find_smollm2_model, llama_cpp_available
 
 pytestmark = [
     pytest.mark.local_model,

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from gateway import create_app, db, lifecycle
-from gateway.auth import create_key
+from gateway.accounting.keys import create_key
 from gateway.config import build_settings
-from gateway.models import UsageEntry
-from gateway.supervisor import (
+from gateway.tables import UsageEntry
+from gateway.upstream.model_process import (
     ManagedProcess,
     find_smollm2_model,
     llama_cpp_available,
@@ -57,6 +57,7 @@ def local_app(llama_base_url, tmp_path):
         "profiles": {"acme/default": {"mcp_servers": ["time"]}},
     })
     app = create_app(settings)
+    db.upgrade()
     with db.database.connection_context():
         _, secret = create_key("e2e", scope="acme")
     yield app, secret

@@ -12,9 +12,7 @@ import pytest
 from playhouse.migrations import Runner
 
 from gateway import db
-from gateway.config import ConfigError, LimitSettings
-from gateway.errors import RateLimited, ServiceUnavailable
-from gateway.ratelimit import (
+from gateway.accounting.ratelimit import (
     DatabaseWindows,
     RateLimiter,
     RateWindow,
@@ -27,6 +25,8 @@ from gateway.ratelimit import (
     tokens_needed,
     window_start,
 )
+from gateway.config import ConfigError, LimitSettings
+from gateway.errors import RateLimited, ServiceUnavailable
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL")
 WINDOW_BEGIN = 1_699_999_980  # a multiple of 60

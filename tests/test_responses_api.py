@@ -11,8 +11,8 @@ import openresponses_types as spec
 import pytest
 
 from gateway import db, lifecycle
-from gateway.models import StoredResponse, UsageEntry
-from gateway.sse import SseDecoder
+from gateway.tables import StoredResponse, UsageEntry
+from gateway.upstream.sse import SseDecoder
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion, usage_chunk
 from tests.test_responses_events import check_stream, spec_json, validate_response
 

@@ -21,7 +21,7 @@ from openai.types.responses.response_output_item import McpApprovalRequest, McpC
 from openai.types.responses.tool import Mcp
 from pydantic import BaseModel, ValidationError
 
-from gateway.loop_events import (
+from gateway.loop.events import (
     FunctionCallDelta,
     KeepAlive,
     LoopFinished,

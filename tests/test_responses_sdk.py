@@ -10,7 +10,7 @@ import openai
 import openresponses_types as spec
 import pytest
 
-from gateway.sse import SseDecoder
+from gateway.upstream.sse import SseDecoder
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion
 from tests.test_responses_api import PAID_MODEL
 from tests.test_responses_events import check_stream, spec_json, validate_response

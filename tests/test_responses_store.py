@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from gateway import db
-from gateway.models import StoredResponse
 from gateway.responses import store
+from gateway.tables import StoredResponse
 from tests.fake_upstream import StreamReply
 from tests.mcp_fixtures.launch import TOOL_SERVER, http_tool_server
 from tests.scripted_model import ScriptedModel, answer_chunks, tool_call_chunks

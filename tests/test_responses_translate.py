@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import BadInput
-from gateway.loop_events import (
+from gateway.loop.events import (
     FunctionCallDelta,
     LoopFinished,
     McpCallFinished,
@@ -18,6 +18,7 @@ from gateway.loop_events import (
     TurnFinished,
     Usage,
 )
+from gateway.mcp.naming import tool_function_name
 from gateway.responses.echo import request_echo
 from gateway.responses.events import ResponseBuilder
 from gateway.responses.translate import (
@@ -25,7 +26,6 @@ from gateway.responses.translate import (
     allowed_mcp_targets,
     approval_decisions,
     input_to_messages,
-    mcp_tool_function_name,
     output_items_to_input,
     request_to_chat_params,
 )
@@ -397,7 +397,7 @@ def test_allowed_tool_sets() -> None:
 
 
 def test_mcp_tool_function_name() -> None:
-    assert mcp_tool_function_name("time", "get_current_time") == "mcp__time__get_current_time"
+    assert tool_function_name("time", "get_current_time") == "mcp__time__get_current_time"
 
 
 def test_approval_decisions() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sse import DONE, SseDecoder, SseEvent, comment, encode
+from gateway.upstream.sse import DONE, SseDecoder, SseEvent, comment, encode
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.loop_events import FunctionCallDelta, ReasoningDelta, TextDelta, Usage
-from gateway.turn import TurnReader
+from gateway.loop.events import FunctionCallDelta, ReasoningDelta, TextDelta, Usage
+from gateway.loop.turn import TurnReader
 from tests.fake_upstream import chat_chunk
 from tests.scripted_model import tool_call_chunks, usage
 

@@ -8,7 +8,7 @@ import responses
 
 from gateway.config import ProviderSettings
 from gateway.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
-from gateway.upstream import UpstreamClient
+from gateway.upstream.client import UpstreamClient
 
 BASE = "http://upstream.test/v1"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from gateway import billing, services
-from gateway.auth import current_caller
+from gateway import services
+from gateway.accounting import credits
+from gateway.accounting.keys import current_caller
 
 bp = Blueprint("account", __name__)
 
@@ -14,14 +15,14 @@ bp = Blueprint("account", __name__)
 def quota() -> Response:
     """Quick balance overview (MCPHub's /quota)."""
     caller = current_caller()
-    summary = billing.summarize(caller.account)
+    summary = credits.summarize(caller.account)
     settings = services.settings()
     reasoning_models = [model_id for model_id, model in settings.models.items() if model.reasoning]
     return jsonify({
         "username": caller.account.name,
-        "balance": billing.to_credits(summary.balance),
-        "remaining_quota": billing.to_credits(summary.balance - summary.reserved),
-        "used_quota": billing.to_credits(summary.total_spent),
+        "balance": credits.to_credits(summary.balance),
+        "remaining_quota": credits.to_credits(summary.balance - summary.reserved),
+        "used_quota": credits.to_credits(summary.total_spent),
         "thinking": {
             "enabled": bool(reasoning_models),
             "default_budget": settings.billing.thinking_default_budget,
@@ -34,14 +35,14 @@ def quota() -> Response:
 def credit_balance() -> Response:
     """Detailed balance with earning/spending totals and expiring credits (MCPHub)."""
     caller = current_caller()
-    summary = billing.summarize(caller.account)
+    summary = credits.summarize(caller.account)
     return jsonify({
         "user_id": str(caller.account.id),
-        "current_balance": billing.to_credits(summary.balance),
-        "total_earned": billing.to_credits(summary.total_earned),
-        "total_spent": billing.to_credits(summary.total_spent),
+        "current_balance": credits.to_credits(summary.balance),
+        "total_earned": credits.to_credits(summary.total_earned),
+        "total_spent": credits.to_credits(summary.total_spent),
         "tier": caller.account.tier,
-        "expiring_credits": billing.to_credits(summary.expiring_soon),
+        "expiring_credits": credits.to_credits(summary.expiring_soon),
         "next_expiration": summary.next_expiration.isoformat(timespec="seconds")
         if summary.next_expiration else "",
     })
@@ -53,14 +54,14 @@ def current_key() -> Response:
     """OpenRouter's view of the calling key: label, limit, usage."""
     caller = current_caller()
     key, settings = caller.key, services.settings()
-    usage = billing.spent_by_key(key.id)
+    usage = credits.spent_by_key(key.id)
     limit = key.spend_limit
     return jsonify({"data": {
         "label": f"{key.prefix}...",
         "name": key.name,
-        "limit": billing.to_credits(limit) if limit is not None else None,
-        "limit_remaining": billing.to_credits(max(limit - usage, 0)) if limit is not None else None,
-        "usage": billing.to_credits(usage),
+        "limit": credits.to_credits(limit) if limit is not None else None,
+        "limit_remaining": credits.to_credits(max(limit - usage, 0)) if limit is not None else None,
+        "usage": credits.to_credits(usage),
         "is_free_tier": caller.account.tier == "free",
         "is_provisioning_key": False,
         "rate_limit": {"requests": key.rpm or settings.limits.rpm, "interval": "1m"},
@@ -68,10 +69,10 @@ def current_key() -> Response:
 
 
 @bp.get("/api/v1/credits")
-def credits() -> Response:
+def openrouter_credits() -> Response:
     """OpenRouter's account credits: everything granted and everything used."""
-    summary = billing.summarize(current_caller().account)
+    summary = credits.summarize(current_caller().account)
     return jsonify({"data": {
-        "total_credits": billing.to_credits(summary.total_earned),
-        "total_usage": billing.to_credits(summary.total_spent),
+        "total_credits": credits.to_credits(summary.total_earned),
+        "total_usage": credits.to_credits(summary.total_spent),
     }})

@@ -8,10 +8,11 @@ from typing import Literal
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway import auth, billing, services
+from gateway import services
+from gateway.accounting import credits, keys
 from gateway.api.http import json_object, parse_model
 from gateway.db import database
-from gateway.models import ApiKey, LedgerEntry, utcnow
+from gateway.tables import ApiKey, LedgerEntry, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 Tier = Literal["free", "premium", "enterprise", "internal"]
@@ -60,7 +61,7 @@ class Grant(Strict):
 
 @bp.before_request
 def _admin_only() -> None:
-    auth.require_admin(services.settings().admin.token_env)
+    keys.require_admin(services.settings().admin.token_env)
 
 
 @bp.post("/keys")
@@ -68,19 +69,19 @@ def create_key() -> tuple[Response, int]:
     """Create a key (and an account unless one is named); the secret is in this answer only."""
     spec = parse_model(CreateKey, json_object())
     with database.atomic():
-        account = auth.find_account(spec.account_id) if spec.account_id is not None else None
-        key, secret = auth.create_key(spec.name, account, tier=spec.tier, scope=spec.scope, rpm=spec.rpm,
+        account = keys.find_account(spec.account_id) if spec.account_id is not None else None
+        key, secret = keys.create_key(spec.name, account, tier=spec.tier, scope=spec.scope, rpm=spec.rpm,
                                       tpm=spec.tpm, spend_limit=_micro_or_none(spec.spend_limit))
     if spec.credits:
-        billing.grant_credits(key.account_id, billing.to_micro(spec.credits), source="initial")
-    return jsonify({**auth.describe_key(key), "key": secret}), 201
+        credits.grant_credits(key.account_id, credits.to_micro(spec.credits), source="initial")
+    return jsonify({**keys.describe_key(key), "key": secret}), 201
 
 
 @bp.get("/keys")
 def list_keys() -> Response:
     """Every key, newest first."""
-    keys = ApiKey.select().order_by(ApiKey.id.desc())
-    return jsonify({"object": "list", "data": [auth.describe_key(key) for key in keys]})
+    listed = ApiKey.select().order_by(ApiKey.id.desc())
+    return jsonify({"object": "list", "data": [keys.describe_key(key) for key in listed]})
 
 
 @bp.patch("/keys/<int:key_id>")
@@ -88,24 +89,24 @@ def update_key(key_id: int) -> Response:
     """Change a key's rate limits or spend limit."""
     body = json_object()
     spec = parse_model(UpdateKey, body)
-    key = auth.find_key(key_id)
+    key = keys.find_key(key_id)
     for name in body:
         value = getattr(spec, name)
         setattr(key, name, _micro_or_none(value) if name == "spend_limit" else value)
     key.save()
-    return jsonify(auth.describe_key(key))
+    return jsonify(keys.describe_key(key))
 
 
 @bp.delete("/keys/<int:key_id>")
 def revoke_key(key_id: int) -> Response:
     """Revoke a key; it stops working at once."""
-    return jsonify(auth.describe_key(auth.revoke_key(key_id)))
+    return jsonify(keys.describe_key(keys.revoke_key(key_id)))
 
 
 @bp.get("/accounts/<int:account_id>")
 def show_account(account_id: int) -> Response:
     """An account with its balance summary."""
-    account = auth.find_account(account_id)
+    account = keys.find_account(account_id)
     return jsonify(describe_account(account))
 
 
@@ -114,7 +115,7 @@ def update_account(account_id: int) -> Response:
     """Change an account's name, tier or scope."""
     body = json_object()
     spec = parse_model(UpdateAccount, body)
-    account = auth.find_account(account_id)
+    account = keys.find_account(account_id)
     for name in body:
         setattr(account, name, getattr(spec, name))
     account.save()
@@ -125,16 +126,16 @@ def update_account(account_id: int) -> Response:
 def grant(account_id: int) -> tuple[Response, int]:
     """Grant credits, optionally expiring after some days."""
     spec = parse_model(Grant, json_object())
-    account = auth.find_account(account_id)
+    account = keys.find_account(account_id)
     expires_at = utcnow() + datetime.timedelta(days=spec.expires_in_days) if spec.expires_in_days else None
-    created = billing.grant_credits(account.id, billing.to_micro(spec.amount), expires_at, spec.source)
+    created = credits.grant_credits(account.id, credits.to_micro(spec.amount), expires_at, spec.source)
     return jsonify({"grant_id": created.id, **describe_account(account)}), 201
 
 
 @bp.get("/accounts/<int:account_id>/ledger")
 def ledger(account_id: int) -> Response:
     """An account's credit movements, newest first (`?limit=`, at most 1000)."""
-    auth.find_account(account_id)
+    keys.find_account(account_id)
     limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 1000)
     entries = (LedgerEntry.select().where(LedgerEntry.account == account_id)
                .order_by(LedgerEntry.id.desc()).limit(limit))
@@ -143,24 +144,24 @@ def ledger(account_id: int) -> Response:
 
 def describe_account(account) -> dict:
     """An account and its balances in credits."""
-    summary = billing.summarize(account)
+    summary = credits.summarize(account)
     return {
         "id": account.id, "name": account.name, "tier": account.tier, "scope": account.scope,
-        "balance": billing.to_credits(summary.balance),
-        "reserved": billing.to_credits(summary.reserved),
-        "total_earned": billing.to_credits(summary.total_earned),
-        "total_spent": billing.to_credits(summary.total_spent),
+        "balance": credits.to_credits(summary.balance),
+        "reserved": credits.to_credits(summary.reserved),
+        "total_earned": credits.to_credits(summary.total_earned),
+        "total_spent": credits.to_credits(summary.total_spent),
     }
 
 
 def describe_entry(entry: LedgerEntry) -> dict:
     """One ledger row in credits."""
     return {
-        "id": entry.id, "kind": entry.kind, "amount": billing.to_credits(entry.amount),
+        "id": entry.id, "kind": entry.kind, "amount": credits.to_credits(entry.amount),
         "api_key_id": entry.api_key_id, "request_id": entry.request_id, "note": entry.note,
         "created_at": entry.created_at.isoformat(timespec="seconds") + "Z",
     }
 
 
-def _micro_or_none(credits: float | None) -> int | None:
-    return None if credits is None else billing.to_micro(credits)
+def _micro_or_none(amount: float | None) -> int | None:
+    return None if amount is None else credits.to_micro(amount)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from gateway import services
-from gateway.auth import current_caller
+from gateway.accounting.keys import current_caller
 
 bp = Blueprint("catalog", __name__)
 

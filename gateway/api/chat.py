@@ -6,12 +6,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from gateway import chat_loop, proxy, routing, services
-from gateway.api.http import event_stream, json_object, request_id
-from gateway.auth import current_caller
-from gateway.loop import run_loop
+from gateway import services
+from gateway.accounting.keys import current_caller
+from gateway.accounting.meter import Meter
+from gateway.api import chat_render
+from gateway.api.http import event_stream, json_object, request_id, with_headers
+from gateway.loop.run import Run
 from gateway.mcp.assemble import profile_toolset
-from gateway.metering import Meter
+from gateway.upstream import relay, routing
 
 bp = Blueprint("chat", __name__)
 
@@ -24,13 +26,13 @@ def chat_completions() -> Response:
         profile = services.settings().mcp.default_profile
         labels = services.settings().profiles[profile].mcp_servers if profile else []
         return run_with_tools(body, labels)
-    return relay("chat/completions", body)
+    return relay_upstream("chat/completions", body)
 
 
 @bp.post("/completions")
 def completions() -> Response:
     """Legacy text completions, JSON or SSE."""
-    return relay("completions", json_object())
+    return relay_upstream("completions", json_object())
 
 
 @bp.post("/embeddings")
@@ -38,10 +40,10 @@ def embeddings() -> Response:
     """Embeddings (never streamed)."""
     body = json_object()
     body.pop("stream", None)
-    return relay("embeddings", body)
+    return relay_upstream("embeddings", body)
 
 
-def relay(path: str, body: dict[str, Any]) -> Response:
+def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     """Authenticate, route, meter, relay upstream."""
     caller = current_caller()
     settings = services.settings()
@@ -49,11 +51,11 @@ def relay(path: str, body: dict[str, Any]) -> Response:
     meter = Meter.admit(caller, routes, body, path, request_id(), settings, services.limiter())
     client = services.upstream()
     if body.get("stream") is True:
-        route, stream = proxy.open_stream(client, settings, routes, path, body, meter)
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        route, stream = relay.open_stream(client, settings, routes, path, body, meter)
         keepalive = settings.server.keepalive_interval_s
-        return event_stream(proxy.relay_stream(stream, route, wants_usage, meter, keepalive))
-    return jsonify(proxy.relay_json(client, settings, routes, path, body, meter))
+        chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive)
+        return with_headers(event_stream(chunks), meter)
+    return with_headers(jsonify(relay.relay_json(client, settings, routes, path, body, meter)), meter)
 
 
 def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
@@ -63,9 +65,13 @@ def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
     route = routing.resolve(settings, body.get("model"))
     meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
     with meter.closed_on_failure():
-        plan = chat_loop.loop_plan(body, route, profile_toolset(services.mcp(), labels))
-    events = run_loop(plan, services.upstream(), settings, meter)
+        plan = chat_render.loop_plan(body, route, profile_toolset(services.mcp(), labels))
+        run = Run(plan, meter, services.upstream(), settings)
     if body.get("stream") is True:
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return event_stream(chat_loop.stream(plan, events, meter, wants_usage))
-    return jsonify(chat_loop.complete(plan, events, meter))
+        return with_headers(event_stream(chat_render.stream(run, wants_usage(body)), run), meter)
+    return with_headers(jsonify(chat_render.complete(run)), meter)
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    """Whether a streaming client asked for the usage chunk."""
+    return bool((body.get("stream_options") or {}).get("include_usage"))

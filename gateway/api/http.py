@@ -12,7 +12,9 @@ from typing import Any, TypeVar
 from flask import Flask, Response, g, request
 from pydantic import BaseModel, ValidationError
 
+from gateway.accounting.meter import Meter
 from gateway.errors import InvalidRequest, MalformedJson, UnknownParameter
+from gateway.loop.run import Run
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # stored in 64-character columns
@@ -31,10 +33,22 @@ def json_object() -> dict[str, Any]:
     return body
 
 
-def event_stream(chunks: Iterator[bytes]) -> Response:
-    """An unbuffered `text/event-stream` response around a generator of SSE bytes."""
+def event_stream(chunks: Iterator[bytes], run: Run | None = None) -> Response:
+    """An unbuffered `text/event-stream` response around a generator of SSE bytes.
+
+    With a run, closing the response also finishes the run: a client that leaves before the
+    generator ever started still releases its hold.
+    """
     response = Response(chunks, mimetype="text/event-stream", direct_passthrough=True)
     response.headers.update(STREAM_HEADERS)
+    if run is not None:
+        response.call_on_close(lambda: run.finish(run.outcome_after(None)))
+    return response
+
+
+def with_headers(response: Response, meter: Meter) -> Response:
+    """The response with the meter's rate-limit headers."""
+    response.headers.update(meter.rate_limit_headers)
     return response
 
 
@@ -67,7 +81,6 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["x-request-id"] = g.get("request_id", "")
-        response.headers.update(g.get("rate_limit_headers", {}))
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.monotonic() - g.get("started", time.monotonic())
         app.extensions["gateway.metrics"].observe(endpoint, response.status_code, elapsed)

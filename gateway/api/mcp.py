@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 
 from gateway import services
-from gateway.auth import current_caller
+from gateway.accounting.keys import current_caller
 from gateway.mcp.toolset import listed_tool
 
 bp = Blueprint("mcp", __name__)

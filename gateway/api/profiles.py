@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from gateway import services
+from gateway.accounting.keys import current_caller
 from gateway.api import catalog
-from gateway.api.chat import relay, run_with_tools
+from gateway.api.chat import relay_upstream, run_with_tools
 from gateway.api.http import json_object
-from gateway.auth import current_caller
 from gateway.errors import NotFound
 
 bp = Blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
@@ -30,7 +30,7 @@ def chat_completions(scope: str, profile: str) -> Response:
     body = json_object()
     if body.get("tools") == "auto":
         return run_with_tools(body, labels)
-    return relay("chat/completions", body)
+    return relay_upstream("chat/completions", body)
 
 
 @bp.get("/models")

@@ -7,9 +7,10 @@ from typing import Literal
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.api.http import event_stream, json_object, parse_model, request_id
-from gateway.auth import current_caller
-from gateway.responses import background, compaction, service, store
+from gateway.accounting.keys import current_caller
+from gateway.api import responses_render
+from gateway.api.http import event_stream, json_object, parse_model, request_id, with_headers
+from gateway.responses import admission, background, compaction, store
 
 bp = Blueprint("responses", __name__)
 
@@ -26,8 +27,13 @@ class InputItemsQuery(BaseModel):
 @bp.post("/responses")
 def create_response() -> Response:
     """Create a response: JSON, an SSE stream, or a queued background response."""
-    created = service.create_response(json_object(), current_caller(), request_id())
-    return jsonify(created.body) if created.stream is None else event_stream(created.stream)
+    response = admission.admit_response(json_object(), current_caller(), request_id())
+    meter = response.run.meter
+    if response.req.background:
+        return with_headers(jsonify(background.start(response)), meter)
+    if response.req.stream:
+        return with_headers(event_stream(responses_render.stream(response), response.run), meter)
+    return with_headers(jsonify(responses_render.complete(response)), meter)
 
 
 @bp.post("/responses/compact")

@@ -92,7 +92,8 @@ def open_remote_declared(runtime: McpRuntime, declaration: Any, index: int) -> S
     if mcp.remote_url_checks:
         check_remote_url(url, param=f"tools[{index}].server_url")
     factory = functools.partial(remote_http_client, url, declaration.headers or {}, declaration.authorization,
-                                mcp.remote_url_checks, mcp.connect_timeout_s, param=f"tools[{index}].server_url")
+                                mcp.remote_url_checks, mcp.http_timeout_s, read_timeout_s=mcp.http_read_timeout_s,
+                                param=f"tools[{index}].server_url")
     secrets = [value for value in (declaration.authorization, *(declaration.headers or {}).values()) if value]
     connection = open_remote(runtime.bridge, url, {}, factory, mcp.connect_timeout_s, secrets=secrets)
     caller = functools.partial(_call_remote, runtime, connection, mcp.tool_timeout_s)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Self
 
 import httpcore2
@@ -19,11 +20,9 @@ from gateway.mcp.policy import (
     check_resolved_addresses,
     remote_headers,
 )
+from gateway.mcp.transports import DEFAULT_HTTP_TIMEOUT, http_timeout
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-# A server may hold a response stream open between events; the mcp SDK uses the same.
-SSE_READ_TIMEOUT_S = 300.0
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -103,7 +102,58 @@ class PinnedNetworkBackend(httpcore2.AsyncNetworkBackend):
         await self._dialer.sleep(seconds)
 
 
-class PolicyTransport(httpx2.AsyncHTTPTransport):
+# httpcore2 failures as the httpx2 errors callers catch; most specific first.
+_ERRORS: tuple[tuple[type[Exception], type[httpx2.TransportError]], ...] = (
+    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
+    (httpcore2.ReadTimeout, httpx2.ReadTimeout),
+    (httpcore2.WriteTimeout, httpx2.WriteTimeout),
+    (httpcore2.PoolTimeout, httpx2.PoolTimeout),
+    (httpcore2.TimeoutException, httpx2.TimeoutException),
+    (httpcore2.ConnectError, httpx2.ConnectError),
+    (httpcore2.ReadError, httpx2.ReadError),
+    (httpcore2.WriteError, httpx2.WriteError),
+    (httpcore2.NetworkError, httpx2.NetworkError),
+    (httpcore2.ProxyError, httpx2.ProxyError),
+    (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
+    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
+    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError),
+    (httpcore2.ProtocolError, httpx2.ProtocolError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    """Re-raise an httpcore2 failure as its httpx2 counterpart; anything else unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        for core_error, httpx_error in _ERRORS:
+            if isinstance(exc, core_error):
+                raise httpx_error(str(exc)) from exc
+        raise
+
+
+class _ResponseBody(httpx2.AsyncByteStream):
+    """An httpcore2 response body seen as an httpx2 stream, with httpx2 errors."""
+
+    def __init__(self, body: AsyncIterable[bytes]) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        """Yield the body's chunks as they arrive."""
+        with _as_httpx_errors():
+            async for chunk in self._body:
+                yield chunk
+
+    async def aclose(self) -> None:
+        """Release the connection the body is read from."""
+        aclose = getattr(self._body, "aclose", None)
+        if aclose is not None:
+            with _as_httpx_errors():
+                await aclose()
+
+
+class PolicyTransport(httpx2.AsyncBaseTransport):
     """Re-checks every request URL (each redirect hop too) and dials pinned addresses."""
 
     def __init__(
@@ -113,10 +163,9 @@ class PolicyTransport(httpx2.AsyncHTTPTransport):
         verify: ssl.SSLContext | bool,
         param: str | None,
     ) -> None:
-        super().__init__(verify=verify, trust_env=False)
         self._param = param
-        # httpx2's transport takes no network backend, so its pool is replaced by one
-        # that dials through the pinning backend; the rest of the transport is reused.
+        # httpx2's own transport takes no network backend, so this one owns an
+        # httpcore2 pool that dials through the pinning backend.
         self._pool = httpcore2.AsyncConnectionPool(
             ssl_context=httpx2.create_ssl_context(verify=verify, trust_env=False),
             max_connections=10,
@@ -127,7 +176,38 @@ class PolicyTransport(httpx2.AsyncHTTPTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send `request` only if its URL passes the policy."""
         check_remote_url(str(request.url), self._param)
-        return await super().handle_async_request(request)
+        with _as_httpx_errors():
+            sent = await self._pool.handle_async_request(_core_request(request))
+        if not isinstance(sent.stream, AsyncIterable):
+            raise TypeError("httpcore2 returned a synchronous body to an async transport")
+        return httpx2.Response(
+            status_code=sent.status,
+            headers=sent.headers,
+            stream=_ResponseBody(sent.stream),
+            extensions=sent.extensions,
+        )
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        with _as_httpx_errors():
+            await self._pool.aclose()
+
+
+def _core_request(request: httpx2.Request) -> httpcore2.Request:
+    """The httpcore2 form of `request`; its extensions carry the timeouts."""
+    url = httpcore2.URL(
+        scheme=request.url.raw_scheme,
+        host=request.url.raw_host,
+        port=request.url.port,
+        target=request.url.raw_path,
+    )
+    return httpcore2.Request(
+        method=request.method,
+        url=url,
+        headers=request.headers.raw,
+        content=request.stream,
+        extensions=request.extensions,
+    )
 
 
 class RemoteClient(httpx2.AsyncClient):
@@ -149,8 +229,9 @@ def remote_http_client(
     headers: dict[str, str] | None,
     authorization: str | None,
     url_checks: bool,
-    timeout_s: float = 30.0,
+    timeout_s: float = DEFAULT_HTTP_TIMEOUT.connect,
     *,
+    read_timeout_s: float = DEFAULT_HTTP_TIMEOUT.read,
     param: str | None = "server_url",
     resolver: Resolver | None = None,
     dialer: httpcore2.AsyncNetworkBackend | None = None,
@@ -161,7 +242,7 @@ def remote_http_client(
     resolver, dialer and verify replace DNS, the TCP dialer and TLS trust (tests).
     """
     sent = remote_headers(headers, authorization)
-    timeout = httpx2.Timeout(timeout_s, read=max(timeout_s, SSE_READ_TIMEOUT_S))
+    timeout = http_timeout(timeout_s, read_timeout_s)
     if not url_checks:
         _require_http_url(url, param)
         return httpx2.AsyncClient(headers=sent, timeout=timeout, verify=verify, trust_env=False)

@@ -16,11 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx2
+
 from gateway import errors
 from gateway.mcp.bridge import McpBridge
 from gateway.mcp.connection import McpConnection
 from gateway.mcp.tools import ToolInfo, ToolOutcome, outcome_from_result, redact, tool_info
 from gateway.mcp.transports import (
+    DEFAULT_HTTP_TIMEOUT,
     HttpClientFactory,
     TransportOption,
     describe_error,
@@ -58,12 +61,12 @@ class ServerSpec:
         """Either "stdio" or "streamable_http"."""
         return "stdio" if self.command is not None else "streamable_http"
 
-    def transports(self) -> tuple[TransportOption, ...]:
+    def transports(self, http_timeout: httpx2.Timeout = DEFAULT_HTTP_TIMEOUT) -> tuple[TransportOption, ...]:
         """How to reach this server, in the order to try."""
         if self.command is not None:
             return stdio_transports(self.command, self.args, self.env, self.cwd)
         assert self.url is not None
-        return http_transports(self.url, self.headers)
+        return http_transports(self.url, self.headers, timeout=http_timeout)
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a status or error message."""
@@ -108,11 +111,13 @@ class BuiltinServers:
         *,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        http_timeout: httpx2.Timeout = DEFAULT_HTTP_TIMEOUT,
     ) -> None:
         self._slots = {spec.label: _Slot(spec) for spec in specs}
         self._bridge = bridge
         self._call_timeout_s = call_timeout_s
         self._connect_timeout_s = connect_timeout_s
+        self._http_timeout = http_timeout
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._lock = threading.Lock()
         self._started = False
@@ -208,7 +213,8 @@ class BuiltinServers:
         while True:
             slot.status = "starting"
             connection = McpConnection(
-                slot.spec.transports(), connect_timeout_s=self._connect_timeout_s, name=slot.spec.label
+                slot.spec.transports(self._http_timeout), connect_timeout_s=self._connect_timeout_s,
+                name=slot.spec.label,
             )
             slot.connection = connection
             try:

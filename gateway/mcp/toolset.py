@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.loop_events import McpToolsListed
+from gateway.loop.events import McpToolsListed
+from gateway.mcp.naming import is_reserved, raw_function_name, tool_function_name
 from gateway.mcp.tools import ToolInfo, ToolOutcome
 
-MAX_FUNCTION_NAME = 64
-UNSAFE_CHARACTERS = re.compile(r"[^a-zA-Z0-9_-]")
-PREFIX = "mcp__"
-
 ToolCaller = Callable[[str, dict[str, Any]], ToolOutcome]
-
-
-def function_name(server_label: str, tool_name: str, taken: set[str] = frozenset()) -> str:
-    """A chat function name for an MCP tool: readable, at most 64 characters, unique in `taken`."""
-    plain = UNSAFE_CHARACTERS.sub("_", f"{PREFIX}{server_label}__{tool_name}")
-    if len(plain) <= MAX_FUNCTION_NAME and plain not in taken:
-        return plain
-    digest = hashlib.sha256(f"{server_label}\0{tool_name}".encode()).hexdigest()[:8]
-    return f"{plain[: MAX_FUNCTION_NAME - 9]}_{digest}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +56,7 @@ class Toolset:
     def __post_init__(self) -> None:
         for server in self.servers:
             for tool in server.tools:
-                name = function_name(server.label, tool.name, set(self.offered))
+                name = tool_function_name(server.label, tool.name)
                 self.offered[name] = OfferedTool(name, server.label, tool, server.approval(tool))
 
     def functions(self) -> list[dict[str, Any]]:
@@ -79,17 +65,19 @@ class Toolset:
 
     def owns(self, name: str) -> bool:
         """Whether a called function is one of these MCP tools (or claims the reserved prefix)."""
-        return name in self.offered or name.startswith(PREFIX)
+        return name in self.offered or is_reserved(name)
 
     def lookup(self, name: str) -> OfferedTool | None:
-        return self.offered.get(name)
+        """The offered tool called `name` (its offered name, or `mcp__{label}__{tool}` as written)."""
+        return self.offered.get(name) or next(
+            (tool for tool in self.offered.values() if raw_function_name(tool.server_label, tool.tool.name) == name),
+            None,
+        )
 
     def function_for(self, server_label: str, tool_name: str) -> str | None:
         """The offered function name of a server's tool, if offered."""
-        for name, offered in self.offered.items():
-            if offered.server_label == server_label and offered.tool.name == tool_name:
-                return name
-        return None
+        name = tool_function_name(server_label, tool_name)
+        return name if name in self.offered else None
 
     def listings(self) -> list[McpToolsListed]:
         """`mcp_list_tools` announcements for the servers not yet listed in this chain."""

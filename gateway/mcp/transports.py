@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,8 +22,14 @@ TransportFactory = Callable[[], Transport]
 HttpClientFactory = Callable[[], httpx2.AsyncClient]
 Streams = tuple[Any, Any]  # the SDK's (read stream, write stream) pair
 
-# A server may hold a response stream open between events, hence the long read timeout.
-_HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+
+def http_timeout(timeout_s: float, read_timeout_s: float) -> httpx2.Timeout:
+    """MCP HTTP timeouts: `timeout_s` to connect, write and get a pooled connection; reads wait longer."""
+    # A server may hold a response stream open between events, hence the long read timeout.
+    return httpx2.Timeout(timeout_s, read=max(timeout_s, read_timeout_s))
+
+
+DEFAULT_HTTP_TIMEOUT = http_timeout(30.0, 300.0)  # the `[mcp]` defaults, for callers without settings
 
 
 @dataclass(frozen=True)
@@ -42,41 +49,45 @@ def stdio_transports(
 
 
 def http_transports(
-    url: str, headers: Mapping[str, str], client_factory: HttpClientFactory | None = None
+    url: str,
+    headers: Mapping[str, str],
+    client_factory: HttpClientFactory | None = None,
+    timeout: httpx2.Timeout = DEFAULT_HTTP_TIMEOUT,
 ) -> tuple[TransportOption, ...]:
-    """Streamable HTTP at `url`, then legacy SSE if that fails; `headers` apply without a factory."""
+    """Streamable HTTP at `url`, then legacy SSE if that fails; `headers` and `timeout` apply without a factory."""
+    new_client = functools.partial(_new_http_client, headers, timeout, client_factory)
     return (
-        TransportOption("streamable_http", lambda: _streamable_http(url, headers, client_factory)),
-        TransportOption("sse", lambda: _sse(url, headers, client_factory)),
+        TransportOption("streamable_http", lambda: _streamable_http(url, new_client)),
+        TransportOption("sse", lambda: _sse(url, new_client)),
     )
 
 
 @asynccontextmanager
 async def _streamable_http(
-    url: str, headers: Mapping[str, str], client_factory: HttpClientFactory | None
+    url: str, new_client: Callable[[], Awaitable[httpx2.AsyncClient]]
 ) -> AsyncIterator[Streams]:
     """Streamable HTTP over a client this function owns (the SDK leaves a given one open)."""
-    client = await _new_http_client(headers, client_factory)
+    client = await new_client()
     async with client, streamable_http_client(url, http_client=client) as streams:
         yield streams
 
 
 @asynccontextmanager
 async def _sse(
-    url: str, headers: Mapping[str, str], client_factory: HttpClientFactory | None
+    url: str, new_client: Callable[[], Awaitable[httpx2.AsyncClient]]
 ) -> AsyncIterator[Streams]:
     """Legacy HTTP+SSE; the SDK enters and closes the client it gets from the factory."""
-    client = await _new_http_client(headers, client_factory)
+    client = await new_client()
     async with sse_client(url, httpx_client_factory=lambda **_: client) as streams:
         yield streams
 
 
 async def _new_http_client(
-    headers: Mapping[str, str], client_factory: HttpClientFactory | None
+    headers: Mapping[str, str], timeout: httpx2.Timeout, client_factory: HttpClientFactory | None
 ) -> httpx2.AsyncClient:
-    """A client sending `headers`, or the factory's own client (it owns headers and policy)."""
+    """A client sending `headers`, or the factory's own client (it owns headers, timeouts and policy)."""
     if client_factory is None:
-        return httpx2.AsyncClient(headers=dict(headers), timeout=_HTTP_TIMEOUT)
+        return httpx2.AsyncClient(headers=dict(headers), timeout=timeout)
     # Off the loop: building a client may load TLS certificates from disk.
     return await asyncio.get_running_loop().run_in_executor(None, client_factory)
 

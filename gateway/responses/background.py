@@ -4,8 +4,8 @@ A background response is stored at once as `queued` and answered. A pool thread 
 `in_progress`, runs the loop and writes the result unless the response was cancelled or deleted
 meanwhile (a cancel wins; the tokens already used are billed all the same). Cancel works across
 workers through the row's status: a run checks it between loop events (at most once every
-CANCEL_POLL_S) besides its local stop flag. Each worker process has BACKGROUND_WORKERS threads;
-`close(app)` (from lifecycle.close) stops running jobs at their next loop event (they end
+CANCEL_POLL_S) besides its local stop flag. Each worker process has `[responses] background_workers`
+threads; closing the runner (lifecycle.close) stops running jobs at their next loop event (they end
 `failed` with code `server_shutdown`) and fails the ones still queued.
 """
 
@@ -21,26 +21,23 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from gateway.auth import Caller
-from gateway.db import database
+from gateway.accounting.keys import Caller
+from gateway.db import own_connection
 from gateway.errors import Conflict, GatewayError, InvalidRequest, ServiceUnavailable
-from gateway.loop_events import LoopFinished, Usage
+from gateway.loop.events import LoopFinished
 from gateway.responses import store
-from gateway.responses.echo import priced_usage
-from gateway.responses.service import CLIENT_CLOSED, Run, UsageSoFar, conclude, conclude_failed
+from gateway.responses.response_run import ResponseRun
 
 log = logging.getLogger(__name__)
-BACKGROUND_WORKERS = 8
 CANCEL_POLL_S = 1.0
 EXTENSION = "gateway.responses.background"
 FINISHED_STATUSES = ("completed", "incomplete", "failed")
-_CREATE_LOCK = threading.Lock()
 
 
 class BackgroundRunner:
     """A small pool of response runs, each with a stop flag; refuses work once closed."""
 
-    def __init__(self, workers: int = BACKGROUND_WORKERS) -> None:
+    def __init__(self, workers: int) -> None:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="responses-background")
         self._jobs: dict[str, tuple[threading.Event, Future[None], Callable[[], None]]] = {}
         self._lock = threading.Lock()
@@ -92,84 +89,56 @@ class BackgroundRunner:
 
 
 def runner(app: Flask | None = None) -> BackgroundRunner:
-    """The app's runner, created on first use."""
-    app = app or current_app._get_current_object()
-    with _CREATE_LOCK:
-        if EXTENSION not in app.extensions:
-            app.extensions[EXTENSION] = BackgroundRunner()
-        return app.extensions[EXTENSION]
+    """The app's runner (lifecycle.init_app creates it, lifecycle.close closes it)."""
+    return (app or current_app).extensions[EXTENSION]
 
 
 def stop_local_run(response_id: str) -> None:
-    """Signal this worker's run of a response (if any) to stop; no runner is created for it."""
-    background = current_app.extensions.get(EXTENSION)
-    if background is not None:
-        background.cancel(response_id)
+    """Signal this worker's run of a response (if any) to stop."""
+    runner().cancel(response_id)
 
 
-def close(app: Flask) -> None:
-    """Close the app's runner if it was ever started (lifecycle.close calls this)."""
-    background = app.extensions.get(EXTENSION)
-    if background is not None:
-        background.close()
-
-
-def start(run: Run) -> dict[str, Any]:
+def start(response: ResponseRun) -> dict[str, Any]:
     """Store the response as `queued`, hand it to the pool, answer the queued object."""
-    response = run.builder.response()
-    response["status"] = "queued"
-    store.save(response, run.input_items, run.caller)
+    response.persist = persist
+    queued = response.builder.response()
+    queued["status"] = "queued"
+    store.save(queued, response.input_items, response.caller)
     try:
         runner().submit(
-            run.response_id,
-            functools.partial(execute, run),
-            functools.partial(fail, run, "server_shutdown", "The gateway shut down before it ran."),
+            response.response_id,
+            functools.partial(execute, response),
+            functools.partial(fail, response, "server_shutdown", "The gateway shut down before it ran."),
         )
     except GatewayError:
-        fail(run, "server_shutdown", "The gateway is shutting down.")
+        fail(response, "server_shutdown", "The gateway is shutting down.")
         raise
-    return response
+    return queued
 
 
-def execute(run: Run, stop: threading.Event) -> None:
+def execute(response: ResponseRun, stop: threading.Event) -> None:
     """A pool thread's job: run the loop unless the response was cancelled or deleted first."""
-    with database.connection_context():
-        if not store.move_status(run.response_id, "in_progress", ("queued",)):
-            run.close()
-            run.meter.finish(Usage(), CLIENT_CLOSED, None)
+    run = response.run
+    with own_connection():
+        if not store.move_status(response.response_id, "in_progress", ("queued",)):
+            run.finish(run.cancelled())
             return
-        try:
-            _execute(run, stop)
-        except Exception:
-            log.exception("background response %s failed", run.response_id)
-            if not run.concluded:
-                message = "Internal error while running the response."
-                conclude_failed(run, Usage(), "server_error", message, 500, persist)
+        stopped = CancelWatch(response.response_id, stop)
+        with run:
+            for event in run.events():
+                if isinstance(event, LoopFinished):
+                    break
+                response.builder.feed(event)
+                if stopped():
+                    run.finish(stopped_outcome(response))
+                    break
 
 
-def _execute(run: Run, stop: threading.Event) -> None:
-    used, events = UsageSoFar(), run.events()
-    stopped = CancelWatch(run.response_id, stop)
-    done: LoopFinished | None = None
-    try:
-        for event in events:
-            used.take(event)
-            if isinstance(event, LoopFinished):
-                done = event
-                break
-            run.builder.feed(event)
-            if stopped():
-                break
-    finally:
-        events.close()
-        run.close()
-    if done is not None:
-        conclude(run, done, persist)
-    elif store.current_status(run.response_id) in ("cancelled", None):
-        cancelled(run, used)
-    else:
-        message = "The gateway shut down before the response finished."
-        conclude_failed(run, used.total(run.meter), "server_shutdown", message, 503, persist)
+def stopped_outcome(response: ResponseRun) -> LoopFinished:
+    """Cancelled (or deleted) by a client, or stopped because the worker shuts down."""
+    if store.current_status(response.response_id) in ("cancelled", None):
+        return response.run.cancelled()
+    return response.run.ended("server_shutdown", "The gateway shut down before the response finished.", 503)
 
 
 class CancelWatch:
@@ -194,21 +163,10 @@ def persist(response: dict[str, Any]) -> None:
         store.finish_background({**response, "status": "cancelled"})
 
 
-def cancelled(run: Run, used: UsageSoFar) -> None:
-    """Record a cancelled run: the output so far, its usage, and the charge for it."""
-    run.concluded = True
-    usage = used.total(run.meter)
-    response = run.builder.response()
-    response.update(status="cancelled", usage=priced_usage(usage, run.meter, run.plan.route))
-    store.finish_background(response)
-    run.meter.finish(usage, CLIENT_CLOSED, run.plan.route)
-
-
-def fail(run: Run, code: str, message: str) -> None:
+def fail(response: ResponseRun, code: str, message: str) -> None:
     """Settle and fail a queued response that will never run."""
-    with database.connection_context():
-        run.close()
-        conclude_failed(run, Usage(), code, message, 503, persist)
+    with own_connection():
+        response.run.finish(response.run.ended(code, message, 503))
 
 
 def cancel_response(caller: Caller, response_id: str) -> dict[str, Any]:

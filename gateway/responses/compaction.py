@@ -27,17 +27,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway import routing, services
-from gateway.auth import Caller
+from gateway import services
+from gateway.accounting.keys import Caller
+from gateway.accounting.meter import Meter
+from gateway.accounting.tokens import usage_from_openai
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, UnknownParameter
-from gateway.metering import Meter
-from gateway.models import ServerSecret
-from gateway.proxy import upstream_body
 from gateway.responses import store, translate
 from gateway.responses.echo import priced_usage
 from gateway.responses.validation import parse_create_request
-from gateway.usage import usage_from_openai
+from gateway.tables import ServerSecret
+from gateway.upstream import routing
+from gateway.upstream.relay import upstream_body
 
 BLOB_PREFIX = "gwc1."
 NONCE_BYTES = 12

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway.billing import to_credits
-from gateway.loop_events import Usage
+from gateway.accounting.credits import to_credits
+from gateway.loop.events import Usage
 from gateway.responses.schema import CreateResponseRequest, FunctionTool, McpTool
 
 if TYPE_CHECKING:
-    from gateway.metering import Meter
-    from gateway.routing import Route
+    from gateway.accounting.meter import Meter
+    from gateway.upstream.routing import Route
 
 
 def request_echo(req: CreateResponseRequest) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from gateway.loop_events import (
+from gateway.loop.events import (
     FunctionCallDelta,
     KeepAlive,
     LoopEvent,

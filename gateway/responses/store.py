@@ -14,10 +14,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.auth import Caller
+from gateway.accounting.keys import Caller
 from gateway.errors import InvalidRequest, ResponseNotFound
-from gateway.models import StoredResponse, utcnow
 from gateway.responses.translate import output_items_to_input
+from gateway.tables import StoredResponse, utcnow
 
 MAX_CHAIN_DEPTH = 1000
 ACTIVE_STATUSES = ("queued", "in_progress")

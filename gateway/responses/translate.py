@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from gateway.errors import BadInput
+from gateway.mcp.naming import tool_function_name
 from gateway.responses.schema import (
     AllowedToolsChoice,
     CreateResponseRequest,
@@ -22,13 +23,7 @@ from gateway.responses.schema import (
     McpChoice,
 )
 
-MCP_NAME_SEPARATOR = "__"
 SKIPPED_ITEMS = {"reasoning", "mcp_list_tools", "mcp_approval_request", "mcp_approval_response"}
-
-
-def mcp_tool_function_name(server_label: str, tool_name: str) -> str:
-    """The chat function name an MCP tool is exposed under: `mcp__<label>__<tool>`."""
-    return f"mcp{MCP_NAME_SEPARATOR}{server_label}{MCP_NAME_SEPARATOR}{tool_name}"
 
 
 def input_to_messages(items: str | list[dict[str, Any]], instructions: str | None) -> list[dict[str, Any]]:
@@ -47,7 +42,7 @@ def input_to_messages(items: str | list[dict[str, Any]], instructions: str | Non
         elif kind == "function_call_output":
             messages.append(_tool_message(item["call_id"], _tool_output_content(item["output"])))
         elif kind == "mcp_call":
-            name = mcp_tool_function_name(item["server_label"], item["name"])
+            name = tool_function_name(item["server_label"], item["name"])
             _append_tool_call(messages, item["id"], name, item["arguments"])
             messages.append(_tool_message(item["id"], _mcp_result_text(item)))
         elif kind == "item_reference":
@@ -142,7 +137,7 @@ def approval_decisions(items: str | list[dict[str, Any]]) -> dict[str, bool]:
 def request_to_chat_params(req: CreateResponseRequest) -> dict[str, Any]:
     """Chat-completions parameters for a request, except model, messages, stream and max_tokens.
 
-    MCP tools are not included: the loop appends them (named with mcp_tool_function_name) after
+    MCP tools are not included: the loop appends them (named with tool_function_name) after
     discovery, and drops `tool_choice` and `parallel_tool_calls` if the final tool list is empty.
     """
     params: dict[str, Any] = {}
@@ -197,7 +192,7 @@ def _chat_tool_choice(req: CreateResponseRequest) -> str | dict[str, Any]:
     if isinstance(choice, FunctionChoice):
         return {"type": "function", "function": {"name": choice.name}}
     if isinstance(choice, McpChoice) and choice.name is not None:
-        name = mcp_tool_function_name(choice.server_label, choice.name)
+        name = tool_function_name(choice.server_label, choice.name)
         return {"type": "function", "function": {"name": name}}
     if isinstance(choice, McpChoice):
         return "required"

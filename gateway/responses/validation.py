@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.errors import BadInput, InvalidRequest, UnknownParameter
+from gateway.mcp.naming import PREFIX, is_reserved
 from gateway.responses.schema import (
     AllowedToolsChoice,
     CreateResponseRequest,
@@ -17,8 +18,6 @@ from gateway.responses.schema import (
     McpToolFilter,
     MessageItem,
 )
-
-RESERVED_TOOL_PREFIX = "mcp__"
 
 
 def parse_create_request(body: Any) -> CreateResponseRequest:
@@ -116,9 +115,9 @@ def _check_tools(request: CreateResponseRequest) -> None:
     seen_labels: set[str] = set()
     for i, tool in enumerate(request.tools):
         if isinstance(tool, FunctionTool):
-            if tool.name.startswith(RESERVED_TOOL_PREFIX):
+            if is_reserved(tool.name):
                 raise BadInput(
-                    f"Function tool names starting with '{RESERVED_TOOL_PREFIX}' are reserved.",
+                    f"Function tool names starting with '{PREFIX}' are reserved.",
                     param=f"tools[{i}].name",
                 )
             if tool.name in seen_functions:

@@ -106,16 +106,32 @@ class TurnFinished:
     model: str = ""
 
 
+CLIENT_CLOSED = 499  # the status a usage row records when the client went away (nginx's)
+UPSTREAM_FAILED = 502
+
+
 @dataclass(frozen=True)
 class LoopFinished:
-    """The whole loop ended; `status` is the Responses status it maps to."""
+    """The whole loop ended (or was ended); `status` is the Responses status it maps to."""
 
-    status: Literal["completed", "incomplete", "failed"]
+    status: Literal["completed", "incomplete", "failed", "cancelled"]
     usage: Usage
     incomplete_reason: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     error_status: int | None = None  # HTTP status of the failure (502 upstream, 402 balance, ...)
+
+    @property
+    def http_status(self) -> int:
+        """The status the usage row records: 200, the failure's status, or 499 when cancelled."""
+        if self.status == "failed":
+            return self.error_status or UPSTREAM_FAILED
+        return CLIENT_CLOSED if self.status == "cancelled" else 200
+
+    @property
+    def failed_early(self) -> bool:
+        """A client-side (4xx) failure: answered as an HTTP error when no output was sent yet."""
+        return self.status == "failed" and 400 <= self.http_status < 500
 
 
 LoopEvent = (

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from gateway.supervisor import (
+from gateway.upstream.model_process import (
     SMOLLM2_FILE,
     ManagedProcess,
     find_smollm2_model,
@@ -36,7 +36,7 @@ T = TypeVar("T")
 # A worker stand-in: starts a ManagedProcess, then answers "status" / "ready" / "close" lines.
 DRIVER = """
 import json, os, sys
-from gateway.supervisor import ManagedProcess
+from gateway.upstream.model_process import ManagedProcess
 process = ManagedProcess(**json.loads(sys.argv[1]))
 process.start()
 def report(**extra):

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.loop_events import FunctionCallDelta, LoopEvent, ReasoningDelta, TextDelta, Usage
-from gateway.usage import usage_from_openai
+from gateway.accounting.tokens import usage_from_openai
+from gateway.loop.events import FunctionCallDelta, LoopEvent, ReasoningDelta, TextDelta, Usage
 
 
 def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +101,10 @@ class TurnReader:
         for call in calls:
             call.call_id = call.call_id or f"call_{call.index}"
         return calls
+
+    def generated_text(self) -> str:
+        """Every character the model generated in this turn, for estimates."""
+        return self.text + self.reasoning + "".join(call.name + call.arguments for call in self.calls.values())
 
     def assistant_message(self) -> dict[str, Any]:
         """The turn as the assistant message to send back on the next turn."""

@@ -7,16 +7,17 @@ The loop never raises a GatewayError: failures end it with LoopFinished(status="
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.accounting.meter import Meter
+from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.config import Settings
-from gateway.errors import GatewayError, UpstreamError
-from gateway.loop_events import (
+from gateway.errors import GatewayError
+from gateway.loop.events import (
     KeepAlive,
     LoopEvent,
     LoopFinished,
@@ -26,14 +27,14 @@ from gateway.loop_events import (
     TurnFinished,
     Usage,
 )
+from gateway.loop.turn import ToolCall, TurnReader, completion_as_chunk
+from gateway.mcp.naming import is_reserved
 from gateway.mcp.tools import ToolOutcome
 from gateway.mcp.toolset import Toolset
-from gateway.metering import Meter
-from gateway.proxy import upstream_body
-from gateway.routing import Route
-from gateway.turn import ToolCall, TurnReader, completion_as_chunk
-from gateway.upstream import UpstreamClient
-from gateway.usage import estimate_prompt_tokens, estimate_text_tokens
+from gateway.upstream.chunks import read_chunks
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.relay import upstream_body
+from gateway.upstream.routing import Route
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
 LIMIT_MESSAGE = "Not executed: this response reached its max_tool_calls limit."
@@ -65,6 +66,18 @@ class LoopPlan:
 
 
 @dataclass
+class OpenTurn:
+    """A model turn the upstream has accepted and not finished: its prompt estimate and reader."""
+
+    prompt_tokens: int
+    reader: TurnReader
+
+    def estimate(self) -> Usage:
+        """What the turn has used so far, estimated (see gateway.accounting.tokens)."""
+        return Usage(self.prompt_tokens, estimate_text_tokens(self.reader.generated_text()), estimated=True)
+
+
+@dataclass
 class LoopState:
     """What the loop has done so far."""
 
@@ -72,11 +85,17 @@ class LoopState:
     tool_calls: int = 0
     turns: int = 0
     choice_released: bool = False  # a forcing tool_choice applies until a tool has run
+    open_turn: OpenTurn | None = None
+
+    def usage_so_far(self) -> Usage:
+        """Reported usage of finished turns plus an estimate of the unfinished one (the abort rule)."""
+        return self.usage if self.open_turn is None else self.usage + self.open_turn.estimate()
 
 
-def run_loop(plan: LoopPlan, client: UpstreamClient, settings: Settings, meter: Meter) -> Iterator[LoopEvent]:
+def run_loop(
+    plan: LoopPlan, client: UpstreamClient, settings: Settings, meter: Meter, state: LoopState
+) -> Iterator[LoopEvent]:
     """Run model turns and MCP calls until the model answers; the last event is LoopFinished."""
-    state = LoopState()
     messages = list(plan.messages)
     try:
         if plan.toolset is not None:
@@ -88,7 +107,7 @@ def run_loop(plan: LoopPlan, client: UpstreamClient, settings: Settings, meter: 
                 yield finished
                 return
     except GatewayError as exc:
-        yield LoopFinished("failed", state.usage, error_code=exc.code, error_message=exc.message,
+        yield LoopFinished("failed", state.usage_so_far(), error_code=exc.code, error_message=exc.message,
                            error_status=exc.status)
 
 
@@ -106,12 +125,13 @@ def model_turn(
     if state.turns:
         meter.extend(estimate_prompt_tokens(body))
     reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
+    turn = OpenTurn(estimate_prompt_tokens(body), reader)
     if body.get("tools") and not settings.providers[plan.route.provider].streams_tool_calls:
-        yield from fetch_turn(client, settings, plan.route, body, reader)
+        yield from fetch_turn(client, settings, plan.route, body, turn, state)
     else:
-        yield from stream_turn(client, settings, plan.route, body, reader)
-    usage = reader.usage or estimated_turn_usage(body, reader)
-    state.usage, state.turns = state.usage + usage, state.turns + 1
+        yield from stream_turn(client, settings, plan.route, body, turn, state)
+    usage = reader.usage or turn.estimate()
+    state.usage, state.turns, state.open_turn = state.usage + usage, state.turns + 1, None
     yield TurnFinished(reader.finish_reason, usage, plan.route.model_id)
     if reader.finish_reason in INCOMPLETE_REASONS:
         return LoopFinished("incomplete", state.usage, incomplete_reason=INCOMPLETE_REASONS[reader.finish_reason])
@@ -145,6 +165,8 @@ def turn_body(
             body.pop(key, None)
     if plan.toolset is not None and not offer_mcp and _forces_mcp(body.get("tool_choice")):
         body["tool_choice"] = "auto" if tools else body.pop("tool_choice")
+    elif plan.toolset is not None and _forces_mcp(body.get("tool_choice")):
+        body["tool_choice"] = _offered_choice(plan.toolset, body["tool_choice"])
     if remaining is not None:
         body["max_tokens"] = remaining
     return body
@@ -155,7 +177,13 @@ def _forcing(choice: Any) -> bool:
 
 
 def _forces_mcp(choice: Any) -> bool:
-    return isinstance(choice, dict) and str((choice.get("function") or {}).get("name", "")).startswith("mcp__")
+    return isinstance(choice, dict) and is_reserved(str((choice.get("function") or {}).get("name", "")))
+
+
+def _offered_choice(toolset: Toolset, choice: dict[str, Any]) -> dict[str, Any]:
+    """A forced MCP tool choice under the name the tool is offered as (`get.time` is offered safe)."""
+    offered = toolset.lookup(str(choice["function"]["name"]))
+    return choice if offered is None else {"type": "function", "function": {"name": offered.function_name}}
 
 
 def tool_budget_spent(plan: LoopPlan, state: LoopState) -> bool:
@@ -164,54 +192,38 @@ def tool_budget_spent(plan: LoopPlan, state: LoopState) -> bool:
 
 
 def stream_turn(
-    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], reader: TurnReader
+    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], turn: OpenTurn,
+    state: LoopState,
 ) -> Iterator[LoopEvent]:
-    """Relay one upstream stream into the reader, yielding its events and keep-alives."""
+    """Relay one upstream stream into the turn's reader, yielding its events and keep-alives."""
     stream = client.open_stream(route.provider, "chat/completions", upstream_body(settings, route, body, True))
+    state.open_turn = turn
     try:
-        for event in stream.events(settings.server.keepalive_interval_s):
-            if event is None:
+        for chunk in read_chunks(stream.events(settings.server.keepalive_interval_s)):
+            if chunk is None:
                 yield KeepAlive()
-                continue
-            if event.data.strip() == "[DONE]":
-                break
-            chunk = _chunk(event.data)
-            if "error" in chunk:
-                raise UpstreamError(f"Upstream failed mid-stream: {_message(chunk['error'])}")
-            yield from reader.feed(chunk)
-        if reader.finish_reason is None:
-            raise UpstreamError("Upstream closed the stream before it finished.")
+            else:
+                yield from turn.reader.feed(chunk)
     finally:
         stream.close()
 
 
 def fetch_turn(
-    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], reader: TurnReader
+    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], turn: OpenTurn,
+    state: LoopState,
 ) -> Iterator[LoopEvent]:
     """One turn as a JSON request (for upstreams that cannot stream tool choice), with keep-alives."""
     sent = upstream_body(settings, route, {**body, "stream": False}, False)
     future = client.submit_json(route.provider, "chat/completions", sent)
+    state.open_turn = turn  # the upstream works on it while we wait
     while not wait([future], timeout=settings.server.keepalive_interval_s).done:
         yield KeepAlive()
-    yield from reader.feed(completion_as_chunk(future.result()))
-
-
-def _chunk(data: str) -> dict[str, Any]:
     try:
-        chunk = json.loads(data)
-    except ValueError:
-        return {}
-    return chunk if isinstance(chunk, dict) else {}
-
-
-def _message(error: Any) -> str:
-    return str(error.get("message") if isinstance(error, dict) else error)
-
-
-def estimated_turn_usage(body: dict[str, Any], reader: TurnReader) -> Usage:
-    """A turn's usage when the upstream reported none (see gateway.usage)."""
-    generated = reader.text + reader.reasoning + "".join(c.name + c.arguments for c in reader.tool_calls())
-    return Usage(estimate_prompt_tokens(body), estimate_text_tokens(generated), estimated=True)
+        completion = future.result()
+    except GatewayError:
+        state.open_turn = None  # refused or failed upstream: nothing to bill for this turn
+        raise
+    yield from turn.reader.feed(completion_as_chunk(completion))
 
 
 def run_gateway_calls(

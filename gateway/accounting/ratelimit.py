@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from gateway.config import ConfigError, LimitSettings
 from gateway.db import database
 from gateway.errors import RateLimited, ServiceUnavailable
-from gateway.models import RateWindow
+from gateway.tables import RateWindow
 
 WINDOW_SECONDS = 60
 REDIS_PREFIX = "gateway:ratelimit:"

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway import auth, db
-from gateway.models import ApiKey
+from gateway import db
+from gateway.accounting import keys
+from gateway.tables import ApiKey
 
 CHAT = {"model": "test-model", "messages": []}
 
 
 def test_key_format_and_digest():
-    secret = auth.generate_key()
+    secret = keys.generate_key()
     assert re.fullmatch(r"sk-gw-[A-Za-z0-9_-]{43,}", secret)
-    assert auth.digest(secret) == auth.digest(secret) != auth.digest(auth.generate_key())
+    assert keys.digest(secret) == keys.digest(secret) != keys.digest(keys.generate_key())
 
 
 @pytest.mark.parametrize(
@@ -31,7 +32,7 @@ def test_key_format_and_digest():
     ],
 )
 def test_presented_key(headers, expected):
-    assert auth.presented_key(headers) == expected
+    assert keys.presented_key(headers) == expected
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -41,7 +42,7 @@ def test_no_key_is_stored_in_clear_text(client, make_key, database_url):
         rows = list(ApiKey.select().dicts())
     dumped = repr(rows)
     assert all(secret not in dumped for secret in secrets)
-    assert {row["digest"] for row in rows} == {auth.digest(secret) for secret in secrets}
+    assert {row["digest"] for row in rows} == {keys.digest(secret) for secret in secrets}
     if database_url.startswith("sqlite:///"):
         raw = Path(database_url.removeprefix("sqlite:///")).read_bytes()
         wal = Path(database_url.removeprefix("sqlite:///") + "-wal")
@@ -54,16 +55,16 @@ def test_revoked_key_is_rejected(client, make_key):
     headers = {"X-API-Key": secret}
     assert client.get("/v1/models", headers=headers).status_code == 200
     with db.database.connection_context():
-        auth.revoke_key(ApiKey.get(ApiKey.digest == auth.digest(secret)).id)
+        keys.revoke_key(ApiKey.get(ApiKey.digest == keys.digest(secret)).id)
     answer = client.get("/v1/models", headers=headers)
     assert answer.status_code == 401 and answer.json["error"]["code"] == "invalid_api_key"
 
 
 def test_two_keys_without_account_are_two_tenants(client):
     with db.database.connection_context():
-        first, _ = auth.create_key("a")
-        second, _ = auth.create_key("b")
-        shared, _ = auth.create_key("c", first.account)
+        first, _ = keys.create_key("a")
+        second, _ = keys.create_key("b")
+        shared, _ = keys.create_key("c", first.account)
     assert first.account_id != second.account_id
     assert shared.account_id == first.account_id
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from gateway import sse
-from gateway.billing import to_credits
+from gateway.accounting.credits import to_credits
+from gateway.accounting.meter import Meter
+from gateway.accounting.tokens import usage_from_openai
 from gateway.config import Settings
-from gateway.db import database
+from gateway.db import own_connection
 from gateway.errors import GatewayError, UpstreamError, UpstreamRejected
-from gateway.loop_events import Usage
-from gateway.metering import Meter
-from gateway.routing import Route
-from gateway.upstream import UpstreamClient, UpstreamStream
-from gateway.usage import usage_from_openai
+from gateway.loop.events import Usage
+from gateway.upstream import sse
+from gateway.upstream.chunks import read_chunks
+from gateway.upstream.client import UpstreamClient, UpstreamStream
+from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,12 +59,6 @@ def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict
     return {**(usage_json if isinstance(usage_json, dict) else {}), "cost": to_credits(meter.cost_of(usage, route))}
 
 
-def settled_on_failure(meter: Meter, routes: list[Route], attempt: Callable[[Route], T]) -> tuple[Route, T]:
-    """with_fallback, closing the meter (nothing charged) when every route fails."""
-    with meter.closed_on_failure():
-        return with_fallback(routes, attempt)
-
-
 def relay_json(
     client: UpstreamClient,
     settings: Settings,
@@ -74,15 +68,16 @@ def relay_json(
     meter: Meter,
 ) -> dict[str, Any]:
     """One JSON round trip with fallbacks; settles the meter either way."""
-    route, data = settled_on_failure(
-        meter, routes, lambda r: client.post_json(r.provider, path, upstream_body(settings, r, body, False))
-    )
-    data["model"] = route.model_id
-    usage = usage_from_openai(data.get("usage")) or meter.estimate(
-        "".join(_choice_text(choice) for choice in data.get("choices") or [])
-    )
-    data["usage"] = with_cost(data.get("usage"), meter, usage, route)
-    meter.finish(usage, 200, route)
+    with meter.closed_on_failure():
+        route, data = with_fallback(
+            routes, lambda r: client.post_json(r.provider, path, upstream_body(settings, r, body, False))
+        )
+        data["model"] = route.model_id
+        usage = usage_from_openai(data.get("usage")) or meter.estimate(
+            "".join(_choice_text(choice) for choice in data.get("choices") or [])
+        )
+        data["usage"] = with_cost(data.get("usage"), meter, usage, route)
+        meter.finish(usage, 200, route)
     return data
 
 
@@ -105,9 +100,10 @@ def open_stream(
     meter: Meter,
 ) -> tuple[Route, UpstreamStream]:
     """Open the upstream stream (with fallbacks) before any byte goes to the client."""
-    return settled_on_failure(
-        meter, routes, lambda r: client.open_stream(r.provider, path, upstream_body(settings, r, body, True))
-    )
+    with meter.closed_on_failure():
+        return with_fallback(
+            routes, lambda r: client.open_stream(r.provider, path, upstream_body(settings, r, body, True))
+        )
 
 
 def relay_stream(
@@ -120,47 +116,31 @@ def relay_stream(
     """Relay upstream SSE chunk by chunk; keep-alives on silence; error event on failure."""
     reported: Usage | None = None
     generated: list[str] = []
-    finished = False
     status = CLIENT_CLOSED
     try:
-        for event in stream.events(keepalive_s):
-            if event is None:
+        for chunk in read_chunks(stream.events(keepalive_s)):
+            if chunk is None:
                 yield sse.comment()
                 continue
-            if event.data.strip() == "[DONE]":
-                break
-            chunk = _parse_chunk(event.data)
-            if chunk is None:
-                continue
-            if "error" in chunk:
-                raise UpstreamError(f"Upstream failed mid-stream: {_error_message(chunk['error'])}")
             reported = usage_from_openai(chunk.get("usage")) or reported
             if reported is not None and chunk.get("usage"):
                 chunk["usage"] = with_cost(chunk["usage"], meter, reported, route)
-            choices = chunk.get("choices") or []
-            generated += [_choice_text(choice) for choice in choices]
-            finished = finished or any(choice.get("finish_reason") for choice in choices)
+            generated += [_choice_text(choice) for choice in chunk.get("choices") or []]
             outgoing = _client_chunk(chunk, route, client_wants_usage)
             if outgoing is not None:
                 yield sse.encode(outgoing)
-        if not finished:
-            raise UpstreamError("Upstream closed the stream before it finished.")
         status = 200
         yield sse.DONE
     except GatewayError as exc:
         status = exc.status
         yield sse.encode(exc.body())
+    except Exception:
+        status = 500
+        raise
     finally:
         stream.close()
-        with database.connection_context():
+        with own_connection():
             meter.finish(reported or meter.estimate("".join(generated)), status, route)
-def _parse_chunk(data: str) -> dict[str, Any] | None:
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        log.warning("dropping a non-JSON upstream stream event")
-        return None
-    return chunk if isinstance(chunk, dict) else None
 
 
 def _client_chunk(chunk: dict[str, Any], route: Route, wants_usage: bool) -> dict[str, Any] | None:
@@ -172,7 +152,3 @@ def _client_chunk(chunk: dict[str, Any], route: Route, wants_usage: bool) -> dic
     if "model" in chunk:
         chunk["model"] = route.model_id
     return chunk
-
-
-def _error_message(error: Any) -> str:
-    return str(error.get("message") if isinstance(error, dict) else error)

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from gateway.loop_events import Usage
+from gateway.loop.events import Usage
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3

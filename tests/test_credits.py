@@ -9,13 +9,14 @@ from decimal import Decimal
 
 import pytest
 
-from gateway import billing, db
-from gateway.auth import create_key
-from gateway.billing import Price, draw_plan, to_micro
+from gateway import db
+from gateway.accounting import credits
+from gateway.accounting.credits import Price, draw_plan, to_micro
+from gateway.accounting.keys import create_key
 from gateway.config import ModelSettings
 from gateway.errors import InsufficientBalance
-from gateway.loop_events import Usage
-from gateway.models import CreditGrant, LedgerEntry, Reservation, utcnow
+from gateway.loop.events import Usage
+from gateway.tables import CreditGrant, LedgerEntry, Reservation, utcnow
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
@@ -87,43 +88,43 @@ def ledger_totals(account_id: int) -> dict[str, int]:
 def assert_books_balance(account_id: int) -> None:
     """grants - charges - expiries == balance, always."""
     totals = ledger_totals(account_id)
-    balance = billing.balance_of(account_id)
+    balance = credits.balance_of(account_id)
     assert totals.get("grant", 0) - totals.get("charge", 0) - totals.get("expiry", 0) == balance >= 0
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_reserve_settle_release(account_key):
     key = account_key
-    billing.grant_credits(key.account_id, 1000)
-    first = billing.reserve(key, 600, "r1", ttl_s=60)
-    assert billing.reserved_by(key.account_id) == 600
+    credits.grant_credits(key.account_id, 1000)
+    first = credits.reserve(key, 600, "r1", ttl_s=60)
+    assert credits.reserved_by(key.account_id) == 600
     with pytest.raises(InsufficientBalance, match="may cost up to"):
-        billing.reserve(key, 401, "r2", ttl_s=60)
+        credits.reserve(key, 401, "r2", ttl_s=60)
     assert Reservation.select().count() == 1
     with db.write_transaction():
-        assert billing.settle(key.account_id, key.id, first, 250, "r1") == 250
+        assert credits.settle(key.account_id, key.id, first, 250, "r1") == 250
     with db.write_transaction():
-        assert billing.settle(key.account_id, key.id, first, 250, "r1") == 0  # never twice
-    assert billing.balance_of(key.account_id) == 750 and billing.reserved_by(key.account_id) == 0
-    second = billing.reserve(key, 750, "r3", ttl_s=60)
+        assert credits.settle(key.account_id, key.id, first, 250, "r1") == 0  # never twice
+    assert credits.balance_of(key.account_id) == 750 and credits.reserved_by(key.account_id) == 0
+    second = credits.reserve(key, 750, "r3", ttl_s=60)
     with db.write_transaction():
-        billing.settle(key.account_id, key.id, second, 0, "r3")  # upstream failed: release
-    assert billing.balance_of(key.account_id) == 750
+        credits.settle(key.account_id, key.id, second, 0, "r3")  # upstream failed: release
+    assert credits.balance_of(key.account_id) == 750
     assert_books_balance(key.account_id)
 
 
 def test_free_requests_need_no_balance(account_key):
-    assert billing.reserve(account_key, 0, "free", ttl_s=60) is None
+    assert credits.reserve(account_key, 0, "free", ttl_s=60) is None
     assert Reservation.select().count() == 0
 
 
 def test_charge_never_exceeds_balance(account_key):
     key = account_key
-    billing.grant_credits(key.account_id, 100)
-    reservation = billing.reserve(key, 100, "r", ttl_s=60)
+    credits.grant_credits(key.account_id, 100)
+    reservation = credits.reserve(key, 100, "r", ttl_s=60)
     with db.write_transaction():
-        assert billing.settle(key.account_id, key.id, reservation, 180, "r") == 100
-    assert billing.balance_of(key.account_id) == 0
+        assert credits.settle(key.account_id, key.id, reservation, 180, "r") == 100
+    assert credits.balance_of(key.account_id) == 0
     assert_books_balance(key.account_id)
 
 
@@ -131,29 +132,29 @@ def test_key_spend_limit(account_key):
     key = account_key
     key.spend_limit = 300
     key.save()
-    billing.grant_credits(key.account_id, 10_000)
-    reservation = billing.reserve(key, 200, "a", ttl_s=60)
+    credits.grant_credits(key.account_id, 10_000)
+    reservation = credits.reserve(key, 200, "a", ttl_s=60)
     with pytest.raises(InsufficientBalance, match="spend limit"):
-        billing.reserve(key, 101, "b", ttl_s=60)
+        credits.reserve(key, 101, "b", ttl_s=60)
     with db.write_transaction():
-        billing.settle(key.account_id, key.id, reservation, 150, "a")
-    billing.reserve(key, 150, "c", ttl_s=60)
+        credits.settle(key.account_id, key.id, reservation, 150, "a")
+    credits.reserve(key, 150, "c", ttl_s=60)
     with pytest.raises(InsufficientBalance):
-        billing.reserve(key, 1, "d", ttl_s=60)
+        credits.reserve(key, 1, "d", ttl_s=60)
 
 
 def test_expired_credits_are_recorded_not_dropped(account_key):
     key = account_key
-    billing.grant_credits(key.account_id, 500, expires_at=NOW + datetime.timedelta(days=2), source="promo")
-    billing.grant_credits(key.account_id, 300)
-    summary = billing.summarize(key.account, now=NOW)
+    credits.grant_credits(key.account_id, 500, expires_at=NOW + datetime.timedelta(days=2), source="promo")
+    credits.grant_credits(key.account_id, 300)
+    summary = credits.summarize(key.account, now=NOW)
     assert (summary.balance, summary.expiring_soon) == (800, 500)
     assert summary.next_expiration == NOW + datetime.timedelta(days=2)
-    reservation = billing.reserve(key, 200, "r", ttl_s=60, now=NOW)
+    reservation = credits.reserve(key, 200, "r", ttl_s=60, now=NOW)
     with db.write_transaction():
-        billing.settle(key.account_id, key.id, reservation, 200, "r", now=NOW)
+        credits.settle(key.account_id, key.id, reservation, 200, "r", now=NOW)
     assert CreditGrant.get(CreditGrant.source == "promo").remaining == 300  # drawn first
-    later = billing.summarize(key.account, now=NOW + datetime.timedelta(days=3))
+    later = credits.summarize(key.account, now=NOW + datetime.timedelta(days=3))
     assert (later.balance, later.total_earned, later.total_spent) == (300, 800, 200)
     assert ledger_totals(key.account_id)["expiry"] == 300
     assert_books_balance(key.account_id)
@@ -161,33 +162,33 @@ def test_expired_credits_are_recorded_not_dropped(account_key):
 
 def test_stale_reservations_are_swept(account_key):
     key = account_key
-    billing.grant_credits(key.account_id, 100)
-    billing.reserve(key, 100, "stuck", ttl_s=30, now=NOW)
+    credits.grant_credits(key.account_id, 100)
+    credits.reserve(key, 100, "stuck", ttl_s=30, now=NOW)
     with pytest.raises(InsufficientBalance):
-        billing.reserve(key, 1, "blocked", ttl_s=30, now=NOW + datetime.timedelta(seconds=29))
-    assert billing.reserve(key, 100, "after", ttl_s=30, now=NOW + datetime.timedelta(seconds=31))
+        credits.reserve(key, 1, "blocked", ttl_s=30, now=NOW + datetime.timedelta(seconds=29))
+    assert credits.reserve(key, 100, "after", ttl_s=30, now=NOW + datetime.timedelta(seconds=31))
     assert Reservation.get(Reservation.request_id == "stuck").status == "swept"
 
 
 def reserve_then_die(url: str, key_id: int) -> None:
-    from gateway.models import ApiKey
+    from gateway.tables import ApiKey
 
     db.bind(url)
     with db.database.connection_context():
-        billing.reserve(ApiKey.get_by_id(key_id), 100, "killed", ttl_s=10)
+        credits.reserve(ApiKey.get_by_id(key_id), 100, "killed", ttl_s=10)
     os._exit(9)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_killed_worker_reservation_is_swept(account_key, database_url):
     key = account_key
-    billing.grant_credits(key.account_id, 100)
+    credits.grant_credits(key.account_id, 100)
     process = multiprocessing.get_context("spawn").Process(target=reserve_then_die, args=(database_url, key.id))
     process.start()
     process.join(60)
     assert process.exitcode == 9
-    assert billing.reserved_by(key.account_id) == 100
+    assert credits.reserved_by(key.account_id) == 100
     with pytest.raises(InsufficientBalance):
-        billing.reserve(key, 100, "too-soon", ttl_s=10)
-    assert billing.reserve(key, 100, "later", ttl_s=10, now=utcnow() + datetime.timedelta(seconds=11))
+        credits.reserve(key, 100, "too-soon", ttl_s=10)
+    assert credits.reserve(key, 100, "later", ttl_s=10, now=utcnow() + datetime.timedelta(seconds=11))
     assert_books_balance(key.account_id)

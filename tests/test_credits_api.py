@@ -15,8 +15,9 @@ import openai
 import pytest
 import requests
 
-from gateway import billing, db
-from gateway.models import ApiKey, LedgerEntry, Reservation, UsageEntry
+from gateway import db
+from gateway.accounting import credits
+from gateway.tables import ApiKey, LedgerEntry, Reservation, UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion
 
 PRICE_PER_TOKEN = 1000  # micro-credits per output token (output_price_per_mtok = 1000)
@@ -42,7 +43,7 @@ def funded(app, make_key):
     secret = make_key("payer")
     with db.database.connection_context():
         key = ApiKey.get(ApiKey.name == "payer")
-        billing.grant_credits(key.account_id, 50 * COST)
+        credits.grant_credits(key.account_id, 50 * COST)
     return secret, key.account_id
 
 
@@ -51,7 +52,7 @@ def books(account_id: int) -> dict:
         charges = [e.amount for e in LedgerEntry.select().where(LedgerEntry.account == account_id,
                                                                  LedgerEntry.kind == "charge")]
         return {
-            "balance": billing.balance_of(account_id),
+            "balance": credits.balance_of(account_id),
             "charged": sum(charges),
             "charges": len(charges),
             "open": Reservation.select().where(Reservation.status == "open").count(),

@@ -8,20 +8,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import g
-
-from gateway import billing
-from gateway.auth import Caller
+from gateway.accounting import credits
+from gateway.accounting.keys import Caller
+from gateway.accounting.ratelimit import RateLimiter
+from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.config import ModelSettings, Settings
 from gateway.db import write_transaction
 from gateway.errors import GatewayError
-from gateway.loop_events import Usage
-from gateway.models import UsageEntry
-from gateway.ratelimit import RateLimiter
-from gateway.routing import Route
-from gateway.usage import estimate_prompt_tokens, estimate_text_tokens
+from gateway.loop.events import Usage
+from gateway.tables import UsageEntry
+from gateway.upstream.routing import Route
 
 NO_OUTPUT_ENDPOINTS = {"embeddings"}
+INTERNAL_ERROR = 500
 
 
 def max_output_tokens(body: dict[str, Any], model: ModelSettings, endpoint: str) -> int:
@@ -49,6 +48,7 @@ class Meter:
 
     limiter: RateLimiter | None = None
     route_settings: ModelSettings | None = None
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)  # sent with the answer
 
     @classmethod
     def admit(
@@ -60,43 +60,42 @@ class Meter:
         key = caller.key
         rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
         decision = limiter.admit(key.id, rpm, tpm, prompt + max_output_tokens(body, routes[0].settings, endpoint))
-        g.rate_limit_headers = decision.headers
         decision.raise_if_denied()
         worst = max(
-            billing.Price.of(route.settings).cost(
+            credits.Price.of(route.settings).cost(
                 Usage(prompt, max_output_tokens(body, route.settings, endpoint))
             )
             for route in routes
         )
         meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter,
-                    route_settings=routes[0].settings)
-        meter.reservation_id = billing.reserve(
+                    route_settings=routes[0].settings, rate_limit_headers=decision.headers)
+        meter.reservation_id = credits.reserve(
             caller.key, worst, request_id, settings.billing.reservation_ttl_s
         )
         return meter
 
     def estimate(self, completion_text: str) -> Usage:
-        """Usage when the upstream reported none (see gateway.usage)."""
+        """Usage when the upstream reported none (see gateway.accounting.tokens)."""
         return Usage(self.prompt_estimate, estimate_text_tokens(completion_text), estimated=True)
 
     def extend(self, prompt_tokens: int) -> None:
         """Reserve the input of one more model turn (tool loops), or raise 402."""
         if self.reservation_id is not None:
-            amount = billing.Price.of(self.route_settings).cost(Usage(prompt_tokens, 0))
-            billing.extend(self.caller.key, self.reservation_id, amount)
+            amount = credits.Price.of(self.route_settings).cost(Usage(prompt_tokens, 0))
+            credits.extend(self.caller.key, self.reservation_id, amount)
 
     @staticmethod
     def cost_of(usage: Usage, route: Route) -> int:
         """Micro-credits this usage costs on this route."""
-        return billing.Price.of(route.settings).cost(usage)
+        return credits.Price.of(route.settings).cost(usage)
 
     @contextlib.contextmanager
     def closed_on_failure(self) -> Iterator[None]:
-        """Close the meter (nothing charged) when the block raises a gateway error, then re-raise."""
+        """Close the meter (nothing charged) when the block raises anything, then re-raise."""
         try:
             yield
-        except GatewayError as exc:
-            self.finish(Usage(), exc.status, None)
+        except BaseException as exc:
+            self.finish(Usage(), exc.status if isinstance(exc, GatewayError) else INTERNAL_ERROR, None)
             raise
 
     def finish(self, usage: Usage, status: int, route: Route | None) -> int:
@@ -107,7 +106,7 @@ class Meter:
         cost = self.cost_of(usage, route) if route is not None else 0
         account_id, key_id = self.caller.account.id, self.caller.key.id
         with write_transaction():
-            charged = billing.settle(account_id, key_id, self.reservation_id, cost, self.request_id)
+            charged = credits.settle(account_id, key_id, self.reservation_id, cost, self.request_id)
             UsageEntry.create(
                 request_id=self.request_id, api_key=key_id, account=account_id,
                 endpoint=self.endpoint, model=route.model_id if route else self.model,

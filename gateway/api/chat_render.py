@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import sse
-from gateway.billing import to_credits
-from gateway.db import database
+from gateway.accounting.credits import to_credits
+from gateway.accounting.meter import Meter
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.loop import LoopPlan
-from gateway.loop_events import KeepAlive, LoopEvent, LoopFinished, McpCallStarted, TextDelta
-from gateway.metering import Meter
-from gateway.routing import Route
+from gateway.loop.events import KeepAlive, LoopEvent, LoopFinished, McpCallStarted, TextDelta
+from gateway.loop.run import Run
+from gateway.loop.tool_loop import LoopPlan
+from gateway.mcp.naming import tool_function_name
+from gateway.upstream import sse
+from gateway.upstream.routing import Route
 
+log = logging.getLogger(__name__)
 LOOP_OWNED = ("tools", "stream", "stream_options", "max_tokens", "max_completion_tokens",
               "messages", "model", "models", "n")
 FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
@@ -47,7 +50,7 @@ class ChatRender:
         if isinstance(event, TextDelta):
             self.text += event.text
         elif isinstance(event, McpCallStarted):
-            name = f"mcp__{event.server_label}__{event.name}"
+            name = tool_function_name(event.server_label, event.name)
             self.calls.append({"id": event.item_id, "type": "function",
                                "function": {"name": name, "arguments": event.arguments}})
 
@@ -75,49 +78,36 @@ class ChatRender:
 
 def failure(done: LoopFinished) -> GatewayError:
     """The HTTP error of a loop that failed."""
-    return GatewayError(done.error_message or "The model failed.", status=done.error_status or 502,
-                        code=done.error_code)
+    return GatewayError(done.error_message or "The model failed.", status=done.http_status, code=done.error_code)
 
 
-def complete(plan: LoopPlan, events: Iterator[LoopEvent], meter: Meter) -> dict[str, Any]:
+def complete(run: Run) -> dict[str, Any]:
     """Run the loop to the end and answer one chat completion (HTTP error if it failed)."""
-    render = ChatRender(plan.route, meter)
-    try:
-        for event in events:
+    render = ChatRender(run.plan.route, run.meter)
+    with run:
+        for event in run.events():
             render.take(event)
-            if isinstance(event, LoopFinished):
-                done = event
-    finally:
-        if plan.toolset is not None:
-            plan.toolset.close()
-    meter.finish(done.usage, 200 if done.status != "failed" else done.error_status or 502, plan.route)
-    if done.status == "failed":
-        raise failure(done)
-    return render.completion(done)
+    if run.outcome.status == "failed":
+        raise failure(run.outcome)
+    return render.completion(run.outcome)
 
 
-def stream(plan: LoopPlan, events: Iterator[LoopEvent], meter: Meter, wants_usage: bool) -> Iterator[bytes]:
+def stream(run: Run, wants_usage: bool) -> Iterator[bytes]:
     """The loop as chat chunks: the answer streams; executed calls are listed before the finish."""
-    render = ChatRender(plan.route, meter)
-    done: LoopFinished | None = None
+    render = ChatRender(run.plan.route, run.meter)
     try:
-        yield sse.encode(render.chunk({"role": "assistant", "content": ""}))
-        for event in events:
-            render.take(event)
-            if isinstance(event, KeepAlive):
-                yield sse.comment()
-            elif isinstance(event, TextDelta):
-                yield sse.encode(render.chunk({"content": event.text}))
-            elif isinstance(event, LoopFinished):
-                done = event
-        yield from _stream_end(render, done, wants_usage)
-    finally:
-        if plan.toolset is not None:
-            plan.toolset.close()
-        with database.connection_context():
-            usage_done = done or LoopFinished("failed", render.meter.estimate(render.text))
-            status = 499 if done is None else (done.error_status or 502) if done.status == "failed" else 200
-            meter.finish(usage_done.usage, status, plan.route)
+        with run:
+            yield sse.encode(render.chunk({"role": "assistant", "content": ""}))
+            for event in run.events():
+                render.take(event)
+                if isinstance(event, KeepAlive):
+                    yield sse.comment()
+                elif isinstance(event, TextDelta):
+                    yield sse.encode(render.chunk({"content": event.text}))
+            yield from _stream_end(render, run.outcome, wants_usage)
+    except Exception:
+        log.exception("chat stream of request %s failed", run.meter.request_id)
+        yield sse.encode(GatewayError("Internal error while streaming the response.").body())
 
 
 def _stream_end(render: ChatRender, done: LoopFinished, wants_usage: bool) -> Iterator[bytes]:

@@ -24,7 +24,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.sse import SseDecoder, SseEvent
+from gateway.upstream.sse import SseDecoder, SseEvent
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -128,7 +128,8 @@ class UpstreamStream:
         if self._closed.is_set():
             return
         self._closed.set()
-        connection = getattr(self._response.raw, "_connection", None)
+        # urllib3's HTTPResponse.connection: None once the connection went back to the pool.
+        connection = getattr(self._response.raw, "connection", None)
         sock = getattr(connection, "sock", None)
         if sock is not None:
             try:

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 from flask import g, request
 
-from gateway.db import database, migration_lock
 from gateway.errors import AuthenticationFailed, NotFound
-from gateway.models import Account, ApiKey
+from gateway.tables import Account, ApiKey
 
 KEY_PREFIX = "sk-gw-"
 DISPLAY_PREFIX_LENGTH = 12
@@ -142,15 +141,3 @@ def find_account(account_id: int) -> Account:
     if account is None:
         raise NotFound(f"No account with id {account_id}.", param="account_id")
     return account
-
-
-def init_app(app, settings) -> None:
-    """On embedded defaults with no keys yet, create one and print it once."""
-    if not settings.embedded:
-        return
-    with database.connection_context(), migration_lock():
-        if ApiKey.select().exists():
-            return
-        with database.atomic():
-            _, secret = create_key("default")
-    print(f"gateway: created your first API key (shown once): {secret}", flush=True)

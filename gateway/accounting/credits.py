@@ -19,8 +19,8 @@ from peewee import fn
 from gateway.config import ModelSettings
 from gateway.db import database, is_sqlite, write_transaction
 from gateway.errors import InsufficientBalance, InvalidRequest
-from gateway.loop_events import Usage
-from gateway.models import Account, ApiKey, CreditGrant, LedgerEntry, Reservation, utcnow
+from gateway.loop.events import Usage
+from gateway.tables import Account, ApiKey, CreditGrant, LedgerEntry, Reservation, utcnow
 
 MICRO = 1_000_000
 EXPIRING_WINDOW = datetime.timedelta(days=7)

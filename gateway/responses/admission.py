@@ -1,0 +1,94 @@
+"""Admitting POST /v1/responses: validate, load the chain, reserve credits, open MCP servers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gateway import services
+from gateway.accounting.keys import Caller
+from gateway.accounting.meter import Meter
+from gateway.config import Settings
+from gateway.errors import BadInput, InvalidRequest
+from gateway.loop.run import Run
+from gateway.loop.tool_loop import ApprovedCall, LoopPlan
+from gateway.mcp.assemble import declared_toolset
+from gateway.mcp.toolset import Toolset
+from gateway.responses import compaction, store, translate
+from gateway.responses.echo import request_echo
+from gateway.responses.events import ResponseBuilder
+from gateway.responses.response_run import ResponseRun
+from gateway.responses.schema import CreateResponseRequest
+from gateway.responses.validation import parse_create_request
+from gateway.upstream import routing
+
+
+def admit_response(body: dict[str, Any], caller: Caller, request_id: str) -> ResponseRun:
+    """Validate a create request and admit it: a ResponseRun ready to render (JSON, SSE or background)."""
+    settings = services.settings()
+    body = compaction.expand_input(body, caller.account.id, lambda: compaction.compaction_key(settings))
+    req = parse_create_request(body)
+    check_modes(req)
+    return admit(req, caller, request_id, settings)
+
+
+def check_modes(req: CreateResponseRequest) -> None:
+    """background needs store; background streams are not offered."""
+    if req.background and not req.store:
+        raise InvalidRequest("background responses must be stored: set store to true.", param="store")
+    if req.background and req.stream:
+        raise InvalidRequest(
+            "Streaming background responses is not supported; poll GET /v1/responses/{id}.", param="stream"
+        )
+
+
+def admit(req: CreateResponseRequest, caller: Caller, request_id: str, settings: Settings) -> ResponseRun:
+    """Resolve the model and chain, reserve credits (402/429), open MCP servers: a runnable response."""
+    route = routing.resolve(settings, req.model)
+    history = store.history_before(req.previous_response_id, caller.account.id)
+    own = store.stored_input_items(req.input_items())
+    approved = approved_calls(own, history.items)
+    messages = translate.input_to_messages(history.items, req.instructions)
+    messages += translate.input_to_messages(own, None)
+    params = translate.request_to_chat_params(req)
+    estimate = {
+        "messages": messages,
+        "tools": params.get("tools"),
+        "max_output_tokens": req.max_output_tokens,
+    }
+    meter = Meter.admit(caller, [route], estimate, "responses", request_id, settings, services.limiter())
+    with meter.closed_on_failure():
+        toolset = open_toolset(req, history)
+        plan = LoopPlan(route, messages, params, toolset, req.max_output_tokens, req.max_tool_calls, approved)
+        builder = ResponseBuilder(store.new_response_id(), request_echo(req), int(time.time()), route.model_id)
+        run = Run(plan, meter, services.upstream(), settings)
+        return ResponseRun(run, req, caller, builder, own)
+
+
+def open_toolset(req: CreateResponseRequest, history: store.History) -> Toolset | None:
+    """The request's MCP servers, connected (servers listed earlier in the chain are not re-listed)."""
+    if not req.mcp_tools():
+        return None
+    targets = translate.allowed_mcp_targets(req)
+    return declared_toolset(services.mcp(), req.mcp_tools(), history.listed_servers, targets)
+
+
+def approved_calls(own: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[ApprovedCall]:
+    """The client's mcp_approval_response items, each matched with the request it answers."""
+    requests = {item["id"]: item for item in history + own if item.get("type") == "mcp_approval_request"}
+    answers = []
+    for index, item in enumerate(own):
+        if item.get("type") != "mcp_approval_response":
+            continue
+        request = requests.get(item["approval_request_id"])
+        if request is None:
+            raise BadInput(
+                f"No mcp_approval_request with id {item['approval_request_id']!r} in this conversation.",
+                param=f"input[{index}].approval_request_id",
+            )
+        answers.append(
+            ApprovedCall(
+                request["id"], request["server_label"], request["name"], request["arguments"], item["approve"]
+            )
+        )
+    return answers
