@@ -1,4 +1,4 @@
-"""WSGI entry point: `gunicorn -c deploy/gunicorn.conf.py wsgi:app`."""
+"""WSGI entry point: `gunicorn -c deploy/gunicorn.conf.py wsgi:app` (no DB work here: `gateway db upgrade` first)."""
 
 from gateway import create_app
 

@@ -40,10 +40,12 @@ class Run:
     outcome: LoopFinished | None = None
     finishers: list[Finisher] = field(default_factory=list)
     finished: bool = False
+    loop: Iterator[LoopEvent] | None = None
 
     def events(self) -> Iterator[LoopEvent]:
         """The loop's events; the last is LoopFinished, which becomes the outcome."""
-        for event in run_loop(self.plan, self.client, self.settings, self.meter, self.state):
+        self.loop = run_loop(self.plan, self.client, self.settings, self.meter, self.state)
+        for event in self.loop:
             if isinstance(event, LoopFinished):
                 self.outcome = event
             yield event
@@ -63,6 +65,8 @@ class Run:
             return
         self.finished, self.outcome = True, outcome
         try:
+            if self.loop is not None:
+                self.loop.close()  # an unfinished turn closes its upstream stream
             if self.plan.toolset is not None:
                 self.plan.toolset.close()
             for finisher in self.finishers:

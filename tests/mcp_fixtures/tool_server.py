@@ -30,6 +30,12 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+@server.tool(name="get.time")
+def get_time() -> str:
+    """A tool whose MCP name has a character chat function names may not have."""
+    return "12:00"
+
+
 @server.tool()
 async def slow(seconds: float) -> str:
     """Sleep, then answer (a hanging tool when `seconds` is large)."""
