@@ -32,6 +32,7 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+CLIENT_CLOSED = 499  # the status a usage row records when the client went away (nginx's)
 
 
 class GatewayError(Exception):

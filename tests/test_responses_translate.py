@@ -24,7 +24,6 @@ from gateway.responses.events import ResponseBuilder
 from gateway.responses.translate import (
     allowed_function_names,
     allowed_mcp_targets,
-    approval_decisions,
     input_to_messages,
     output_items_to_input,
     request_to_chat_params,
@@ -398,16 +397,6 @@ def test_allowed_tool_sets() -> None:
 
 def test_mcp_tool_function_name() -> None:
     assert tool_function_name("time", "get_current_time") == "mcp__time__get_current_time"
-
-
-def test_approval_decisions() -> None:
-    items = [
-        {"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": True},
-        {"type": "mcp_approval_response", "approval_request_id": "mcpr_2", "approve": False},
-        {"role": "user", "content": "x"},
-    ]
-    assert approval_decisions(items) == {"mcpr_1": True, "mcpr_2": False}
-    assert approval_decisions("text") == {}
 
 
 def stored_output() -> list[dict[str, Any]]:

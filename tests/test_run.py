@@ -154,7 +154,7 @@ def test_client_leaving_in_turn_three_pays_two_turns_plus_the_estimate(client, h
         bodies.append(body)
         done = sum(1 for message in body["messages"] if message.get("role") == "tool")
         if done < 2:
-            return StreamReply(tool_call_chunks([("mcp__tools__echo", {"text": f"t{done}"})]) + [(0, usage(20, 5))])
+            return StreamReply([*tool_call_chunks([("mcp__tools__echo", {"text": f"t{done}"})]), (0, usage(20, 5))])
         return StreamReply([(0, chat_chunk("partial answer words")), (10, chat_chunk(" never sent")),
                             (0, chat_chunk(finish="stop"))])
 

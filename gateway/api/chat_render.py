@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.ids import new_id
 from gateway.loop.events import KeepAlive, LoopEvent, LoopFinished, McpCallStarted, TextDelta
 from gateway.loop.run import Run
 from gateway.loop.tool_loop import LoopPlan
@@ -41,7 +41,7 @@ class ChatRender:
 
     route: Route
     meter: Meter
-    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    id: str = field(default_factory=lambda: new_id("chatcmpl"))
     created: int = field(default_factory=lambda: int(time.time()))
     text: str = ""
     calls: list[dict[str, Any]] = field(default_factory=list)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.accounting.meter import Meter
 from gateway.errors import InvalidRequest, MalformedJson, UnknownParameter
+from gateway.ids import new_id
 from gateway.loop.run import Run
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -75,7 +75,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         incoming = request.headers.get("x-request-id", "")
-        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else new_id()
         g.started = time.monotonic()
 
     @app.after_request

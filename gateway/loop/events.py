@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.errors import CLIENT_CLOSED
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -106,7 +108,6 @@ class TurnFinished:
     model: str = ""
 
 
-CLIENT_CLOSED = 499  # the status a usage row records when the client went away (nginx's)
 UPSTREAM_FAILED = 502
 
 

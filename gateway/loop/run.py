@@ -19,8 +19,8 @@ from typing import Self
 from gateway.accounting.meter import Meter
 from gateway.config import Settings
 from gateway.db import own_connection
-from gateway.errors import GatewayError
-from gateway.loop.events import CLIENT_CLOSED, LoopEvent, LoopFinished
+from gateway.errors import CLIENT_CLOSED, GatewayError
+from gateway.loop.events import LoopEvent, LoopFinished
 from gateway.loop.tool_loop import LoopPlan, LoopState, run_loop
 from gateway.upstream.client import UpstreamClient
 

@@ -7,7 +7,6 @@ The loop never raises a GatewayError: failures end it with LoopFinished(status="
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from gateway.accounting.meter import Meter
 from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.ids import new_id
 from gateway.loop.events import (
     KeepAlive,
     LoopEvent,
@@ -237,13 +237,13 @@ def run_gateway_calls(
             messages.append(tool_result(call.call_id, f"Error: no tool named {call.name!r}."))
         elif offered.needs_approval:
             awaiting = True
-            yield McpApprovalRequested(new_item_id("mcpr"), offered.server_label, offered.tool.name,
+            yield McpApprovalRequested(new_id("mcpr"), offered.server_label, offered.tool.name,
                                        call.arguments)
         elif tool_budget_spent(plan, state):
             messages.append(tool_result(call.call_id, LIMIT_MESSAGE))
         else:
             outcome = yield from execute(plan.toolset, offered.server_label, offered.tool.name, call.arguments,
-                                         new_item_id("mcp"), settings)
+                                         new_id("mcp"), settings)
             state.tool_calls += 1
             messages.append(tool_result(call.call_id, outcome_text(outcome)))
     return awaiting
@@ -261,7 +261,7 @@ def run_approved_calls(
             messages.append(tool_result(call.call_id, DENIED_MESSAGE))
             continue
         outcome = yield from execute(plan.toolset, approval.server_label, approval.name, approval.arguments,
-                                     new_item_id("mcp"), settings)
+                                     new_id("mcp"), settings)
         state.tool_calls += 1
         messages.append(tool_result(call.call_id, outcome_text(outcome)))
 
@@ -287,8 +287,3 @@ def tool_result(call_id: str, content: str) -> dict[str, Any]:
 def outcome_text(outcome: ToolOutcome) -> str:
     """What the model reads back from a tool."""
     return outcome.output or "" if outcome.error is None else f"Error: {outcome.error}"
-
-
-def new_item_id(prefix: str) -> str:
-    """A fresh output item id."""
-    return f"{prefix}_{uuid.uuid4().hex}"

@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +32,7 @@ from gateway.accounting.meter import Meter
 from gateway.accounting.tokens import usage_from_openai
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, UnknownParameter
+from gateway.ids import new_id
 from gateway.responses import store, translate
 from gateway.responses.echo import priced_usage
 from gateway.responses.validation import parse_create_request
@@ -137,7 +137,7 @@ def summary_request(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def compacted_output(items: list[dict[str, Any]], blob: str) -> list[dict[str, Any]]:
     """OpenAI's compacted output: every user message of the conversation, then one compaction item."""
     kept = [item for item in items if _is_user_message(item) and not _is_summary(item)]
-    return [*kept, {"type": "compaction", "id": f"cmp_{uuid.uuid4().hex}", "encrypted_content": blob}]
+    return [*kept, {"type": "compaction", "id": new_id("cmp"), "encrypted_content": blob}]
 
 
 def _is_user_message(item: dict[str, Any]) -> bool:

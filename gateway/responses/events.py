@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import time
-import uuid
 from typing import Any
 
+from gateway.ids import new_id
 from gateway.loop.events import (
     FunctionCallDelta,
     KeepAlive,
@@ -33,11 +33,6 @@ TERMINAL_EVENTS = {
     "incomplete": "response.incomplete",
     "failed": "response.failed",
 }
-
-
-def new_id(prefix: str) -> str:
-    """An opaque id such as `msg_3f2a...`."""
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 class ResponseBuilder:

@@ -375,12 +375,3 @@ class CreateResponseRequest(Strict):
     def mcp_tools(self) -> list[McpTool]:
         """The MCP declarations (built-in when server_url is None, remote otherwise)."""
         return [tool for tool in self.tools if isinstance(tool, McpTool)]
-
-    def storable_dict(self) -> dict[str, Any]:
-        """The request as JSON, without MCP secrets (authorization, headers): safe to persist."""
-        data = self.model_dump(mode="json", by_alias=True)
-        data["tools"] = [
-            tool.public_dict() if isinstance(tool, McpTool) else tool.model_dump(mode="json")
-            for tool in self.tools
-        ]
-        return data

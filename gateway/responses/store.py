@@ -10,12 +10,12 @@ Every read and write is scoped to the caller's account; another account's id is 
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting.keys import Caller
 from gateway.errors import InvalidRequest, ResponseNotFound
+from gateway.ids import new_id
 from gateway.responses.translate import output_items_to_input
 from gateway.tables import StoredResponse, utcnow
 
@@ -27,7 +27,7 @@ INPUT_PART_TYPES = {"assistant": "output_text"}
 
 def new_response_id() -> str:
     """A fresh response id (`resp_` + 32 hex digits)."""
-    return f"resp_{uuid.uuid4().hex}"
+    return new_id("resp")
 
 
 def stored_input_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -45,7 +45,7 @@ def _stored_item(item: dict[str, Any]) -> dict[str, Any]:
             part = {"type": part_type, "text": item["content"]}
             item["content"] = [{**part, "annotations": []} if part_type == "output_text" else part]
         item.setdefault("status", "completed")
-    item.setdefault("id", f"{ITEM_ID_PREFIXES.get(kind, 'item')}_{uuid.uuid4().hex}")
+    item.setdefault("id", new_id(ITEM_ID_PREFIXES.get(kind, "item")))
     return item
 
 

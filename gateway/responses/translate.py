@@ -123,17 +123,6 @@ def output_items_to_input(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return replay
 
 
-def approval_decisions(items: str | list[dict[str, Any]]) -> dict[str, bool]:
-    """The client's MCP approval answers in this input, by approval_request_id."""
-    if isinstance(items, str):
-        return {}
-    return {
-        item["approval_request_id"]: item["approve"]
-        for item in items
-        if item.get("type") == "mcp_approval_response"
-    }
-
-
 def request_to_chat_params(req: CreateResponseRequest) -> dict[str, Any]:
     """Chat-completions parameters for a request, except model, messages, stream and max_tokens.
 

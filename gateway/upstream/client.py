@@ -200,10 +200,6 @@ class UpstreamClient:
         """POST a JSON body and return the decoded JSON answer."""
         return self._decode(self._send(provider, "POST", path, body, stream=False), provider)
 
-    def get_json(self, provider: str, path: str) -> dict[str, Any]:
-        """GET a JSON resource."""
-        return self._decode(self._send(provider, "GET", path, None, stream=False), provider)
-
     def submit_json(self, provider: str, path: str, body: dict[str, Any]) -> Future[dict[str, Any]]:
         """post_json on the reader pool, so the caller can wait with keep-alives."""
         return self._executor.submit(self.post_json, provider, path, body)

@@ -11,7 +11,7 @@ from gateway.accounting.meter import Meter
 from gateway.accounting.tokens import usage_from_openai
 from gateway.config import Settings
 from gateway.db import own_connection
-from gateway.errors import GatewayError, UpstreamError, UpstreamRejected
+from gateway.errors import CLIENT_CLOSED, GatewayError, UpstreamError, UpstreamRejected
 from gateway.loop.events import Usage
 from gateway.upstream import sse
 from gateway.upstream.chunks import read_chunks
@@ -20,7 +20,6 @@ from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CLIENT_CLOSED = 499
 
 
 def upstream_body(settings: Settings, route: Route, body: dict[str, Any], stream: bool) -> dict[str, Any]:
