@@ -92,6 +92,13 @@ class McpServerSettings(Section):
     cwd: str | None = Field(None, description="working directory of the stdio server")
     url: str | None = Field(None, description="streamable HTTP endpoint (instead of command)")
     headers: dict[str, str] = Field(default_factory=dict, description="headers sent to `url`")
+    scopes: list[str] | None = Field(
+        None, description="account scopes that may use this server (unset: every key; scope \"*\" sees all)"
+    )
+
+    def allows(self, scope: str | None) -> bool:
+        """Whether an account of this scope may use the server (on every route)."""
+        return self.scopes is None or scope == "*" or scope in self.scopes
 
 
 class ProfileSettings(Section):

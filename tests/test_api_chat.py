@@ -37,7 +37,8 @@ def test_chat_forwards_every_parameter_and_maps_the_model(client, auth_headers, 
     assert answer.status_code == 200
     assert answer.json["model"] == "test-model"
     sent = fake_upstream.bodies()[-1]
-    assert sent == {**body, "model": "upstream-model"}
+    # everything forwarded, plus the output cap the hold assumed (the model's 4096 per choice)
+    assert sent == {**body, "model": "upstream-model", "max_tokens": 4096}
 
 
 def test_x_api_key_header_and_openrouter_prefix(client, api_key, fake_upstream):

@@ -35,14 +35,15 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def bearer_token(headers) -> str | None:
+    """The token of `Authorization: Bearer TOKEN`, if any."""
+    scheme, _, value = headers.get("Authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
 def presented_key(headers) -> str | None:
     """The key from `Authorization: Bearer KEY` or `X-API-Key: KEY`, if any."""
-    authorization = headers.get("Authorization", "")
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    api_key = headers.get("X-API-Key", "").strip()
-    return api_key or None
+    return bearer_token(headers) or headers.get("X-API-Key", "").strip() or None
 
 
 def create_key(
@@ -112,11 +113,11 @@ def revoke_key(key_id: int) -> ApiKey:
 
 
 def require_admin(token_env: str) -> None:
-    """Check the admin bearer token; the admin API is off (404) when the env var is unset."""
+    """Check the admin token (`Authorization: Bearer` only); the admin API is off (404) when unset."""
     expected = os.environ.get(token_env, "")
     if not expected:
         raise NotFound("The admin API is disabled.")
-    if not hmac.compare_digest(presented_key(request.headers) or "", expected):
+    if not hmac.compare_digest(bearer_token(request.headers) or "", expected):
         raise AuthenticationFailed("Invalid admin token.")
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.accounting import credits
 from gateway.accounting.keys import Caller
+from gateway.accounting.output_cap import choices, output_cap
 from gateway.accounting.ratelimit import RateLimiter
 from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.config import ModelSettings, Settings
@@ -19,18 +20,12 @@ from gateway.loop.events import Usage
 from gateway.tables import UsageEntry
 from gateway.upstream.routing import Route
 
-NO_OUTPUT_ENDPOINTS = {"embeddings"}
 INTERNAL_ERROR = 500
 
 
 def max_output_tokens(body: dict[str, Any], model: ModelSettings, endpoint: str) -> int:
-    """The output a request may produce: its own cap or the model's, times `n`."""
-    if endpoint in NO_OUTPUT_ENDPOINTS:
-        return 0
-    requested = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
-    cap = requested if isinstance(requested, int) and requested > 0 else model.max_output_tokens
-    choices = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 0) > 0 else 1
-    return cap * choices
+    """The output a request may produce: its cap (see gateway.accounting.output_cap) times `n`."""
+    return output_cap(body, model, endpoint) * choices(body)
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
 
 from gateway import services
 from gateway.accounting import credits
 from gateway.accounting.keys import current_caller
+from gateway.api.http import authenticated_blueprint
 
-bp = Blueprint("account", __name__)
+bp = authenticated_blueprint("account", __name__)
 
 
 @bp.get("/quota")

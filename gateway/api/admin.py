@@ -12,10 +12,17 @@ from gateway import services
 from gateway.accounting import credits, keys
 from gateway.api.http import json_object, parse_model
 from gateway.db import database
+from gateway.errors import InvalidRequest
 from gateway.tables import ApiKey, LedgerEntry, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 Tier = Literal["free", "premium", "enterprise", "internal"]
+
+
+MAX_ID = 2**63 - 1  # the largest id a BIGINT column holds
+MAX_CREDITS = 1_000_000_000  # per grant or limit; micro-credits stay far inside 64 bits
+MAX_DAYS = 36_500
+MAX_RATE = 1_000_000_000
 
 
 class Strict(BaseModel):
@@ -26,21 +33,21 @@ class CreateKey(Strict):
     """Body of POST /admin/keys."""
 
     name: str = Field(min_length=1, max_length=200)
-    account_id: int | None = None
+    account_id: int | None = Field(None, ge=1, le=MAX_ID)
     tier: Tier = "free"
     scope: str | None = None
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    spend_limit: float | None = Field(None, ge=0, description="credits this key may spend")
-    credits: float | None = Field(None, gt=0, description="credits granted to the account")
+    rpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    tpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS, description="credits this key may spend")
+    credits: float | None = Field(None, gt=0, le=MAX_CREDITS, description="credits granted to the account")
 
 
 class UpdateKey(Strict):
     """Body of PATCH /admin/keys/{id}; null clears a limit."""
 
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    spend_limit: float | None = Field(None, ge=0)
+    rpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    tpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS)
 
 
 class UpdateAccount(Strict):
@@ -54,14 +61,17 @@ class UpdateAccount(Strict):
 class Grant(Strict):
     """Body of POST /admin/accounts/{id}/credits."""
 
-    amount: float = Field(gt=0)
-    expires_in_days: float | None = Field(None, gt=0)
+    amount: float = Field(gt=0, le=MAX_CREDITS)
+    expires_in_days: float | None = Field(None, gt=0, le=MAX_DAYS)
     source: str = Field("grant", min_length=1, max_length=32)
 
 
 @bp.before_request
 def _admin_only() -> None:
     keys.require_admin(services.settings().admin.token_env)
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, int) and value > MAX_ID:
+            raise InvalidRequest(f"`{name}` must be at most {MAX_ID}.", param=name)
 
 
 @bp.post("/keys")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Response, current_app, jsonify
 
 from gateway import services
 from gateway.accounting.keys import current_caller
+from gateway.api.http import authenticated_blueprint
 
-bp = Blueprint("catalog", __name__)
+bp = authenticated_blueprint("catalog", __name__)
 
 
 @bp.get("/models")

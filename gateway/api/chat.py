@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Response, jsonify
 
 from gateway import services
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
 from gateway.api import chat_render
-from gateway.api.http import event_stream, json_object, request_id, with_headers
+from gateway.api.http import (
+    authenticated_blueprint,
+    event_stream,
+    json_object,
+    request_id,
+    stream_requested,
+    with_headers,
+)
 from gateway.loop.run import Run
 from gateway.mcp.assemble import profile_toolset
 from gateway.upstream import relay, routing
 
-bp = Blueprint("chat", __name__)
+bp = authenticated_blueprint("chat", __name__)
 
 
 @bp.post("/chat/completions")
@@ -45,12 +52,13 @@ def embeddings() -> Response:
 
 def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     """Authenticate, route, meter, relay upstream."""
+    streaming = stream_requested(body)
     caller = current_caller()
     settings = services.settings()
     routes = routing.candidates(settings, body)
     meter = Meter.admit(caller, routes, body, path, request_id(), settings, services.limiter())
     client = services.upstream()
-    if body.get("stream") is True:
+    if streaming:
         route, stream = relay.open_stream(client, settings, routes, path, body, meter)
         keepalive = settings.server.keepalive_interval_s
         chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive)
@@ -60,14 +68,15 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
 
 def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
     """Run the tool loop with these built-in servers' tools; answer with the final message."""
+    streaming = stream_requested(body)
     caller = current_caller()
     settings = services.settings()
     route = routing.resolve(settings, body.get("model"))
     meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
     with meter.closed_on_failure():
-        plan = chat_render.loop_plan(body, route, profile_toolset(services.mcp(), labels))
+        plan = chat_render.loop_plan(body, route, profile_toolset(services.mcp(), labels, caller.account.scope))
         run = Run(plan, meter, services.upstream(), settings)
-    if body.get("stream") is True:
+    if streaming:
         return with_headers(event_stream(chat_render.stream(run, wants_usage(body)), run), meter)
     return with_headers(jsonify(chat_render.complete(run)), meter)
 

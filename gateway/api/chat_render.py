@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
+from gateway.accounting.output_cap import output_cap
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.ids import new_id
 from gateway.loop.events import KeepAlive, LoopEvent, LoopFinished, McpCallStarted, TextDelta
@@ -20,7 +21,7 @@ from gateway.upstream import sse
 from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
-LOOP_OWNED = ("tools", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+LOOP_OWNED = ("tools", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens",
               "messages", "model", "models", "n")
 FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
@@ -30,9 +31,8 @@ def loop_plan(body: dict[str, Any], route: Route, toolset: Any) -> LoopPlan:
     if not isinstance(body.get("messages"), list):
         raise InvalidRequest("`messages` must be a list.", param="messages")
     params = {key: value for key, value in body.items() if key not in LOOP_OWNED}
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
     return LoopPlan(route, list(body["messages"]), params, toolset,
-                    max_output_tokens=limit if isinstance(limit, int) else None)
+                    max_output_tokens=output_cap(body, route.settings, "chat/completions"))
 
 
 @dataclass

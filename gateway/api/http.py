@@ -8,9 +8,10 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request
 from pydantic import BaseModel, ValidationError
 
+from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
 from gateway.errors import InvalidRequest, MalformedJson, UnknownParameter
 from gateway.ids import new_id
@@ -28,9 +29,32 @@ def json_object() -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise MalformedJson("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise MalformedJson("The request body nests too deeply.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     return body
+
+
+def stream_requested(body: dict[str, Any]) -> bool:
+    """Whether a chat or completions request streams; a non-boolean `stream` or `stream_options` is a 400."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("`stream` must be true or false.", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("`stream_options` must be an object.", param="stream_options")
+    if options is not None and not isinstance(options.get("include_usage", False), bool):
+        raise InvalidRequest("`stream_options.include_usage` must be true or false.",
+                             param="stream_options.include_usage")
+    return bool(stream)
+
+
+def authenticated_blueprint(name: str, import_name: str, **options: Any) -> Blueprint:
+    """A blueprint whose every route authenticates the key before anything reads the body."""
+    blueprint = Blueprint(name, import_name, **options)
+    blueprint.before_request(lambda: current_caller() and None)
+    return blueprint
 
 
 def event_stream(chunks: Iterator[bytes], run: Run | None = None) -> Response:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Response
 
 from gateway import services
 from gateway.accounting.keys import current_caller
 from gateway.api import catalog
 from gateway.api.chat import relay_upstream, run_with_tools
-from gateway.api.http import json_object
+from gateway.api.http import authenticated_blueprint, json_object
 from gateway.errors import NotFound
 
-bp = Blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
+bp = authenticated_blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
 
 
 def profile_servers(scope: str, profile: str) -> list[str]:

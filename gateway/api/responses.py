@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.accounting.keys import current_caller
 from gateway.api import responses_render
-from gateway.api.http import event_stream, json_object, parse_model, request_id, with_headers
+from gateway.api.http import (
+    authenticated_blueprint,
+    event_stream,
+    json_object,
+    parse_model,
+    request_id,
+    with_headers,
+)
 from gateway.responses import admission, background, compaction, store
 
-bp = Blueprint("responses", __name__)
+bp = authenticated_blueprint("responses", __name__)
 
 
 class InputItemsQuery(BaseModel):

@@ -58,19 +58,20 @@ def admit(req: CreateResponseRequest, caller: Caller, request_id: str, settings:
     }
     meter = Meter.admit(caller, [route], estimate, "responses", request_id, settings, services.limiter())
     with meter.closed_on_failure():
-        toolset = open_toolset(req, history)
-        plan = LoopPlan(route, messages, params, toolset, req.max_output_tokens, req.max_tool_calls, approved)
+        toolset = open_toolset(req, history, caller.account.scope)
+        cap = req.max_output_tokens or route.settings.max_output_tokens  # the hold's cap is the loop's total
+        plan = LoopPlan(route, messages, params, toolset, cap, req.max_tool_calls, approved)
         builder = ResponseBuilder(store.new_response_id(), request_echo(req), int(time.time()), route.model_id)
         run = Run(plan, meter, services.upstream(), settings)
         return ResponseRun(run, req, caller, builder, own)
 
 
-def open_toolset(req: CreateResponseRequest, history: store.History) -> Toolset | None:
+def open_toolset(req: CreateResponseRequest, history: store.History, scope: str | None) -> Toolset | None:
     """The request's MCP servers, connected (servers listed earlier in the chain are not re-listed)."""
     if not req.mcp_tools():
         return None
     targets = translate.allowed_mcp_targets(req)
-    return declared_toolset(services.mcp(), req.mcp_tools(), history.listed_servers, targets)
+    return declared_toolset(services.mcp(), req.mcp_tools(), history.listed_servers, targets, scope)
 
 
 def approved_calls(own: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[ApprovedCall]:

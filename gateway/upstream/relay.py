@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
+from gateway.accounting.output_cap import with_output_cap
 from gateway.accounting.tokens import usage_from_openai
 from gateway.config import Settings
 from gateway.db import own_connection
@@ -31,6 +32,11 @@ def upstream_body(settings: Settings, route: Route, body: dict[str, Any], stream
     if settings.providers[route.provider].empty_tool_call_content and "messages" in sent:
         sent["messages"] = [_content_not_null(message) for message in sent["messages"]]
     return sent
+
+
+def capped_body(settings: Settings, route: Route, body: dict[str, Any], path: str, stream: bool) -> dict[str, Any]:
+    """upstream_body with the output cap the hold assumed for this route's model."""
+    return upstream_body(settings, route, with_output_cap(body, route.settings, path), stream)
 
 
 def _content_not_null(message: Any) -> Any:
@@ -69,7 +75,7 @@ def relay_json(
     """One JSON round trip with fallbacks; settles the meter either way."""
     with meter.closed_on_failure():
         route, data = with_fallback(
-            routes, lambda r: client.post_json(r.provider, path, upstream_body(settings, r, body, False))
+            routes, lambda r: client.post_json(r.provider, path, capped_body(settings, r, body, path, False))
         )
         data["model"] = route.model_id
         usage = usage_from_openai(data.get("usage")) or meter.estimate(
@@ -101,7 +107,7 @@ def open_stream(
     """Open the upstream stream (with fallbacks) before any byte goes to the client."""
     with meter.closed_on_failure():
         return with_fallback(
-            routes, lambda r: client.open_stream(r.provider, path, upstream_body(settings, r, body, True))
+            routes, lambda r: client.open_stream(r.provider, path, capped_body(settings, r, body, path, True))
         )
 
 
