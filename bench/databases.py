@@ -65,14 +65,15 @@ def drop_postgres_database(server_url: str) -> None:
 
 
 COUNT_QUERIES = {
-    "usage_rows": "SELECT COUNT(*) FROM usage_entry WHERE api_key_id = {key} AND status = 200",
+    "usage_rows": "SELECT COUNT(*) FROM usage_entry WHERE api_key_id = {key}",
+    "usage_ok": "SELECT COUNT(*) FROM usage_entry WHERE api_key_id = {key} AND status = 200",
     "charges": "SELECT COUNT(*) FROM ledger_entry WHERE api_key_id = {key} AND kind = 'charge'",
     "open_reservations": "SELECT COUNT(*) FROM reservation WHERE api_key_id = {key} AND status = 'open'",
 }
 
 
 def accounting_counts(url: str, key_id: int) -> dict[str, int]:
-    """Rows the gateway wrote for one key: usage rows, ledger charges, still-open reservations."""
+    """Rows the gateway wrote for one key: usage rows (all, status 200), ledger charges, open reservations."""
     queries = {name: sql.format(key=int(key_id)) for name, sql in COUNT_QUERIES.items()}
     if url.startswith("sqlite:///"):
         connection = sqlite3.connect(url[len("sqlite:///"):], timeout=10)

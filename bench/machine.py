@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 BUSY_PERCENT = 20.0
 
@@ -28,7 +30,7 @@ def busy_processes(own_groups: set[int]) -> set[str]:
     busy = set()
     for line in listing.splitlines():
         parts = line.split(None, 3)
-        if len(parts) != 4 or int(parts[0]) == os.getpid() or int(parts[1]) in own_groups:
+        if len(parts) != 4 or int(parts[0]) == os.getpid() or int(parts[1]) in own_groups or parts[3].startswith("ps "):
             continue
         if float(parts[2]) > BUSY_PERCENT:
             busy.add(short_command(parts[3]))
@@ -51,9 +53,53 @@ def short_command(args: str, words: int = 3) -> str:
                     for index, word in enumerate(args.split()[:words]))
 
 
-def describe() -> list[str]:
-    """Lines for the report's Machine section."""
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def memory_gib() -> float:
+    """Total memory in GiB from /proc/meminfo."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def tool_version(command: list[str]) -> str:
+    """The first line a tool prints about its version, or `not found`."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "not found"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "not found"
+
+
+def package_version(name: str) -> str:
+    """An installed Python package's version in this environment."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def describe(versions: dict[str, str]) -> list[str]:
+    """Lines for the report's Machine section; `versions` names the tools the run used."""
     return [
-        f"{os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, Python {platform.python_version()}",
+        f"{cpu_model()}, {os.cpu_count()} cores, {memory_gib():.0f} GiB; {platform.system()} {platform.release()}",
+        f"Python {platform.python_version()}, gunicorn {package_version('gunicorn')}, "
+        f"Flask {package_version('flask')}, requests {package_version('requests')}, "
+        f"peewee {package_version('peewee')}",
+        "; ".join(f"{name}: {version}" for name, version in versions.items()),
         f"load average at start (1/5/15 min): {load_average()}",
     ]

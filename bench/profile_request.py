@@ -31,16 +31,18 @@ def build_app(database_url: str, upstream_port: int):
     """The gateway app on `database_url` with the bench's models, plus a fresh key per model."""
     import tomllib
 
-    from gateway import billing, create_app, db
-    from gateway.auth import create_key
+    from gateway import create_app, db
+    from gateway.accounting import credits
+    from gateway.accounting.keys import create_key
     from gateway.config import build_settings
 
     settings = build_settings(tomllib.loads(processes.gateway_config(database_url, upstream_port)))
     app = create_app(settings)
+    db.upgrade()
     with db.database.connection_context(), db.database.atomic():
         _, free_secret = create_key("bench-free")
         priced_key, priced_secret = create_key("bench-priced")
-        billing.grant_credits(priced_key.account_id, billing.to_micro(1000))
+        credits.grant_credits(priced_key.account_id, credits.to_micro(1000))
     return app, {processes.FREE_MODEL: free_secret, processes.PRICED_MODEL: priced_secret}
 
 

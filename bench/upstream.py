@@ -1,21 +1,26 @@
-"""A fast loopback fake OpenAI upstream: canned chat completions (JSON or SSE) with usage.
+"""A fast loopback fake OpenAI upstream (stdlib asyncio): chat completions as JSON or SSE, with usage.
 
-Run it as its own process (`python -m bench.upstream --port P`) so the load generator's GIL
-never slows it down; it prints `ready <port>` once it accepts connections.
+Run it as its own process (`python -m bench.upstream --port P`); it prints `ready <port>` once it
+accepts connections and exits when its stdin closes. Every POST gets a chat completion: JSON, or
+SSE when the body says `"stream": true` (the usage chunk too with `stream_options.include_usage`).
+Model `SLOW_MODEL` waits `--slow-wait-s` (1 s) before its first byte, like a model thinking; one
+event loop holds thousands of such streams at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-STREAM_WORDS = ["Hello", " from", " the", " bench", "."]
+USAGE = {"prompt_tokens": 11, "completion_tokens": 32, "total_tokens": 43}
+STREAM_CHUNKS = 32  # content events per streamed answer
+SLOW_MODEL = "bench-slow"
+MAX_HEADER_BYTES = 65536
+MAX_BODY_BYTES = 10_000_000
 
 
 def completion_body() -> bytes:
@@ -23,9 +28,9 @@ def completion_body() -> bytes:
     return json.dumps({
         "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "bench-upstream",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the bench."},
-                     "finish_reason": "stop"}],
-        "usage": USAGE,
-    }).encode()
+                     "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }, separators=(",", ":")).encode()
 
 
 def stream_chunk(delta: dict[str, Any], finish: str | None = None, usage: dict | None = None) -> dict:
@@ -41,11 +46,11 @@ def stream_chunk(delta: dict[str, Any], finish: str | None = None, usage: dict |
 def stream_events(include_usage: bool) -> list[bytes]:
     """The SSE frames of one streamed answer, ending with `[DONE]`."""
     chunks = [stream_chunk({"role": "assistant", "content": ""})]
-    chunks += [stream_chunk({"content": word}) for word in STREAM_WORDS]
+    chunks += [stream_chunk({"content": f" word{index}"}) for index in range(STREAM_CHUNKS)]
     chunks.append(stream_chunk({}, finish="stop"))
     if include_usage:
         chunks.append(stream_chunk({}, usage=USAGE))
-    frames = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
+    frames = [f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n".encode() for chunk in chunks]
     return [*frames, b"data: [DONE]\n\n"]
 
 
@@ -55,85 +60,105 @@ def http_chunk(data: bytes) -> bytes:
 
 
 COMPLETION = completion_body()
-JSON_RESPONSE = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(COMPLETION)
-    + COMPLETION
-)
-STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+JSON_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                 % len(COMPLETION) + COMPLETION)
+MODELS = b'{"object":"list","data":[{"id":"bench-upstream","object":"model","owned_by":"bench"}]}'
+MODELS_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                   % len(MODELS) + MODELS)
+STREAM_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")
 STREAM_BODIES = {usage: [http_chunk(frame) for frame in stream_events(usage)] for usage in (False, True)}
 
 
-class BenchHandler(BaseHTTPRequestHandler):
-    """Answers every POST with the canned completion; keeps connections alive."""
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:
+    """(method, lower-cased headers, body) of the next request; None when the client closed."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method = lines[0].split(" ", 1)[0]
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            body += (await reader.readexactly(size + 2))[:size]
+            if size == 0 or len(body) > MAX_BODY_BYTES:
+                break
+        return method, headers, body
+    length = min(int(headers.get("content-length") or 0), MAX_BODY_BYTES)
+    return method, headers, await reader.readexactly(length) if length else b""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    event_delay_s = 0.0
 
-    def log_message(self, *args: Any) -> None:
-        pass
+class Upstream:
+    """The fake's connection handler; `slow_wait_s` applies to SLOW_MODEL."""
 
-    def do_GET(self) -> None:
-        body = b'{"object": "list", "data": [{"id": "bench-upstream", "object": "model"}]}'
-        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                         % len(body) + body)
+    def __init__(self, slow_wait_s: float) -> None:
+        self.slow_wait_s = slow_wait_s
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve requests on one keep-alive connection until the client closes it."""
+        try:
+            while (request := await read_request(reader)) is not None:
+                method, headers, body = request
+                if method != "POST":
+                    writer.write(MODELS_RESPONSE)
+                    await writer.drain()
+                    continue
+                await self.answer(writer, json.loads(body or b"{}"))
+                if headers.get("connection", "").lower() == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def answer(self, writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+        """JSON, or the SSE stream (after the slow model's wait)."""
         if not body.get("stream"):
-            self.wfile.write(JSON_RESPONSE)  # head and body in one send
+            writer.write(JSON_RESPONSE)
+            await writer.drain()
             return
+        if body.get("model") == SLOW_MODEL:
+            await asyncio.sleep(self.slow_wait_s)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self.wfile.write(STREAM_HEAD)
+        writer.write(STREAM_HEAD)
         for frame in STREAM_BODIES[include_usage]:
-            if self.event_delay_s:
-                time.sleep(self.event_delay_s)
-            self.wfile.write(frame)
-        self.wfile.write(http_chunk(b""))
+            writer.write(frame)
+            await writer.drain()
+        writer.write(http_chunk(b""))
+        await writer.drain()
 
 
-class BenchUpstream:
-    """The fake on 127.0.0.1 in a background thread (for in-process use)."""
-
-    def __init__(self, port: int = 0, event_delay_s: float = 0.0) -> None:
-        handler = type("Handler", (BenchHandler,), {"event_delay_s": event_delay_s})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 128
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> BenchUpstream:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket (idempotent)."""
-        self._server.shutdown()
-        self._server.server_close()
+async def serve(port: int, slow_wait_s: float) -> None:
+    """Listen on 127.0.0.1:port until stdin closes."""
+    upstream = Upstream(slow_wait_s)
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", port, backlog=4096, limit=MAX_HEADER_BYTES)
+    print(f"ready {server.sockets[0].getsockname()[1]}", flush=True)
+    loop = asyncio.get_running_loop()
+    stdin_closed = asyncio.Event()
+    # the parent holds our stdin; EOF means it is gone, so we never outlive it
+    threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stdin_closed.set)),
+                     daemon=True).start()
+    async with server:
+        await stdin_closed.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until stdin closes or the process is terminated."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--event-delay-ms", type=float, default=0.0, help="sleep before each SSE event")
+    parser.add_argument("--slow-wait-s", type=float, default=1.0, help=f"wait before {SLOW_MODEL}'s stream")
     args = parser.parse_args(argv)
-    upstream = BenchUpstream(args.port, args.event_delay_ms / 1000).start()
-    print(f"ready {upstream.port}", flush=True)
     try:
-        sys.stdin.read()  # the parent holds our stdin; EOF means it is gone, so we never outlive it
+        asyncio.run(serve(args.port, args.slow_wait_s))
     except KeyboardInterrupt:
         pass
-    upstream.stop()
     return 0
 
 
