@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     """Build the WSGI app: load config, wire services, register blueprints (no DB work; see db.migrate)."""
     settings = settings or load_settings(config_path)
     app = Flask(__name__)
+    app.url_map.merge_slashes = False  # `/v1/responses//input_items` is a 404, not an HTML redirect
     app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
     app.json.sort_keys = False
     app.extensions["gateway.settings"] = settings

@@ -223,10 +223,20 @@ def embedded_defaults() -> dict[str, Any]:
     }
 
 
-def env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
-    """`GATEWAY_<SECTION>_<KEY>` variables as a nested dict (values parsed by pydantic)."""
+def secret_variables(raw: dict[str, Any]) -> set[str]:
+    """The variables `*_env` settings name (the admin token, ...): secrets, never read as overrides."""
+    admin = raw.get("admin", {}).get("token_env", AdminSettings.model_fields["token_env"].default)
+    sealing = raw.get("responses", {}).get("secret_env", ResponsesSettings.model_fields["secret_env"].default)
+    providers = [provider.get("api_key_env") for provider in raw.get("providers", {}).values()]
+    return {name for name in (admin, sealing, *providers) if isinstance(name, str)}
+
+
+def env_overrides(environ: dict[str, str], secrets: set[str] = frozenset()) -> dict[str, dict[str, str]]:
+    """`GATEWAY_<SECTION>_<KEY>` variables as a nested dict (values parsed by pydantic), secrets skipped."""
     found: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
+        if name in secrets:
+            continue
         for section in ENV_SECTIONS:
             prefix = f"{ENV_PREFIX}{section.upper()}_"
             if name.startswith(prefix):
@@ -294,4 +304,4 @@ def load_settings(path: str | None = None, environ: dict[str, str] | None = None
             raise ConfigError(f"{config_file}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
-    return build_settings(merge(raw, env_overrides(environ)), embedded=embedded)
+    return build_settings(merge(raw, env_overrides(environ, secret_variables(raw))), embedded=embedded)

@@ -52,7 +52,7 @@ def test_x_api_key_header_and_openrouter_prefix(client, api_key, fake_upstream):
 
 
 def test_usage_row_records_reported_tokens(client, auth_headers):
-    client.post("/v1/chat/completions", json={"model": "test-model", "messages": []}, headers=auth_headers)
+    client.post("/v1/chat/completions", json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}, headers=auth_headers)
     [row] = usage_rows()
     assert (row.prompt_tokens, row.completion_tokens, row.estimated, row.status) == (11, 7, False, 200)
     assert row.model == "test-model" and row.endpoint == "chat/completions"
@@ -100,7 +100,7 @@ def test_fallback_models_on_upstream_failure(client, auth_headers, fake_upstream
     fake_upstream.responder = responder
     answer = client.post(
         "/v1/chat/completions",
-        json={"models": ["test-model", "backup-model"], "messages": []},
+        json={"models": ["test-model", "backup-model"], "messages": [{"role": "user", "content": "hi"}]},
         headers=auth_headers,
     )
     assert answer.status_code == 200
@@ -112,7 +112,8 @@ def test_fallback_models_on_upstream_failure(client, auth_headers, fake_upstream
 def test_no_fallback_on_client_error(client, auth_headers, fake_upstream):
     fake_upstream.responder = lambda path, body: JsonReply({"error": {"message": "bad"}}, status=400)
     answer = client.post(
-        "/v1/chat/completions", json={"models": ["test-model", "backup-model"]}, headers=auth_headers
+        "/v1/chat/completions", json={"models": ["test-model", "backup-model"],
+                                      "messages": [{"role": "user", "content": "hi"}]}, headers=auth_headers
     )
     assert answer.status_code == 400
     assert len(fake_upstream.requests) == 1
@@ -144,7 +145,7 @@ def stream_lines(response: requests.Response) -> list[str]:
 def test_stream_relays_chunks_and_drops_unrequested_usage(live_server, auth_headers, fake_upstream):
     response = requests.post(
         f"{live_server}/v1/chat/completions",
-        json={"model": "test-model", "messages": [], "stream": True},
+        json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True},
         headers=auth_headers,
         stream=True,
         timeout=10,
@@ -165,7 +166,7 @@ def test_stream_relays_chunks_and_drops_unrequested_usage(live_server, auth_head
 def test_stream_keeps_usage_chunk_when_asked(live_server, auth_headers):
     response = requests.post(
         f"{live_server}/v1/chat/completions",
-        json={"model": "test-model", "messages": [], "stream": True, "stream_options": {"include_usage": True}},
+        json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True, "stream_options": {"include_usage": True}},
         headers=auth_headers,
         stream=True,
         timeout=10,
@@ -180,7 +181,7 @@ def test_first_chunk_arrives_before_upstream_finishes(live_server, auth_headers,
     )
     response = requests.post(
         f"{live_server}/v1/chat/completions",
-        json={"model": "test-model", "messages": [], "stream": True},
+        json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True},
         headers=auth_headers,
         stream=True,
         timeout=10,
@@ -200,7 +201,7 @@ def test_keep_alive_comments_during_silence(make_settings, fake_upstream, make_k
     secret = make_key()
     response = app.test_client().post(
         "/v1/chat/completions",
-        json={"model": "test-model", "messages": [], "stream": True},
+        json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True},
         headers={"Authorization": f"Bearer {secret}"},
     )
     text = response.get_data(as_text=True)
@@ -213,7 +214,7 @@ def test_client_disconnect_closes_upstream(live_server, auth_headers, fake_upstr
         [(0, chat_chunk("x"))] + [(0.05, chat_chunk("y"))] * 400
     )
     host, port = live_server.removeprefix("http://").split(":")
-    payload = json.dumps({"model": "test-model", "messages": [], "stream": True})
+    payload = json.dumps({"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True})
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -238,7 +239,7 @@ def test_upstream_failure_mid_stream_ends_with_error_event(live_server, auth_hea
     )
     response = requests.post(
         f"{live_server}/v1/chat/completions",
-        json={"model": "test-model", "messages": [], "stream": True},
+        json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True},
         headers=auth_headers,
         stream=True,
         timeout=10,
@@ -254,7 +255,7 @@ def test_stream_truncated_by_upstream_is_an_error_not_silence(live_server, auth_
     fake_upstream.responder = lambda p, body: StreamReply([(0, chat_chunk("partial"))], done=False)
     response = requests.post(
         f"{live_server}{path}",
-        json={"model": "test-model", "messages": [], "prompt": "x", "stream": True},
+        json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "prompt": "x", "stream": True},
         headers=auth_headers,
         stream=True,
         timeout=10,
@@ -266,7 +267,7 @@ def test_stream_truncated_by_upstream_is_an_error_not_silence(live_server, auth_
 def test_done_without_finish_reason_is_an_error(live_server, auth_headers, fake_upstream):
     fake_upstream.responder = lambda path, body: StreamReply([(0, chat_chunk("cut"))], done=True)
     response = requests.post(f"{live_server}/v1/chat/completions",
-                             json={"model": "test-model", "messages": [], "stream": True},
+                             json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True},
                              headers=auth_headers, stream=True, timeout=10)
     last = json.loads(stream_lines(response)[-1][6:])
     assert last["error"]["code"] == "upstream_error"

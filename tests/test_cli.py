@@ -57,6 +57,14 @@ def test_db_upgrade_is_idempotent(tmp_path, capsys):
     assert run(capsys, "--config", config, "db", "upgrade")[1] == "database is up to date\n"
 
 
+def test_the_documented_admin_token_and_secret_do_not_break_the_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "admin-token-value")
+    monkeypatch.setenv("GATEWAY_SECRET", "sealing-secret-value")
+    code, out = run(capsys, "db", "upgrade", "--config", config_file(tmp_path))
+    assert code == 0 and out.startswith("applied: 0001_initial")
+    assert load_settings(config_file(tmp_path)).admin.token_env == "GATEWAY_ADMIN_TOKEN"
+
+
 def test_config_error_exits_2_with_one_line(tmp_path, capsys):
     path = tmp_path / "bad.toml"
     path.write_text("[server]\nport = \"x\"\n")

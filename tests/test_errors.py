@@ -40,7 +40,7 @@ CLIENT_FAILURES = [
     ("POST", "/v1/chat/completions", {**CHAT, "model": "nope"}, "good", 404, "model_not_found", None),
     ("POST", "/v1/completions", {"model": "nope", "prompt": "x"}, "good", 404, "model_not_found", None),
     ("POST", "/v1/embeddings", {"model": "nope", "input": "x"}, "good", 404, "model_not_found", None),
-    ("POST", "/v1/chat/completions", {"messages": []}, "good", 400, "missing_model", None),
+    ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "good", 400, "missing_model", None),
     ("POST", "/v1/chat/completions", {**CHAT, "models": "x"}, "good", 400, "invalid_request", None),
     ("POST", "/v1/chat/completions", {**CHAT, "models": ["nope"]}, "good", 404, "model_not_found", None),
     ("GET", "/admin/keys", None, "good", 404, "not_found", None),

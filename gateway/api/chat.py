@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, jsonify
+from pydantic import BaseModel
 
 from gateway import services
 from gateway.accounting.keys import current_caller
@@ -14,10 +15,12 @@ from gateway.api.http import (
     authenticated_blueprint,
     event_stream,
     json_object,
+    parse_model,
     request_id,
     stream_requested,
     with_headers,
 )
+from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.loop.run import Run
 from gateway.mcp.assemble import profile_toolset
 from gateway.upstream import relay, routing
@@ -28,7 +31,7 @@ bp = authenticated_blueprint("chat", __name__)
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     """OpenAI chat completions, JSON or SSE; `tools: "auto"` runs the default profile's MCP tools."""
-    body = json_object()
+    body = validated(ChatRequest)
     if body.get("tools") == "auto":
         profile = services.settings().mcp.default_profile
         labels = services.settings().profiles[profile].mcp_servers if profile else []
@@ -39,13 +42,13 @@ def chat_completions() -> Response:
 @bp.post("/completions")
 def completions() -> Response:
     """Legacy text completions, JSON or SSE."""
-    return relay_upstream("completions", json_object())
+    return relay_upstream("completions", validated(CompletionRequest))
 
 
 @bp.post("/embeddings")
 def embeddings() -> Response:
     """Embeddings (never streamed)."""
-    body = json_object()
+    body = validated(EmbeddingRequest)
     body.pop("stream", None)
     return relay_upstream("embeddings", body)
 
@@ -79,6 +82,13 @@ def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
     if streaming:
         return with_headers(event_stream(chat_render.stream(run, wants_usage(body)), run), meter)
     return with_headers(jsonify(chat_render.complete(run)), meter)
+
+
+def validated(schema: type[BaseModel]) -> dict[str, Any]:
+    """The body through the gate, its core fields checked against `schema`; forwarded as sent."""
+    body = json_object()
+    parse_model(schema, body)
+    return body
 
 
 def wants_usage(body: dict[str, Any]) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
-from gateway.errors import InvalidRequest, MalformedJson, UnknownParameter
+from gateway.api.body import parse_body
+from gateway.errors import InvalidRequest, UnknownParameter
 from gateway.ids import new_id
 from gateway.loop.run import Run
 
@@ -23,17 +23,8 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def json_object() -> dict[str, Any]:
-    """The request body as a JSON object, or 400 with a clear message."""
-    raw = request.get_data(cache=True)
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedJson("The request body is not valid JSON.") from None
-    except RecursionError:
-        raise MalformedJson("The request body nests too deeply.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
+    """The request body through the gate (gateway.api.body): a JSON object, or 400 with a clear message."""
+    return parse_body(request.get_data(cache=True))
 
 
 def stream_requested(body: dict[str, Any]) -> bool:
@@ -87,10 +78,26 @@ def parse_model(model: type[ModelT], body: dict[str, Any]) -> ModelT:
         return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
+        param = param_of(exc.errors())
         if first["type"] == "extra_forbidden":
             raise UnknownParameter(f"Unknown parameter: {param!r}.", param=param) from None
         raise InvalidRequest(f"Invalid value for {param!r}: {first['msg']}.", param=param) from None
+
+
+def param_of(errors: list[Any]) -> str | None:
+    """The field the first error names, as OpenAI writes it (`messages[0].role`).
+
+    A value that fits no member of a union fails once per member, each loc ending in the member's
+    type; the field is what those locs share.
+    """
+    first = errors[0]["loc"]
+    shared = [error["loc"] for error in errors if error["loc"][:1] == first[:1]]
+    length = len(first)
+    for loc in shared[1:]:
+        same = next((i for i, (a, b) in enumerate(zip(first, loc, strict=False)) if a != b), len(loc))
+        length = min(length, same)
+    param = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first[:length])
+    return param.lstrip(".") or None
 
 
 def init_app(app: Flask) -> None:

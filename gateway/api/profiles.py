@@ -7,8 +7,9 @@ from flask import Response
 from gateway import services
 from gateway.accounting.keys import current_caller
 from gateway.api import catalog
-from gateway.api.chat import relay_upstream, run_with_tools
-from gateway.api.http import authenticated_blueprint, json_object
+from gateway.api.chat import relay_upstream, run_with_tools, validated
+from gateway.api.http import authenticated_blueprint
+from gateway.api.openai_requests import ChatRequest
 from gateway.errors import NotFound
 
 bp = authenticated_blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
@@ -27,7 +28,7 @@ def profile_servers(scope: str, profile: str) -> list[str]:
 def chat_completions(scope: str, profile: str) -> Response:
     """Chat in a profile; `tools: "auto"` offers and runs the profile's MCP tools."""
     labels = profile_servers(scope, profile)
-    body = json_object()
+    body = validated(ChatRequest)
     if body.get("tools") == "auto":
         return run_with_tools(body, labels)
     return relay_upstream("chat/completions", body)
