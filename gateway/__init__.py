@@ -6,8 +6,20 @@ import time
 
 from flask import Flask
 
-from gateway import db, errors, lifecycle
-from gateway.api import account, admin, catalog, chat, health, http, mcp, profiles, responses
+from gateway import db, errors, lifecycle, observability
+from gateway.api import (
+    account,
+    admin,
+    catalog,
+    chat,
+    conversations,
+    health,
+    http,
+    mcp,
+    profiles,
+    responses,
+    responses_ws,
+)
 from gateway.config import Settings, load_settings
 
 API_PREFIXES = {"v1": "/v1", "openrouter": "/api/v1"}
@@ -26,8 +38,10 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     db.init_app(app, settings.database.url, pool_size=2 * settings.server.threads)
     lifecycle.init_app(app, settings)
     http.init_app(app)
+    observability.init_app(app, settings)  # after http: it reads the request id
+    responses_ws.init_app(app, settings)
     for name, prefix in API_PREFIXES.items():
-        for blueprint in (chat.bp, catalog.bp, mcp.bp, responses.bp):
+        for blueprint in (chat.bp, catalog.bp, mcp.bp, responses.bp, conversations.bp):
             app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
     app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)

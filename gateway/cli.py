@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, keys, credits, db."""
+"""The `gateway` command: serve, keys, credits, db, config."""
 
 from __future__ import annotations
 
@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     database = commands.add_parser("db", help="database maintenance").add_subparsers(dest="action", required=True)
     upgrade = database.add_parser("upgrade", parents=[common], help="apply pending migrations")
     upgrade.set_defaults(run=run_db_upgrade)
+
+    config = commands.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
+    show = config.add_parser("show", parents=[common], help="print the effective config as TOML, secrets masked")
+    show.set_defaults(run=run_config_show)
     return parser
 
 
@@ -136,6 +140,22 @@ def run_credits_grant(args: argparse.Namespace) -> int:
 def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     applied = db.migrate(settings.database.url)
     print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def run_config_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the settings `gateway serve` would use: a base to copy into a config file."""
+    from gateway.config_text import settings_as_toml
+
+    config_file = find_config_file(args.config, dict(os.environ))
+    if config_file is None:
+        source = "the embedded defaults"
+    elif settings.embedded:
+        source = f"{config_file} over the embedded defaults"
+    else:
+        source = str(config_file)
+    print(f"# Effective configuration: {source}, environment overrides applied, secrets masked (***).")
+    print(settings_as_toml(settings), end="")
     return 0
 
 

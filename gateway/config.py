@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -10,8 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "GATEWAY_"
-ENV_SECTIONS = ("server", "database", "admin", "mcp", "limits", "billing", "responses")
+ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "billing", "responses", "tracing")
 LOCAL_MODEL_PORT = 18081
+EMBEDDED_SCOPE = "default"  # the scope of the first key on embedded defaults
+EMBEDDED_PROFILE = f"{EMBEDDED_SCOPE}/default"
 
 
 class ConfigError(Exception):
@@ -35,6 +39,36 @@ class ServerSettings(Section):
     keepalive_interval_s: float = Field(
         15.0, gt=0, description="seconds of stream silence before a `: keep-alive` comment"
     )
+    client_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a client has to send a whole request (headers and body); then 408"
+    )
+    send_timeout_s: float = Field(
+        30.0, gt=0, description="seconds a client may take no byte of its response; "
+        "then it is dropped and settled like a disconnect (499)"
+    )
+    state_dir: str = Field(
+        "gateway-state", description="folder of runtime files (a supervised model's lock file and log), "
+        "relative to the working directory like the default database"
+    )
+    graceful_timeout_s: int = Field(
+        30, ge=1, description="seconds a stopping or recycled worker lets in-flight requests and streams finish"
+    )
+    max_requests: int = Field(
+        10000, ge=0, description="a worker is replaced (gracefully) after this many requests, bounding memory "
+        "growth; 0 turns recycling off"
+    )
+    max_requests_jitter: int = Field(
+        1000, ge=0, description="up to this many more requests per worker, so workers are not replaced together"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="application logs (gunicorn's included) as plain text or one JSON object per line"
+    )
+    access_log: str = Field(
+        "-", description="where the JSON access log goes: \"-\" for stderr, a file path, or \"\" for none"
+    )
+    ready_probe_ttl_s: float = Field(
+        10.0, gt=0, description="seconds /readyz trusts its last probe of each upstream"
+    )
 
 
 class DatabaseSettings(Section):
@@ -56,6 +90,12 @@ class AdminSettings(Section):
     )
 
 
+class AuthSettings(Section):
+    key_cache_ttl_s: float = Field(
+        2.0, ge=0, le=60, description="seconds a worker trusts a looked-up key (a revoke elsewhere takes this long)"
+    )
+
+
 class ProviderSettings(Section):
     base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1")
     api_key_env: str | None = Field(None, description="env var holding the upstream API key")
@@ -71,6 +111,16 @@ class ProviderSettings(Section):
     streams_tool_calls: bool = Field(
         True, description="false: tool-loop turns that offer tools are fetched without streaming"
     )
+    tool_choice_required: bool = Field(
+        True, description="false: `tool_choice: \"required\"` is sent as the one offered tool by name, "
+        "or \"auto\" when several are offered (llama-cpp-python accepts only those)"
+    )
+
+
+DEFAULT_SUPPORTED_PARAMETERS = (
+    "temperature", "top_p", "frequency_penalty", "presence_penalty", "max_tokens", "max_completion_tokens",
+    "logit_bias", "logprobs", "top_logprobs", "seed", "response_format", "stop", "tools", "tool_choice",
+)
 
 
 class ModelSettings(Section):
@@ -83,6 +133,15 @@ class ModelSettings(Section):
     )
     max_output_tokens: int = Field(4096, ge=1, description="reservation size when a request sets none")
     reasoning: bool = Field(False, description="listed under `thinking.models` in /quota")
+    name: str | None = Field(None, description="display name in OpenRouter's model list (default: the id)")
+    description: str = Field("", description="description in OpenRouter's model list")
+    context_length: int | None = Field(None, ge=1, description="context window in tokens (OpenRouter's list)")
+    supported_parameters: tuple[str, ...] = Field(
+        DEFAULT_SUPPORTED_PARAMETERS,
+        description="request parameters the model honours (OpenRouter's list)",
+    )
+    input_modalities: tuple[str, ...] = Field(("text",), description="e.g. text, image, file")
+    output_modalities: tuple[str, ...] = Field(("text",), description="e.g. text, embeddings")
 
 
 class McpServerSettings(Section):
@@ -95,6 +154,7 @@ class McpServerSettings(Section):
     scopes: list[str] | None = Field(
         None, description="account scopes that may use this server (unset: every key; scope \"*\" sees all)"
     )
+    required: bool = Field(False, description="/readyz answers 503 while this server is not connected")
 
     def allows(self, scope: str | None) -> bool:
         """Whether an account of this scope may use the server (on every route)."""
@@ -127,11 +187,17 @@ class LimitSettings(Section):
     tpm: int = Field(1_000_000, ge=1, description="tokens per minute per key (default)")
     backend: Literal["database", "redis"] = Field("database", description="where windows live")
     url: str | None = Field(None, description="redis://host:port/db when backend = \"redis\"")
+    max_streams_per_key: int = Field(
+        8, ge=1, description="streams one key may have open at once, per worker process (429 beyond)"
+    )
+    max_streams_per_account: int = Field(
+        16, ge=1, description="streams all keys of one account may have open at once, per worker process"
+    )
 
 
 class BillingSettings(Section):
     reservation_ttl_s: int = Field(
-        900, ge=10, description="open reservations older than this are swept (crashed workers)"
+        900, ge=1, description="open reservations older than this are swept (crashed workers)"
     )
     thinking_default_budget: int = Field(16000, ge=0, description="`thinking.default_budget` in /quota")
 
@@ -143,6 +209,34 @@ class ResponsesSettings(Section):
     background_workers: int = Field(
         8, ge=1, description="threads per worker process that run `background: true` responses"
     )
+    websocket_max_age_s: float = Field(
+        3600.0, gt=0, description="WebSocket mode: a connection closes after this long with "
+        "`websocket_connection_limit_reached` (a turn in flight finishes first)"
+    )
+    websocket_idle_timeout_s: float = Field(
+        600.0, gt=0, description="WebSocket mode: seconds a connection may wait for its next `response.create`"
+    )
+    websocket_turn_timeout_s: float = Field(
+        1800.0, gt=0, description="WebSocket mode: a turn still running after this fails with `response_timeout`"
+    )
+    websocket_ping_interval_s: float = Field(
+        25.0, gt=0, description="WebSocket mode: seconds between pings; a client that misses a pong is dropped"
+    )
+    websocket_max_connections: int | None = Field(
+        None, ge=1, description="WebSocket mode: open sockets per worker process, each holding one of "
+        "`[server] threads` (default: half of them); further upgrades get 503"
+    )
+
+
+class TracingSettings(Section):
+    enabled: bool = Field(False, description="OpenTelemetry traces (needs the `otel` extra)")
+    exporter: Literal["otlp", "console", "none"] = Field(
+        "otlp", description="where spans go: OTLP over HTTP, stdout, or nowhere (an SDK already set up)"
+    )
+    endpoint: str | None = Field(
+        None, description="OTLP traces URL, e.g. http://collector:4318/v1/traces (default: OTEL_EXPORTER_OTLP_*)"
+    )
+    service_name: str = Field("llm-gateway", description="`service.name` of the spans (OTEL_SERVICE_NAME wins)")
 
 
 class Settings(Section):
@@ -151,6 +245,7 @@ class Settings(Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     admin: AdminSettings = AdminSettings()
+    auth: AuthSettings = AuthSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelSettings] = Field(default_factory=dict)
     mcpServers: dict[str, McpServerSettings] = Field(default_factory=dict)
@@ -159,11 +254,12 @@ class Settings(Section):
     limits: LimitSettings = LimitSettings()
     billing: BillingSettings = BillingSettings()
     responses: ResponsesSettings = ResponsesSettings()
-    embedded: bool = Field(False, exclude=True, description="built from embedded defaults")
+    tracing: TracingSettings = TracingSettings()
+    embedded: bool = Field(False, exclude=True, description="the embedded defaults are part of it")
 
     def cross_check(self) -> Settings:
         """Check references between tables; raise ConfigError naming the key."""
-        for check in (check_models, check_mcp_servers, check_profiles, check_mcp, check_limits):
+        for check in (check_models, check_mcp_servers, check_profiles, check_mcp, check_limits, check_tracing):
             check(self)
         return self
 
@@ -205,22 +301,41 @@ def check_limits(settings: Settings) -> None:
         raise ConfigError('limits.url: required when backend = "redis"')
 
 
+def check_tracing(settings: Settings) -> None:
+    """Traces need the `otel` extra."""
+    installed = importlib.util.find_spec("opentelemetry") and importlib.util.find_spec("opentelemetry.sdk")
+    if settings.tracing.enabled and not installed:
+        raise ConfigError('tracing.enabled: needs OpenTelemetry (pip install "llm-gateway[otel]")')
+
+
 def embedded_defaults() -> dict[str, Any]:
-    """The configuration used when no file is given: the packaged SmolLM2 model."""
+    """The configuration files layer over: the packaged SmolLM2 model, the time MCP server, a profile."""
     from gateway.upstream.model_process import find_smollm2_model, llama_server_command
 
     model_path = find_smollm2_model()
     provider: dict[str, Any] = {
         "base_url": f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1",
-        "empty_tool_call_content": True,
-        "streams_tool_calls": False,
+        "empty_tool_call_content": True,  # llama-cpp-python answers 500 to tool-call messages with null content
+        "streams_tool_calls": False,  # it cannot stream automatic tool choice
+        "tool_choice_required": False,  # it accepts only "auto", "none" or a named tool
     }
     if model_path:
         provider["command"] = llama_server_command(model_path, LOCAL_MODEL_PORT)
+    servers = embedded_mcp_servers()
     return {
         "providers": {"local": provider},
         "models": {"smollm2": {"provider": "local", "max_output_tokens": 512}},
+        "mcpServers": servers,
+        "profiles": {EMBEDDED_PROFILE: {"mcp_servers": list(servers)}},
+        "mcp": {"default_profile": EMBEDDED_PROFILE, "max_loop_turns": 2},  # a tiny model: one tool round
     }
+
+
+def embedded_mcp_servers() -> dict[str, Any]:
+    """The built-in MCP servers of the embedded defaults that are installed (the `local` extra brings them)."""
+    if importlib.util.find_spec("mcp_server_time") is None:
+        return {}
+    return {"time": {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"]}}
 
 
 def secret_variables(raw: dict[str, Any]) -> set[str]:
@@ -292,16 +407,24 @@ def build_settings(raw: dict[str, Any], *, embedded: bool = False) -> Settings:
 
 
 def load_settings(path: str | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Read the config file (or embedded defaults) and apply environment overrides."""
+    """The embedded defaults, the config file merged over them key by key, then environment overrides.
+
+    A file that declares `[models]` describes a whole deployment: the embedded defaults are left out.
+    """
     environ = dict(os.environ if environ is None else environ)
     config_file = find_config_file(path, environ)
-    if config_file is None:
-        raw, embedded = embedded_defaults(), True
-    else:
-        try:
-            raw, embedded = tomllib.loads(config_file.read_text()), False
-        except OSError as exc:
-            raise ConfigError(f"{config_file}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_file}: {exc}") from None
+    raw = {} if config_file is None else read_config_file(config_file)
+    embedded = "models" not in raw
+    if embedded:
+        raw = merge(embedded_defaults(), raw)
     return build_settings(merge(raw, env_overrides(environ, secret_variables(raw))), embedded=embedded)
+
+
+def read_config_file(config_file: Path) -> dict[str, Any]:
+    """The TOML file as a dict; an unreadable or malformed file is a one-line ConfigError."""
+    try:
+        return tomllib.loads(config_file.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{config_file}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_file}: {exc}") from None

@@ -113,7 +113,10 @@ def migrate(url: str) -> list[str]:
 
 
 def init_app(app: Flask, url: str, pool_size: int) -> None:
-    """Bind the database lazily (no connection yet) and take/return a pooled connection around each request."""
+    """Bind the database lazily; a request takes a pooled connection at its first query and returns it at teardown.
+
+    Most requests make no query of their own (keys are cached, accounting goes through the writer
+    thread), so none is checked out up front: a PostgreSQL check-out costs a `SELECT 1` round trip.
+    """
     bind(url, pool_size)
-    app.before_request(lambda: database.connect(reuse_if_open=True) and None)
     app.teardown_request(lambda exc: database.close() if not database.is_closed() else None)

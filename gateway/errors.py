@@ -1,4 +1,9 @@
-"""The gateway's one exception tree and the OpenAI error body every client sees.
+"""The gateway's one exception tree, rendered in each base path's dialect.
+
+`/v1` (and the `/api/v1/openai/...` profile routes) answer OpenAI's
+`{"error": {"message", "type", "param", "code"}}`; `/api/v1` answers OpenRouter's, whose `code`
+is the HTTP status as an integer, with `metadata` where OpenRouter has it, keeping `type` and
+`param` so OpenAI SDKs pointed there still classify errors.
 
     GatewayError (500 api_error)
     ├── InvalidRequest (400 invalid_request_error)
@@ -33,6 +38,8 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # the status a usage row records when the client went away (nginx's)
+OPENAI, OPENROUTER = "openai", "openrouter"  # error dialects, chosen by base path
+OPENROUTER_PATH, PROFILE_PATH = "/api/v1/", "/api/v1/openai/"
 
 
 class GatewayError(Exception):
@@ -50,18 +57,22 @@ class GatewayError(Exception):
         code: str | None = None,
         status: int | None = None,
         headers: dict[str, str] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.metadata = metadata  # OpenRouter's `error.metadata` (limit_source, provider_name, raw)
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
         self.headers = dict(headers or {})
 
-    def body(self) -> dict[str, Any]:
-        """The OpenAI error body for this error."""
+    def body(self, dialect: str = OPENAI) -> dict[str, Any]:
+        """The error body in a base path's dialect: OpenAI's, or OpenRouter's (integer `code`)."""
+        if dialect == OPENROUTER:
+            return openrouter_error_body(self.message, self.status, self.type, self.param, self.metadata)
         return error_body(self.message, self.type, self.param, self.code)
 
 
@@ -176,6 +187,23 @@ def error_body(
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def openrouter_error_body(
+    message: str, status: int, type_: str, param: str | None = None, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """OpenRouter's `{"error": {"code": <HTTP status>, "message", "metadata"}}`, plus OpenAI's `type`/`param`."""
+    error: dict[str, Any] = {"code": status, "message": message, "type": type_, "param": param}
+    if metadata:
+        error["metadata"] = metadata
+    return {"error": error}
+
+
+def dialect_of(path: str) -> str:
+    """The error dialect of a request path: OpenRouter's under /api/v1 (but its /openai profiles), else OpenAI's."""
+    if path.startswith(OPENROUTER_PATH) and not path.startswith(PROFILE_PATH):
+        return OPENROUTER
+    return OPENAI
+
+
 def http_error(exc: HTTPException) -> GatewayError:
     """Map a werkzeug HTTP exception (routing, 405, 413, bad JSON) into the tree."""
     if exc.code == 404:
@@ -192,10 +220,10 @@ def http_error(exc: HTTPException) -> GatewayError:
 
 
 def init_app(app: Flask) -> None:
-    """Register handlers so every error leaves as one OpenAI-shaped JSON body."""
+    """Register handlers so every error leaves as one JSON body in its base path's dialect."""
 
     def respond(error: GatewayError):
-        response = jsonify(error.body())
+        response = jsonify(error.body(dialect_of(request.path)))
         response.status_code = error.status
         response.headers.update(error.headers)
         return response

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,13 +10,16 @@ from urllib.parse import urlparse
 
 from flask import Flask
 
+from gateway.accounting import keys, streams
+from gateway.accounting import writer as accounting_writer
 from gateway.accounting.ratelimit import RateLimiter
-from gateway.api.metrics import RequestMetrics
 from gateway.config import McpServerSettings, ProviderSettings, Settings
+from gateway.db import database
 from gateway.mcp.assemble import McpRuntime
 from gateway.mcp.bridge import McpBridge
 from gateway.mcp.servers import BuiltinServers, ServerSpec
 from gateway.mcp.transports import http_timeout
+from gateway.observability import close as close_observers
 from gateway.responses import background as responses_background
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.model_process import ManagedProcess
@@ -39,15 +41,16 @@ class StartOnce:
                 self.started = True
 
 
-def managed_process(name: str, provider: ProviderSettings) -> ManagedProcess:
-    """The supervisor of a provider's `command` (one copy per host and port, via a lock file)."""
+def managed_process(name: str, provider: ProviderSettings, state_dir: str) -> ManagedProcess:
+    """The supervisor of a provider's `command`: one copy per state folder and port, elected by a lock file."""
     port = urlparse(provider.base_url).port or 0
-    lock = Path(tempfile.gettempdir()) / f"gateway-provider-{name}-{port}.lock"
+    files = Path(state_dir).resolve() / f"provider-{name}-{port}"
     return ManagedProcess(
         command=provider.command or [],
         ready_url=provider.base_url.rstrip("/") + "/models",
-        lock_path=str(lock),
+        lock_path=f"{files}.lock",
         startup_timeout_s=provider.ready_timeout_s,
+        log_path=f"{files}.log",
     )
 
 
@@ -60,8 +63,11 @@ def server_spec(label: str, server: McpServerSettings) -> ServerSpec:
 def init_app(app: Flask, settings: Settings) -> None:
     """Create the services; nothing starts until `start(app)` (after gunicorn forks)."""
     app.extensions["gateway.upstream"] = UpstreamClient(settings.providers, settings.server.threads)
-    app.extensions["gateway.metrics"] = RequestMetrics()
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
+    streams.init_app(app, settings.limits)
+    keys.init_app(app, settings.auth.key_cache_ttl_s)
+    accounting_writer.init_app(app, database.obj, settings.billing.reservation_ttl_s,
+                               app.extensions["gateway.ratelimit"].counts_in_database)
     app.extensions["gateway.tasks"] = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="gateway-task")
     bridge = McpBridge()
     app.extensions["gateway.mcp"] = McpRuntime(
@@ -71,7 +77,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         settings.responses.background_workers
     )
     app.extensions["gateway.processes"] = {
-        name: managed_process(name, provider)
+        name: managed_process(name, provider, settings.server.state_dir)
         for name, provider in settings.providers.items()
         if provider.command
     }
@@ -112,7 +118,9 @@ def close(app: Flask) -> None:
     runtime.bridge.close()
     app.extensions["gateway.tasks"].shutdown(wait=False, cancel_futures=True)
     app.extensions["gateway.upstream"].close()
+    accounting_writer.writer(app).close()
     app.extensions["gateway.ratelimit"].close()
+    close_observers(app)
 
 
 def post_worker_init(worker) -> None:

@@ -8,7 +8,8 @@ from gunicorn.app.base import BaseApplication
 
 from gateway import db, lifecycle
 from gateway.accounting.keys import create_key
-from gateway.config import Settings
+from gateway.config import EMBEDDED_SCOPE, Settings
+from gateway.observability.gunicorn import observability_options
 from gateway.tables import ApiKey
 
 
@@ -19,13 +20,17 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "bind": f"{server.host}:{server.port}",
         "workers": server.workers,
         "threads": server.threads,
-        "worker_class": "gthread",
+        # gthread whose main loop receives whole requests before a thread serves them (gateway/serving)
+        "worker_class": "gateway.serving.worker.GatewayWorker",
         "timeout": 120,  # gthread heartbeats from its main loop, so long streams are unaffected
-        "graceful_timeout": 30,
+        "graceful_timeout": server.graceful_timeout_s,
+        "max_requests": server.max_requests,  # then the worker is replaced gracefully: bounds memory growth
+        "max_requests_jitter": server.max_requests_jitter,
         "keepalive": 5,
         "control_socket_disable": True,  # gunicorn 27 otherwise shares ~/.gunicorn/gunicorn.ctl between instances
         "post_worker_init": lifecycle.post_worker_init,
         "worker_exit": lifecycle.worker_exit,
+        **observability_options(settings),  # the metrics folder's hooks, JSON logs
     }
 
 
@@ -41,11 +46,14 @@ def prepare_database(settings: Settings) -> str | None:
 
 
 def create_first_key() -> str | None:
-    """A key named "default" if the database has none yet; its secret, else None."""
+    """A key named "default" if the database has none yet; its secret, else None.
+
+    Its account's scope may use the embedded profile (`/api/v1/openai/default/default/...`).
+    """
     with db.database.connection_context(), db.migration_lock(), db.database.atomic():
         if ApiKey.select().exists():
             return None
-        return create_key("default")[1]
+        return create_key("default", scope=EMBEDDED_SCOPE)[1]
 
 
 class GatewayServer(BaseApplication):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 from peewee import (
+    BigAutoField,
     BigIntegerField,
     BooleanField,
     CharField,
@@ -79,7 +80,11 @@ class UsageEntry(BaseModel):
 
 
 class CreditGrant(BaseModel):
-    """Credits added to an account (top-up or promotion), drawn down soonest-expiring first."""
+    """Credits added to an account (top-up or promotion), drawn down soonest-expiring first.
+
+    `remaining` is negative only for a debt: a charge that exceeded what was left (never cut);
+    the next grant repays it first.
+    """
 
     account = ForeignKeyField(Account, backref="grants", on_delete="CASCADE")
     amount = BigIntegerField()  # micro-credits granted
@@ -95,8 +100,8 @@ class CreditGrant(BaseModel):
 class LedgerEntry(BaseModel):
     """One movement of credits: `grant` (+), `charge` (-) or `expiry` (-), in micro-credits."""
 
-    account = ForeignKeyField(Account, backref="ledger", on_delete="CASCADE")
-    api_key = ForeignKeyField(ApiKey, null=True, on_delete="SET NULL")
+    account = ForeignKeyField(Account, backref="ledger", on_delete="CASCADE", index=False)
+    api_key = ForeignKeyField(ApiKey, null=True, on_delete="SET NULL", index=False)
     kind = CharField(max_length=16)
     amount = BigIntegerField()
     request_id = CharField(max_length=64, null=True)
@@ -105,6 +110,7 @@ class LedgerEntry(BaseModel):
 
     class Meta:
         table_name = "ledger_entry"
+        indexes = ((("account", "kind"), False), (("api_key", "kind"), False))  # they lead, so no FK indexes
 
 
 class Reservation(BaseModel):
@@ -119,7 +125,7 @@ class Reservation(BaseModel):
     expires_at = DateTimeField()
 
     class Meta:
-        table_name = "reservation"
+        table_name = "reservation"  # + a partial index of open holds (migration 0007)
 
 
 class RateWindow(BaseModel):
@@ -163,3 +169,29 @@ class ServerSecret(BaseModel):
 
     class Meta:
         table_name = "server_secret"
+
+
+class Conversation(BaseModel):
+    """A Conversations API conversation: its metadata (its items are ConversationItem rows)."""
+
+    id = CharField(primary_key=True, max_length=64)
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    metadata = TextField(default="{}")  # JSON object of strings
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "conversation"
+
+
+class ConversationItem(BaseModel):
+    """One item of a conversation; `seq` orders a conversation's items as they were added."""
+
+    seq = BigAutoField()
+    conversation = ForeignKeyField(Conversation, on_delete="CASCADE")
+    item_id = CharField(max_length=64)
+    body = TextField()  # the item as JSON
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "conversation_item"
+        indexes = ((("conversation", "item_id"), True), (("conversation", "seq"), False))

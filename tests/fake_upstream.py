@@ -104,6 +104,13 @@ def default_responder(path: str, body: dict[str, Any]) -> JsonReply | StreamRepl
     return JsonReply(chat_completion(model=body.get("model", "upstream-model")))
 
 
+class FakeServer(ThreadingHTTPServer):
+    """A threading HTTP server whose listen backlog holds a burst of new connections (the default is 5)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class FakeUpstream:
     """Runs the fake on 127.0.0.1; records every request; `responder` decides answers."""
 
@@ -112,8 +119,7 @@ class FakeUpstream:
         self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.stream_aborted = threading.Event()
         self.stream_finished = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = FakeServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property

@@ -109,6 +109,13 @@ def test_fallback_models_on_upstream_failure(client, auth_headers, fake_upstream
     assert "models" not in fake_upstream.bodies()[-1]
 
 
+def test_a_fallback_list_skips_models_this_gateway_does_not_serve(client, auth_headers, fake_upstream):
+    answer = client.post("/v1/chat/completions", headers=auth_headers,
+                         json={"models": ["gpt-4o-mini", "test-model"], "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 200 and answer.json["model"] == "test-model"
+    assert [body["model"] for body in fake_upstream.bodies()] == ["upstream-model"]
+
+
 def test_no_fallback_on_client_error(client, auth_headers, fake_upstream):
     fake_upstream.responder = lambda path, body: JsonReply({"error": {"message": "bad"}}, status=400)
     answer = client.post(

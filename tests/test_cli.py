@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tomllib
 
 from gateway import db
 from gateway.accounting import keys
@@ -112,3 +113,22 @@ def test_serve_flag_out_of_range_is_a_config_error(tmp_path, capsys, monkeypatch
     record_gunicorn_runs(monkeypatch, tmp_path / "cli.db")
     assert main(["serve", "--config", config_file(tmp_path), "--port", "70000"]) == 2
     assert capsys.readouterr().err.startswith("gateway: config error: server.port:")
+
+
+def test_config_show_prints_the_effective_config_secrets_masked(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", "postgresql://gw:hunter2@db:5432/gateway")
+    (tmp_path / "config.toml").write_text('[mcpServers.docs]\nurl = "https://mcp.example.com/mcp"\n'
+                                          'headers = { Authorization = "Bearer s3cret" }\n')
+    code, out = run(capsys, "config", "show")
+    assert code == 0
+    assert out.startswith("# Effective configuration: config.toml over the embedded defaults")
+    assert "hunter2" not in out and "s3cret" not in out
+    shown = tomllib.loads(out)
+    assert shown["database"]["url"] == "postgresql://gw:***@db:5432/gateway"
+    assert shown["mcpServers"]["docs"]["headers"] == {"Authorization": "***"}
+    assert "smollm2" in shown["models"] and shown["mcp"]["default_profile"] == "default/default"
+    (tmp_path / "shown.toml").write_text(out)
+    code, again = run(capsys, "config", "show", "--config", str(tmp_path / "shown.toml"))
+    assert code == 0 and again.splitlines()[1:] == out.splitlines()[1:]  # a base to copy: it loads as shown
+

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import EMBEDDED_PROFILE, ConfigError, Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 
@@ -25,6 +25,34 @@ def test_embedded_defaults_serve_the_local_model(tmp_path, monkeypatch):
     assert settings.embedded
     assert settings.models["smollm2"].provider == "local"
     assert settings.providers["local"].empty_tool_call_content
+
+
+def test_embedded_defaults_show_the_whole_product(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.mcpServers["time"].args == ["-m", "mcp_server_time", "--local-timezone", "UTC"]
+    assert settings.profiles[EMBEDDED_PROFILE].mcp_servers == ["time"]
+    assert (settings.mcp.default_profile, settings.mcp.max_loop_turns) == (EMBEDDED_PROFILE, 2)
+    local = settings.providers["local"]
+    assert not local.streams_tool_calls and not local.tool_choice_required
+
+
+def test_a_file_without_models_is_merged_over_the_embedded_defaults(tmp_path):
+    text = ('[server]\nport = 9000\n[providers.local]\ntimeout_s = 30.0\n'
+            '[mcpServers.docs]\nurl = "https://mcp.example.com/mcp"\n'
+            '[profiles."acme/default"]\nmcp_servers = ["time", "docs"]\n')
+    settings = load_settings(write(tmp_path, text), environ={})
+    assert settings.embedded and settings.server.port == 9000
+    assert list(settings.models) == ["smollm2"] and set(settings.mcpServers) == {"time", "docs"}
+    assert settings.providers["local"].timeout_s == 30.0 and settings.providers["local"].empty_tool_call_content
+    assert set(settings.profiles) == {EMBEDDED_PROFILE, "acme/default"}
+
+
+def test_a_file_with_models_is_the_whole_configuration(tmp_path):
+    settings = load_settings(write(tmp_path, '[providers.p]\nbase_url = "http://x/v1"\n[models.m]\nprovider = "p"\n'),
+                             environ={})
+    assert not settings.embedded and list(settings.models) == ["m"] and list(settings.providers) == ["p"]
+    assert (settings.mcpServers, settings.profiles, settings.mcp.default_profile) == ({}, {}, None)
 
 
 def test_example_file_loads(monkeypatch):

@@ -1,4 +1,4 @@
-"""Billing: exact pricing, grant order, the reservation state machine, expiry and sweeping."""
+"""Billing: exact pricing, grant order, the reservation state machine, debts, expiry and sweeping."""
 
 from __future__ import annotations
 
@@ -86,10 +86,10 @@ def ledger_totals(account_id: int) -> dict[str, int]:
 
 
 def assert_books_balance(account_id: int) -> None:
-    """grants - charges - expiries == balance, always."""
+    """grants - charges - expiries == balance, always (negative only while in debt)."""
     totals = ledger_totals(account_id)
     balance = credits.balance_of(account_id)
-    assert totals.get("grant", 0) - totals.get("charge", 0) - totals.get("expiry", 0) == balance >= 0
+    assert totals.get("grant", 0) - totals.get("charge", 0) - totals.get("expiry", 0) == balance
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -101,14 +101,11 @@ def test_reserve_settle_release(account_key):
     with pytest.raises(InsufficientBalance, match="may cost up to"):
         credits.reserve(key, 401, "r2", ttl_s=60)
     assert Reservation.select().count() == 1
-    with db.write_transaction():
-        assert credits.settle(key.account_id, key.id, first, 250, "r1") == 250
-    with db.write_transaction():
-        assert credits.settle(key.account_id, key.id, first, 250, "r1") == 0  # never twice
+    assert credits.settle(key.account_id, key.id, first, 250, "r1") == 250
+    assert credits.settle(key.account_id, key.id, first, 250, "r1") == 0  # never twice
     assert credits.balance_of(key.account_id) == 750 and credits.reserved_by(key.account_id) == 0
     second = credits.reserve(key, 750, "r3", ttl_s=60)
-    with db.write_transaction():
-        credits.settle(key.account_id, key.id, second, 0, "r3")  # upstream failed: release
+    credits.settle(key.account_id, key.id, second, 0, "r3")  # upstream failed: release
     assert credits.balance_of(key.account_id) == 750
     assert_books_balance(key.account_id)
 
@@ -118,13 +115,34 @@ def test_free_requests_need_no_balance(account_key):
     assert Reservation.select().count() == 0
 
 
-def test_charge_never_exceeds_balance(account_key):
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_charge_beyond_the_hold_is_charged_in_full_as_debt(account_key):
     key = account_key
     credits.grant_credits(key.account_id, 100)
     reservation = credits.reserve(key, 100, "r", ttl_s=60)
-    with db.write_transaction():
-        assert credits.settle(key.account_id, key.id, reservation, 180, "r") == 100
-    assert credits.balance_of(key.account_id) == 0
+    assert credits.settle(key.account_id, key.id, reservation, 180, "r") == 180  # never cut to the balance
+    assert credits.balance_of(key.account_id) == -80
+    assert ledger_totals(key.account_id) == {"grant": 100, "charge": 180}
+    assert_books_balance(key.account_id)
+    with pytest.raises(InsufficientBalance, match=r"0\.0 are available"):
+        credits.reserve(key, 1, "in-debt", ttl_s=60)
+    credits.grant_credits(key.account_id, 50)  # repays the debt first
+    assert credits.balance_of(key.account_id) == -30
+    with pytest.raises(InsufficientBalance):
+        credits.reserve(key, 1, "still-in-debt", ttl_s=60)
+    grant = credits.grant_credits(key.account_id, 100, expires_at=utcnow() + datetime.timedelta(days=1))
+    assert CreditGrant.get_by_id(grant.id).remaining == 70
+    assert credits.balance_of(key.account_id) == 70 and credits.reserve(key, 70, "after-top-up", ttl_s=60)
+    assert_books_balance(key.account_id)
+
+
+def test_a_debt_survives_the_expiry_of_its_grant(account_key):
+    key = account_key
+    credits.grant_credits(key.account_id, 100, expires_at=NOW + datetime.timedelta(days=1))
+    reservation = credits.reserve(key, 100, "r", ttl_s=60, now=NOW)
+    credits.settle(key.account_id, key.id, reservation, 130, "r", now=NOW)
+    later = credits.summarize(key.account, now=NOW + datetime.timedelta(days=2))
+    assert later.balance == -30 and ledger_totals(key.account_id).get("expiry") is None
     assert_books_balance(key.account_id)
 
 
@@ -136,8 +154,7 @@ def test_key_spend_limit(account_key):
     reservation = credits.reserve(key, 200, "a", ttl_s=60)
     with pytest.raises(InsufficientBalance, match="spend limit"):
         credits.reserve(key, 101, "b", ttl_s=60)
-    with db.write_transaction():
-        credits.settle(key.account_id, key.id, reservation, 150, "a")
+    credits.settle(key.account_id, key.id, reservation, 150, "a")
     credits.reserve(key, 150, "c", ttl_s=60)
     with pytest.raises(InsufficientBalance):
         credits.reserve(key, 1, "d", ttl_s=60)
@@ -151,8 +168,7 @@ def test_expired_credits_are_recorded_not_dropped(account_key):
     assert (summary.balance, summary.expiring_soon) == (800, 500)
     assert summary.next_expiration == NOW + datetime.timedelta(days=2)
     reservation = credits.reserve(key, 200, "r", ttl_s=60, now=NOW)
-    with db.write_transaction():
-        credits.settle(key.account_id, key.id, reservation, 200, "r", now=NOW)
+    credits.settle(key.account_id, key.id, reservation, 200, "r", now=NOW)
     assert CreditGrant.get(CreditGrant.source == "promo").remaining == 300  # drawn first
     later = credits.summarize(key.account, now=NOW + datetime.timedelta(days=3))
     assert (later.balance, later.total_earned, later.total_spent) == (300, 800, 200)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import openai
 import pytest
@@ -19,6 +15,7 @@ from gateway import db
 from gateway.accounting import credits
 from gateway.tables import ApiKey, LedgerEntry, Reservation, UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion
+from tests.served import gateway_serve
 
 PRICE_PER_TOKEN = 1000  # micro-credits per output token (output_price_per_mtok = 1000)
 MAX_TOKENS = 10
@@ -211,42 +208,15 @@ def test_200_concurrent_requests_afford_exactly_50(live_server, funded, fake_ups
                                  "usage_cost": 50 * COST}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_several_gunicorn_workers_afford_exactly_50(tmp_path, database_url, fake_upstream, funded):
     secret, account_id = funded
     fake_upstream.responder = full_cost_responder
-    port = free_port()
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f'[database]\nurl = "{database_url}"\n'
-        f'[providers.fake]\nbase_url = "{fake_upstream.base_url}"\n'
-        f'[models.paid-model]\nprovider = "fake"\noutput_price_per_mtok = {PRICE_PER_TOKEN}\n'
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port),
-         "--workers", "3", "--threads", "8"],
-        env=env, cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        statuses = hammer(base, secret)
-    finally:
-        server.terminate()
-        server.wait(30)
+    config = (f'[database]\nurl = "{database_url}"\n'
+              f'[providers.fake]\nbase_url = "{fake_upstream.base_url}"\n'
+              f'[models.paid-model]\nprovider = "fake"\noutput_price_per_mtok = {PRICE_PER_TOKEN}\n')
+    with gateway_serve(config, tmp_path, workers=3, threads=8) as served:
+        statuses = hammer(served.base_url, secret)
     assert statuses.count(200) == 50 and statuses.count(402) == 150
     assert books(account_id) == {"balance": 0, "charged": 50 * COST, "charges": 50, "open": 0,
                                  "usage_cost": 50 * COST}

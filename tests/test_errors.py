@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import GatewayError, UpstreamTimeout, error_body
+from gateway.errors import OPENROUTER, GatewayError, UpstreamTimeout, dialect_of, error_body
 from gateway.upstream import relay
 from tests.fake_upstream import HangReply, JsonReply
 
@@ -42,7 +42,8 @@ CLIENT_FAILURES = [
     ("POST", "/v1/embeddings", {"model": "nope", "input": "x"}, "good", 404, "model_not_found", None),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "good", 400, "missing_model", None),
     ("POST", "/v1/chat/completions", {**CHAT, "models": "x"}, "good", 400, "invalid_request", None),
-    ("POST", "/v1/chat/completions", {**CHAT, "models": ["nope"]}, "good", 404, "model_not_found", None),
+    ("POST", "/v1/chat/completions", {**CHAT, "model": "nope", "models": ["nope-2"]}, "good", 404, "model_not_found",
+     None),  # a fallback list that names no served model
     ("GET", "/admin/keys", None, "good", 404, "not_found", None),
     ("POST", "/v1/responses", {"input": "x"}, "good", 400, None, "invalid_request_error"),
     ("POST", "/v1/responses", {"model": "test-model", "input": "x", "colour": 1}, "good", 400,
@@ -58,6 +59,13 @@ CLIENT_FAILURES = [
     ("GET", "/v1/responses/resp_missing/input_items", None, "good", 404, None, "invalid_request_error"),
     ("POST", "/v1/responses/resp_missing/cancel", None, "good", 404, None, "invalid_request_error"),
     ("POST", "/v1/responses/compact", {"input": "x"}, "good", 400, None, None),
+    ("GET", "/v1/responses", None, "good", 426, "websocket_upgrade_required", "invalid_request_error"),
+    ("GET", "/v1/responses", None, "none", 401, "invalid_api_key", None),
+    ("POST", "/v1/conversations", {"itemz": []}, "good", 400, "unknown_parameter", "invalid_request_error"),
+    ("POST", "/v1/conversations", {}, "none", 401, "invalid_api_key", None),
+    ("GET", "/v1/conversations/conv_missing", None, "good", 404, "not_found", "invalid_request_error"),
+    ("GET", "/api/v1/conversations/conv_missing/items", None, "good", 404, None, "invalid_request_error"),
+    ("DELETE", "/v1/conversations/conv_missing/items/msg_x", None, "good", 404, "not_found", None),
     ("GET", "/v1/mcp/servers", None, "none", 401, "invalid_api_key", None),
     ("GET", "/v1/mcp/servers/ghost/tools", None, "good", 404, None, "invalid_request_error"),
     ("GET", "/quota", None, "bad", 401, "invalid_api_key", None),
@@ -70,12 +78,32 @@ CLIENT_FAILURES = [
 ]
 
 
+def assert_openrouter_error(response, status: int, type_: str | None = None) -> dict:
+    """OpenRouter's dialect (/api/v1): integer `code` = the status, plus OpenAI's `type` and `param`."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert {"code", "message", "type", "param"} <= set(body["error"]) <= {"code", "message", "type", "param",
+                                                                           "metadata"}
+    assert body["error"]["code"] == status and body["error"]["message"]
+    if type_ is not None:
+        assert body["error"]["type"] == type_
+    return body["error"]
+
+
+def assert_error_in_dialect(path: str, response, status: int, code: str | None, type_: str | None) -> dict:
+    """The error in the dialect of its base path."""
+    if dialect_of(path) == OPENROUTER:
+        return assert_openrouter_error(response, status, type_)
+    return assert_openai_error(response, status, code, type_)
+
+
 @pytest.mark.parametrize("method,path,body,who,status,code,type_", CLIENT_FAILURES)
 def test_client_failures(client, api_key, method, path, body, who, status, code, type_):
     headers = {"good": {"Authorization": f"Bearer {api_key}"}, "bad": {"X-API-Key": "sk-gw-wrong"}, "none": {}}
     kwargs = {"data": body} if isinstance(body, bytes) else {"json": body}
     response = client.open(path, method=method, headers=headers[who], **kwargs)
-    error = assert_openai_error(response, status, code, type_)
+    error = assert_error_in_dialect(path, response, status, code, type_)
     if code == "model_not_found":
         assert error["param"] in ("model", "models")
 

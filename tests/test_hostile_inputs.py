@@ -31,7 +31,7 @@ def settings(make_settings):
 def payer(make_key) -> dict[str, str]:
     secret = make_key("payer", scope="acme")
     with db.database.connection_context():
-        grant_credits(ApiKey.get(ApiKey.name == "payer").account_id, 1_000_000)
+        grant_credits(ApiKey.get(ApiKey.name == "payer").account_id, 10_000_000)
     return {"X-API-Key": secret}
 
 

@@ -9,9 +9,10 @@ import pytest
 
 from gateway import db
 from gateway.accounting import keys
+from gateway.accounting.keycache import KeyCache
 from gateway.tables import ApiKey
 
-CHAT = {"model": "test-model", "messages": []}
+CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_key_format_and_digest():
@@ -50,14 +51,56 @@ def test_no_key_is_stored_in_clear_text(client, make_key, database_url):
         assert all(secret[12:].encode() not in raw for secret in secrets)
 
 
-def test_revoked_key_is_rejected(client, make_key):
+def revoke(secret: str) -> None:
+    with db.database.connection_context():
+        keys.revoke_key(ApiKey.get(ApiKey.digest == keys.digest(secret)).id)
+
+
+def test_a_key_revoked_through_this_process_is_refused_at_once(client, app, make_key):
+    secret = make_key()
+    headers = {"X-API-Key": secret}
+    assert client.get("/v1/models", headers=headers).status_code == 200  # now cached
+    with app.app_context():
+        revoke(secret)
+    answer = client.get("/v1/models", headers=headers)
+    assert answer.status_code == 401 and answer.json["error"]["code"] == "invalid_api_key"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_key_revoked_elsewhere_is_refused_once_the_cache_entry_expires(client, app, make_key):
+    clock = Clock()
+    app.extensions[keys.CACHE] = KeyCache(2.0, clock=clock)
     secret = make_key()
     headers = {"X-API-Key": secret}
     assert client.get("/v1/models", headers=headers).status_code == 200
-    with db.database.connection_context():
-        keys.revoke_key(ApiKey.get(ApiKey.digest == keys.digest(secret)).id)
-    answer = client.get("/v1/models", headers=headers)
-    assert answer.status_code == 401 and answer.json["error"]["code"] == "invalid_api_key"
+    revoke(secret)  # outside any app: another worker, or the CLI
+    clock.now += 1.9
+    assert client.get("/v1/models", headers=headers).status_code == 200
+    clock.now += 0.1
+    assert client.get("/v1/models", headers=headers).status_code == 401
+
+
+def test_key_cache_expiry_size_bound_and_forgetting():
+    clock = Clock()
+    cache: KeyCache[int] = KeyCache(5.0, max_entries=2, clock=clock)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("c", 3)  # evicts the oldest
+    assert (cache.get("a"), cache.get("b"), cache.get("c")) == (None, 2, 3)
+    cache.forget(lambda value: value == 2)
+    assert cache.get("b") is None and cache.get("c") == 3
+    clock.now += 5
+    assert cache.get("c") is None
+    off: KeyCache[int] = KeyCache(0)
+    off.put("a", 1)
+    assert off.get("a") is None
 
 
 def test_two_keys_without_account_are_two_tenants(client):

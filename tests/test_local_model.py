@@ -103,7 +103,7 @@ def free_model_port() -> None:
 
 
 def clean_env(folder: Path) -> dict[str, str]:
-    """The environment without GATEWAY_* settings; the model's lock file lives in `folder`."""
+    """The environment without GATEWAY_* settings (the model's lock file lives in `folder`/gateway-state)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith(("GATEWAY_", "VR_MCP_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["TMPDIR"] = str(folder)
@@ -263,13 +263,39 @@ def test_two_workers_share_one_model_process(served: Served) -> None:
 def test_readyz_checks_the_model(served: Served) -> None:
     response = requests.get(served.current.base_url + "/readyz", timeout=(2, 10))
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": True, "provider:local": True}
+    assert response.json()["checks"] == {"database": True, "provider:local": True, "upstream:local": True}
+
+
+def time_server_status(base_url: str, key: str) -> str | None:
+    """The status discovery gives the embedded time MCP server."""
+    listed = requests.get(base_url + "/v1/mcp/servers", headers={"X-API-Key": key}, timeout=(2, 10)).json()
+    return next((server["status"] for server in listed["data"] if server["label"] == "time"), None)
+
+
+def test_the_first_key_uses_the_embedded_mcp_tools(served: Served) -> None:
+    base_url, headers = served.current.base_url, {"Authorization": f"Bearer {served.key}"}
+    assert wait_for(lambda: time_server_status(base_url, served.key) == "available", START_BOUND_S)
+    profile = requests.get(base_url + "/api/v1/openai/default/default/models", headers=headers, timeout=(2, 10))
+    assert profile.status_code == 200 and [model["id"] for model in profile.json()["data"]] == ["smollm2"]
+    chat = requests.post(base_url + "/v1/chat/completions", headers=headers, timeout=(2, 300), json={
+        "model": "smollm2", "messages": [{"role": "user", "content": "What time is it in Tokyo?"}],
+        "tools": "auto", "tool_choice": "required", "max_tokens": 48})
+    assert chat.status_code == 200, chat.text  # "required" is translated for llama-cpp-python
+    assert chat.json()["usage"]["completion_tokens"] <= 48  # a hard cap, whatever llama.cpp reports
+    response = requests.post(base_url + "/v1/responses", headers=headers, timeout=(2, 300), json={
+        "model": "smollm2", "input": "What time is it in Tokyo?", "max_output_tokens": 30,
+        "tools": [{"type": "mcp", "server_label": "time", "require_approval": "never"}]})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["status"] in ("completed", "incomplete") and answer["usage"]["output_tokens"] <= 30
+    assert answer["output"][0]["type"] == "mcp_list_tools"
 
 
 def test_first_key_is_printed_once_across_a_restart(served: Served) -> None:
     first = served.current
     assert not served.stop(), "llama_cpp.server outlived the gateway"
     assert len(first.keys_printed()) == 1  # two workers, one key
+    assert list((served.folder / "gateway-state").iterdir()) == []  # lock file and log removed on a clean stop
     again = served.start()
     response = requests.get(again.base_url + "/v1/models", headers={"X-API-Key": served.key}, timeout=(2, 10))
     assert response.status_code == 200  # the first key still works

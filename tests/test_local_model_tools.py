@@ -55,6 +55,7 @@ def local_app(llama_base_url, tmp_path):
         "models": {"smollm2": {"provider": "local", "max_output_tokens": 64}},
         "mcpServers": {"time": {"command": "mcp-server-time", "args": ["--local-timezone", "UTC"]}},
         "profiles": {"acme/default": {"mcp_servers": ["time"]}},
+        "mcp": {"max_loop_turns": 2},  # as on the embedded defaults: one tool round, then an answer
     })
     app = create_app(settings)
     db.upgrade()

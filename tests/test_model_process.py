@@ -247,9 +247,12 @@ def test_embedded_defaults_supervise_the_installed_model(tmp_path: Path, monkeyp
     if model_path is None:
         assert provider.command is None
         return
-    process = managed_process("local", provider)
+    process = managed_process("local", provider, "gateway-state")
     assert process.command == llama_server_command(model_path, LOCAL_MODEL_PORT)
     assert process.ready_url == f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1/models"
+    state = tmp_path / "gateway-state"
+    assert (process.lock_path, process.log_path) == (f"{state}/provider-local-{LOCAL_MODEL_PORT}.lock",
+                                                     f"{state}/provider-local-{LOCAL_MODEL_PORT}.log")
 
 
 @pytest.mark.parametrize(
@@ -300,6 +303,22 @@ def test_three_processes_run_exactly_one_child(
     assert len(owners) == 1
     assert starts(starts_file) == [owners[0]["child_pid"]]
     assert models(port)["pid"] == owners[0]["child_pid"]  # type: ignore[index]
+
+
+def test_a_port_served_by_another_gateway_starts_no_second_copy(
+    managed: Callable[..., ManagedProcess], port: int, starts_file: Path, tmp_path: Path
+) -> None:
+    first = managed(lock_path=str(tmp_path / "one" / "model.lock"))
+    first.start()
+    assert first.wait_ready(BOUND_S)
+    second = managed(lock_path=str(tmp_path / "two" / "model.lock"))
+    second.start()
+    assert second.is_owner and second.wait_ready(BOUND_S)
+    time.sleep(0.5)  # what a second copy would need to record its start
+    assert starts(starts_file) == [first.child_pid] and second.child_pid is None
+    first.close()
+    assert wait_for(lambda: second.child_pid)  # takes over once the port is free
+    assert second.wait_ready(BOUND_S) and starts(starts_file)[-1] == second.child_pid
 
 
 def test_killed_child_is_restarted(
@@ -377,6 +396,48 @@ def test_close_kills_the_whole_group_and_is_idempotent(
     with open(tmp_path / "model.lock", "a") as lock:
         # Raises BlockingIOError if the lock were still held.
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_owner_close_removes_its_lock_and_log_and_makes_the_folder(
+    managed: Callable[..., ManagedProcess], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    owner = managed(lock_path=str(state / "model.lock"))
+    other = managed(lock_path=str(state / "model.lock"))
+    owner.start()
+    other.start()
+    assert owner.wait_ready(BOUND_S)
+    assert (state / "model.lock").is_file() and (state / "model.lock.log").is_file()
+    other.close()
+    assert (state / "model.lock").is_file()  # a non-owner leaves the owner's files alone
+    owner.close()
+    assert list(state.iterdir()) == []
+
+
+def test_a_failing_child_keeps_its_log(managed: Callable[..., ManagedProcess], tmp_path: Path) -> None:
+    process = managed(command=[sys.executable, "-c", "print('model failed to load')"])
+    process.start()
+    assert wait_for(lambda: process._child_failed)
+    process.close()
+    assert not (tmp_path / "model.lock").exists()
+    assert "model failed to load" in (tmp_path / "model.lock.log").read_text()
+
+
+def test_a_lock_file_removed_while_locking_elects_nobody(
+    managed: Callable[..., ManagedProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the closing owner removed after this process opened it is no lock: never two owners."""
+    process = managed()
+    real_flock = fcntl.flock
+
+    def flock_after_removal(fd: int, operation: int) -> None:
+        os.unlink(tmp_path / "model.lock")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
+    assert not process._try_lock()
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    assert process._try_lock() and process.is_owner
 
 
 def test_non_owner_close_leaves_the_child_running(managed: Callable[..., ManagedProcess], port: int) -> None:

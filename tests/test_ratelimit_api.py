@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import openai
 import pytest
 
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL")
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
@@ -48,3 +52,19 @@ def test_sdk_sees_rate_limit_error(live_server, make_key):
     client.chat.completions.create(**CHAT)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(**CHAT)
+
+
+def test_redis_windows_through_http(make_settings, make_key, fake_upstream):
+    url = REDIS_URL
+    if not url:
+        pytest.skip("GATEWAY_TEST_REDIS_URL is not set")
+    from gateway import create_app, lifecycle
+
+    app = create_app(make_settings(limits={"backend": "redis", "url": url}))
+    try:
+        headers = {"X-API-Key": make_key(f"redis-{uuid.uuid4().hex}", rpm=2)}
+        client = app.test_client()
+        statuses = [client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+    finally:
+        lifecycle.close(app)

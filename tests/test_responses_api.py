@@ -191,14 +191,30 @@ def test_upstream_failure_mid_stream_is_an_error_event_then_failed(client, auth_
     assert client.get(f"/v1/responses/{failed['id']}", headers=auth_headers).json["status"] == "failed"
 
 
-def test_upstream_5xx_before_output_is_a_failed_response(client, auth_headers, fake_upstream):
+def test_upstream_5xx_before_output_is_an_http_error_and_a_stored_failure(client, auth_headers, fake_upstream):
     fake_upstream.responder = lambda path, body: JsonReply({"error": {"message": "down"}}, status=500)
+    answer = ask(client, auth_headers)
+    assert answer.status_code == 502 and answer.mimetype == "application/json"
+    error = answer.json["error"]
+    assert (error["type"], error["code"]) == ("api_error", "upstream_error") and "down" in error["message"]
+    [row] = rows()
+    stored = client.get(f"/v1/responses/{row.id}", headers=auth_headers).json
+    validate_response(stored)
+    assert stored["status"] == "failed" and stored["error"] == {k: error[k] for k in ("type", "code", "message")}
+    assert [row.status for row in usage_rows()] == [502]
+
+
+def test_failure_after_output_is_a_failed_response_with_an_error_type(client, auth_headers, fake_upstream):
+    replies = iter([
+        StreamReply([(0, chat_chunk("partial")), (0, {"error": {"message": "model crashed"}})], done=False),
+    ])
+    fake_upstream.responder = lambda path, body: next(replies)
     answer = ask(client, auth_headers)
     assert answer.status_code == 200
     validate_response(answer.json)
-    assert answer.json["status"] == "failed" and answer.json["error"]["code"] == "upstream_error"
-    assert [row.status for row in rows()] == ["failed"]
-    assert [row.status for row in usage_rows()] == [502]
+    assert answer.json["status"] == "failed" and answer.json["output"][0]["content"][0]["text"] == "partial"
+    error = answer.json["error"]
+    assert error["type"] == "api_error" and error["code"] == "upstream_error" and "model crashed" in error["message"]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -415,7 +415,7 @@ def test_failure_mid_stream() -> None:
     assert (error["code"], error["message"]) == ("upstream_timeout", "The upstream model timed out.")
     final = events[-1]["response"]
     assert events[-1]["type"] == "response.failed"
-    assert final["error"] == {"code": "upstream_timeout", "message": "timed out"}
+    assert final["error"] == {"type": "api_error", "code": "upstream_timeout", "message": "timed out"}
     assert final["output"][0]["status"] == "incomplete"
 
 

@@ -9,7 +9,7 @@ import pytest
 from gunicorn.app.base import Application
 from gunicorn.config import Config
 
-from gateway.config import build_settings, load_settings
+from gateway.config import EMBEDDED_PROFILE, EMBEDDED_SCOPE, build_settings, load_settings
 from gateway.server import gunicorn_options, prepare_database
 
 GUNICORN_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
@@ -40,7 +40,7 @@ def test_gunicorn_options_come_from_the_server_table():
     settings = build_settings({"server": {"host": "0.0.0.0", "port": 9001, "workers": 3, "threads": 7}})
     options = gunicorn_options(settings)
     assert (options["bind"], options["workers"], options["threads"]) == ("0.0.0.0:9001", 3, 7)
-    assert options["worker_class"] == "gthread"
+    assert options["worker_class"] == "gateway.serving.worker.GatewayWorker"
     assert as_gunicorn_sees(options)["bind"] == ["0.0.0.0:9001"]
 
 
@@ -84,3 +84,6 @@ def test_prepare_database_creates_the_first_key_once_on_embedded_defaults(tmp_pa
     assert prepare_database(settings) is None
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT name FROM api_key").fetchall() == [("default",)]
+        # its account may use the embedded profile "default/default"
+        assert connection.execute("SELECT scope FROM account").fetchall() == [(EMBEDDED_SCOPE,)]
+    assert EMBEDDED_PROFILE.split("/")[0] == EMBEDDED_SCOPE

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 import responses
 
 from gateway.config import ProviderSettings
 from gateway.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.client import STREAM_QUEUE_EVENTS, UpstreamClient
 
 BASE = "http://upstream.test/v1"
 
@@ -78,4 +80,21 @@ def test_proxy_environment_is_read_once_per_session(monkeypatch):
     client = UpstreamClient(providers, pool_size=2)
     session = client._session("p")
     assert session.proxies["http"] == "http://proxy.internal:3128" and session.trust_env is False
+    client.close()
+
+
+@responses.activate
+def test_a_stream_reads_a_bounded_number_of_events_ahead_and_stops_once_closed():
+    responses.post(f"{BASE}/chat/completions", content_type="text/event-stream",
+                   body=b"".join(b'data: {"n": %d}\n\n' % n for n in range(1000)))
+    client = UpstreamClient({"p": ProviderSettings(base_url=BASE)}, pool_size=1)
+    stream = client.open_stream("p", "chat/completions", {"stream": True})
+    deadline = time.monotonic() + 5
+    while stream._queue.qsize() < STREAM_QUEUE_EVENTS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert stream._queue.qsize() == STREAM_QUEUE_EVENTS  # the reader waits instead of reading on
+    assert next(stream.events(1.0)).data == '{"n": 0}'
+    stream.close()
+    assert client._executor.submit(lambda: "free").result(timeout=2) == "free"  # the one reader thread is back
     client.close()

@@ -1,4 +1,4 @@
-"""API keys: generation, SHA-256 digests, lookup from Bearer / X-API-Key, the admin token."""
+"""API keys: generation, SHA-256 digests, lookup from Bearer / X-API-Key (cached per worker), the admin token."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from flask import g, request
+from flask import Flask, current_app, g, has_app_context, request
 
+from gateway.accounting.keycache import KeyCache
 from gateway.errors import AuthenticationFailed, NotFound
 from gateway.tables import Account, ApiKey
 
+CACHE = "gateway.key_cache"
 KEY_PREFIX = "sk-gw-"
 DISPLAY_PREFIX_LENGTH = 12
 
@@ -78,22 +80,51 @@ def find_caller(secret: str | None) -> Caller:
         raise AuthenticationFailed(
             "Missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."
         )
-    key = (
-        ApiKey.select(ApiKey, Account)
-        .join(Account)
-        .where(ApiKey.digest == digest(secret))
-        .first()
-    )
+    return _caller_by_digest(digest(secret))
+
+
+def _caller_by_digest(hashed: str) -> Caller:
+    key = ApiKey.select(ApiKey, Account).join(Account).where(ApiKey.digest == hashed).first()
     if key is None or key.revoked:
         raise AuthenticationFailed("Invalid API key.")
     return Caller(key=key, account=key.account)
 
 
 def current_caller() -> Caller:
-    """Authenticate the current request once and remember the result on `g`."""
+    """Authenticate the current request once (through the worker's key cache) and remember it on `g`."""
     if "caller" not in g:
-        g.caller = find_caller(presented_key(request.headers))
+        g.caller = cached_caller(presented_key(request.headers))
     return g.caller
+
+
+def cached_caller(secret: str | None) -> Caller:
+    """find_caller, answered from the app's key cache while the entry is young."""
+    cache: KeyCache[Caller] | None = current_app.extensions.get(CACHE)
+    if cache is None or not secret:
+        return find_caller(secret)
+    hashed = digest(secret)
+    caller = cache.get(hashed)
+    if caller is None:
+        caller = _caller_by_digest(hashed)
+        cache.put(hashed, caller)
+    return caller
+
+
+def forget_key(key_id: int) -> None:
+    """Drop a key from this process's cache (after a revoke or change through this process)."""
+    if has_app_context() and CACHE in current_app.extensions:
+        current_app.extensions[CACHE].forget(lambda caller: caller.key.id == key_id)
+
+
+def forget_account(account_id: int) -> None:
+    """Drop an account's keys from this process's cache (after a change of the account)."""
+    if has_app_context() and CACHE in current_app.extensions:
+        current_app.extensions[CACHE].forget(lambda caller: caller.account.id == account_id)
+
+
+def init_app(app: Flask, ttl_s: float) -> None:
+    """Give the app its key cache (entries live `ttl_s` seconds; 0 turns caching off)."""
+    app.extensions[CACHE] = KeyCache(ttl_s)
 
 
 def find_key(key_id: int) -> ApiKey:
@@ -109,6 +140,7 @@ def revoke_key(key_id: int) -> ApiKey:
     key = find_key(key_id)
     key.revoked = True
     key.save()
+    forget_key(key_id)
     return key
 
 

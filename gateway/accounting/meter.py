@@ -1,4 +1,4 @@
-"""One request's accounting: reserve credits at admission, settle once with a usage row."""
+"""One request's accounting: admission (rate limit + hold, one wait) and one settlement with its usage row."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.accounting import credits
 from gateway.accounting.keys import Caller
+from gateway.accounting.money import Price
+from gateway.accounting.operations import Admission, Extension, Settlement, UsageRow
 from gateway.accounting.output_cap import choices, output_cap
 from gateway.accounting.ratelimit import RateLimiter
-from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
+from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens, hold_prompt_tokens
+from gateway.accounting.writer import AccountingWriter, writer
 from gateway.config import ModelSettings, Settings
-from gateway.db import write_transaction
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InsufficientBalance
 from gateway.loop.events import Usage
-from gateway.tables import UsageEntry
+from gateway.observability.record import request_settled
 from gateway.upstream.routing import Route
 
 INTERNAL_ERROR = 500
@@ -26,6 +27,18 @@ INTERNAL_ERROR = 500
 def max_output_tokens(body: dict[str, Any], model: ModelSettings, endpoint: str) -> int:
     """The output a request may produce: its cap (see gateway.accounting.output_cap) times `n`."""
     return output_cap(body, model, endpoint) * choices(body)
+
+
+def hold_amount(body: dict[str, Any], routes: list[Route], endpoint: str) -> int:
+    """The worst case over the routes: the prompt's upper bound and the output cap at each route's prices."""
+    worst, prompt = 0, None
+    for route in routes:
+        price = Price.of(route.settings)
+        if price.free:
+            continue
+        prompt = hold_prompt_tokens(body) if prompt is None else prompt
+        worst = max(worst, price.cost(Usage(prompt, max_output_tokens(body, route.settings, endpoint))))
+    return worst
 
 
 @dataclass
@@ -44,29 +57,37 @@ class Meter:
     limiter: RateLimiter | None = None
     route_settings: ModelSettings | None = None
     rate_limit_headers: dict[str, str] = field(default_factory=dict)  # sent with the answer
+    writer: AccountingWriter | None = None
 
     @classmethod
     def admit(
         cls, caller: Caller, routes: list[Route], body: dict[str, Any], endpoint: str, request_id: str,
         settings: Settings, limiter: RateLimiter,
     ) -> Meter:
-        """Check the key's rate limits (429), then reserve the worst case over the routes (402)."""
+        """Check the key's rate limits (429) and hold the worst case over the routes (402), in one transaction."""
+        key, accounts = caller.key, writer()
         prompt = estimate_prompt_tokens(body)
-        key = caller.key
         rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
-        decision = limiter.admit(key.id, rpm, tpm, prompt + max_output_tokens(body, routes[0].settings, endpoint))
-        decision.raise_if_denied()
-        worst = max(
-            credits.Price.of(route.settings).cost(
-                Usage(prompt, max_output_tokens(body, route.settings, endpoint))
-            )
-            for route in routes
-        )
+        ask = limiter.ask(key.id, rpm, tpm, prompt + max_output_tokens(body, routes[0].settings, endpoint))
+        headers: dict[str, str] = {}
+        if not limiter.counts_in_database:
+            decision = limiter.answer(ask)
+            decision.raise_if_denied()
+            headers, ask = decision.headers, None
+        amount = hold_amount(body, routes, endpoint)
         meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter,
-                    route_settings=routes[0].settings, rate_limit_headers=decision.headers)
-        meter.reservation_id = credits.reserve(
-            caller.key, worst, request_id, settings.billing.reservation_ttl_s
-        )
+                    route_settings=routes[0].settings, rate_limit_headers=headers, writer=accounts)
+        if ask is None and amount <= 0:
+            return meter
+        admitted = accounts.call(Admission(key.account_id, key.id, key.spend_limit, amount, request_id,
+                                           settings.billing.reservation_ttl_s, ask))
+        if ask is not None:
+            decision = ask.decision(not admitted.rate_limited, admitted.counts)
+            decision.raise_if_denied()
+            meter.rate_limit_headers = decision.headers
+        if admitted.refusal:
+            raise InsufficientBalance(admitted.refusal)
+        meter.reservation_id = admitted.reservation_id
         return meter
 
     def estimate(self, completion_text: str) -> Usage:
@@ -74,15 +95,19 @@ class Meter:
         return Usage(self.prompt_estimate, estimate_text_tokens(completion_text), estimated=True)
 
     def extend(self, prompt_tokens: int) -> None:
-        """Reserve the input of one more model turn (tool loops), or raise 402."""
-        if self.reservation_id is not None:
-            amount = credits.Price.of(self.route_settings).cost(Usage(prompt_tokens, 0))
-            credits.extend(self.caller.key, self.reservation_id, amount)
+        """Hold the input of one more model turn (tool loops), or raise 402."""
+        if self.reservation_id is None:
+            return
+        amount = Price.of(self.route_settings).cost(Usage(prompt_tokens, 0))
+        key = self.caller.key
+        refusal = self.writer.call(Extension(key.account_id, key.id, key.spend_limit, self.reservation_id, amount))
+        if refusal:
+            raise InsufficientBalance(refusal)
 
     @staticmethod
     def cost_of(usage: Usage, route: Route) -> int:
         """Micro-credits this usage costs on this route."""
-        return credits.Price.of(route.settings).cost(usage)
+        return Price.of(route.settings).cost(usage)
 
     @contextlib.contextmanager
     def closed_on_failure(self) -> Iterator[None]:
@@ -94,21 +119,20 @@ class Meter:
             raise
 
     def finish(self, usage: Usage, status: int, route: Route | None) -> int:
-        """Settle (charge actual cost, release the rest) and write the usage row, atomically."""
+        """Settle (charge the full cost, release the hold) with the usage row and tokens; durable on return."""
         if self.finished:
             return 0
         self.finished = True
-        cost = self.cost_of(usage, route) if route is not None else 0
-        account_id, key_id = self.caller.account.id, self.caller.key.id
-        with write_transaction():
-            charged = credits.settle(account_id, key_id, self.reservation_id, cost, self.request_id)
-            UsageEntry.create(
-                request_id=self.request_id, api_key=key_id, account=account_id,
-                endpoint=self.endpoint, model=route.model_id if route else self.model,
-                prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
-                estimated=usage.estimated, status=status, cost=charged,
-                latency_ms=int((time.monotonic() - self.started) * 1000),
-            )
-        if self.limiter is not None and usage.total_tokens:
+        key_id = self.caller.key.id
+        in_database = self.limiter is not None and self.limiter.counts_in_database
+        row = UsageRow(self.request_id, self.endpoint, route.model_id if route else self.model, usage.input_tokens,
+                       usage.output_tokens, usage.estimated, status, int((time.monotonic() - self.started) * 1000))
+        charged = self.writer.call(Settlement(
+            self.caller.account.id, key_id, self.reservation_id, self.cost_of(usage, route) if route else 0,
+            self.request_id, row, usage.total_tokens if in_database else 0,
+            self.limiter.current_window() if in_database else None,
+        ))
+        if self.limiter is not None and not in_database and usage.total_tokens:
             self.limiter.record_tokens(key_id, usage.total_tokens)
+        request_settled(row.model or "", route.provider if route else None, usage.input_tokens, usage.output_tokens, charged)
         return charged

@@ -1,9 +1,12 @@
 """Per-key rpm/tpm limits in fixed one-minute windows shared by all workers and hosts.
 
 Each key has one counter pair (requests, tokens) per minute, `window_start = floor(now / 60) * 60`.
-Fixed windows need one row (or Redis hash) per key and minute and one atomic statement per
-admission, so counts are exact across processes and hosts; the price is that a client may
-spend up to twice its limit in the 60 seconds around a window boundary.
+Fixed windows need one row (or Redis hash) per key and minute, so counts are exact across
+processes and hosts; the price is that a client may spend up to twice its limit in the 60
+seconds around a window boundary. A request asks its window a `WindowAsk`: with windows in the
+database the accounting writer answers it inside the admission's transaction, under the
+account's lock (batch.py); with Redis, one Lua script call answers it (`RateLimiter.answer`).
+`RateLimiter.admit` answers directly with one atomic statement (scripts and tests).
 
 Requests count 1 each at admission. Tokens are recorded after the request (`record_tokens`);
 at admission the request's estimate must fit in what is left of the window. An estimate larger
@@ -14,29 +17,24 @@ Concurrent requests may together overshoot tpm (estimates are checked, not reser
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from gateway.accounting.window_stores import (
+    WINDOW_SECONDS,
+    DatabaseWindows,
+    RedisWindows,
+    WindowCounts,
+    WindowStore,
+)
 from gateway.config import ConfigError, LimitSettings
-from gateway.db import database
-from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.errors import RateLimited
 from gateway.tables import RateWindow
 
-WINDOW_SECONDS = 60
-REDIS_PREFIX = "gateway:ratelimit:"
-REDIS_TIMEOUT_S = 2.0
-
-
-@dataclass(frozen=True)
-class WindowCounts:
-    """What one window has used so far."""
-
-    requests: int
-    tokens: int
+__all__ = ["DatabaseWindows", "RateWindow", "RedisWindows", "WindowCounts", "WindowStore"]
 
 
 @dataclass(frozen=True)
@@ -117,139 +115,34 @@ def decide(
     return RateDecision(False, {**headers, "Retry-After": str(wait)}, wait, reason)
 
 
-class WindowStore(Protocol):
-    """Where windows live: the database or Redis."""
+@dataclass(frozen=True, slots=True)
+class WindowAsk:
+    """One request's question to its key's window: room for 1 request and `needed` tokens?"""
 
-    def admit(self, key_id: int, window: int, rpm: int, token_ceiling: int) -> tuple[bool, WindowCounts]:
-        """Count one request if requests < rpm and tokens <= token_ceiling; return the counts."""
+    key_id: int
+    window: int
+    rpm: int
+    tpm: int
+    needed: int
+    reset_s: float
 
-    def add_tokens(self, key_id: int, window: int, tokens: int) -> None:
-        """Add used tokens to a window."""
+    @property
+    def token_ceiling(self) -> int:
+        """The most tokens the window may have used for this request to fit."""
+        return self.tpm - self.needed
 
-    def sweep(self, before_window: int) -> None:
-        """Forget windows that started before `before_window`."""
+    @property
+    def impossible(self) -> bool:
+        """A key with rpm or tpm below 1 is always denied (and nothing is counted)."""
+        return self.rpm < 1 or self.tpm < 1
 
-    def close(self) -> None:
-        """Release connections."""
+    def fits(self, counts: WindowCounts) -> bool:
+        """Whether a window with these counts admits this request."""
+        return counts.requests < self.rpm and counts.tokens <= self.token_ceiling
 
-
-@contextlib.contextmanager
-def _connected() -> Iterator[None]:
-    """Use the thread's open connection (a request's), else open one for this block."""
-    if not database.is_closed():
-        yield
-        return
-    with database.connection_context():
-        yield
-
-
-class DatabaseWindows:
-    """Windows as `rate_window` rows: one upsert per admission, atomic on SQLite and PostgreSQL."""
-
-    def admit(self, key_id: int, window: int, rpm: int, token_ceiling: int) -> tuple[bool, WindowCounts]:
-        """INSERT ... ON CONFLICT DO UPDATE SET requests = requests + 1 WHERE <fits> RETURNING."""
-        query = (
-            RateWindow.insert(key_id=key_id, window_start=window, requests=1, tokens=0)
-            .on_conflict(
-                conflict_target=[RateWindow.key_id, RateWindow.window_start],
-                update={RateWindow.requests: RateWindow.requests + 1},
-                where=(RateWindow.requests < rpm) & (RateWindow.tokens <= token_ceiling),
-            )
-            .returning(RateWindow.requests, RateWindow.tokens)
-        )
-        with _connected():
-            rows = list(query.tuples().execute())
-            if rows:
-                return True, WindowCounts(*rows[0])
-            return False, self._counts(key_id, window)
-
-    def _counts(self, key_id: int, window: int) -> WindowCounts:
-        row = (
-            RateWindow.select(RateWindow.requests, RateWindow.tokens)
-            .where((RateWindow.key_id == key_id) & (RateWindow.window_start == window))
-            .tuples()
-            .first()
-        )
-        return WindowCounts(*row) if row else WindowCounts(0, 0)
-
-    def add_tokens(self, key_id: int, window: int, tokens: int) -> None:
-        """INSERT ... ON CONFLICT DO UPDATE SET tokens = tokens + excluded.tokens."""
-        query = RateWindow.insert(key_id=key_id, window_start=window, requests=0, tokens=tokens).on_conflict(
-            conflict_target=[RateWindow.key_id, RateWindow.window_start],
-            update={RateWindow.tokens: RateWindow.tokens + tokens},
-        )
-        with _connected():
-            query.execute()
-
-    def sweep(self, before_window: int) -> None:
-        """Delete rows of windows that started before `before_window`."""
-        with _connected():
-            RateWindow.delete().where(RateWindow.window_start < before_window).execute()
-
-    def close(self) -> None:
-        """Nothing to release: connections belong to gateway.db."""
-
-
-# KEYS[1] = window hash; ARGV = rpm, token ceiling, ttl seconds. Returns {admitted, requests, tokens}.
-ADMIT_SCRIPT = """
-local counts = redis.call('HMGET', KEYS[1], 'requests', 'tokens')
-local requests = tonumber(counts[1]) or 0
-local tokens = tonumber(counts[2]) or 0
-if requests < tonumber(ARGV[1]) and tokens <= tonumber(ARGV[2]) then
-  requests = redis.call('HINCRBY', KEYS[1], 'requests', 1)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-  return {1, requests, tokens}
-end
-return {0, requests, tokens}
-"""
-
-
-class RedisWindows:
-    """Windows as Redis hashes that expire by themselves; admission is one Lua script call."""
-
-    def __init__(self, url: str, prefix: str = REDIS_PREFIX, timeout_s: float = REDIS_TIMEOUT_S) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise ConfigError('limits.backend: "redis" needs the redis package (pip install ".[redis]")') from None
-        self._errors = redis.RedisError
-        self._prefix = prefix
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self._admit = self._client.register_script(ADMIT_SCRIPT)
-
-    def _key(self, key_id: int, window: int) -> str:
-        return f"{self._prefix}{key_id}:{window}"
-
-    @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise ServiceUnavailable("The rate limiter's Redis server is unavailable.") from exc
-
-    def admit(self, key_id: int, window: int, rpm: int, token_ceiling: int) -> tuple[bool, WindowCounts]:
-        """Run the admission script on the window's hash."""
-        with self._translated():
-            admitted, requests, tokens = self._admit(
-                keys=[self._key(key_id, window)], args=[rpm, token_ceiling, 2 * WINDOW_SECONDS]
-            )
-        return bool(admitted), WindowCounts(int(requests), int(tokens))
-
-    def add_tokens(self, key_id: int, window: int, tokens: int) -> None:
-        """HINCRBY tokens and refresh the expiry in one MULTI/EXEC."""
-        key = self._key(key_id, window)
-        with self._translated(), self._client.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, "tokens", tokens)
-            pipe.expire(key, 2 * WINDOW_SECONDS)
-            pipe.execute()
-
-    def sweep(self, before_window: int) -> None:
-        """Nothing to do: keys expire."""
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
-
+    def decision(self, admitted: bool, counts: WindowCounts) -> RateDecision:
+        """The decision and headers once the store has answered."""
+        return decide(self.rpm, self.tpm, counts, admitted=admitted, needed=self.needed, reset_s=self.reset_s)
 
 class RateLimiter:
     """Admits requests against per-key rpm/tpm and records the tokens they used."""
@@ -280,18 +173,33 @@ class RateLimiter:
         rpm = self.default_rpm if key_rpm is None else key_rpm
         return rpm, self.default_tpm if key_tpm is None else key_tpm
 
-    def admit(self, key_id: int, rpm: int, tpm: int, estimated_tokens: int) -> RateDecision:
-        """Count this request if the key's window has room for it and its estimated tokens."""
+    @property
+    def counts_in_database(self) -> bool:
+        """True when windows are rows of the database (the accounting writer counts them)."""
+        return isinstance(self.store, DatabaseWindows)
+
+    def ask(self, key_id: int, rpm: int, tpm: int, estimated_tokens: int) -> WindowAsk:
+        """This request's question to the key's current window."""
         self._check_open()
         now = self._now()
         window = window_start(now)
-        reset_s = window + WINDOW_SECONDS - now
-        needed = tokens_needed(estimated_tokens, tpm)
-        if rpm < 1 or tpm < 1:
-            return decide(rpm, tpm, WindowCounts(0, 0), admitted=False, needed=needed, reset_s=reset_s)
-        self._sweep_once_per_window(window)
-        admitted, counts = self.store.admit(key_id, window, rpm, tpm - needed)
-        return decide(rpm, tpm, counts, admitted=admitted, needed=needed, reset_s=reset_s)
+        return WindowAsk(key_id, window, rpm, tpm, tokens_needed(estimated_tokens, tpm), window + WINDOW_SECONDS - now)
+
+    def admit(self, key_id: int, rpm: int, tpm: int, estimated_tokens: int) -> RateDecision:
+        """Count this request if the key's window has room for it and its estimated tokens."""
+        return self.answer(self.ask(key_id, rpm, tpm, estimated_tokens))
+
+    def answer(self, ask: WindowAsk) -> RateDecision:
+        """Put the question to the store (one atomic statement or script) and decide."""
+        if ask.impossible:
+            return ask.decision(False, WindowCounts(0, 0))
+        self._sweep_once_per_window(ask.window)
+        admitted, counts = self.store.admit(ask.key_id, ask.window, ask.rpm, ask.token_ceiling)
+        return ask.decision(admitted, counts)
+
+    def current_window(self) -> int:
+        """The window a finished request's tokens are added to."""
+        return window_start(self._now())
 
     def record_tokens(self, key_id: int, tokens: int) -> None:
         """Add a finished request's actual tokens to the key's current window."""

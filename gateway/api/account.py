@@ -7,7 +7,10 @@ from flask import Response, jsonify
 from gateway import services
 from gateway.accounting import credits
 from gateway.accounting.keys import current_caller
+from gateway.accounting.spending import spent_by_key_since
 from gateway.api.http import authenticated_blueprint
+from gateway.api.openrouter_objects import key_object, period_starts
+from gateway.tables import utcnow
 
 bp = authenticated_blueprint("account", __name__)
 
@@ -52,21 +55,19 @@ def credit_balance() -> Response:
 @bp.get("/api/v1/key")
 @bp.get("/api/v1/auth/key")
 def current_key() -> Response:
-    """OpenRouter's view of the calling key: label, limit, usage."""
+    """OpenRouter's key object for the calling key: its limit, and usage overall, today, this week, this month."""
     caller = current_caller()
     key, settings = caller.key, services.settings()
-    usage = credits.spent_by_key(key.id)
-    limit = key.spend_limit
-    return jsonify({"data": {
-        "label": f"{key.prefix}...",
-        "name": key.name,
-        "limit": credits.to_credits(limit) if limit is not None else None,
-        "limit_remaining": credits.to_credits(max(limit - usage, 0)) if limit is not None else None,
-        "usage": credits.to_credits(usage),
-        "is_free_tier": caller.account.tier == "free",
-        "is_provisioning_key": False,
-        "rate_limit": {"requests": key.rpm or settings.limits.rpm, "interval": "1m"},
-    }})
+    by_period = {name: credits.to_credits(spent_by_key_since(key.id, start))
+                 for name, start in period_starts(utcnow()).items()}
+    return jsonify({"data": key_object(
+        label=f"{key.prefix}...",
+        limit=credits.to_credits(key.spend_limit) if key.spend_limit is not None else None,
+        usage=credits.to_credits(spent_by_key_since(key.id)),
+        usage_by_period=by_period,
+        is_free_tier=caller.account.tier == "free",
+        rpm=key.rpm or settings.limits.rpm,
+    ) | {"name": key.name}})
 
 
 @bp.get("/api/v1/credits")

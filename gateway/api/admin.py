@@ -104,6 +104,7 @@ def update_key(key_id: int) -> Response:
         value = getattr(spec, name)
         setattr(key, name, _micro_or_none(value) if name == "spend_limit" else value)
     key.save()
+    keys.forget_key(key.id)
     return jsonify(keys.describe_key(key))
 
 
@@ -129,6 +130,7 @@ def update_account(account_id: int) -> Response:
     for name in body:
         setattr(account, name, getattr(spec, name))
     account.save()
+    keys.forget_account(account.id)
     return jsonify(describe_account(account))
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, jsonify, request
 from pydantic import BaseModel
 
 from gateway import services
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
+from gateway.accounting.streams import hold_stream_slot
 from gateway.api import chat_render
 from gateway.api.http import (
     authenticated_blueprint,
@@ -21,9 +22,11 @@ from gateway.api.http import (
     with_headers,
 )
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
+from gateway.errors import dialect_of
 from gateway.loop.run import Run
 from gateway.mcp.assemble import profile_toolset
 from gateway.upstream import relay, routing
+from gateway.upstream.dialect import StreamDialect
 
 bp = authenticated_blueprint("chat", __name__)
 
@@ -56,6 +59,8 @@ def embeddings() -> Response:
 def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     """Authenticate, route, meter, relay upstream."""
     streaming = stream_requested(body)
+    if streaming:
+        hold_stream_slot()
     caller = current_caller()
     settings = services.settings()
     routes = routing.candidates(settings, body)
@@ -64,7 +69,7 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     if streaming:
         route, stream = relay.open_stream(client, settings, routes, path, body, meter)
         keepalive = settings.server.keepalive_interval_s
-        chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive)
+        chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect())
         return with_headers(event_stream(chunks), meter)
     return with_headers(jsonify(relay.relay_json(client, settings, routes, path, body, meter)), meter)
 
@@ -72,6 +77,8 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
 def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
     """Run the tool loop with these built-in servers' tools; answer with the final message."""
     streaming = stream_requested(body)
+    if streaming:
+        hold_stream_slot()
     caller = current_caller()
     settings = services.settings()
     route = routing.resolve(settings, body.get("model"))
@@ -80,7 +87,7 @@ def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
         plan = chat_render.loop_plan(body, route, profile_toolset(services.mcp(), labels, caller.account.scope))
         run = Run(plan, meter, services.upstream(), settings)
     if streaming:
-        return with_headers(event_stream(chat_render.stream(run, wants_usage(body)), run), meter)
+        return with_headers(event_stream(chat_render.stream(run, wants_usage(body), stream_dialect()), run), meter)
     return with_headers(jsonify(chat_render.complete(run)), meter)
 
 
@@ -89,6 +96,11 @@ def validated(schema: type[BaseModel]) -> dict[str, Any]:
     body = json_object()
     parse_model(schema, body)
     return body
+
+
+def stream_dialect() -> StreamDialect:
+    """The stream framing of this request's base path."""
+    return StreamDialect(dialect_of(request.path))
 
 
 def wants_usage(body: dict[str, Any]) -> bool:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
 from gateway.accounting.output_cap import output_cap
 from gateway.errors import GatewayError, InvalidRequest
@@ -18,12 +17,14 @@ from gateway.loop.run import Run
 from gateway.loop.tool_loop import LoopPlan
 from gateway.mcp.naming import tool_function_name
 from gateway.upstream import sse
+from gateway.upstream.dialect import OPENAI_STREAMS, StreamDialect
+from gateway.upstream.relay import with_answer_fields, with_cost
 from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
 LOOP_OWNED = ("tools", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens",
               "messages", "model", "models", "n")
-FINISH_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+FINISH_REASONS = {"max_output_tokens": "length", "context_length_exceeded": "length", "content_filter": "content_filter"}
 
 
 def loop_plan(body: dict[str, Any], route: Route, toolset: Any) -> LoopPlan:
@@ -55,9 +56,7 @@ class ChatRender:
                                "function": {"name": name, "arguments": event.arguments}})
 
     def usage(self, done: LoopFinished) -> dict[str, Any]:
-        usage = done.usage
-        return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
-                "total_tokens": usage.total_tokens, "cost": to_credits(self.meter.cost_of(usage, self.route))}
+        return with_cost(None, self.meter, done.usage, self.route)
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.text}
@@ -67,13 +66,14 @@ class ChatRender:
 
     def completion(self, done: LoopFinished) -> dict[str, Any]:
         finish = FINISH_REASONS.get(done.incomplete_reason or "", "stop")
-        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.route.model_id,
-                "choices": [{"index": 0, "message": self.message(), "finish_reason": finish, "logprobs": None}],
-                "usage": self.usage(done)}
+        return with_answer_fields({
+            "id": self.id, "object": "chat.completion", "created": self.created,
+            "choices": [{"index": 0, "message": self.message(), "finish_reason": finish, "logprobs": None}],
+            "usage": self.usage(done)}, self.route)
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.route.model_id, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return with_answer_fields({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, self.route)
 
 
 def failure(done: LoopFinished) -> GatewayError:
@@ -92,7 +92,7 @@ def complete(run: Run) -> dict[str, Any]:
     return render.completion(run.outcome)
 
 
-def stream(run: Run, wants_usage: bool) -> Iterator[bytes]:
+def stream(run: Run, wants_usage: bool, dialect: StreamDialect = OPENAI_STREAMS) -> Iterator[bytes]:
     """The loop as chat chunks: the answer streams; executed calls are listed before the finish."""
     render = ChatRender(run.plan.route, run.meter)
     try:
@@ -101,18 +101,19 @@ def stream(run: Run, wants_usage: bool) -> Iterator[bytes]:
             for event in run.events():
                 render.take(event)
                 if isinstance(event, KeepAlive):
-                    yield sse.comment()
+                    yield dialect.keepalive()
                 elif isinstance(event, TextDelta):
                     yield sse.encode(render.chunk({"content": event.text}))
-            yield from _stream_end(render, run.outcome, wants_usage)
+            run.finish(run.outcome_after(None))  # the charge is durable before the last byte
+            yield from _stream_end(render, run.outcome, wants_usage, dialect)
     except Exception:
         log.exception("chat stream of request %s failed", run.meter.request_id)
-        yield sse.encode(GatewayError("Internal error while streaming the response.").body())
+        yield dialect.error_event(GatewayError("Internal error while streaming the response."), render.chunk({}))
 
 
-def _stream_end(render: ChatRender, done: LoopFinished, wants_usage: bool) -> Iterator[bytes]:
+def _stream_end(render: ChatRender, done: LoopFinished, wants_usage: bool, dialect: StreamDialect) -> Iterator[bytes]:
     if done.status == "failed":
-        yield sse.encode(failure(done).body())
+        yield dialect.error_event(failure(done), render.chunk({}))
         return
     if render.calls:
         calls = [{**call, "index": index} for index, call in enumerate(render.calls)]

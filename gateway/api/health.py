@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from gateway.db import database
+from gateway.observability import metrics
+from gateway.observability.readiness import Readiness
 
 bp = Blueprint("health", __name__)
 
@@ -17,24 +18,13 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    """The database answers and every supervised model process is ready."""
-    checks = {"database": _database_ok()}
-    for name, process in current_app.extensions["gateway.processes"].items():
-        checks[f"provider:{name}"] = process.is_ready()
-    ready = all(checks.values())
-    return jsonify({"status": "ready" if ready else "unavailable", "checks": checks}), (200 if ready else 503)
-
-
-def _database_ok() -> bool:
-    try:
-        database.execute_sql("SELECT 1")
-    except Exception:  # noqa: BLE001 - any failure means not ready
-        return False
-    return True
+    """200 when the database answers, an upstream is reachable and required MCP servers are up; else 503."""
+    report = current_app.extensions[Readiness.EXTENSION].check(current_app)
+    return jsonify(report.body()), (200 if report.ready else 503)
 
 
 @bp.get("/metrics")
-def metrics() -> Response:
-    """Prometheus text for this worker."""
-    text = current_app.extensions["gateway.metrics"].render()
-    return Response(text, mimetype="text/plain; version=0.0.4")
+def prometheus_metrics() -> Response:
+    """Prometheus text, summed over every worker process (see gateway.observability.multiprocess)."""
+    text, content_type = metrics.render()
+    return Response(text, content_type=content_type)

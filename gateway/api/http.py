@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -54,7 +53,9 @@ def event_stream(chunks: Iterator[bytes], run: Run | None = None) -> Response:
     With a run, closing the response also finishes the run: a client that leaves before the
     generator ever started still releases its hold.
     """
-    response = Response(chunks, mimetype="text/event-stream", direct_passthrough=True)
+    # Not direct_passthrough: werkzeug then hands the bare generator to the server and never
+    # runs the response's call_on_close callbacks (the run's finish, a stream slot's release).
+    response = Response(chunks, mimetype="text/event-stream")
     response.headers.update(STREAM_HEADERS)
     if run is not None:
         response.call_on_close(lambda: run.finish(run.outcome_after(None)))
@@ -101,18 +102,14 @@ def param_of(errors: list[Any]) -> str | None:
 
 
 def init_app(app: Flask) -> None:
-    """Give every request an id (kept from `x-request-id`) and count it in the metrics."""
+    """Give every request an id (kept from `x-request-id`) and send it back."""
 
     @app.before_request
     def _start() -> None:
         incoming = request.headers.get("x-request-id", "")
         g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else new_id()
-        g.started = time.monotonic()
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers["x-request-id"] = g.get("request_id", "")
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        elapsed = time.monotonic() - g.get("started", time.monotonic())
-        app.extensions["gateway.metrics"].observe(endpoint, response.status_code, elapsed)
         return response

@@ -1,4 +1,4 @@
-"""The Responses API: create (JSON, SSE or background), compact, retrieve, delete, input items, cancel."""
+"""The Responses API: create (JSON, SSE, WebSocket or background), compact, retrieve, delete, input items, cancel."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from flask import Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.accounting.keys import current_caller
-from gateway.api import responses_render
+from gateway.accounting.streams import hold_stream_slot
+from gateway.api import responses_render, responses_ws
 from gateway.api.http import (
     authenticated_blueprint,
     event_stream,
@@ -34,13 +35,23 @@ class InputItemsQuery(BaseModel):
 @bp.post("/responses")
 def create_response() -> Response:
     """Create a response: JSON, an SSE stream, or a queued background response."""
-    response = admission.admit_response(json_object(), current_caller(), request_id())
+    body = json_object()
+    if body.get("stream") is True and not body.get("background"):
+        hold_stream_slot()
+    response = admission.admit_response(body, current_caller(), request_id())
     meter = response.run.meter
     if response.req.background:
         return with_headers(jsonify(background.start(response)), meter)
     if response.req.stream:
         return with_headers(event_stream(responses_render.stream(response), response.run), meter)
     return with_headers(jsonify(responses_render.complete(response)), meter)
+
+
+@bp.get("/responses", websocket=True)
+@bp.get("/responses")  # a plain GET is answered 426 (the upgrade is what this route is for)
+def responses_socket() -> Response:
+    """WebSocket mode: `response.create` messages in, the streaming events out, one turn at a time."""
+    return responses_ws.serve(request_id())
 
 
 @bp.post("/responses/compact")

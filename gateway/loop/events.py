@@ -121,6 +121,7 @@ class LoopFinished:
     error_code: str | None = None
     error_message: str | None = None
     error_status: int | None = None  # HTTP status of the failure (502 upstream, 402 balance, ...)
+    error_type: str | None = None  # the error tree's `type` of the failure (api_error, invalid_request_error, ...)
 
     @property
     def http_status(self) -> int:

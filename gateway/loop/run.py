@@ -20,8 +20,9 @@ from gateway.accounting.meter import Meter
 from gateway.config import Settings
 from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError
-from gateway.loop.events import LoopEvent, LoopFinished
+from gateway.loop.events import FunctionCallDelta, LoopEvent, LoopFinished, ReasoningDelta, TextDelta
 from gateway.loop.tool_loop import LoopPlan, LoopState, run_loop
+from gateway.observability.record import first_token
 from gateway.upstream.client import UpstreamClient
 
 INTERNAL_ERROR = 500
@@ -48,12 +49,14 @@ class Run:
         for event in self.loop:
             if isinstance(event, LoopFinished):
                 self.outcome = event
+            elif isinstance(event, TextDelta | ReasoningDelta | FunctionCallDelta):
+                first_token(self.plan.route.model_id)
             yield event
 
-    def ended(self, code: str, message: str, status: int) -> LoopFinished:
+    def ended(self, code: str, message: str, status: int, error_type: str = "api_error") -> LoopFinished:
         """A `failed` outcome for a run stopped before the loop finished, billed as used so far."""
         return LoopFinished("failed", self.state.usage_so_far(), error_code=code, error_message=message,
-                            error_status=status)
+                            error_status=status, error_type=error_type)
 
     def cancelled(self) -> LoopFinished:
         """A `cancelled` outcome, billed as used so far."""
@@ -100,5 +103,5 @@ class Run:
             return self.ended("client_disconnected", "The client disconnected before the response finished.",
                               CLIENT_CLOSED)
         if isinstance(error, GatewayError):
-            return self.ended(error.code or "server_error", error.message, error.status)
+            return self.ended(error.code or "server_error", error.message, error.status, error.type)
         return self.ended("server_error", "Internal error while running the request.", INTERNAL_ERROR)

@@ -3,6 +3,7 @@
 Chat (`tools: "auto"`) and the Responses API both render these events. Every model turn is
 streamed from the upstream so deltas flow as they arrive and silences become KeepAlive events.
 The loop never raises a GatewayError: failures end it with LoopFinished(status="failed").
+Weak models are held in by `gateway.loop.guards` (repeated calls, a full context, the output cap).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting.meter import Meter
-from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
+from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens, hold_prompt_tokens
 from gateway.config import Settings
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamRejected
 from gateway.ids import new_id
 from gateway.loop.events import (
     KeepAlive,
@@ -26,6 +27,14 @@ from gateway.loop.events import (
     McpCallStarted,
     TurnFinished,
     Usage,
+)
+from gateway.loop.guards import (
+    CONTEXT_FULL,
+    REPEATED_MESSAGE,
+    call_signature,
+    capped_completion,
+    capped_usage,
+    overflows_context,
 )
 from gateway.loop.turn import ToolCall, TurnReader, completion_as_chunk
 from gateway.mcp.naming import is_reserved
@@ -86,6 +95,8 @@ class LoopState:
     turns: int = 0
     choice_released: bool = False  # a forcing tool_choice applies until a tool has run
     open_turn: OpenTurn | None = None
+    calls_run: set[tuple[str, str]] = field(default_factory=set)  # call_signature of every call run
+    tools_withdrawn: bool = False  # the model repeated a call: its next turns are offered no MCP tools
 
     def usage_so_far(self) -> Usage:
         """Reported usage of finished turns plus an estimate of the unfinished one (the abort rule)."""
@@ -108,7 +119,7 @@ def run_loop(
                 return
     except GatewayError as exc:
         yield LoopFinished("failed", state.usage_so_far(), error_code=exc.code, error_message=exc.message,
-                           error_status=exc.status)
+                           error_status=exc.status, error_type=exc.type)
 
 
 def model_turn(
@@ -120,22 +131,31 @@ def model_turn(
     if remaining is not None and remaining <= 0:
         return LoopFinished("incomplete", state.usage, incomplete_reason="max_output_tokens")
     last_turn = state.turns + 1 >= settings.mcp.max_loop_turns
-    offer_mcp = not last_turn and not tool_budget_spent(plan, state)
+    offer_mcp = not last_turn and not tool_budget_spent(plan, state) and not state.tools_withdrawn
     body = turn_body(plan, messages, remaining, offer_mcp, state.choice_released)
     if state.turns:
-        meter.extend(estimate_prompt_tokens(body))
+        meter.extend(hold_prompt_tokens(body))
     reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
     turn = OpenTurn(estimate_prompt_tokens(body), reader)
-    if body.get("tools") and not settings.providers[plan.route.provider].streams_tool_calls:
-        yield from fetch_turn(client, settings, plan.route, body, turn, state)
-    else:
-        yield from stream_turn(client, settings, plan.route, body, turn, state)
-    usage = reader.usage or turn.estimate()
+    try:
+        if body.get("tools") and not settings.providers[plan.route.provider].streams_tool_calls:
+            yield from fetch_turn(client, settings, plan.route, body, turn, state)
+        else:
+            yield from stream_turn(client, settings, plan.route, body, turn, state)
+    except UpstreamRejected as exc:
+        if not state.turns or not overflows_context(exc):
+            raise  # the client's own prompt is too long: its error
+        state.open_turn = None
+        return LoopFinished("incomplete", state.usage, incomplete_reason=CONTEXT_FULL)
+    usage, reader.finish_reason = capped_usage(reader.usage or turn.estimate(), reader.finish_reason, remaining)
     state.usage, state.turns, state.open_turn = state.usage + usage, state.turns + 1, None
     yield TurnFinished(reader.finish_reason, usage, plan.route.model_id)
     if reader.finish_reason in INCOMPLETE_REASONS:
         return LoopFinished("incomplete", state.usage, incomplete_reason=INCOMPLETE_REASONS[reader.finish_reason])
     calls = reader.tool_calls()
+    if offer_mcp and plan.toolset and plan.toolset.functions() and not (calls or reader.text or reader.reasoning):
+        state.tools_withdrawn = True  # an empty answer beside tools (see gateway.loop.guards): ask without them
+        return None
     gateway_calls = [call for call in calls if plan.toolset and plan.toolset.owns(call.name)]
     if not gateway_calls:
         return LoopFinished("completed", state.usage)
@@ -160,6 +180,7 @@ def turn_body(
         tools += plan.toolset.functions()
     if tools:
         body["tools"] = tools
+        body.setdefault("tool_choice", "auto")  # OpenAI's default, said aloud: llama-cpp-python ignores tools without it
     else:
         for key in ("tools", "tool_choice", "parallel_tool_calls"):
             body.pop(key, None)
@@ -223,7 +244,7 @@ def fetch_turn(
     except GatewayError:
         state.open_turn = None  # refused or failed upstream: nothing to bill for this turn
         raise
-    yield from turn.reader.feed(completion_as_chunk(completion))
+    yield from turn.reader.feed(completion_as_chunk(capped_completion(completion, body.get("max_tokens"))))
 
 
 def run_gateway_calls(
@@ -241,7 +262,11 @@ def run_gateway_calls(
                                        call.arguments)
         elif tool_budget_spent(plan, state):
             messages.append(tool_result(call.call_id, LIMIT_MESSAGE))
+        elif call_signature(call.name, call.arguments) in state.calls_run:
+            state.tools_withdrawn = True
+            messages.append(tool_result(call.call_id, REPEATED_MESSAGE))
         else:
+            state.calls_run.add(call_signature(call.name, call.arguments))
             outcome = yield from execute(plan.toolset, offered.server_label, offered.tool.name, call.arguments,
                                          new_id("mcp"), settings)
             state.tool_calls += 1
@@ -260,6 +285,7 @@ def run_approved_calls(
         if not approval.approved or name is None:
             messages.append(tool_result(call.call_id, DENIED_MESSAGE))
             continue
+        state.calls_run.add(call_signature(name, approval.arguments))
         outcome = yield from execute(plan.toolset, approval.server_label, approval.name, approval.arguments,
                                      new_id("mcp"), settings)
         state.tool_calls += 1

@@ -30,6 +30,7 @@ from gateway.mcp.transports import (
     http_transports,
     stdio_transports,
 )
+from gateway.observability.metrics import mcp_server_state
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,11 @@ class _Slot:
     connection: McpConnection | None = None
     error: str | None = None
     restarts: int = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "status":
+            mcp_server_state(self.spec.label, value)  # the gateway_mcp_server_up gauge
 
 
 class BuiltinServers:

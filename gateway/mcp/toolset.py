@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -11,6 +12,7 @@ from typing import Any
 from gateway.loop.events import McpToolsListed
 from gateway.mcp.naming import is_reserved, raw_function_name, tool_function_name
 from gateway.mcp.tools import ToolInfo, ToolOutcome
+from gateway.observability.outgoing import observed_tool_call
 
 ToolCaller = Callable[[str, dict[str, Any]], ToolOutcome]
 
@@ -98,7 +100,8 @@ class Toolset:
             failed: Future[ToolOutcome] = Future()
             failed.set_result(ToolOutcome(error="arguments must be a JSON object"))
             return failed
-        return self.executor.submit(server.caller, tool_name, parsed)
+        return self.executor.submit(contextvars.copy_context().run, observed_tool_call, server.label, tool_name,
+                                    server.caller, tool_name, parsed)  # counted, and traced in the request's trace
 
     def close(self) -> None:
         """Disconnect per-request (remote) servers."""

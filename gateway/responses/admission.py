@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from gateway import services
@@ -14,7 +15,7 @@ from gateway.loop.run import Run
 from gateway.loop.tool_loop import ApprovedCall, LoopPlan
 from gateway.mcp.assemble import declared_toolset
 from gateway.mcp.toolset import Toolset
-from gateway.responses import compaction, store, translate
+from gateway.responses import compaction, conversations, store, translate
 from gateway.responses.echo import request_echo
 from gateway.responses.events import ResponseBuilder
 from gateway.responses.response_run import ResponseRun
@@ -23,17 +24,29 @@ from gateway.responses.validation import parse_create_request
 from gateway.upstream import routing
 
 
-def admit_response(body: dict[str, Any], caller: Caller, request_id: str) -> ResponseRun:
-    """Validate a create request and admit it: a ResponseRun ready to render (JSON, SSE or background)."""
+def admit_response(
+    body: dict[str, Any], caller: Caller, request_id: str, chains: Mapping[str, store.History] | None = None
+) -> ResponseRun:
+    """Validate a create request and admit it: a ResponseRun ready to render (JSON, SSE, WebSocket, background).
+
+    `chains` are histories the caller's connection holds in memory (WebSocket mode), by response id.
+    """
     settings = services.settings()
     body = compaction.expand_input(body, caller.account.id, lambda: compaction.compaction_key(settings))
     req = parse_create_request(body)
     check_modes(req)
-    return admit(req, caller, request_id, settings)
+    history = inherited_history(req, caller.account.id, chains or {})
+    return admit(req, caller, request_id, settings, history)
 
 
 def check_modes(req: CreateResponseRequest) -> None:
-    """background needs store; background streams are not offered."""
+    """background needs store; background streams are not offered; one of conversation or chain."""
+    if req.conversation is not None and req.previous_response_id is not None:
+        raise InvalidRequest(
+            "Mutually exclusive parameters: send either 'previous_response_id' or 'conversation', not both.",
+            param="conversation",
+            code="mutually_exclusive_parameters",
+        )
     if req.background and not req.store:
         raise InvalidRequest("background responses must be stored: set store to true.", param="store")
     if req.background and req.stream:
@@ -42,11 +55,24 @@ def check_modes(req: CreateResponseRequest) -> None:
         )
 
 
-def admit(req: CreateResponseRequest, caller: Caller, request_id: str, settings: Settings) -> ResponseRun:
-    """Resolve the model and chain, reserve credits (402/429), open MCP servers: a runnable response."""
+def inherited_history(
+    req: CreateResponseRequest, account_id: int, chains: Mapping[str, store.History]
+) -> store.History:
+    """What the turn continues: its conversation, a chain held in memory, or a stored chain."""
+    if req.conversation_id is not None:
+        return conversations.history(req.conversation_id, account_id)
+    if req.previous_response_id in chains:
+        return chains[req.previous_response_id]
+    return store.history_before(req.previous_response_id, account_id)
+
+
+def admit(
+    req: CreateResponseRequest, caller: Caller, request_id: str, settings: Settings, history: store.History
+) -> ResponseRun:
+    """Resolve the model, reserve credits (402/429), open MCP servers: a runnable response."""
     route = routing.resolve(settings, req.model)
-    history = store.history_before(req.previous_response_id, caller.account.id)
     own = store.stored_input_items(req.input_items())
+    check_tool_outputs(own, history.items)
     approved = approved_calls(own, history.items)
     messages = translate.input_to_messages(history.items, req.instructions)
     messages += translate.input_to_messages(own, None)
@@ -63,7 +89,7 @@ def admit(req: CreateResponseRequest, caller: Caller, request_id: str, settings:
         plan = LoopPlan(route, messages, params, toolset, cap, req.max_tool_calls, approved)
         builder = ResponseBuilder(store.new_response_id(), request_echo(req), int(time.time()), route.model_id)
         run = Run(plan, meter, services.upstream(), settings)
-        return ResponseRun(run, req, caller, builder, own)
+        return ResponseRun(run, req, caller, builder, own, history=history, conversation_id=req.conversation_id)
 
 
 def open_toolset(req: CreateResponseRequest, history: store.History, scope: str | None) -> Toolset | None:
@@ -72,6 +98,17 @@ def open_toolset(req: CreateResponseRequest, history: store.History, scope: str 
         return None
     targets = translate.allowed_mcp_targets(req)
     return declared_toolset(services.mcp(), req.mcp_tools(), history.listed_servers, targets, scope)
+
+
+def check_tool_outputs(own: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+    """Each function_call_output answers a function_call of the conversation (as OpenAI's API checks)."""
+    calls = {item.get("call_id") for item in history + own if item.get("type") == "function_call"}
+    for index, item in enumerate(own):
+        if item.get("type") == "function_call_output" and item["call_id"] not in calls:
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id {item['call_id']!r}.",
+                param=f"input[{index}].call_id",
+            )
 
 
 def approved_calls(own: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[ApprovedCall]:

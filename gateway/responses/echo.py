@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 def request_echo(req: CreateResponseRequest) -> dict[str, Any]:
     """The request fields a response object echoes, with the spec's defaults filled in."""
     reasoning = req.reasoning
+    conversation = {"conversation": {"id": req.conversation_id}} if req.conversation_id else {}
     return {
         "previous_response_id": req.previous_response_id,
+        **conversation,
         "instructions": req.instructions,
         "tools": [_tool_echo(tool) for tool in req.tools],
         "tool_choice": req.tool_choice

@@ -108,10 +108,7 @@ class ResponseBuilder:
             reason = done.incomplete_reason or "max_output_tokens"
             self._response["incomplete_details"] = {"reason": reason}
         else:
-            self._response["error"] = {
-                "code": done.error_code or "server_error",
-                "message": done.error_message or "The response failed.",
-            }
+            self._response["error"] = failure(done)
         return [*events, self._event(TERMINAL_EVENTS[done.status], response=self.response())]
 
     def error_event(
@@ -321,6 +318,15 @@ class ResponseBuilder:
         elif item["type"] == "mcp_call":
             status = "incomplete"  # closed without a result: the run ended while the tool ran
         return [*events, self._item_done(index, status)]
+
+
+def failure(done: LoopFinished) -> dict[str, Any]:
+    """A failed response's `error`: OpenAI's `type` (strict clients require it), `code` and `message`."""
+    return {
+        "type": done.error_type or "api_error",
+        "code": done.error_code or "server_error",
+        "message": done.error_message or "The response failed.",
+    }
 
 
 def _listed_tool(tool: dict[str, Any]) -> dict[str, Any]:

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting.keys import Caller
-from gateway.errors import InsufficientBalance, UpstreamRejected
+from gateway.errors import GatewayError, InsufficientBalance
 from gateway.loop.events import LoopFinished
 from gateway.loop.run import Run
-from gateway.responses import store
+from gateway.responses import conversations, store
 from gateway.responses.echo import priced_usage
 from gateway.responses.events import ResponseBuilder
 from gateway.responses.schema import CreateResponseRequest
+from gateway.responses.translate import output_items_to_input
 
 Persist = Callable[[dict[str, Any]], Any]
 
@@ -28,6 +29,8 @@ class ResponseRun:
     builder: ResponseBuilder
     input_items: list[dict[str, Any]]
     persist: Persist | None = None  # background runs write through their own row update
+    history: store.History = field(default_factory=store.History)  # what the turn continues
+    conversation_id: str | None = None  # the conversation the turn's items are appended to
     terminal_events: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -42,7 +45,7 @@ class ResponseRun:
         return self.persist is None and outcome.failed_early and not self.builder.response()["output"]
 
     def conclude(self, outcome: LoopFinished) -> None:
-        """The run's finisher: the terminal events, the priced usage, the stored row."""
+        """The run's finisher: the terminal events, the priced usage, the conversation's items, the stored row."""
         if self.rejected(outcome):
             return
         if outcome.status == "cancelled":
@@ -52,6 +55,9 @@ class ResponseRun:
             self.terminal_events = self.builder.finish(outcome)
             response = self.terminal_events[-1]["response"]
         response["usage"] = priced_usage(outcome.usage, self.run.meter, self.run.plan.route)
+        if self.conversation_id is not None and response["status"] in conversations.APPENDED_STATUSES:
+            # before the row: whoever sees the stored status `completed` finds the items too
+            conversations.append_turn(self.conversation_id, self.input_items, response["output"])
         if self.persist is not None:
             self.persist(response)
         elif self.req.store:
@@ -60,13 +66,34 @@ class ResponseRun:
     def raise_if_rejected(self) -> None:
         """After the run finished: raise the HTTP error of a rejected run."""
         outcome = self.run.outcome
-        if outcome is None or not self.rejected(outcome):
-            return
-        message = outcome.error_message or "The upstream rejected the request."
-        if outcome.http_status == InsufficientBalance.status:
-            raise InsufficientBalance(message)
-        raise UpstreamRejected(message, status=outcome.http_status, code=outcome.error_code)
+        if outcome is not None and self.rejected(outcome):
+            raise http_error(outcome)
+
+    def raise_if_failed_without_output(self) -> None:
+        """After the run finished: any failure before output is its HTTP error (JSON mode; stored as failed)."""
+        outcome = self.run.outcome
+        if outcome is not None and outcome.status == "failed" and not self.builder.response()["output"]:
+            raise http_error(outcome)
+
+    def chain(self) -> store.History:
+        """The history a next turn continuing this response inherits (the WebSocket's connection cache)."""
+        output = self.final_response()["output"]
+        listed = {item["server_label"] for item in output if item["type"] == "mcp_list_tools"}
+        return store.History(
+            self.history.items + self.input_items + output_items_to_input(output),
+            self.history.listed_servers | listed,
+        )
 
     def final_response(self) -> dict[str, Any]:
         """The finished response object."""
         return self.terminal_events[-1]["response"]
+
+
+def http_error(outcome: LoopFinished) -> GatewayError:
+    """The HTTP error a failed outcome is answered with: its status, type, code and message."""
+    message = outcome.error_message or "The response failed."
+    if outcome.http_status == InsufficientBalance.status:
+        return InsufficientBalance(message)
+    error = GatewayError(message, code=outcome.error_code, status=outcome.http_status)
+    error.type = outcome.error_type or error.type
+    return error

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -320,6 +321,24 @@ class StreamOptions(Strict):
     include_obfuscation: bool | None = None
 
 
+class ConversationRef(Strict):
+    id: str = Field(min_length=1, max_length=64)
+
+
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """OpenAI's metadata limits: at most 16 pairs, keys up to 64 and values up to 512 characters."""
+    if len(metadata) > 16:
+        raise ValueError("metadata may hold at most 16 key-value pairs")
+    if any(len(key) > 64 for key in metadata):
+        raise ValueError("metadata keys may be at most 64 characters")
+    if any(len(value) > 512 for value in metadata.values()):
+        raise ValueError("metadata values may be at most 512 characters")
+    return metadata
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(check_metadata)]
+
+
 class CreateResponseRequest(Strict):
     """A validated POST /v1/responses body."""
 
@@ -327,6 +346,7 @@ class CreateResponseRequest(Strict):
     input: str | list[InputItem]
     instructions: str | None = None
     previous_response_id: str | None = None
+    conversation: str | ConversationRef | None = None
     tools: list[Tool] = []
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
@@ -354,13 +374,12 @@ class CreateResponseRequest(Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata_limits(cls, metadata: dict[str, str]) -> dict[str, str]:
-        if len(metadata) > 16:
-            raise ValueError("metadata may hold at most 16 key-value pairs")
-        if any(len(key) > 64 for key in metadata):
-            raise ValueError("metadata keys may be at most 64 characters")
-        if any(len(value) > 512 for value in metadata.values()):
-            raise ValueError("metadata values may be at most 512 characters")
-        return metadata
+        return check_metadata(metadata)
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The id of the `conversation` parameter (a string or `{"id": ...}`), if any."""
+        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
 
     def input_items(self) -> list[dict[str, Any]]:
         """The input as plain item dicts (a string input becomes one user message)."""

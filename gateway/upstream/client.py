@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -24,10 +25,16 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.observability.outgoing import UpstreamCall
 from gateway.upstream.sse import SseDecoder, SseEvent
 
 log = logging.getLogger(__name__)
 _END = object()
+# Events read ahead of the client. Past this the reader waits, so a client that does not read
+# holds at most this many events in memory and TCP back-pressure slows the upstream down.
+STREAM_QUEUE_EVENTS = 64
+PUT_WAIT_S = 0.5  # how often a waiting reader checks whether the stream was closed
+PROBE_TIMEOUT_S = 3.0  # of a readiness probe (GET models)
 
 
 @dataclass(frozen=True)
@@ -41,19 +48,24 @@ class Timeout:
         return (self.connect, self.read)
 
 
+RAW_ERROR_CHARS = 1000  # of an upstream's error body, shown as OpenRouter's `metadata.raw`
+
+
 def rejected_error(response: requests.Response, provider: str) -> GatewayError:
     """Translate a non-2xx upstream answer into the gateway's error tree."""
     message, kind, code, param = _upstream_error_fields(response)
     status = response.status_code
+    metadata = {"provider_name": provider, "raw": response.text[:RAW_ERROR_CHARS]}
     if status in (401, 403):
-        return UpstreamError(f"Upstream {provider!r} rejected the gateway's credentials: {message}")
+        return UpstreamError(f"Upstream {provider!r} rejected the gateway's credentials: {message}",
+                             metadata={"provider_name": provider})
     if 400 <= status < 500:
         headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
-        error = UpstreamRejected(message, status=status, param=param, code=code, headers=headers)
+        error = UpstreamRejected(message, status=status, param=param, code=code, headers=headers, metadata=metadata)
         if kind:
             error.type = kind
         return error
-    return UpstreamError(f"Upstream {provider!r} failed with {status}: {message}")
+    return UpstreamError(f"Upstream {provider!r} failed with {status}: {message}", metadata=metadata)
 
 
 def _upstream_error_fields(response: requests.Response) -> tuple[str, str | None, str | None, str | None]:
@@ -84,30 +96,52 @@ def translate_exception(exc: requests.RequestException, provider: str) -> Gatewa
 
 
 class UpstreamStream:
-    """An upstream SSE response read on a pool thread into a queue the caller drains."""
+    """An upstream SSE response read on a pool thread into a bounded queue the caller drains."""
 
-    def __init__(self, response: requests.Response, provider: str, executor: ThreadPoolExecutor):
+    def __init__(self, response: requests.Response, provider: str, executor: ThreadPoolExecutor,
+                 call: UpstreamCall | None = None):
         self._response = response
         self._provider = provider
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._call = call
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=STREAM_QUEUE_EVENTS)
         self._closed = threading.Event()
         executor.submit(self._read)
 
     def _read(self) -> None:
         decoder = SseDecoder()
+        last_data = ""
         try:
             for chunk in self._response.iter_content(chunk_size=None):
                 for event in decoder.feed(chunk):
-                    self._queue.put(event)
+                    last_data = event.data if event.data != "[DONE]" else last_data
+                    if not self._put(event):
+                        return
         except requests.RequestException as exc:
             if not self._closed.is_set():
-                self._queue.put(translate_exception(exc, self._provider))
+                self._failed(translate_exception(exc, self._provider))
         except Exception as exc:  # noqa: BLE001 - surfaced to the consumer, never lost
             if not self._closed.is_set():
                 log.warning("stream reader for %s failed: %r", self._provider, exc)
-                self._queue.put(UpstreamError(f"Upstream {self._provider!r} stream broke."))
+                self._failed(UpstreamError(f"Upstream {self._provider!r} stream broke."))
         finally:
-            self._queue.put(_END)
+            if self._call is not None:
+                self._call.finished(last_data)  # its usage, when traced
+            self._put(_END)
+
+    def _failed(self, error: GatewayError) -> None:
+        if self._call is not None:
+            self._call.failed(error, answered=True)
+        self._put(error)
+
+    def _put(self, item: Any) -> bool:
+        """Queue an item, waiting while the queue is full; False once the stream is closed."""
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=PUT_WAIT_S)
+            except queue.Full:
+                continue
+            return True
+        return False
 
     def events(self, idle_timeout: float) -> Iterator[SseEvent | None]:
         """Yield events as they arrive; None after `idle_timeout` seconds of silence."""
@@ -179,7 +213,8 @@ class UpstreamClient:
     def _url(self, provider: str, path: str) -> str:
         return self._providers[provider].base_url.rstrip("/") + "/" + path.lstrip("/")
 
-    def _send(self, provider: str, method: str, path: str, body: Any, stream: bool) -> requests.Response:
+    def _send(self, provider: str, method: str, path: str, body: Any, stream: bool,
+              call: UpstreamCall) -> requests.Response:
         try:
             response = self._session(provider).request(
                 method,
@@ -187,27 +222,57 @@ class UpstreamClient:
                 json=body,
                 stream=stream,
                 timeout=self._timeout(provider).as_requests(),
+                headers=call.headers,  # `traceparent` when the request is traced
             )
         except requests.RequestException as exc:
-            raise translate_exception(exc, provider) from exc
+            error = translate_exception(exc, provider)
+            call.failed(error)
+            raise error from exc
+        except GatewayError as error:
+            call.failed(error)
+            raise
         if response.status_code >= 400:
             error = rejected_error(response, provider)
             response.close()
+            call.failed(error, status=response.status_code)
             raise error
+        call.answered(response.status_code)
         return response
+
+    def _call(self, provider: str, path: str, body: Any) -> UpstreamCall:
+        return UpstreamCall(provider, path, body, self._url(provider, path))
 
     def post_json(self, provider: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a JSON body and return the decoded JSON answer."""
-        return self._decode(self._send(provider, "POST", path, body, stream=False), provider)
+        call = self._call(provider, path, body)
+        response = self._send(provider, "POST", path, body, False, call)
+        try:
+            answer = self._decode(response, provider)
+        except GatewayError as error:
+            call.failed(error, answered=True)
+            raise
+        call.finished(answer)
+        return answer
 
     def submit_json(self, provider: str, path: str, body: dict[str, Any]) -> Future[dict[str, Any]]:
-        """post_json on the reader pool, so the caller can wait with keep-alives."""
-        return self._executor.submit(self.post_json, provider, path, body)
+        """post_json on the reader pool, so the caller can wait with keep-alives (in the caller's trace)."""
+        return self._executor.submit(contextvars.copy_context().run, self.post_json, provider, path, body)
 
     def open_stream(self, provider: str, path: str, body: dict[str, Any]) -> UpstreamStream:
         """POST and return the SSE answer as an UpstreamStream (errors before the body raise)."""
-        response = self._send(provider, "POST", path, body, stream=True)
-        return UpstreamStream(response, provider, self._executor)
+        call = self._call(provider, path, body)
+        response = self._send(provider, "POST", path, body, True, call)
+        return UpstreamStream(response, provider, self._executor, call)
+
+    def probe(self, provider: str) -> bool:
+        """Whether the provider answers HTTP below 500 (GET models, short timeouts): for /readyz."""
+        connect = min(self._providers[provider].connect_timeout_s, PROBE_TIMEOUT_S)
+        try:
+            response = self._session(provider).get(self._url(provider, "models"), timeout=(connect, PROBE_TIMEOUT_S))
+        except (requests.RequestException, GatewayError):
+            return False
+        response.close()
+        return response.status_code < 500
 
     @staticmethod
     def _decode(response: requests.Response, provider: str) -> dict[str, Any]:

@@ -15,13 +15,19 @@ Exactly one process per ``lock_path`` owns the child: the one holding an exclusi
 group, restarts it with bounded exponential backoff when it dies or never gets
 ready, and kills the group on ``close()``. Other processes retry the lock in a
 daemon thread; the kernel drops the lock with its holder, so when the owner worker
-dies another one takes over. On Linux the child also gets ``PR_SET_PDEATHSIG``
+dies another one takes over. While something else already answers on ``ready_url``
+(another gateway's copy on the same port) the owner starts no child, and starts one
+when that stops. On Linux the child also gets ``PR_SET_PDEATHSIG``
 (SIGKILL), so it cannot outlive an owner that is killed without running ``close()``.
+
+The owner's ``close()`` removes the lock file, and the log file too unless the child failed
+(exited by itself or never started), so a clean stop leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import fcntl
 import importlib.util
@@ -121,6 +127,8 @@ class ManagedProcess:
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._child_failed = False  # keep the log for the operator
+        self._lock_error: str | None = None  # why the lock file cannot be opened (logged once)
 
     @property
     def is_owner(self) -> bool:
@@ -175,13 +183,24 @@ class ManagedProcess:
             if thread.is_alive():
                 log.warning("model supervisor thread did not stop; killing its process group")
                 _signal_group(self._proc, signal.SIGKILL)
+        if self.is_owner:
+            self._remove_files()
         self._release_lock()
 
     def _try_lock(self) -> bool:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.lock_path) or ".", exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:  # the folder was removed meanwhile, or cannot be made: try again later
+            if self._lock_error != str(exc):
+                log.warning("cannot open the lock file %s: %s", self.lock_path, exc)
+            self._lock_error = str(exc)
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if os.fstat(fd).st_ino != os.stat(self.lock_path).st_ino:
+                raise BlockingIOError  # a closing owner removed the file we opened: not the lock any more
+        except OSError:
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
@@ -194,6 +213,15 @@ class ManagedProcess:
         if fd is not None:
             os.close(fd)
 
+    def _remove_files(self) -> None:
+        """The owner's cleanup: the lock file while still holding it, the log unless the child failed."""
+        removed = [self.lock_path] + ([] if self._child_failed else [self.log_path, f"{self.log_path}.1"])
+        for path in removed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        if self._child_failed:
+            log.warning("local model process failed at least once; its output is kept in %s", self.log_path)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             if self.is_owner or self._try_lock():
@@ -205,6 +233,9 @@ class ManagedProcess:
     def _supervise(self) -> None:
         backoff = 0.0
         while not self._stop.is_set():
+            self._wait_while_served_elsewhere()
+            if self._stop.is_set():
+                return
             started = time.monotonic()
             try:
                 self._watch(self._spawn())
@@ -212,6 +243,7 @@ class ManagedProcess:
                 log.error("cannot start local model process: %s", exc)
             if self._stop.is_set():
                 return
+            self._child_failed = True
             backoff = next_backoff(
                 backoff,
                 time.monotonic() - started,
@@ -220,6 +252,16 @@ class ManagedProcess:
             )
             log.warning("local model process exited; restarting in %.1f s", backoff)
             self._stop.wait(backoff)
+
+    def _wait_while_served_elsewhere(self) -> None:
+        """Start no copy while another process (another gateway's model) already answers on ready_url."""
+        with _probe_session() as session:
+            if not _probe(session, self.ready_url, _PROBE_TIMEOUT_S):
+                return
+            log.warning("%s already answers (another process); starting the local model when it stops",
+                        self.ready_url)
+            while not self._stop.wait(self.lock_retry_s) and _probe(session, self.ready_url, _PROBE_TIMEOUT_S):
+                pass
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         # argv is not logged: it may carry an --api_key.

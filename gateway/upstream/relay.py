@@ -14,9 +14,11 @@ from gateway.config import Settings
 from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError, UpstreamError, UpstreamRejected
 from gateway.loop.events import Usage
+from gateway.observability.record import fallback_taken, first_token
 from gateway.upstream import sse
 from gateway.upstream.chunks import read_chunks
 from gateway.upstream.client import UpstreamClient, UpstreamStream
+from gateway.upstream.dialect import OPENAI_STREAMS, StreamDialect
 from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,17 @@ def upstream_body(settings: Settings, route: Route, body: dict[str, Any], stream
         sent["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     if settings.providers[route.provider].empty_tool_call_content and "messages" in sent:
         sent["messages"] = [_content_not_null(message) for message in sent["messages"]]
+    if not settings.providers[route.provider].tool_choice_required and sent.get("tool_choice") == "required":
+        sent["tool_choice"] = required_as_accepted(sent.get("tools"))
     return sent
+
+
+def required_as_accepted(tools: Any) -> Any:
+    """`tool_choice: "required"` for upstreams without it: the one offered tool by name, else "auto"."""
+    functions = [tool for tool in tools or [] if isinstance(tool, dict) and tool.get("type") == "function"]
+    if len(functions) == 1 and len(tools) == 1:
+        return {"type": "function", "function": {"name": (functions[0].get("function") or {}).get("name")}}
+    return "auto"
 
 
 def capped_body(settings: Settings, route: Route, body: dict[str, Any], path: str, stream: bool) -> dict[str, Any]:
@@ -56,12 +68,29 @@ def with_fallback(routes: list[Route], attempt: Callable[[Route], T]) -> tuple[R
             if position == len(routes) - 1:
                 raise
             log.warning("model %s failed (%s); trying %s", route.model_id, exc.code, routes[position + 1].model_id)
+            fallback_taken(route.model_id, routes[position + 1].model_id)
     raise AssertionError("routes must not be empty")
 
 
 def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict[str, Any]:
-    """The upstream usage object plus OpenRouter's `cost` (credits)."""
-    return {**(usage_json if isinstance(usage_json, dict) else {}), "cost": to_credits(meter.cost_of(usage, route))}
+    """The usage object strict clients expect: the upstream's, with token details and OpenRouter's `cost`."""
+    given = usage_json if isinstance(usage_json, dict) else {}
+    return {
+        "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens, **given,
+        "prompt_tokens_details": given.get("prompt_tokens_details") or {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": given.get("completion_tokens_details")
+        or {"reasoning_tokens": usage.reasoning_tokens},
+        "cost": to_credits(meter.cost_of(usage, route)),
+    }
+
+
+def with_answer_fields(answer: dict[str, Any], route: Route) -> dict[str, Any]:
+    """A completion or chunk with the fields strict clients require: public model, provider, fingerprint."""
+    answer["model"] = route.model_id
+    answer["provider"] = route.provider
+    answer.setdefault("system_fingerprint", None)
+    return answer
 
 
 def relay_json(
@@ -77,7 +106,7 @@ def relay_json(
         route, data = with_fallback(
             routes, lambda r: client.post_json(r.provider, path, capped_body(settings, r, body, path, False))
         )
-        data["model"] = route.model_id
+        with_answer_fields(data, route)
         usage = usage_from_openai(data.get("usage")) or meter.estimate(
             "".join(_choice_text(choice) for choice in data.get("choices") or [])
         )
@@ -117,28 +146,35 @@ def relay_stream(
     client_wants_usage: bool,
     meter: Meter,
     keepalive_s: float,
+    dialect: StreamDialect = OPENAI_STREAMS,
 ) -> Iterator[bytes]:
-    """Relay upstream SSE chunk by chunk; keep-alives on silence; error event on failure."""
+    """Relay upstream SSE chunk by chunk; keep-alives on silence; an error event in the dialect on failure."""
     reported: Usage | None = None
     generated: list[str] = []
     status = CLIENT_CLOSED
+    last: dict[str, Any] | None = None
     try:
         for chunk in read_chunks(stream.events(keepalive_s)):
             if chunk is None:
-                yield sse.comment()
+                yield dialect.keepalive()
                 continue
+            last = chunk
             reported = usage_from_openai(chunk.get("usage")) or reported
             if reported is not None and chunk.get("usage"):
                 chunk["usage"] = with_cost(chunk["usage"], meter, reported, route)
             generated += [_choice_text(choice) for choice in chunk.get("choices") or []]
+            if generated and generated[-1]:
+                first_token(route.model_id)
             outgoing = _client_chunk(chunk, route, client_wants_usage)
             if outgoing is not None:
                 yield sse.encode(outgoing)
         status = 200
+        meter.finish(reported or meter.estimate("".join(generated)), status, route)  # durable before the last byte
         yield sse.DONE
     except GatewayError as exc:
         status = exc.status
-        yield sse.encode(exc.body())
+        meter.finish(reported or meter.estimate("".join(generated)), status, route)
+        yield dialect.error_event(exc, last)
     except Exception:
         status = 500
         raise
@@ -154,6 +190,4 @@ def _client_chunk(chunk: dict[str, Any], route: Route, wants_usage: bool) -> dic
         if not chunk.get("choices") and chunk.get("usage"):
             return None
         chunk.pop("usage", None)
-    if "model" in chunk:
-        chunk["model"] = route.model_id
-    return chunk
+    return with_answer_fields(chunk, route)

@@ -30,7 +30,11 @@ def resolve(settings: Settings, model_id: Any, param: str = "model") -> Route:
 
 
 def candidates(settings: Settings, body: dict[str, Any]) -> list[Route]:
-    """`model` then each of `models` (deduplicated), every one resolved up front."""
+    """`model` then each of `models` (deduplicated), resolved up front; ids not served here are skipped.
+
+    As with OpenRouter, a fallback list may name models this gateway does not serve; 404 only when
+    it serves none of them.
+    """
     fallbacks = body.get("models")
     if fallbacks is None:
         return [resolve(settings, body.get("model"))]
@@ -38,4 +42,5 @@ def candidates(settings: Settings, body: dict[str, Any]) -> list[Route]:
         raise InvalidRequest("`models` must be a non-empty list of model ids.", param="models")
     ordered = ([body["model"]] if body.get("model") else []) + fallbacks
     unique = list(dict.fromkeys(ordered))
-    return [resolve(settings, model_id, param="models") for model_id in unique]
+    served = [model_id for model_id in unique if isinstance(model_id, str) and model_id in settings.models]
+    return [resolve(settings, model_id, param="models") for model_id in served or unique[:1]]

@@ -1,0 +1,73 @@
+"""What a request asks of the accounting writer, and what it answers: plain values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.accounting.ratelimit import WindowAsk
+from gateway.accounting.window_stores import WindowCounts
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Admit one request: its rate-limit window (when counted in the database), then its hold."""
+
+    account_id: int
+    key_id: int
+    spend_limit: int | None
+    amount: int  # micro-credits to hold; 0 holds nothing
+    request_id: str
+    ttl_s: int
+    ask: WindowAsk | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The answer to an Admission; `refusal` (402) is only set when the rate limit passed."""
+
+    reservation_id: int | None = None
+    counts: WindowCounts | None = None  # the window after counting (None: not counted in the database)
+    rate_limited: bool = False
+    refusal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """Grow an open hold by `amount` (a further tool-loop turn); answers a refusal or None."""
+
+    account_id: int
+    key_id: int
+    spend_limit: int | None
+    reservation_id: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """The usage row a settlement writes (its cost is what was charged)."""
+
+    request_id: str
+    endpoint: str
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+    status: int
+    latency_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Close a hold, charge the full cost, write the usage row and add tokens: answers the charge."""
+
+    account_id: int
+    key_id: int | None
+    reservation_id: int | None
+    cost: int
+    request_id: str
+    usage: UsageRow | None = None
+    tokens: int = 0  # added to the key's window `token_window` when windows are in the database
+    token_window: int | None = None
+
+
+Operation = Admission | Extension | Settlement

@@ -1,0 +1,23 @@
+"""What operators watch: Prometheus metrics, the JSON access log and app logs, traces, readiness."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from gateway.config import Settings
+from gateway.observability import access_log, record, tracing
+from gateway.observability.readiness import Readiness
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Wrap the WSGI app to observe every request; give the app its access log and readiness checks."""
+    access_log.init_app(app, settings.server.access_log)
+    app.extensions[Readiness.EXTENSION] = Readiness(settings.server.ready_probe_ttl_s)
+    tracing.init_app(app, settings.tracing)
+    record.init_app(app)
+
+
+def close(app: Flask) -> None:
+    """Flush and close what the app's observers own (idempotent)."""
+    access_log.of(app).close()
+    tracing.close()

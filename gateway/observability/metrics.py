@@ -1,0 +1,204 @@
+"""The gateway's Prometheus metrics, and the small functions the rest of the code calls to feed them.
+
+Metrics belong to the process, not to an app: under gunicorn each worker writes its own files in
+the multiprocess directory (see multiprocess.py) and `/metrics`, whichever worker answers it,
+adds up every worker's, the live and the dead. So they are created once per process, on first
+use (after the fork), by `metrics()`. Without `PROMETHEUS_MULTIPROC_DIR` (tests, a plain
+development server) they live in this process's memory.
+
+Labels only ever take values from the config or the code (routes, configured model ids and
+providers, statuses), never a client's raw input, so their number stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    values,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.observability import multiprocess
+
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TOOL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    """Every metric the gateway exports (names follow Prometheus conventions: base units, `_total`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        def counter(name: str, text: str, labels: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, text, labels, registry=registry)
+
+        def histogram(name: str, text: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, text, labels, buckets=buckets, registry=registry)
+
+        self.requests = counter("gateway_requests", "HTTP requests answered, by route, method, status and model.",
+                                ("route", "method", "status", "model"))
+        self.request_seconds = histogram("gateway_request_duration_seconds",
+                                         "Time from a request's arrival to its last byte (streams included).",
+                                         ("route", "model"), REQUEST_BUCKETS)
+        self.first_token_seconds = histogram("gateway_time_to_first_token_seconds",
+                                             "Time from a stream's arrival to the first generated token.",
+                                             ("model",), REQUEST_BUCKETS)
+        self.upstream_seconds = histogram("gateway_upstream_request_duration_seconds",
+                                          "Time an upstream took to answer (to its headers, for streams).",
+                                          ("provider",), UPSTREAM_BUCKETS)
+        self.upstream_errors = counter("gateway_upstream_errors", "Failed upstream calls, by provider and kind.",
+                                       ("provider", "kind"))
+        self.fallbacks = counter("gateway_fallbacks", "Requests moved to their next model after an upstream failure.",
+                                 ("from_model", "to_model"))
+        self.tokens = counter("gateway_tokens", "Tokens billed, by model and type (input or output).",
+                              ("model", "type"))
+        self.credits = counter("gateway_credits_charged", "Credits charged, by model.", ("model",))
+        self.open_streams = Gauge("gateway_open_streams", "SSE responses being streamed right now.",
+                                  registry=registry, multiprocess_mode="livesum")
+        self.tool_calls = counter("gateway_mcp_tool_calls", "MCP tool calls, by server and outcome (ok or error).",
+                                  ("server", "outcome"))
+        self.tool_seconds = histogram("gateway_mcp_tool_call_duration_seconds", "Time one MCP tool call took.",
+                                      ("server",), TOOL_BUCKETS)
+        self.server_up = Gauge("gateway_mcp_server_up", "1 while a built-in MCP server is connected in every worker.",
+                               ("server",), registry=registry, multiprocess_mode="livemin")
+        self.refusals = counter("gateway_refusals", "Requests refused for rate limits (429) or balance (402).",
+                                ("reason",))
+        self.batch_size = histogram("gateway_db_write_batch_size",
+                                    "Accounting operations committed together in one transaction.",
+                                    (), BATCH_SIZES)
+        self.batch_seconds = histogram("gateway_db_write_batch_duration_seconds",
+                                       "Time one accounting batch took: write lock, statements and commit.",
+                                       (), BATCH_BUCKETS)
+
+
+_metrics: Metrics | None = None
+_pid = 0
+_lock = threading.Lock()
+
+
+def metrics() -> Metrics:
+    """This process's metrics, created on first use (file-backed when PROMETHEUS_MULTIPROC_DIR is set)."""
+    global _metrics, _pid
+    if _metrics is None or _pid != os.getpid():
+        with _lock:
+            if _metrics is None or _pid != os.getpid():
+                use_multiprocess_values()
+                disable_created_metrics()  # `_created` series: absent in multiprocess mode, so absent here too
+                _metrics, _pid = Metrics(CollectorRegistry(auto_describe=True)), os.getpid()
+    return _metrics
+
+
+def use_multiprocess_values() -> None:
+    """File-backed values when the directory is set, even if prometheus_client was imported before it was.
+
+    prometheus_client picks its value class when it is imported, from the environment; gunicorn's
+    master imports the gateway (and so prometheus_client) before its `on_starting` hook sets the
+    directory, so the choice is made again here, before this process creates its metrics.
+    """
+    if multiprocess.directory() and not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every worker (or of this process alone) and its content type."""
+    path = multiprocess.directory()
+    if path:
+        metrics()  # this worker's files exist from its first scrape on
+        return multiprocess.collect(path), CONTENT_TYPE_LATEST
+    return generate_latest(metrics().registry), CONTENT_TYPE_LATEST
+
+
+# -- what the rest of the gateway calls ------------------------------------------------------
+
+
+def observe_request(route: str, method: str, status: int, model: str, seconds: float) -> None:
+    """One answered request."""
+    current = metrics()
+    current.requests.labels(route, method, str(status), model).inc()
+    current.request_seconds.labels(route, model).observe(seconds)
+
+
+def observe_first_token(model: str, seconds: float) -> None:
+    """A stream's first generated token."""
+    metrics().first_token_seconds.labels(model).observe(seconds)
+
+
+def observe_upstream(provider: str, seconds: float, error_kind: str | None = None) -> None:
+    """One upstream call (to its headers) and, if it failed, how."""
+    current = metrics()
+    current.upstream_seconds.labels(provider).observe(seconds)
+    if error_kind is not None:
+        current.upstream_errors.labels(provider, error_kind).inc()
+
+
+def upstream_error(provider: str, kind: str) -> None:
+    """An upstream failure found after the headers (a broken stream)."""
+    metrics().upstream_errors.labels(provider, kind).inc()
+
+
+def fallback_taken(from_model: str, to_model: str) -> None:
+    """A request moved on to its next model."""
+    metrics().fallbacks.labels(from_model, to_model).inc()
+
+
+def observe_charge(model: str, input_tokens: int, output_tokens: int, credits: float) -> None:
+    """A settled request: its tokens and what it cost."""
+    current = metrics()
+    if input_tokens:
+        current.tokens.labels(model, "input").inc(input_tokens)
+    if output_tokens:
+        current.tokens.labels(model, "output").inc(output_tokens)
+    if credits:
+        current.credits.labels(model).inc(credits)
+
+
+def stream_opened() -> None:
+    metrics().open_streams.inc()
+
+
+def stream_closed() -> None:
+    metrics().open_streams.dec()
+
+
+def observe_tool_call(server: str, ok: bool, seconds: float) -> None:
+    """One MCP tool call and its outcome."""
+    current = metrics()
+    current.tool_calls.labels(server, "ok" if ok else "error").inc()
+    current.tool_seconds.labels(server).observe(seconds)
+
+
+def mcp_server_state(server: str, status: str) -> None:
+    """A built-in MCP server changed state in this worker."""
+    metrics().server_up.labels(server).set(1 if status == "available" else 0)
+
+
+def refused(reason: str) -> None:
+    """A request refused with 429 (rate_limited) or 402 (insufficient_balance)."""
+    metrics().refusals.labels(reason).inc()
+
+
+@contextlib.contextmanager
+def observed_write_batch(size: int) -> Iterator[None]:
+    """Time one accounting batch of `size` operations (the accounting writer wraps its transaction in it)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        current = metrics()
+        current.batch_size.observe(size)
+        current.batch_seconds.observe(time.perf_counter() - started)

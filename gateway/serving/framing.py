@@ -1,0 +1,140 @@
+"""Where an HTTP/1.1 request ends, judged from the bytes received so far (pure: no sockets).
+
+The worker buffers a request until `RequestFraming.feed` says it is complete, so a thread only
+ever parses bytes that are already in memory. Framing errors that gunicorn's own parser rejects
+without reading further (a bad Content-Length, a Transfer-Encoding other than chunked) count as
+complete: gunicorn then answers them with its usual 400. Only what would make the parser wait
+for bytes that can never fix the request is rejected here.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+CRLF = b"\r\n"
+HEAD_END = b"\r\n\r\n"
+HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) longer than this is not one
+EXPECT_CONTINUE = re.compile(rb"(?im)^expect:[ \t]*100-continue[ \t]*\r\n")
+
+
+class Verdict(enum.Enum):
+    """What to do with the bytes received so far."""
+
+    INCOMPLETE = "incomplete"
+    COMPLETE = "complete"
+    MALFORMED = 400
+    BODY_TOO_LARGE = 413
+    HEAD_TOO_LARGE = 431
+
+
+class RequestFraming:
+    """One request's bytes as they arrive, and whether they make a whole request yet."""
+
+    def __init__(self, max_head_bytes: int, max_body_bytes: int) -> None:
+        self.data = bytearray()
+        self.max_head_bytes = max_head_bytes
+        self.max_body_bytes = max_body_bytes
+        self.expects_continue = False  # HTTP/1.1 `Expect: 100-continue` with a body still to come
+        self._scanned = 0  # bytes of the head already checked for its end and for bare LFs
+        self._head_end: int | None = None
+        self._length = 0
+        self._chunked = False
+        self._chunk_at = 0  # where the next chunk-size line starts
+        self._body_bytes = 0
+
+    def feed(self, chunk: bytes) -> Verdict:
+        """Add received bytes; say whether the request is complete, incomplete or rejected."""
+        self.data += chunk
+        if self._head_end is None:
+            verdict = self._read_head()
+            if verdict is not None:
+                return verdict
+        return self._read_chunks() if self._chunked else self._read_length()
+
+    def request_bytes(self) -> bytes:
+        """The bytes to parse: as received, minus an `Expect: 100-continue` the body already answered."""
+        if self._head_end is None or not self.expects_continue:
+            return bytes(self.data)
+        head = EXPECT_CONTINUE.sub(b"", bytes(self.data[: self._head_end]))
+        return head + bytes(self.data[self._head_end :])
+
+    def _read_head(self) -> Verdict | None:
+        end = self.data.find(HEAD_END, max(self._scanned - 3, 0))
+        checked_to = len(self.data) if end < 0 else end + len(HEAD_END)
+        if has_bare_lf(self.data, self._scanned, checked_to):
+            return Verdict.MALFORMED  # gunicorn would wait for a CRLF that never comes
+        self._scanned = checked_to
+        if end < 0:
+            return Verdict.HEAD_TOO_LARGE if len(self.data) > self.max_head_bytes else Verdict.INCOMPLETE
+        if checked_to > self.max_head_bytes:
+            return Verdict.HEAD_TOO_LARGE
+        self._head_end = checked_to
+        return self._read_framing(bytes(self.data[:end]))
+
+    def _read_framing(self, head: bytes) -> Verdict | None:
+        """Content-Length or chunked from the head; None to go on reading the body."""
+        request_line, *fields = head.removeprefix(CRLF).split(CRLF)
+        lengths: list[bytes] = []
+        codings: list[bytes] | None = None
+        for field in fields:
+            name, _, value = field.partition(b":")
+            name, value = name.strip().lower(), value.strip()
+            if name == b"content-length":
+                lengths.append(value)
+            elif name == b"transfer-encoding":
+                codings = (codings or []) + [coding.strip().lower() for coding in value.split(b",")]
+            elif name == b"expect" and value.lower() == b"100-continue":
+                self.expects_continue = request_line.endswith(b"HTTP/1.1")
+        if codings is not None:
+            if codings[-1] != b"chunked" or lengths:
+                return Verdict.COMPLETE  # gunicorn's parser answers 400 without reading on
+            self._chunked, self._chunk_at = True, self._head_end or 0
+            return None
+        if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
+            return Verdict.COMPLETE  # likewise
+        self._length = int(lengths[0]) if lengths else 0
+        return Verdict.BODY_TOO_LARGE if self._length > self.max_body_bytes else None
+
+    def _read_length(self) -> Verdict:
+        received = len(self.data) - (self._head_end or 0)
+        return Verdict.COMPLETE if received >= self._length else Verdict.INCOMPLETE
+
+    def _read_chunks(self) -> Verdict:
+        while True:
+            line_end = self.data.find(CRLF, self._chunk_at)
+            if line_end < 0:
+                too_long = len(self.data) - self._chunk_at > MAX_CHUNK_LINE
+                return Verdict.MALFORMED if too_long else Verdict.INCOMPLETE
+            size_text = bytes(self.data[self._chunk_at : line_end]).split(b";", 1)[0].strip()
+            if not size_text or len(size_text) > 16 or not HEX_DIGITS.issuperset(size_text):
+                return Verdict.MALFORMED
+            size = int(size_text, 16)
+            if size == 0:
+                return self._read_trailers(line_end)
+            if self._body_bytes + size > self.max_body_bytes:
+                return Verdict.BODY_TOO_LARGE
+            chunk_end = line_end + len(CRLF) + size
+            if len(self.data) < chunk_end + len(CRLF):
+                return Verdict.INCOMPLETE
+            if self.data[chunk_end : chunk_end + len(CRLF)] != CRLF:
+                return Verdict.MALFORMED
+            self._chunk_at, self._body_bytes = chunk_end + len(CRLF), self._body_bytes + size
+
+    def _read_trailers(self, last_chunk_line_end: int) -> Verdict:
+        """After the zero-size chunk: optional trailer fields, then an empty line."""
+        if self.data.find(HEAD_END, last_chunk_line_end) >= 0:
+            return Verdict.COMPLETE
+        too_long = len(self.data) - last_chunk_line_end > self.max_head_bytes
+        return Verdict.MALFORMED if too_long else Verdict.INCOMPLETE
+
+
+def has_bare_lf(data: bytearray, start: int, end: int) -> bool:
+    """Whether data[start:end] holds a LF not preceded by CR (HTTP/1.1 lines end in CRLF)."""
+    position = data.find(b"\n", start, end)
+    while position >= 0:
+        if position == 0 or data[position - 1] != ord("\r"):
+            return True
+        position = data.find(b"\n", position + 1, end)
+    return False

@@ -1,0 +1,70 @@
+"""Concurrent stream caps per key and per account (429 rate_limit_error), released when a response closes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from gateway import db
+from gateway.accounting.streams import StreamSlots
+from gateway.errors import RateLimited
+from gateway.tables import ApiKey
+
+CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+def test_slots_cap_keys_and_accounts_and_release_once() -> None:
+    slots = StreamSlots(per_key=2, per_account=3)
+    first = slots.acquire(1, 10)
+    slots.acquire(1, 10)
+    with pytest.raises(RateLimited, match="This key already has 2 streams open"):
+        slots.acquire(1, 10)
+    slots.acquire(2, 10)
+    with pytest.raises(RateLimited, match="This key's account already has 3 streams open"):
+        slots.acquire(3, 10)
+    slots.acquire(4, 20)  # another account
+    first()
+    first()  # idempotent
+    assert slots.open_streams(1) == 1
+    slots.acquire(3, 10)
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings(limits={"max_streams_per_key": 2, "max_streams_per_account": 3})
+
+
+def same_account_key(make_key: Callable[..., str], name: str, other_name: str) -> str:
+    with db.database.connection_context():
+        account_id = ApiKey.get(ApiKey.name == other_name).account_id
+    return make_key(name, account=account_id)
+
+
+def test_streams_past_a_cap_get_429_until_one_closes(client, make_key: Callable[..., str]) -> None:
+    first = {"Authorization": f"Bearer {make_key('first')}"}
+    sibling = {"Authorization": f"Bearer {same_account_key(make_key, 'sibling', 'first')}"}
+    stranger = {"Authorization": f"Bearer {make_key('stranger')}"}
+    held = [client.post(path, json=CHAT, headers=first)
+            for path in ("/v1/chat/completions", "/api/v1/chat/completions")]
+    assert [answer.status_code for answer in held] == [200, 200]
+
+    refused = client.post("/v1/chat/completions", json=CHAT, headers=first)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused.json["error"]["type"] == "rate_limit_error"
+    assert refused.json["error"]["code"] == "too_many_streams"
+    assert client.post("/v1/responses", json={"model": "test-model", "input": "hi", "stream": True},
+                       headers=first).status_code == 429
+    assert client.post("/v1/chat/completions", json={**CHAT, "stream": False}, headers=first).status_code == 200
+
+    held.append(client.post("/v1/chat/completions", json=CHAT, headers=sibling))
+    assert held[-1].status_code == 200
+    account_full = client.post("/v1/chat/completions", json=CHAT, headers=sibling)
+    assert account_full.status_code == 429 and "account" in account_full.json["error"]["message"]
+    assert client.post("/v1/chat/completions", json=CHAT, headers=stranger).status_code == 200
+
+    held[0].close()
+    again = client.post("/v1/chat/completions", json=CHAT, headers=first)
+    assert again.status_code == 200
+    for answer in [*held, again]:
+        answer.close()

@@ -1,0 +1,66 @@
+"""/healthz and /readyz: the database, a reachable upstream (cached probe), required MCP servers."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from gateway import create_app, db, lifecycle
+from tests.mcp_fixtures.launch import TOOL_SERVER
+
+
+def free_port_url() -> str:
+    """The base URL of a loopback port nobody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+
+
+def readiness(settings):
+    app = create_app(settings)
+    db.upgrade()
+    try:
+        response = app.test_client().get("/readyz", buffered=True)
+        return response.status_code, response.get_json()
+    finally:
+        lifecycle.close(app)
+
+
+def test_ready_with_the_database_and_a_reachable_upstream(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready", "checks": {"database": True, "upstream:fake": True},
+                                   "down": []}
+
+
+def test_ready_while_one_upstream_of_two_answers(make_settings):
+    status, body = readiness(make_settings(providers={"gone": {"base_url": free_port_url(), "timeout_s": 1}}))
+    assert status == 200
+    assert body["checks"]["upstream:gone"] is False and body["checks"]["upstream:fake"] is True
+
+
+def test_unready_when_no_upstream_answers_and_ready_once_one_does(make_settings, fake_upstream):
+    gone = {"base_url": free_port_url(), "timeout_s": 1}
+    settings = make_settings(providers={"fake": gone}, models={"backup-model": {"provider": "fake"}})
+    status, body = readiness(settings)
+    assert status == 503
+    assert body["status"] == "unavailable" and body["down"] == ["upstream:fake"]
+
+
+def test_a_required_mcp_server_that_is_down_is_named(make_settings):
+    servers = {"tools": {"command": sys.executable, "args": [TOOL_SERVER]},
+               "broken": {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"], "required": True}}
+    status, body = readiness(make_settings(mcpServers=servers, mcp={"connect_timeout_s": 2}))
+    assert status == 503 and body["down"] == ["mcp:broken"]
+    assert "mcp:tools" not in body["checks"]  # not required
+
+
+def test_unready_without_the_database(make_settings, tmp_path):
+    settings = make_settings(database={"url": f"sqlite:///{tmp_path / 'missing' / 'no.db'}"})
+    app = create_app(settings)
+    try:
+        response = app.test_client().get("/readyz", buffered=True)
+    finally:
+        lifecycle.close(app)
+    assert response.status_code == 503 and response.get_json()["down"] == ["database"]

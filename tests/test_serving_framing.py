@@ -1,0 +1,64 @@
+"""RequestFraming: where a request ends, fed whole or a byte at a time."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.serving.framing import RequestFraming, Verdict
+
+HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+
+
+def verdict_of(data: bytes, pieces: int = 1, max_head: int = 4096, max_body: int = 1000) -> Verdict:
+    """The verdict after feeding `data` in `pieces` parts (1: whole; 0: a byte at a time)."""
+    framing = RequestFraming(max_head, max_body)
+    size = 1 if pieces == 0 else -(-len(data) // pieces)
+    verdict = Verdict.INCOMPLETE
+    for start in range(0, len(data), size):
+        verdict = framing.feed(data[start : start + size])
+        if verdict is not Verdict.INCOMPLETE:
+            break
+    return verdict
+
+
+CASES = [
+    ("no body", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Verdict.COMPLETE),
+    ("one leading CRLF", b"\r\nGET / HTTP/1.1\r\n\r\n", Verdict.COMPLETE),
+    ("head cut short", HEAD + b"X-Pad: abc", Verdict.INCOMPLETE),
+    ("length complete", HEAD + b"Content-Length: 5\r\n\r\nhello", Verdict.COMPLETE),
+    ("length short", HEAD + b"content-length: 5\r\n\r\nhell", Verdict.INCOMPLETE),
+    ("length, next request behind", HEAD + b"Content-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\n", Verdict.COMPLETE),
+    ("length too large", HEAD + b"Content-Length: 1001\r\n\r\n", Verdict.BODY_TOO_LARGE),
+    ("length not a number: gunicorn's 400", HEAD + b"Content-Length: 5x\r\n\r\n", Verdict.COMPLETE),
+    ("two lengths: gunicorn's 400", HEAD + b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx", Verdict.COMPLETE),
+    ("chunked complete", HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", Verdict.COMPLETE),
+    ("chunked with trailer", HEAD + b"Transfer-Encoding: chunked\r\n\r\n1;x=y\r\na\r\n0\r\nT: 1\r\n\r\n",
+     Verdict.COMPLETE),
+    ("chunked short", HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n", Verdict.INCOMPLETE),
+    ("chunked too large", HEAD + b"Transfer-Encoding: chunked\r\n\r\n3e9\r\n", Verdict.BODY_TOO_LARGE),
+    ("chunk size not hex", HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", Verdict.MALFORMED),
+    ("chunk without CRLF after data", HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", Verdict.MALFORMED),
+    ("gzip only: gunicorn's 400", HEAD + b"Transfer-Encoding: gzip\r\n\r\n", Verdict.COMPLETE),
+    ("bare LF", b"GET / HTTP/1.1\nHost: x\n\n", Verdict.MALFORMED),
+    ("head too large", HEAD + b"X-Pad: " + b"a" * 5000, Verdict.HEAD_TOO_LARGE),
+]
+
+
+@pytest.mark.parametrize("data,expected", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+@pytest.mark.parametrize("pieces", [1, 3, 0], ids=["whole", "thirds", "bytewise"])
+def test_verdicts(data: bytes, expected: Verdict, pieces: int) -> None:
+    assert verdict_of(data, pieces) is expected
+
+
+def test_expect_continue_is_noticed_and_removed_once_the_body_is_here() -> None:
+    framing = RequestFraming(4096, 1000)
+    assert framing.feed(HEAD + b"Expect: 100-Continue\r\nContent-Length: 2\r\n\r\n") is Verdict.INCOMPLETE
+    assert framing.expects_continue
+    assert framing.feed(b"hi") is Verdict.COMPLETE
+    assert framing.request_bytes() == HEAD + b"Content-Length: 2\r\n\r\nhi"
+
+
+def test_expect_continue_on_http_1_0_is_ignored() -> None:
+    framing = RequestFraming(4096, 1000)
+    framing.feed(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    assert not framing.expects_continue
