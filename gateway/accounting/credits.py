@@ -95,13 +95,6 @@ def reserved_by(account_id: int, key_id: int | None = None) -> int:
     return query.scalar()
 
 
-def spent_by_key(key_id: int) -> int:
-    """Micro-credits ever charged to one key."""
-    return LedgerEntry.select(fn.COALESCE(fn.SUM(LedgerEntry.amount), 0)).where(
-        LedgerEntry.api_key == key_id, LedgerEntry.kind == "charge"
-    ).scalar()
-
-
 def grant_credits(
     account_id: int, amount: int, expires_at: datetime.datetime | None = None, source: str = "grant"
 ) -> CreditGrant:
