@@ -29,7 +29,7 @@ STREAM_MODEL = "bench-stream"  # streams: priced, on the Python stub
 SLOW_STREAM_MODEL = SLOW_MODEL  # waits 1 s, then streams: priced, on the Python stub
 PRICES = {"input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0}
 CREDITS = "1000000"            # far more than any run spends
-HIGH_LIMITS = {"rpm": 100_000_000, "tpm": 2_000_000_000}  # never a refusal; fits a 32-bit column
+HIGH_LIMITS = {"rpm": 100_000_000, "tpm": 2_000_000_000, "streams": 1_000_000}  # never a refusal; fits a 32-bit column
 
 
 def free_port() -> int:
@@ -209,7 +209,9 @@ def gateway_config(database_url: str, json_port: int, stream_port: int | None = 
     stream_port = stream_port or json_port
     lines = [
         f'[database]\nurl = "{database_url}"',
-        f"[limits]\nrpm = {HIGH_LIMITS['rpm']}\ntpm = {HIGH_LIMITS['tpm']}",
+        # one load key stands for many clients: no per-key stream cap either
+        f"[limits]\nrpm = {HIGH_LIMITS['rpm']}\ntpm = {HIGH_LIMITS['tpm']}\n"
+        f"max_streams_per_key = {HIGH_LIMITS['streams']}\nmax_streams_per_account = {HIGH_LIMITS['streams']}",
         f'[providers.json]\nbase_url = "http://127.0.0.1:{json_port}/v1"\ntimeout_s = 60\nconnect_timeout_s = 5',
         f'[providers.stream]\nbase_url = "http://127.0.0.1:{stream_port}/v1"\ntimeout_s = 60\nconnect_timeout_s = 5',
         f'[models."{FREE_MODEL}"]\nprovider = "json"\nupstream_model = "{FREE_MODEL}"',

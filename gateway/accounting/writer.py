@@ -5,7 +5,10 @@ the writer takes whatever is queued (up to MAX_BATCH), decides it in one transac
 write lock (see writelock.py and batch.py), commits, and only then answers every waiter. So a
 request's answer is always durable, and N concurrent requests share one commit instead of
 queueing N times on the database's lock (group commit). A batch that fails is rolled back and
-retried one operation at a time, so one bad operation fails alone.
+retried one operation at a time, so one bad operation fails alone. On PostgreSQL a batch without
+settlements commits without waiting for the WAL flush (`synchronous_commit = off`): a worker
+that dies loses nothing by it, and holds a database crash loses are harmless (a settlement
+whose hold is gone still charges); every batch that charges waits for the flush.
 
 Between batches (and when idle) the writer sweeps holds older than the reservation TTL (a killed
 worker's) and rate windows older than a minute, every `sweep_interval(ttl)` seconds.
