@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 if TYPE_CHECKING:
-    from gateway.observability.record import RequestRecord
+    from gateway.observability.request_record import RequestRecord
 
 EXTENSION = "gateway.access_log"
 STDERR = "-"

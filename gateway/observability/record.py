@@ -8,50 +8,18 @@ stream's generator runs on that same thread after Flask's own request context is
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, request
 
 from gateway.observability import access_log, metrics, tracing
+from gateway.observability.request_record import RequestRecord
 
 CURRENT: ContextVar[RequestRecord | None] = ContextVar("gateway_request_record", default=None)
 REFUSALS = {402: "insufficient_balance", 429: "rate_limited"}
 WEBSOCKET_TAKEN_OVER = 101
-
-
-@dataclass
-class RequestRecord:
-    """What one request did, as the access log and the metrics report it."""
-
-    method: str
-    path: str
-    remote_addr: str | None
-    user_agent: str
-    started: float = field(default_factory=time.monotonic)
-    wall_time: float = field(default_factory=time.time)
-    request_id: str = ""
-    route: str = "unmatched"
-    status: int = 0
-    streamed: bool = False
-    account_id: int | None = None
-    key_id: int | None = None
-    model: str | None = None
-    provider: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    first_byte_s: float | None = None
-    first_token_s: float | None = None
-    duration_s: float = 0.0
-    fallbacks: list[str] = field(default_factory=list)
-    span: Any = None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
 
 def current() -> RequestRecord | None:

@@ -30,7 +30,7 @@ except ImportError:  # the `otel` extra is not installed
     trace = None
 
 if TYPE_CHECKING:
-    from gateway.observability.record import RequestRecord
+    from gateway.observability.request_record import RequestRecord
 
 EXTENSION = "gateway.tracing"
 TRACER = "gateway"
