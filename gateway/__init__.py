@@ -6,21 +6,25 @@ import time
 
 from flask import Flask
 
-from gateway import db, errors, lifecycle, observability
+from gateway import dashboard, db, errors, lifecycle, observability
 from gateway.api import (
     account,
     admin,
     catalog,
     chat,
     conversations,
+    cors,
+    generations,
     health,
     http,
     mcp,
+    openapi,
     profiles,
     responses,
     responses_ws,
 )
 from gateway.config import Settings, load_settings
+from gateway.mcp_hub import views as mcp_hub
 
 API_PREFIXES = {"v1": "/v1", "openrouter": "/api/v1"}
 
@@ -38,6 +42,7 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     db.init_app(app, settings.database.url, pool_size=2 * settings.server.threads)
     lifecycle.init_app(app, settings)
     http.init_app(app)
+    cors.init_app(app, settings.server.cors_origins)  # after http, before the blueprints authenticate
     observability.init_app(app, settings)  # after http: it reads the request id
     responses_ws.init_app(app, settings)
     for name, prefix in API_PREFIXES.items():
@@ -45,6 +50,10 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
             app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
     app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)
+    app.register_blueprint(generations.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
+    mcp_hub.init_app(app)  # /mcp and /mcp/{scope}/{profile} for MCP clients
+    dashboard.init_app(app, settings)  # off with [dashboard] enabled = false
     return app

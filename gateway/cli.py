@@ -1,9 +1,10 @@
-"""The `gateway` command: serve, keys, credits, db, config."""
+"""The `gateway` command: serve, keys, credits, users, db, config."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import getpass
 import json
 import os
 import sys
@@ -12,8 +13,12 @@ from collections.abc import Callable
 from gateway import db
 from gateway.accounting import credits, keys
 from gateway.config import ConfigError, Settings, find_config_file, load_settings
-from gateway.errors import GatewayError
+from gateway.dashboard import users
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.mcp_hub.access import encode_allow_list, parse_labels
 from gateway.tables import ApiKey, utcnow
+
+MCP_SERVERS_HELP = "built-in MCP servers the key may use, e.g. time,docs (default: all its scope allows)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--rpm", type=int)
     create.add_argument("--tpm", type=int)
     create.add_argument("--spend-limit", help="credits this key may spend (OpenRouter's key limit)")
+    create.add_argument("--mcp-servers", type=parse_labels, help=MCP_SERVERS_HELP)
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(run=with_database(run_keys_create))
+    update = keys.add_parser("update", parents=[common], help="change a key's limits or MCP allow-list")
+    update.add_argument("id", type=int)
+    update.add_argument("--rpm", type=int)
+    update.add_argument("--tpm", type=int)
+    update.add_argument("--mcp-servers", type=parse_labels, default=argparse.SUPPRESS,
+                        help=MCP_SERVERS_HELP + "; `none` lifts it")
+    update.add_argument("--json", action="store_true", help="print the key as one JSON object")
+    update.set_defaults(run=with_database(run_keys_update))
     listing = keys.add_parser("list", parents=[common], help="list keys")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=with_database(run_keys_list))
@@ -75,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("--source", default="grant")
     grant.set_defaults(run=with_database(run_credits_grant))
 
+    add_users_commands(commands, common)
     database = commands.add_parser("db", help="database maintenance").add_subparsers(dest="action", required=True)
     upgrade = database.add_parser("upgrade", parents=[common], help="apply pending migrations")
     upgrade.set_defaults(run=run_db_upgrade)
@@ -83,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", parents=[common], help="print the effective config as TOML, secrets masked")
     show.set_defaults(run=run_config_show)
     return parser
+
+
+def add_users_commands(commands, common: argparse.ArgumentParser) -> None:
+    """`gateway users create|list|delete`: the dashboard's users."""
+    group = commands.add_parser("users", help="dashboard users").add_subparsers(dest="action", required=True)
+    add_user = group.add_parser("create", parents=[common], help="create a user (password from a prompt or stdin)")
+    add_user.add_argument("--email", required=True)
+    add_user.add_argument("--account", type=int, help="the account the user sees (default: a new one)")
+    add_user.add_argument("--admin", action="store_true", help="may see every account (the admin pages)")
+    add_user.set_defaults(run=with_database(run_users_create))
+    list_users = group.add_parser("list", parents=[common], help="list users")
+    list_users.add_argument("--json", action="store_true")
+    list_users.set_defaults(run=with_database(run_users_list))
+    delete_user = group.add_parser("delete", parents=[common], help="delete a user (the account stays)")
+    delete_user.add_argument("user", help="email or id")
+    delete_user.set_defaults(run=with_database(run_users_delete))
 
 
 def with_database(command: Callable[[argparse.Namespace], int | None]):
@@ -103,6 +134,8 @@ def run_keys_create(args: argparse.Namespace) -> int:
     key, secret = keys.create_key(
         args.name, account, tier=args.tier, scope=args.scope, rpm=args.rpm, tpm=args.tpm, spend_limit=limit
     )
+    if args.mcp_servers is not None:
+        keys.set_mcp_servers(key, encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers"))
     if args.credits is not None:
         credits.grant_credits(key.account_id, credits.to_micro(args.credits), source="initial")
     shown = {**keys.describe_key(key), "key": secret}
@@ -121,6 +154,19 @@ def run_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_keys_update(args: argparse.Namespace) -> int:
+    key = keys.find_key(args.id)
+    if "mcp_servers" in args:
+        keys.set_mcp_servers(key, encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers"))
+    limits = {name: getattr(args, name) for name in ("rpm", "tpm") if getattr(args, name) is not None}
+    if limits:
+        keys.update_limits(key, limits)
+    shown = keys.describe_key(key)
+    print(json.dumps(shown) if args.json else f"updated key {key.id}: mcp_servers {shown['mcp_servers']}, "
+          f"rpm {shown['rpm']}, tpm {shown['tpm']}")
+    return 0
+
+
 def run_keys_revoke(args: argparse.Namespace) -> int:
     keys.revoke_key(args.id)
     print(f"revoked key {args.id}")
@@ -134,6 +180,40 @@ def run_credits_grant(args: argparse.Namespace) -> int:
     balance = credits.summarize(account).balance
     print(f"granted {args.amount} credits to account {account.id} (grant {grant.id}); "
           f"balance {credits.to_credits(balance)}")
+    return 0
+
+
+def read_password() -> str:
+    """The new user's password: asked twice at a terminal, else the first line of stdin."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat the password: ") != password:
+        raise InvalidRequest("The passwords differ.")
+    return password
+
+
+def run_users_create(args: argparse.Namespace) -> int:
+    account = keys.find_account(args.account) if args.account is not None else None
+    user = users.create_user(args.email, read_password(), account, "admin" if args.admin else "member")
+    print(f"created {user.role} {user.email} (user {user.id}, account {user.account_id}); "
+          "sign in at /dashboard/login")
+    return 0
+
+
+def run_users_list(args: argparse.Namespace) -> int:
+    listed = [users.describe_user(user) for user in users.list_users()]
+    if args.json:
+        print(json.dumps(listed))
+        return 0
+    for user in listed:
+        print(f"{user['id']:>5}  {user['role']:<7} account {user['account_id']:<5} {user['email']}")
+    return 0
+
+
+def run_users_delete(args: argparse.Namespace) -> int:
+    user = users.delete_user(args.user)
+    print(f"deleted user {user.id} ({user.email}); account {user.account_id} and its keys stay")
     return 0
 
 

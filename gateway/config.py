@@ -7,12 +7,15 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.serving.client_address import parse_networks
+
 ENV_PREFIX = "GATEWAY_"
-ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "billing", "responses", "tracing")
+ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "billing", "responses", "tracing",
+                "dashboard")
 LOCAL_MODEL_PORT = 18081
 EMBEDDED_SCOPE = "default"  # the scope of the first key on embedded defaults
 EMBEDDED_PROFILE = f"{EMBEDDED_SCOPE}/default"
@@ -69,6 +72,24 @@ class ServerSettings(Section):
     ready_probe_ttl_s: float = Field(
         10.0, gt=0, description="seconds /readyz trusts its last probe of each upstream"
     )
+    pidfile: str = Field(
+        "", description="file the gunicorn master writes its pid to (a USR2 upgrade's new master writes "
+        "`<pidfile>.2` until the old one exits); \"\" for none"
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="addresses or CIDRs of proxies whose X-Forwarded-For names the client (for the "
+        "failed-authentication bounds and the access log); from any other peer the header is ignored"
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (), description="browser origins allowed to call the API (CORS), e.g. "
+        "\"https://app.example.com\", or \"*\" for any; empty: no CORS headers at all"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(specs)
+        return specs
 
 
 class DatabaseSettings(Section):
@@ -93,6 +114,13 @@ class AdminSettings(Section):
 class AuthSettings(Section):
     key_cache_ttl_s: float = Field(
         2.0, ge=0, le=60, description="seconds a worker trusts a looked-up key (a revoke elsewhere takes this long)"
+    )
+    failed_attempts_per_address: int = Field(
+        20, ge=0, description="failed authentications one client address may make per window and worker "
+        "process; then 429 until the window passes (0: no bound)"
+    )
+    failed_attempts_window_s: float = Field(
+        60.0, gt=0, description="the sliding window of failed_attempts_per_address, in seconds"
     )
 
 
@@ -155,6 +183,10 @@ class McpServerSettings(Section):
         None, description="account scopes that may use this server (unset: every key; scope \"*\" sees all)"
     )
     required: bool = Field(False, description="/readyz answers 503 while this server is not connected")
+    tool_prices: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="credits one successful call of a tool costs through the MCP hub (/mcp), "
+        "by tool name (unlisted tools are free)"
+    )
 
     def allows(self, scope: str | None) -> bool:
         """Whether an account of this scope may use the server (on every route)."""
@@ -239,6 +271,18 @@ class TracingSettings(Section):
     service_name: str = Field("llm-gateway", description="`service.name` of the spans (OTEL_SERVICE_NAME wins)")
 
 
+class DashboardSettings(Section):
+    enabled: bool = Field(True, description="the web dashboard at /dashboard (nobody can sign in before "
+                          "`gateway users create`)")
+    signup: bool = Field(False, description="anyone may sign up: a new free-tier account and its member user")
+    signup_credits: float = Field(0.0, ge=0, description="credits granted to an account made by sign-up")
+    secure_cookies: bool = Field(False, description="mark the session cookie `Secure` (set it behind HTTPS)")
+    idle_timeout_s: int = Field(3600, ge=60, description="a session unused this long is signed out")
+    sign_in_attempts: int = Field(5, ge=1, description="failed sign-ins allowed per address and per email "
+                                  "within `sign_in_window_s`; then 429 until the window passes")
+    sign_in_window_s: int = Field(900, ge=1, description="seconds over which failed sign-ins are counted")
+
+
 class Settings(Section):
     """The whole configuration."""
 
@@ -255,6 +299,7 @@ class Settings(Section):
     billing: BillingSettings = BillingSettings()
     responses: ResponsesSettings = ResponsesSettings()
     tracing: TracingSettings = TracingSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     embedded: bool = Field(False, exclude=True, description="the embedded defaults are part of it")
 
     def cross_check(self) -> Settings:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import peewee
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -235,6 +236,13 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         return respond(http_error(exc))
+
+    @app.errorhandler(peewee.OperationalError)
+    @app.errorhandler(peewee.InterfaceError)
+    def _database_unavailable(exc: peewee.DatabaseError):
+        # the database is down or unreachable: the client may retry, so 503, not a 500
+        log.warning("database unavailable in request %s: %s", g.get("request_id", "-"), type(exc).__name__)
+        return respond(ServiceUnavailable("The database is unavailable; retry shortly."))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

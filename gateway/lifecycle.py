@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from flask import Flask
 
-from gateway.accounting import keys, streams
+from gateway.accounting import auth_throttle, keys, streams
 from gateway.accounting import writer as accounting_writer
 from gateway.accounting.ratelimit import RateLimiter
 from gateway.config import McpServerSettings, ProviderSettings, Settings
@@ -66,6 +66,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
     streams.init_app(app, settings.limits)
     keys.init_app(app, settings.auth.key_cache_ttl_s)
+    auth_throttle.init_app(app, settings)
     accounting_writer.init_app(app, database.obj, settings.billing.reservation_ttl_s,
                                app.extensions["gateway.ratelimit"].counts_in_database)
     app.extensions["gateway.tasks"] = ThreadPoolExecutor(settings.server.threads, thread_name_prefix="gateway-task")

@@ -54,6 +54,7 @@ class ApiKey(BaseModel):
     tpm = IntegerField(null=True)
     spend_limit = BigIntegerField(null=True)  # micro-credits; None = no per-key cap
     created_at = DateTimeField(default=utcnow)
+    mcp_servers = TextField(null=True)  # JSON list of built-in MCP server labels this key may use (0009); None: all
 
     class Meta:
         table_name = "api_key"
@@ -74,6 +75,13 @@ class UsageEntry(BaseModel):
     latency_ms = IntegerField()
     cost = BigIntegerField(default=0)  # micro-credits charged
     created_at = DateTimeField(default=utcnow, index=True)
+    # generation stats (migration 0008), read by GET /api/v1/generation
+    generation_id = CharField(max_length=64, null=True, index=True)  # the answer's `id` and X-Generation-Id
+    provider = CharField(null=True)
+    ttft_ms = IntegerField(null=True)  # time to the first generated token of a stream
+    finish_reason = CharField(max_length=32, null=True)
+    streamed = BooleanField(default=False)
+    cancelled = BooleanField(default=False)  # the client disconnected (status 499)
 
     class Meta:
         table_name = "usage_entry"
@@ -195,3 +203,27 @@ class ConversationItem(BaseModel):
     class Meta:
         table_name = "conversation_item"
         indexes = ((("conversation", "item_id"), True), (("conversation", "seq"), False))
+
+
+class User(BaseModel):
+    """A dashboard user: signs in with an email and password, sees one account (all of them as an admin)."""
+
+    email = CharField(max_length=254, unique=True)  # stored lower-cased
+    password_hash = CharField(max_length=255)  # werkzeug's scrypt hash, never the password
+    account = ForeignKeyField(Account, backref="users", on_delete="CASCADE")
+    role = CharField(max_length=16, default="member")  # "member" or "admin"
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "dashboard_user"
+
+
+class SignInFailure(BaseModel):
+    """A failed dashboard sign-in, counted per address and per email to slow password guessing."""
+
+    address = CharField(max_length=64, index=True)
+    email = CharField(max_length=254, index=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "sign_in_failure"

@@ -22,10 +22,14 @@ class JsonReply:
 
 @dataclass
 class StreamReply:
-    """Answer with SSE: each item is (seconds to wait first, data dict or raw str)."""
+    """Answer with SSE: each item is (seconds to wait first, data dict or raw str).
+
+    With `release`, the stream sends its first event, then waits until the test sets it.
+    """
 
     events: list[tuple[float, Any]]
     done: bool = True
+    release: threading.Event | None = None
 
 
 @dataclass
@@ -35,6 +39,7 @@ class HangReply:
     seconds: float
 
 
+RELEASE_TIMEOUT_S = 120.0  # a held stream goes on by itself after this, whatever the test did
 Responder = Callable[[str, dict[str, Any]], JsonReply | StreamReply | HangReply]
 
 
@@ -186,7 +191,9 @@ class FakeUpstream:
                 if reply.done:
                     frames.append((0, "[DONE]"))
                 try:
-                    for delay, data in frames:
+                    for index, (delay, data) in enumerate(frames):
+                        if index == 1 and reply.release is not None:
+                            reply.release.wait(RELEASE_TIMEOUT_S)
                         time.sleep(delay)
                         self._chunk(f"data: {data}\n\n".encode())
                     self._chunk(b"")

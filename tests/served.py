@@ -67,7 +67,7 @@ def wait_until_up(served: Served, workers: int) -> None:
         try:
             if requests.get(f"{served.base_url}/healthz", timeout=1).ok and len(served.worker_pids()) >= workers:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             pass
         time.sleep(0.1)
     raise TimeoutError("gateway serve did not start")

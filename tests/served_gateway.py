@@ -70,6 +70,30 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes of the IPv4 sockets listening on this loopback port (/proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+            found.add(fields[9])
+    return found
+
+
+def accepting(pid: int, port: int) -> bool:
+    """Whether the process polls its listening socket on `port`: a gunicorn worker told to stop
+    takes it out of its epoll set before it finishes the requests in flight."""
+    sockets = {f"socket:[{inode}]" for inode in listening_inodes(port)}
+    try:
+        links = {fd.name: os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+        listeners = {fd for fd, target in links.items() if target in sockets}
+        polled = "".join(Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+                         for fd, target in links.items() if target == "anon_inode:[eventpoll]")
+    except OSError:  # the process or one of its descriptors went away
+        return False
+    return any(f"tfd: {fd:>8} " in polled for fd in listeners)
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process, from /proc (KiB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -85,6 +109,7 @@ class ServedGateway:
         self.process = process
         self.port = port
         self.log = log
+        self.upgraded: list[int] = []  # masters a USR2 upgrade started (not children of this process)
 
     def workers(self) -> list[int]:
         """The gunicorn worker pids (children of the serving process)."""
@@ -100,10 +125,28 @@ class ServedGateway:
             time.sleep(0.1)
         raise AssertionError("gateway serve did not start:\n" + self.log.read_text())
 
+    def binary_upgrade(self, pidfile: Path, workers: int) -> int:
+        """Send USR2; once the new master (its pid in `<pidfile>.2`) has its workers accepting, return its pid."""
+        self.process.send_signal(signal.SIGUSR2)
+        fresh = Path(f"{pidfile}.2")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            text = fresh.read_text().strip() if fresh.exists() else ""
+            if text.isdigit() and int(text) not in self.upgraded:
+                self.upgraded.append(int(text))
+            started = children(self.upgraded[-1]) if self.upgraded else []
+            if len(started) == workers and all(accepting(pid, self.port) for pid in started):
+                return self.upgraded[-1]
+            time.sleep(0.1)
+        raise AssertionError("no new master after USR2:\n" + self.log.read_text())
+
     def stop(self) -> None:
-        """SIGKILL the workers and the master: the tests leave hostile connections open, and a
+        """SIGKILL every master and its workers: the tests leave hostile connections open, and a
         graceful stop would wait for them (nothing here tests shutting down)."""
-        for pid in [*self.workers(), self.process.pid]:
+        masters = [pid for pid in self.upgraded if Path(f"/proc/{pid}").exists()]
+        masters += [self.process.pid] if self.process.poll() is None else []
+        for pid in [worker for master in masters for worker in children(master)] + masters:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.process.wait(10)

@@ -238,6 +238,7 @@ def test_client_disconnect_closes_upstream(live_server, auth_headers, fake_upstr
         time.sleep(0.05)
     [row] = usage_rows()
     assert row.status == 499 and row.estimated and row.completion_tokens >= 1
+    assert row.cancelled and row.streamed and row.finish_reason is None
 
 
 def test_upstream_failure_mid_stream_ends_with_error_event(live_server, auth_headers, fake_upstream):

@@ -2,33 +2,117 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.api.body import MAX_DEPTH, depth, parse_body
-from gateway.errors import InvalidRequest
+from gateway.api.body import MAX_DEPTH, MAX_INT, MIN_INT, depth, parse_body
+from gateway.errors import OPENROUTER, InvalidRequest, dialect_of
 
-POST_ROUTES = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
-               "/api/v1/chat/completions"]
+# Every route that reads a body (the HTML dashboard and MCP's JSON-RPC endpoint are not this gate's).
+BODY_ROUTES = [
+    *[("post", prefix + path) for prefix in ("/v1", "/api/v1") for path in (
+        "/chat/completions", "/completions", "/embeddings", "/responses", "/responses/compact",
+        "/responses/<response_id>/cancel", "/conversations", "/conversations/<conversation_id>",
+        "/conversations/<conversation_id>/items")],
+    ("post", "/api/v1/openai/<scope>/<profile>/chat/completions"),
+    ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),
+    ("post", "/admin/accounts/<int:account_id>/credits"),
+]
+NOT_THE_GATES = ("/dashboard", "/mcp")
+PATH_VALUES = {"response_id": "resp_x", "conversation_id": "conv_x", "scope": "acme", "profile": "default",
+               "key_id": "1", "account_id": "1"}
+BODYLESS = {"/v1/responses/<response_id>/cancel", "/api/v1/responses/<response_id>/cancel"}  # 404 unread
+ADMIN_TOKEN = "admin-token-for-body-tests"
 BAD_BODIES = [
     ("deep", b'{"a": ' + b"[" * 1500 + b"]" * 1500 + b"}"),
     ("just over the depth limit", b'{"a": ' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"),
     ("NaN", b'{"model": "test-model", "temperature": NaN}'),
     ("Infinity", b'{"model": "test-model", "temperature": -Infinity}'),
     ("huge integer", b'{"model": "test-model", "max_tokens": 18446744073709551616}'),
+    ("huge negative integer", b'{"model": "test-model", "max_tokens": -18446744073709551616}'),
+    ("10,000-digit integer", b'{"model": "test-model", "n": ' + b"9" * 10_000 + b"}"),
     ("huge float", b'{"model": "test-model", "temperature": 1e999}'),
+    ("huge array in a core field", b'{"model": [' + b"0," * 200_000 + b"0]}"),
+    ("huge array as the body", b"[" + b"{}," * 200_000 + b"{}]"),
     ("invalid UTF-8", b'{"model": "\xff\xfe"}'),
+    ("UTF-8 byte order mark", b'\xef\xbb\xbf{"model": "test-model"}'),
+    ("lone surrogate", b'{"model": "\\ud800", "name": "\\udfff", "input": "\\ud800"}'),
     ("empty", b""),
+    ("whitespace", b"  \n "),
+    ("null", b"null"),
     ("not an object", b"[1, 2]"),
+    ("trailing garbage", b'{"model": "test-model"} {}'),
 ]
 
 
-@pytest.mark.parametrize("route", POST_ROUTES)
-@pytest.mark.parametrize("name,raw", BAD_BODIES, ids=[name for name, _ in BAD_BODIES])
-def test_bad_bodies_are_400_on_every_post_route(client, auth_headers, route, name, raw, caplog):
-    answer = client.post(route, data=raw, headers={**auth_headers, "Content-Type": "text/plain"})
-    assert answer.status_code == 400, (name, answer.get_data(as_text=True))
-    assert answer.json["error"]["type"] == "invalid_request_error"
+def concrete(rule: str) -> str:
+    return re.sub(r"<(?:int:)?(\w+)>", lambda match: PATH_VALUES[match.group(1)], rule)
+
+
+@pytest.fixture(name="settings")
+def profile_settings(make_settings):
+    return make_settings(profiles={"acme/default": {"mcp_servers": []}})
+
+
+@pytest.fixture
+def body_headers(make_key, monkeypatch) -> dict[str, dict[str, str]]:
+    """A key that may use the acme profile, and the admin token."""
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
+    return {"key": {"Authorization": f"Bearer {make_key('body', scope='acme')}"},
+            "admin": {"Authorization": f"Bearer {ADMIN_TOKEN}"}}
+
+
+def assert_clear_error(answer, path: str, status: int | None = None) -> None:
+    """A 4xx (this one, if given) with the error body of the path's dialect."""
+    assert 400 <= answer.status_code < 500, answer.get_data(as_text=True)[:300]
+    if status is not None:
+        assert answer.status_code == status, answer.get_data(as_text=True)[:300]
+    error = answer.json["error"]
+    if dialect_of(path) == OPENROUTER:
+        assert error["code"] == answer.status_code and error["message"]
+    else:
+        assert set(error) == {"message", "type", "param", "code"} and error["message"]
+
+
+def test_the_table_covers_every_route_that_reads_a_body(app):
+    served = {(method.lower(), rule.rule) for rule in app.url_map.iter_rules() for method in rule.methods
+              if method in ("POST", "PATCH", "PUT") and not rule.rule.startswith(NOT_THE_GATES)}
+    assert served == set(BODY_ROUTES)
+
+
+@pytest.mark.parametrize("method,rule", BODY_ROUTES, ids=[f"{m} {r}" for m, r in BODY_ROUTES])
+def test_bad_bodies_are_a_clear_400_on_every_route(client, body_headers, method, rule, caplog):
+    path = concrete(rule)
+    headers = body_headers["admin" if rule.startswith("/admin") else "key"]
+    for name, raw in BAD_BODIES:
+        for content_type in ("text/plain", "application/json"):
+            answer = client.open(path, method=method, data=raw, headers={**headers, "Content-Type": content_type})
+            assert_clear_error(answer, path, None if rule in BODYLESS else 400)
+            assert answer.json["error"]["type"] == "invalid_request_error", (name, answer.json)
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz", "application/json; charset=latin-1",
+    "application/octet-stream", "image/png", "", "no/such; = type"])
+@pytest.mark.parametrize("method,rule", BODY_ROUTES, ids=[f"{m} {r}" for m, r in BODY_ROUTES])
+def test_wrong_content_types_are_read_as_json_or_refused_clearly(client, body_headers, method, rule, content_type):
+    path = concrete(rule)
+    headers = {**body_headers["admin" if rule.startswith("/admin") else "key"], "Content-Type": content_type}
+    for raw in (b"model=test-model&stream=true", b'--xyz\r\nContent-Disposition: form-data; name="a"\r\n\r\nb'):
+        assert_clear_error(client.open(path, method=method, data=raw, headers=headers), path)
+    assert_clear_error(client.open(path, method=method, data=b"", headers=headers), path)
+
+
+def test_a_body_over_the_size_limit_is_413_in_dialect(client, body_headers):
+    for path in ("/v1/chat/completions", "/api/v1/responses"):
+        answer = client.post(path, data=b" " * 10_000_001, headers=body_headers["key"])
+        assert_clear_error(answer, path, 413)
 
 
 def test_a_json_body_is_read_whatever_its_content_type(client, auth_headers):
@@ -77,3 +161,61 @@ def test_integers_at_the_64_bit_edges():
 def test_an_empty_path_segment_is_an_openai_404_not_a_redirect(client, auth_headers):
     answer = client.get("/v1/responses//input_items", headers=auth_headers)
     assert answer.status_code == 404 and answer.json["error"]["type"] == "invalid_request_error"
+
+
+JSON_SCALARS = (st.none() | st.booleans() | st.integers(MIN_INT, MAX_INT) | st.text()
+                | st.floats(allow_nan=False, allow_infinity=False))
+JSON_VALUES = st.recursive(
+    JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=40)
+
+
+def gate_outcome(raw: bytes):
+    """The parsed body, or the InvalidRequest it raised (anything else fails the test)."""
+    try:
+        return parse_body(raw)
+    except InvalidRequest as exc:
+        assert exc.status == 400 and exc.message
+        return exc
+
+
+@settings(deadline=None)
+@given(JSON_VALUES)
+def test_any_json_value_roundtrips_or_is_a_clear_400(value):
+    outcome = gate_outcome(json.dumps(value).encode())
+    if isinstance(value, dict):
+        assert outcome == value
+    else:
+        assert isinstance(outcome, InvalidRequest)
+
+
+@settings(deadline=None)
+@given(st.integers(1, 3 * MAX_DEPTH), st.sampled_from(["list", "object"]))
+def test_nesting_is_accepted_exactly_up_to_the_limit(levels, container):
+    value: object = 1
+    for _ in range(levels - 1):
+        value = [value] if container == "list" else {"a": value}
+    outcome = gate_outcome(json.dumps({"a": value}).encode())
+    assert isinstance(outcome, InvalidRequest) == (levels > MAX_DEPTH)
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=-(2**80), max_value=2**80) | st.integers())
+def test_integers_are_accepted_exactly_within_64_bits(number):
+    outcome = gate_outcome(b'{"n": %d}' % number)
+    assert outcome == {"n": number} if MIN_INT <= number <= MAX_INT else isinstance(outcome, InvalidRequest)
+
+
+@settings(deadline=None)
+@given(st.integers(1, 10**6), st.integers(-2000, 2000))
+def test_floats_are_accepted_exactly_when_finite(mantissa, exponent):
+    text = f"{mantissa}.5e{exponent}"
+    outcome = gate_outcome(b'{"x": %s}' % text.encode())
+    assert outcome == {"x": float(text)} if math.isfinite(float(text)) else isinstance(outcome, InvalidRequest)
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_any_bytes_are_an_object_or_a_clear_400(raw):
+    outcome = gate_outcome(raw)
+    assert isinstance(outcome, (dict, InvalidRequest))

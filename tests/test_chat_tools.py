@@ -45,6 +45,7 @@ def test_profile_route_runs_tools_and_lists_them(client, acme_key, fake_upstream
     assert message["content"] == "Tools said: ping | 5"
     assert [call["function"]["name"] for call in message["tool_calls"]] == ["mcp__tools__echo", "mcp__tools__add"]
     assert answer.json["choices"][0]["finish_reason"] == "stop"
+    assert answer.json["id"] == answer.headers["X-Generation-Id"]
     assert answer.json["usage"] == {"prompt_tokens": 40, "completion_tokens": 10, "total_tokens": 50, "cost": 0.0,
                                     "prompt_tokens_details": {"cached_tokens": 0},
                                     "completion_tokens_details": {"reasoning_tokens": 0}}
@@ -211,7 +212,9 @@ def test_stream_chunks_are_valid_json(live_server, acme_key, fake_upstream):
                              headers={"X-API-Key": acme_key}, stream=True, timeout=30)
     lines = [line for line in response.iter_lines(decode_unicode=True) if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
-    assert all(json.loads(line[6:])["object"] == "chat.completion.chunk" for line in lines[:-1])
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)
+    assert {chunk["id"] for chunk in chunks} == {response.headers["X-Generation-Id"]}
 
 
 def test_forced_tool_choice_applies_to_the_first_turn_only(client, acme_key, fake_upstream):

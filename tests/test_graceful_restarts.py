@@ -1,7 +1,9 @@
-"""Real gunicorn, 20 streams in flight: SIGTERM and SIGHUP let them finish, settled, with nothing left open."""
+"""Real gunicorn, 20 streams in flight: SIGTERM, SIGHUP and a USR2 binary upgrade let them finish,
+settled, with nothing left open."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import threading
@@ -15,7 +17,8 @@ from gateway.accounting import credits
 from gateway.accounting.keys import create_key
 from gateway.tables import LedgerEntry, Reservation, UsageEntry
 from tests.fake_upstream import StreamReply, chat_chunk, usage_chunk
-from tests.served_gateway import served_gateway
+from tests.served_gateway import accepting, children, served_gateway
+from tests.test_metrics_workers import scrape
 
 STREAMS = 20
 CHUNKS = 12
@@ -67,8 +70,8 @@ def wait_for(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
-def test_streams_in_flight_finish_and_are_settled(tmp_path, fake_upstream, stop_signal):
+def streamer(tmp_path, fake_upstream, **server) -> tuple[int, str, dict]:
+    """A funded key of a new account (account id, secret) and the tables of a gateway streaming slowly."""
     database = f"sqlite:///{tmp_path / 'gateway.db'}"
     db.bind(database)
     db.upgrade()
@@ -77,19 +80,56 @@ def test_streams_in_flight_finish_and_are_settled(tmp_path, fake_upstream, stop_
         credits.grant_credits(key.account_id, credits.to_micro(10_000))
     fake_upstream.responder = slow_stream
     tables = {
-        "server": {"workers": 2, "threads": 16, "access_log": str(tmp_path / "access.log")},
+        "server": {"workers": 2, "threads": 16, "access_log": str(tmp_path / "access.log"), **server},
         "database": {"url": database},
         "limits": {"max_streams_per_key": STREAMS, "max_streams_per_account": STREAMS},
         "providers": {"fake": {"base_url": fake_upstream.base_url}},
         "models": {"paid-model": {"provider": "fake", "output_price_per_mtok": PRICE}},
     }
+    return key.account_id, secret, tables
+
+
+def streams_in_flight(port: int, secret: str) -> list[Stream]:
+    """STREAMS streaming requests, each past its first chunk."""
+    streams = [Stream(port, secret) for _ in range(STREAMS)]
+    for stream in streams:
+        stream.start()
+    for stream in streams:
+        assert stream.started.wait(BOUND_S)
+    return streams
+
+
+def assert_finished_and_settled(streams: list[Stream], account_id: int) -> None:
+    """Every stream ended with [DONE], charged once at the exact cost, its hold settled, nothing open."""
+    assert [stream.error for stream in streams] == [None] * STREAMS
+    assert all(stream.done and stream.chunks == CHUNKS + 3 for stream in streams)
+    with db.database.connection_context():
+        rows = list(UsageEntry.select().where(UsageEntry.account == account_id))
+        charges = [entry.amount for entry in LedgerEntry.select().where(
+            LedgerEntry.account == account_id, LedgerEntry.kind == "charge")]
+        holds = [hold.status for hold in Reservation.select().where(Reservation.account == account_id)]
+        open_holds = Reservation.select().where(Reservation.status == "open").count()
+        balance = credits.balance_of(account_id)
+    assert len(rows) == STREAMS and {row.status for row in rows} == {200}
+    assert {row.cost for row in rows} == {credits.to_micro(OUTPUT_TOKENS)}
+    assert len(charges) == STREAMS
+    assert sum(charges) == credits.to_micro(OUTPUT_TOKENS * STREAMS) == credits.to_micro(10_000) - balance
+    assert holds == ["settled"] * STREAMS and open_holds == 0
+
+
+def served_by(access_log, route: str) -> int:
+    """The pid of the worker that answered the one request to `route`."""
+    lines = [json.loads(line) for line in access_log.read_text().splitlines()]
+    [line] = [line for line in lines if line["route"] == route]
+    return line["pid"]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_streams_in_flight_finish_and_are_settled(tmp_path, fake_upstream, stop_signal):
+    account_id, secret, tables = streamer(tmp_path, fake_upstream)
     with served_gateway(tmp_path, tables) as server:
         old_workers = set(server.workers())
-        streams = [Stream(server.port, secret) for _ in range(STREAMS)]
-        for stream in streams:
-            stream.start()
-        for stream in streams:
-            assert stream.started.wait(BOUND_S)
+        streams = streams_in_flight(server.port, secret)
         server.process.send_signal(stop_signal)
         if stop_signal == signal.SIGHUP:
             wait_for(lambda: len(set(server.workers()) - old_workers) == 2, "new workers after the reload")
@@ -101,19 +141,39 @@ def test_streams_in_flight_finish_and_are_settled(tmp_path, fake_upstream, stop_
         if stop_signal == signal.SIGTERM:
             server.process.wait(BOUND_S)  # the master left once its workers had finished
 
-    assert [stream.error for stream in streams] == [None] * STREAMS
-    assert all(stream.done and stream.chunks == CHUNKS + 3 for stream in streams)
-    with db.database.connection_context():
-        rows = list(UsageEntry.select().where(UsageEntry.account == key.account_id))
-        charges = sum(entry.amount for entry in LedgerEntry.select().where(
-            LedgerEntry.account == key.account_id, LedgerEntry.kind == "charge"))
-        open_holds = Reservation.select().where(Reservation.status == "open").count()
-        balance = credits.balance_of(key.account_id)
-    assert len(rows) == STREAMS and {row.status for row in rows} == {200}
-    assert {row.cost for row in rows} == {credits.to_micro(OUTPUT_TOKENS)}
-    assert charges == credits.to_micro(OUTPUT_TOKENS * STREAMS) == credits.to_micro(10_000) - balance
-    assert open_holds == 0
+    assert_finished_and_settled(streams, account_id)
     if stop_signal == signal.SIGHUP:
-        lines = [json.loads(line) for line in (tmp_path / "access.log").read_text().splitlines()]
-        [models] = [line for line in lines if line["route"] == "/v1/models"]
-        assert models["pid"] not in old_workers  # new connections went to the new workers
+        assert served_by(tmp_path / "access.log", "/v1/models") not in old_workers  # new connections: new workers
+
+
+def test_usr2_binary_upgrade_under_streams(tmp_path, fake_upstream):
+    """gunicorn's procedure: USR2 starts a new master (`<pidfile>.2`) beside the old one; TERM to the old
+    master then stops its workers gracefully (WINCH does that only for a daemonized master)."""
+    pidfile = tmp_path / "gateway.pid"
+    # held streams keep their threads: each worker must be able to hold all of them
+    account_id, secret, tables = streamer(tmp_path, fake_upstream, pidfile=str(pidfile), threads=STREAMS + 4)
+    release = threading.Event()  # the streams wait after their first chunk until the old workers stopped accepting
+    fake_upstream.responder = lambda path, body: dataclasses.replace(slow_stream(path, body), release=release)
+    with served_gateway(tmp_path, tables) as server:
+        old_master, old_workers = server.process.pid, set(server.workers())
+        streams = streams_in_flight(server.port, secret)
+        new_master = server.binary_upgrade(pidfile, workers=2)
+        new_workers = set(children(new_master))
+        assert not new_workers & old_workers and int(pidfile.read_text()) == old_master
+        assert all(accepting(pid, server.port) for pid in old_workers)  # both masters' workers accept
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: not any(accepting(pid, server.port) for pid in old_workers), "old workers stop accepting")
+        assert [(stream.done, stream.error) for stream in streams] == [(False, None)] * STREAMS  # still held
+        new = requests.get(f"http://127.0.0.1:{server.port}/v1/models", timeout=10,
+                           headers={"Authorization": f"Bearer {secret}", "Connection": "close"})
+        assert new.status_code == 200
+        release.set()
+        for stream in streams:
+            stream.join(BOUND_S)
+        server.process.wait(BOUND_S)  # the old master left once its workers had finished
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(new_master), "new master promoted")
+        assert set(children(new_master)) == new_workers
+        assert {scrape(server) for _ in range(6)} == {STREAMS}  # the new workers count the old workers' streams
+
+    assert_finished_and_settled(streams, account_id)
+    assert served_by(tmp_path / "access.log", "/v1/models") in new_workers

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import httpcore2
 import pytest
 
 from gateway.errors import BadInput
+from gateway.mcp import remote
 from gateway.mcp.policy import (
     RemoteTarget,
     address_refusal,
@@ -14,6 +19,7 @@ from gateway.mcp.policy import (
     check_resolved_addresses,
     remote_headers,
 )
+from gateway.mcp.remote import PinnedAddresses, remote_http_client
 
 IP_LITERAL = "IP address literal"
 LOCAL_NAME = "local name"
@@ -249,3 +255,89 @@ def test_authorization_twice_is_refused() -> None:
         remote_headers({"authorization": "Basic abc"}, "tok")
 
 
+
+
+# -- DNS names that resolve to addresses the gateway must never dial ----------------------------
+
+HOSTILE_DNS: list[tuple[str, list[str], str]] = [
+    # (name, what the resolver answers, the reason in the refusal)
+    ("localtest.me", ["127.0.0.1"], "loopback"),
+    ("127.0.0.1.nip.io", ["127.0.0.1"], "loopback"),
+    ("v6.rebind.example", ["::1"], "loopback"),
+    ("metadata.rebind.example", ["169.254.169.254"], "link-local (cloud metadata)"),
+    ("ec2-v6.rebind.example", ["fd00:ec2::254"], "private"),
+    ("mixed.rebind.example", ["93.184.216.34", "10.0.0.5"], "private"),  # one bad address is enough
+    ("mixed6.rebind.example", ["2606:4700::1111", "fe80::1"], "link-local (cloud metadata)"),
+    ("docker.rebind.example", ["172.17.0.1"], "private"),
+    ("lan.rebind.example", ["192.168.0.1"], "private"),
+    ("k8s.rebind.example", ["10.96.0.1"], "private"),
+    ("cgnat.rebind.example", ["100.64.0.1"], "shared address space"),
+    ("zero.rebind.example", ["0.0.0.0"], "unspecified"),
+    ("mapped.rebind.example", ["::ffff:127.0.0.1"], "loopback"),
+    ("mapped-meta.rebind.example", ["::ffff:a9fe:a9fe"], "link-local (cloud metadata)"),
+    ("nat64.rebind.example", ["64:ff9b::a9fe:a9fe"], "link-local (cloud metadata)"),
+    ("6to4.rebind.example", ["2002:7f00:1::1"], "loopback"),
+    ("ula.rebind.example", ["fd12:3456::1"], "private"),
+    ("scoped.rebind.example", ["fe80::1%eth0"], "link-local (scoped)"),
+    ("mdns.rebind.example", ["224.0.0.251"], "multicast"),
+    ("broadcast.rebind.example", ["255.255.255.255"], "reserved"),
+    ("bench.rebind.example", ["198.18.0.5"], "reserved (benchmarking)"),
+    ("teredo.rebind.example", ["2001::1"], "reserved"),
+    ("nothing.rebind.example", [], "did not resolve"),
+]
+
+
+class TableResolver:
+    """A test resolver answering from HOSTILE_DNS (and one public name); records each lookup."""
+
+    def __init__(self) -> None:
+        self.table = {name: addresses for name, addresses, _ in HOSTILE_DNS} | {"mcp.example.com": ["8.8.8.8"]}
+        self.calls: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append(host)
+        return self.table[host]
+
+
+class NoDialer(httpcore2.AsyncNetworkBackend):
+    """Fails the test if anything is dialled."""
+
+    async def connect_tcp(self, host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"dialled {host}")
+
+
+@pytest.mark.parametrize(("name", "addresses", "reason"), HOSTILE_DNS)
+def test_names_resolving_to_internal_addresses_are_refused_before_any_connection(
+    name: str, addresses: list[str], reason: str
+) -> None:
+    resolver = TableResolver()
+    client = remote_http_client(f"https://{name}/mcp", None, "tok-SECRET", True, 5.0, param="tools[0].server_url",
+                                resolver=resolver, dialer=NoDialer())
+
+    async def enter() -> None:
+        async with client:
+            raise AssertionError(f"entered a client for {name}")
+
+    with pytest.raises(BadInput) as caught:
+        asyncio.run(enter())
+    assert reason in caught.value.message and caught.value.param == "tools[0].server_url"
+    shown = caught.value.message.replace(name, "")
+    assert not any(address in shown for address in addresses)  # no DNS oracle
+    assert "tok-SECRET" not in caught.value.message and resolver.calls == [name]
+
+
+def test_a_public_name_passes_the_same_resolver() -> None:
+    pins = PinnedAddresses(TableResolver(), 5.0, "server_url")
+    assert asyncio.run(pins.addresses("MCP.example.com.", 443)) == ["8.8.8.8"]
+
+
+@pytest.mark.parametrize(("name", "addresses", "reason"), [HOSTILE_DNS[3], HOSTILE_DNS[5], HOSTILE_DNS[13]])
+def test_responses_refuse_a_rebinding_server_url_with_422(client, auth_headers, monkeypatch, name, addresses, reason):
+    monkeypatch.setattr(remote, "system_resolver", TableResolver())  # the gateway's own DNS seam
+    tool = {"type": "mcp", "server_label": "docs", "server_url": f"https://{name}/mcp", "require_approval": "never"}
+    answer = client.post("/v1/responses", json={"model": "test-model", "input": "hi", "tools": [tool]},
+                         headers=auth_headers)
+    assert answer.status_code == 422, answer.json
+    error = answer.json["error"]
+    assert error["type"] == "bad_input" and error["param"] == "tools[0].server_url" and reason in error["message"]
+    assert not any(address in answer.get_data(as_text=True).replace(name, "") for address in addresses)

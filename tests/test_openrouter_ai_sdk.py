@@ -36,7 +36,8 @@ async function main() {
     return { text };
   }
   const result = await generateText({ model, prompt: "hi", maxRetries: 0 });
-  return { text: result.text, inputTokens: result.usage.inputTokens };
+  return { text: result.text, inputTokens: result.usage.inputTokens, id: result.response.id,
+           generationId: result.response.headers["x-generation-id"] };
 }
 main().then((out) => console.log(JSON.stringify(out)))
   .catch((error) => console.log(JSON.stringify({ error: error.message, status: error.statusCode ?? null })));
@@ -50,7 +51,10 @@ def run_node(base_url: str, key: str, mode: str = "generate") -> dict:
 
 
 def test_generate_text(live_server, api_key):
-    assert run_node(live_server, api_key) == {"text": "Hello from upstream", "inputTokens": 11}
+    answer = run_node(live_server, api_key)
+    assert answer == {"text": "Hello from upstream", "inputTokens": 11, "id": answer["generationId"],
+                      "generationId": answer["generationId"]}
+    assert answer["id"].startswith("gen_")
 
 
 def test_stream_text(live_server, api_key, fake_upstream):

@@ -93,6 +93,24 @@ def test_models_key_and_credits(live_server, payer):
     assert credits.total_credits == 5.0 and credits.total_usage == SPENT
 
 
+def test_generation_stats(live_server, payer, fake_upstream):
+    client = sdk(live_server, payer)
+    reply = client.chat.send(model="paid-model", messages=HI)
+    stats = client.generations.get_generation(id=reply.id).data
+    assert (stats.id, stats.model, stats.provider_name, stats.total_cost, stats.usage) == (
+        reply.id, "paid-model", "fake", SPENT, SPENT)
+    assert (stats.tokens_prompt, stats.tokens_completion, stats.finish_reason) == (11, 7, "stop")
+    assert (stats.streamed, stats.cancelled, stats.generation_time) == (False, False, None) and stats.latency >= 0
+    fake_upstream.responder = lambda path, body: StreamReply(
+        [(0, chat_chunk("Hel")), (0, chat_chunk(finish="stop")), (0, usage(3, 2))])
+    [first, *_] = list(client.chat.send(model="paid-model", messages=HI, stream=True))
+    streamed = client.generations.get_generation(id=first.id).data
+    assert (streamed.streamed, streamed.tokens_prompt) == (True, 3)
+    assert 0 <= streamed.generation_time <= streamed.latency
+    with pytest.raises(sdk_errors.NotFoundResponseError):
+        client.generations.get_generation(id="gen_unknown")
+
+
 def test_openai_sdk_still_maps_api_v1_errors(live_server, payer):
     client = openai.OpenAI(base_url=f"{live_server}/api/v1", api_key=payer, max_retries=0)
     with pytest.raises(openai.NotFoundError):

@@ -384,6 +384,7 @@ def check_fallback_curl(session: Session, run: ShellRun) -> None:
 def check_openrouter_python(session: Session, run: PythonRun) -> None:
     assert run.namespace["reply"].choices[0].message.content.startswith("Hello!")
     assert isinstance(run.namespace["reply"].usage.cost, float | int)
+    assert run.namespace["stats"].id == run.namespace["reply"].id and run.namespace["stats"].model == "smollm2"
 
 
 def check_responses_curl(session: Session, run: ShellRun) -> None:
@@ -467,6 +468,20 @@ def check_discovery_curl(session: Session, run: ShellRun) -> None:
     assert {tool["name"] for tool in tools["data"]} == {"get_current_time", "convert_time"}
 
 
+def check_mcp_hub_python(session: Session, run: PythonRun) -> None:
+    listed, called = run.output.splitlines()
+    assert listed == "['time__get_current_time', 'time__convert_time']"
+    assert json.loads(called)["timezone"] == "UTC"
+
+
+def check_mcp_hub_curl(session: Session, run: ShellRun) -> None:
+    assert run.statuses == [401, 200, 200]
+    assert 'WWW-Authenticate: Bearer resource_metadata="http://127.0.0.1:' in run.output
+    metadata, listed = run.documents()[1:3]
+    assert metadata["resource"].endswith("/mcp") and metadata["authorization_servers"] == []
+    assert {tool["name"] for tool in listed["result"]["tools"]} == {"time__get_current_time", "time__convert_time"}
+
+
 def check_balance_curl(session: Session, run: ShellRun) -> None:
     assert run.statuses == [200] * 4
     quota, balance, key, credits = run.documents()
@@ -497,8 +512,9 @@ def check_llama_cpp_config(session: Session, settings: Settings) -> None:
 
 
 def check_cli_synopsis(session: Session, helped: list[tuple[list[str], list[str], str]]) -> None:
-    assert [" ".join(path) for path, _, _ in helped] == ["serve", "keys create", "keys list", "keys revoke",
-                                                         "credits grant", "db upgrade", "config show"]
+    assert [" ".join(path) for path, _, _ in helped] == ["serve", "keys create", "keys update", "keys list", "keys revoke",
+                                                         "credits grant", "users create", "users list",
+                                                         "users delete", "db upgrade", "config show"]
     for path, options, text in helped:
         assert all(option in text for option in options), (path, options)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import BadInput
 from gateway.loop.events import (
@@ -437,3 +439,58 @@ def test_output_items_replay_as_next_input() -> None:
         },
         {"role": "tool", "tool_call_id": "call_9", "content": "ok"},
     ]
+
+
+TEXT = st.text(min_size=1, max_size=20)
+CALL_IDS = st.text("abcdefghij0123456789_", min_size=1, max_size=12)
+NAMES = st.from_regex(r"[a-zA-Z0-9_-]{1,20}", fullmatch=True)
+INPUT_PARTS = st.lists(st.builds(lambda text: {"type": "input_text", "text": text}, TEXT), min_size=1, max_size=3)
+OUTPUT_PARTS = st.lists(st.builds(lambda text: {"type": "output_text", "text": text}, TEXT), min_size=1, max_size=3)
+INPUT_ITEMS = st.one_of(
+    st.builds(lambda role, content: {"role": role, "content": content},
+              st.sampled_from(["user", "system", "developer"]), TEXT | INPUT_PARTS),
+    st.builds(lambda content: {"type": "message", "role": "assistant", "content": content}, TEXT | OUTPUT_PARTS),
+    st.builds(lambda call_id, name, arguments: {"type": "function_call", "call_id": call_id, "name": name,
+                                                "arguments": arguments}, CALL_IDS, NAMES, TEXT),
+    st.builds(lambda call_id, output: {"type": "function_call_output", "call_id": call_id, "output": output},
+              CALL_IDS, TEXT | INPUT_PARTS),
+    st.builds(lambda call_id, label, name, output: {"type": "mcp_call", "id": call_id, "server_label": label,
+                                                    "name": name, "arguments": "{}", "output": output},
+              CALL_IDS, NAMES, NAMES, TEXT),
+    st.builds(lambda summary: {"type": "reasoning", "summary": [{"type": "summary_text", "text": summary}]}, TEXT),
+)
+
+
+def item_trace(item: dict[str, Any]) -> list[tuple[str, ...]]:
+    """What an input item must become, in order: texts by role, calls and outputs by id."""
+    kind = item.get("type", "message")
+    if kind == "message":
+        content, role = item["content"], {"developer": "system"}.get(item["role"], item["role"])
+        joiner = "" if role == "assistant" else "\n"
+        return [("text", role, content if isinstance(content, str) else joiner.join(p["text"] for p in content))]
+    if kind == "function_call":
+        return [("call", item["call_id"], item["name"])]
+    if kind == "function_call_output":
+        return [("output", item["call_id"])]
+    if kind == "mcp_call":
+        return [("call", item["id"], tool_function_name(item["server_label"], item["name"])), ("output", item["id"])]
+    return []  # reasoning is not replayed
+
+
+def message_trace(message: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The same view of a chat message (the empty assistant text that only carries calls left out)."""
+    if message["role"] == "tool":
+        return [("output", message["tool_call_id"])]
+    text = [("text", message["role"], message["content"])] if message["content"] != "" else []
+    return text + [("call", call["id"], call["function"]["name"]) for call in message.get("tool_calls", [])]
+
+
+@settings(deadline=None)
+@given(st.lists(INPUT_ITEMS, max_size=8), st.none() | TEXT)
+def test_valid_input_items_translate_keeping_content_and_order(items, instructions):
+    request = parse_create_request({"model": "m", "input": items, "instructions": instructions})
+    messages = input_to_messages(request.input_items(), request.instructions)
+    expected = [("text", "system", instructions)] if instructions else []
+    expected += [entry for item in items for entry in item_trace(item)]
+    assert [entry for message in messages for entry in message_trace(message)] == expected
+    assert all(message["role"] in {"system", "user", "assistant", "tool"} for message in messages)

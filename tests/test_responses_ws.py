@@ -201,6 +201,9 @@ def test_empty_balance_is_a_402_frame(socket, fake_upstream):
     [error] = turn(socket, model="paid-model", input="x")
     assert (error["status"], error["error"]["code"]) == (402, "insufficient_balance")
     assert fake_upstream.requests == []
+    assert turn(socket, input="x")[-1]["type"] == "response.completed"  # settled after the refusal's row
+    assert sorted((row.status, row.model, row.cost) for row in rows(UsageEntry)) == [(200, "test-model", 0),
+                                                                                     (402, "paid-model", 0)]
 
 
 def test_mcp_tools_run_over_the_socket(socket, fake_upstream):

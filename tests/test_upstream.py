@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 import responses
+from urllib3.exceptions import ReadTimeoutError
 
 from gateway.config import ProviderSettings
 from gateway.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
@@ -38,6 +39,9 @@ def test_sends_key_and_timeouts(upstream):
     [
         ({"body": requests.ConnectTimeout()}, UpstreamTimeout, 504, "upstream_timeout"),
         ({"body": requests.ReadTimeout()}, UpstreamTimeout, 504, "upstream_timeout"),
+        # how requests reports a read timeout while streaming a body
+        ({"body": requests.ConnectionError(ReadTimeoutError(None, "/", "Read timed out."))}, UpstreamTimeout, 504,
+         "upstream_timeout"),
         ({"body": requests.ConnectionError()}, UpstreamUnavailable, 502, "upstream_unavailable"),
         ({"json": {"error": {"message": "x"}}, "status": 500}, UpstreamError, 502, "upstream_error"),
         ({"json": {"error": {"message": "x", "code": "c"}}, "status": 422}, UpstreamRejected, 422, "c"),

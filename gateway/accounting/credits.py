@@ -148,3 +148,23 @@ def summarize(account: Account, now: datetime.datetime | None = None) -> Balance
         expiring_soon=sum(g.remaining for g in expiring if g.expires_at <= now + EXPIRING_WINDOW),
         next_expiration=min((g.expires_at for g in expiring), default=None),
     )
+
+
+def credit_balance(account: Account) -> dict[str, Any]:
+    """MCPHub's credit-balance figures of an account, in credits (the API's body and the dashboard's page)."""
+    summary = summarize(account)
+    return {
+        "user_id": str(account.id),
+        "current_balance": to_credits(summary.balance),
+        "total_earned": to_credits(summary.total_earned),
+        "total_spent": to_credits(summary.total_spent),
+        "tier": account.tier,
+        "expiring_credits": to_credits(summary.expiring_soon),
+        "next_expiration": summary.next_expiration.isoformat(timespec="seconds") if summary.next_expiration else "",
+    }
+
+
+def ledger_of(account_id: int, limit: int = 100) -> list[LedgerEntry]:
+    """An account's latest credit movements, newest first."""
+    return list(LedgerEntry.select().where(LedgerEntry.account == account_id)
+                .order_by(LedgerEntry.id.desc()).limit(limit))

@@ -10,13 +10,17 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app, g, has_app_context, request
 
+from gateway.accounting import auth_throttle
 from gateway.accounting.keycache import KeyCache
+from gateway.accounting.money import to_credits
 from gateway.errors import AuthenticationFailed, NotFound
+from gateway.mcp_hub.access import decode_allow_list
 from gateway.tables import Account, ApiKey
 
 CACHE = "gateway.key_cache"
 KEY_PREFIX = "sk-gw-"
 DISPLAY_PREFIX_LENGTH = 12
+LIMITS = ("rpm", "tpm", "spend_limit")
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ def create_key(
 ) -> tuple[ApiKey, str]:
     """Create a key (and a new account named `name` unless one is given); return it and its secret."""
     if account is None:
-        account = Account.create(name=name, tier=tier, scope=scope)
+        account = create_account(name, tier=tier, scope=scope)
     secret = generate_key()
     key = ApiKey.create(
         account=account,
@@ -93,7 +97,8 @@ def _caller_by_digest(hashed: str) -> Caller:
 def current_caller() -> Caller:
     """Authenticate the current request once (through the worker's key cache) and remember it on `g`."""
     if "caller" not in g:
-        g.caller = cached_caller(presented_key(request.headers))
+        with auth_throttle.guarded():
+            g.caller = cached_caller(presented_key(request.headers))
     return g.caller
 
 
@@ -144,13 +149,34 @@ def revoke_key(key_id: int) -> ApiKey:
     return key
 
 
+def update_limits(key: ApiKey, changes: dict[str, int | None]) -> ApiKey:
+    """Set some of a key's `rpm`, `tpm`, `spend_limit` (micro-credits; None clears one); effective at once here."""
+    for name, value in changes.items():
+        if name not in LIMITS:
+            raise ValueError(f"not a key limit: {name}")
+        setattr(key, name, value)
+    key.save()
+    forget_key(key.id)
+    return key
+
+
+def set_mcp_servers(key: ApiKey, stored: str | None) -> ApiKey:
+    """Set a key's MCP allow-list (as gateway.mcp_hub.access.encode_allow_list stores it; None clears it)."""
+    key.mcp_servers = stored
+    key.save()
+    forget_key(key.id)
+    return key
+
+
 def require_admin(token_env: str) -> None:
     """Check the admin token (`Authorization: Bearer` only); the admin API is off (404) when unset."""
     expected = os.environ.get(token_env, "")
     if not expected:
         raise NotFound("The admin API is disabled.")
-    if not hmac.compare_digest(bearer_token(request.headers) or "", expected):
-        raise AuthenticationFailed("Invalid admin token.")
+    with auth_throttle.guarded():
+        # bytes: compare_digest refuses non-ASCII str (a header may carry latin-1)
+        if not hmac.compare_digest((bearer_token(request.headers) or "").encode(), expected.encode()):
+            raise AuthenticationFailed("Invalid admin token.")
 
 
 def describe_key(key: ApiKey) -> dict:
@@ -163,9 +189,26 @@ def describe_key(key: ApiKey) -> dict:
         "revoked": key.revoked,
         "rpm": key.rpm,
         "tpm": key.tpm,
-        "spend_limit": key.spend_limit / 1_000_000 if key.spend_limit is not None else None,
+        "spend_limit": to_credits(key.spend_limit) if key.spend_limit is not None else None,
+        "mcp_servers": decode_allow_list(key.mcp_servers),
         "created_at": key.created_at.isoformat() + "Z",
     }
+
+
+def create_account(name: str, *, tier: str = "free", scope: str | None = None) -> Account:
+    """A new account (a tenant) with no keys and no credits."""
+    return Account.create(name=name, tier=tier, scope=scope)
+
+
+def update_account(account: Account, changes: dict[str, str | None]) -> Account:
+    """Change some of an account's `name`, `tier`, `scope`; its keys' cached copies are dropped here."""
+    for name, value in changes.items():
+        if name not in ("name", "tier", "scope"):
+            raise ValueError(f"not an account field: {name}")
+        setattr(account, name, value)
+    account.save()
+    forget_account(account.id)
+    return account
 
 
 def find_account(account_id: int) -> Account:

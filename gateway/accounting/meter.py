@@ -1,8 +1,17 @@
-"""One request's accounting: admission (rate limit + hold, one wait) and one settlement with its usage row."""
+"""One request's accounting: admission (rate limit + hold, one wait) and one settlement with its usage row.
+
+How a request writes its usage row (the one API for it; an endpoint adds nothing else):
+- `Meter.admit(...)` admits it and names its generation (`meter.generation_id`, the answer's `id`
+  and `X-Generation-Id`); then exactly one `meter.finish(usage, status, route, finish_reason=...)`
+  settles it and writes the row, durable on return (`closed_on_failure()` finishes on errors).
+- `refusals_recorded(...)` around routing and admission writes the row of a request refused
+  there (402, 404 unknown model, 429): cost 0, queued to the writer without waiting for it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,12 +25,16 @@ from gateway.accounting.ratelimit import RateLimiter
 from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens, hold_prompt_tokens
 from gateway.accounting.writer import AccountingWriter, writer
 from gateway.config import ModelSettings, Settings
-from gateway.errors import GatewayError, InsufficientBalance
+from gateway.errors import CLIENT_CLOSED, GatewayError, InsufficientBalance, ModelNotFound, RateLimited
+from gateway.ids import new_id
 from gateway.loop.events import Usage
-from gateway.observability.record import request_settled
+from gateway.observability.record import current, request_settled
 from gateway.upstream.routing import Route
 
+log = logging.getLogger(__name__)
 INTERNAL_ERROR = 500
+REFUSALS = (InsufficientBalance, ModelNotFound, RateLimited)  # refused before any work: a row with cost 0
+MODEL_COLUMN_LENGTH = 255
 
 
 def max_output_tokens(body: dict[str, Any], model: ModelSettings, endpoint: str) -> int:
@@ -53,6 +66,7 @@ class Meter:
     reservation_id: int | None = None
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+    generation_id: str = field(default_factory=lambda: new_id("gen"))
 
     limiter: RateLimiter | None = None
     route_settings: ModelSettings | None = None
@@ -62,9 +76,12 @@ class Meter:
     @classmethod
     def admit(
         cls, caller: Caller, routes: list[Route], body: dict[str, Any], endpoint: str, request_id: str,
-        settings: Settings, limiter: RateLimiter,
+        settings: Settings, limiter: RateLimiter, generation_id: str | None = None,
     ) -> Meter:
-        """Check the key's rate limits (429) and hold the worst case over the routes (402), in one transaction."""
+        """Check the key's rate limits (429) and hold the worst case over the routes (402), in one transaction.
+
+        `generation_id` names the answer when it has an id of its own (a response's); else one is made.
+        """
         key, accounts = caller.key, writer()
         prompt = estimate_prompt_tokens(body)
         rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
@@ -77,6 +94,8 @@ class Meter:
         amount = hold_amount(body, routes, endpoint)
         meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter,
                     route_settings=routes[0].settings, rate_limit_headers=headers, writer=accounts)
+        if generation_id is not None:
+            meter.generation_id = generation_id
         if ask is None and amount <= 0:
             return meter
         admitted = accounts.call(Admission(key.account_id, key.id, key.spend_limit, amount, request_id,
@@ -118,15 +137,27 @@ class Meter:
             self.finish(Usage(), exc.status if isinstance(exc, GatewayError) else INTERNAL_ERROR, None)
             raise
 
-    def finish(self, usage: Usage, status: int, route: Route | None) -> int:
-        """Settle (charge the full cost, release the hold) with the usage row and tokens; durable on return."""
+    def finish(self, usage: Usage, status: int, route: Route | None, finish_reason: str | None = None) -> int:
+        """Settle (charge the full cost, release the hold) with the usage row and tokens; durable on return.
+
+        Whether the answer streamed and when its first token came are read from the request's
+        record (gateway.observability.record), which the stream relays already keep; the row's
+        time to first token counts from admission, as its latency does.
+        """
         if self.finished:
             return 0
         self.finished = True
         key_id = self.caller.key.id
         in_database = self.limiter is not None and self.limiter.counts_in_database
+        record = current()
+        streamed = record is not None and record.streamed
+        ttft_ms = None
+        if streamed and record.first_token_s is not None:
+            ttft_ms = max(int((record.started + record.first_token_s - self.started) * 1000), 0)
         row = UsageRow(self.request_id, self.endpoint, route.model_id if route else self.model, usage.input_tokens,
-                       usage.output_tokens, usage.estimated, status, int((time.monotonic() - self.started) * 1000))
+                       usage.output_tokens, usage.estimated, status, milliseconds_since(self.started),
+                       self.generation_id, route.provider if route else None, ttft_ms, finish_reason, streamed,
+                       status == CLIENT_CLOSED)
         charged = self.writer.call(Settlement(
             self.caller.account.id, key_id, self.reservation_id, self.cost_of(usage, route) if route else 0,
             self.request_id, row, usage.total_tokens if in_database else 0,
@@ -136,3 +167,28 @@ class Meter:
             self.limiter.record_tokens(key_id, usage.total_tokens)
         request_settled(row.model or "", route.provider if route else None, usage.input_tokens, usage.output_tokens, charged)
         return charged
+
+
+def milliseconds_since(started: float) -> int:
+    """Whole milliseconds since a `time.monotonic()` reading."""
+    return int((time.monotonic() - started) * 1000)
+
+
+@contextlib.contextmanager
+def refusals_recorded(caller: Caller, endpoint: str, model: Any, request_id: str) -> Iterator[None]:
+    """Around routing and admission: a 402, 404 (unknown model) or 429 raised inside writes its usage row.
+
+    The row (cost 0, the refusal's status) goes to the accounting writer without a wait: the
+    refusal is answered at once and the row commits with the writer's next batch.
+    """
+    started = time.monotonic()
+    try:
+        yield
+    except REFUSALS as refusal:
+        row = UsageRow(request_id, endpoint, model[:MODEL_COLUMN_LENGTH] if isinstance(model, str) else None,
+                       0, 0, False, refusal.status, milliseconds_since(started))
+        try:
+            writer().submit(Settlement(caller.account.id, caller.key.id, None, 0, request_id, row))
+        except GatewayError:  # shutting down: the refusal still goes out; its row is lost
+            log.warning("usage row of refused request %s not written", request_id)
+        raise

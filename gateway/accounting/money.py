@@ -22,9 +22,13 @@ def to_micro(credits: Decimal | float | str) -> int:
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def to_credits(micro: int) -> float:
-    """Micro-credits as the JSON number the API shows."""
-    return micro / MICRO
+def to_credits(micro: int | Decimal) -> float:
+    """Micro-credits as the JSON number the API shows.
+
+    A float, never a Decimal: PostgreSQL's SUM of a BIGINT column is NUMERIC (a Decimal in
+    Python), which Flask's JSON provider writes as a string.
+    """
+    return int(micro) / MICRO
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class Extension:
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """The usage row a settlement writes (its cost is what was charged)."""
+    """The usage row a settlement writes (its cost is what was charged), with its generation stats."""
 
     request_id: str
     endpoint: str
@@ -54,6 +54,12 @@ class UsageRow:
     estimated: bool
     status: int
     latency_ms: int
+    generation_id: str | None = None  # the answer's `id` (GET /api/v1/generation); None for refusals
+    provider: str | None = None
+    ttft_ms: int | None = None  # streams only: milliseconds to the first generated token
+    finish_reason: str | None = None
+    streamed: bool = False
+    cancelled: bool = False  # the client disconnected before the answer finished
 
 
 @dataclass(frozen=True, slots=True)

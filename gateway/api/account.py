@@ -38,18 +38,7 @@ def quota() -> Response:
 @bp.get("/api/v3/auth/credit-balance")
 def credit_balance() -> Response:
     """Detailed balance with earning/spending totals and expiring credits (MCPHub)."""
-    caller = current_caller()
-    summary = credits.summarize(caller.account)
-    return jsonify({
-        "user_id": str(caller.account.id),
-        "current_balance": credits.to_credits(summary.balance),
-        "total_earned": credits.to_credits(summary.total_earned),
-        "total_spent": credits.to_credits(summary.total_spent),
-        "tier": caller.account.tier,
-        "expiring_credits": credits.to_credits(summary.expiring_soon),
-        "next_expiration": summary.next_expiration.isoformat(timespec="seconds")
-        if summary.next_expiration else "",
-    })
+    return jsonify(credits.credit_balance(current_caller().account))
 
 
 @bp.get("/api/v1/key")

@@ -13,6 +13,7 @@ from gateway.accounting import credits, keys
 from gateway.api.http import json_object, parse_model
 from gateway.db import database
 from gateway.errors import InvalidRequest
+from gateway.mcp_hub.access import encode_allow_list
 from gateway.tables import ApiKey, LedgerEntry, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -40,6 +41,7 @@ class CreateKey(Strict):
     tpm: int | None = Field(None, ge=1, le=MAX_RATE)
     spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS, description="credits this key may spend")
     credits: float | None = Field(None, gt=0, le=MAX_CREDITS, description="credits granted to the account")
+    mcp_servers: list[str] | None = Field(None, description="built-in MCP servers the key may use (default: all)")
 
 
 class UpdateKey(Strict):
@@ -48,13 +50,14 @@ class UpdateKey(Strict):
     rpm: int | None = Field(None, ge=1, le=MAX_RATE)
     tpm: int | None = Field(None, ge=1, le=MAX_RATE)
     spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS)
+    mcp_servers: list[str] | None = Field(None, description="the key's MCP allow-list; null: every server")
 
 
 class UpdateAccount(Strict):
-    """Body of PATCH /admin/accounts/{id}."""
+    """Body of PATCH /admin/accounts/{id}; null clears the scope (name and tier cannot be null)."""
 
-    name: str | None = Field(None, min_length=1, max_length=200)
-    tier: Tier | None = None
+    name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]  # absent: unchanged
+    tier: Tier = None  # type: ignore[assignment]
     scope: str | None = None
 
 
@@ -78,10 +81,13 @@ def _admin_only() -> None:
 def create_key() -> tuple[Response, int]:
     """Create a key (and an account unless one is named); the secret is in this answer only."""
     spec = parse_model(CreateKey, json_object())
+    allow_list = encode_allow_list(services.settings(), spec.mcp_servers)
     with database.atomic():
         account = keys.find_account(spec.account_id) if spec.account_id is not None else None
         key, secret = keys.create_key(spec.name, account, tier=spec.tier, scope=spec.scope, rpm=spec.rpm,
                                       tpm=spec.tpm, spend_limit=_micro_or_none(spec.spend_limit))
+        if allow_list is not None:
+            keys.set_mcp_servers(key, allow_list)
     if spec.credits:
         credits.grant_credits(key.account_id, credits.to_micro(spec.credits), source="initial")
     return jsonify({**keys.describe_key(key), "key": secret}), 201
@@ -96,16 +102,15 @@ def list_keys() -> Response:
 
 @bp.patch("/keys/<int:key_id>")
 def update_key(key_id: int) -> Response:
-    """Change a key's rate limits or spend limit."""
+    """Change a key's rate limits, spend limit or MCP allow-list."""
     body = json_object()
     spec = parse_model(UpdateKey, body)
     key = keys.find_key(key_id)
-    for name in body:
-        value = getattr(spec, name)
-        setattr(key, name, _micro_or_none(value) if name == "spend_limit" else value)
-    key.save()
-    keys.forget_key(key.id)
-    return jsonify(keys.describe_key(key))
+    if "mcp_servers" in body:
+        keys.set_mcp_servers(key, encode_allow_list(services.settings(), spec.mcp_servers))
+    changes = {name: _micro_or_none(spec.spend_limit) if name == "spend_limit" else getattr(spec, name)
+               for name in body if name != "mcp_servers"}
+    return jsonify(keys.describe_key(keys.update_limits(key, changes)))
 
 
 @bp.delete("/keys/<int:key_id>")
@@ -126,11 +131,7 @@ def update_account(account_id: int) -> Response:
     """Change an account's name, tier or scope."""
     body = json_object()
     spec = parse_model(UpdateAccount, body)
-    account = keys.find_account(account_id)
-    for name in body:
-        setattr(account, name, getattr(spec, name))
-    account.save()
-    keys.forget_account(account.id)
+    account = keys.update_account(keys.find_account(account_id), {name: getattr(spec, name) for name in body})
     return jsonify(describe_account(account))
 
 
@@ -149,8 +150,7 @@ def ledger(account_id: int) -> Response:
     """An account's credit movements, newest first (`?limit=`, at most 1000)."""
     keys.find_account(account_id)
     limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 1000)
-    entries = (LedgerEntry.select().where(LedgerEntry.account == account_id)
-               .order_by(LedgerEntry.id.desc()).limit(limit))
+    entries = credits.ledger_of(account_id, limit)
     return jsonify({"object": "list", "data": [describe_entry(entry) for entry in entries]})
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from gateway import services
 from gateway.accounting.keys import current_caller
-from gateway.accounting.meter import Meter
+from gateway.accounting.meter import Meter, refusals_recorded
 from gateway.accounting.streams import hold_stream_slot
 from gateway.api import chat_render
 from gateway.api.http import (
@@ -59,12 +59,13 @@ def embeddings() -> Response:
 def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     """Authenticate, route, meter, relay upstream."""
     streaming = stream_requested(body)
-    if streaming:
-        hold_stream_slot()
     caller = current_caller()
     settings = services.settings()
-    routes = routing.candidates(settings, body)
-    meter = Meter.admit(caller, routes, body, path, request_id(), settings, services.limiter())
+    with refusals_recorded(caller, path, requested_model(body), request_id()):
+        if streaming:
+            hold_stream_slot()
+        routes = routing.candidates(settings, body)
+        meter = Meter.admit(caller, routes, body, path, request_id(), settings, services.limiter())
     client = services.upstream()
     if streaming:
         route, stream = relay.open_stream(client, settings, routes, path, body, meter)
@@ -77,12 +78,13 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
 def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
     """Run the tool loop with these built-in servers' tools; answer with the final message."""
     streaming = stream_requested(body)
-    if streaming:
-        hold_stream_slot()
     caller = current_caller()
     settings = services.settings()
-    route = routing.resolve(settings, body.get("model"))
-    meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
+    with refusals_recorded(caller, "chat/completions", body.get("model"), request_id()):
+        if streaming:
+            hold_stream_slot()
+        route = routing.resolve(settings, body.get("model"))
+        meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
     with meter.closed_on_failure():
         plan = chat_render.loop_plan(body, route, profile_toolset(services.mcp(), labels, caller.account.scope))
         run = Run(plan, meter, services.upstream(), settings)
@@ -96,6 +98,12 @@ def validated(schema: type[BaseModel]) -> dict[str, Any]:
     body = json_object()
     parse_model(schema, body)
     return body
+
+
+def requested_model(body: dict[str, Any]) -> Any:
+    """The model a request names first: `model`, else the first of its fallback list `models`."""
+    fallbacks = body.get("models")
+    return body.get("model") or (fallbacks[0] if isinstance(fallbacks, list) and fallbacks else None)
 
 
 def stream_dialect() -> StreamDialect:

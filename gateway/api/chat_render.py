@@ -11,7 +11,6 @@ from typing import Any
 from gateway.accounting.meter import Meter
 from gateway.accounting.output_cap import output_cap
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.ids import new_id
 from gateway.loop.events import KeepAlive, LoopEvent, LoopFinished, McpCallStarted, TextDelta
 from gateway.loop.run import Run
 from gateway.loop.tool_loop import LoopPlan
@@ -24,7 +23,6 @@ from gateway.upstream.routing import Route
 log = logging.getLogger(__name__)
 LOOP_OWNED = ("tools", "stream", "stream_options", "max_tokens", "max_completion_tokens", "max_output_tokens",
               "messages", "model", "models", "n")
-FINISH_REASONS = {"max_output_tokens": "length", "context_length_exceeded": "length", "content_filter": "content_filter"}
 
 
 def loop_plan(body: dict[str, Any], route: Route, toolset: Any) -> LoopPlan:
@@ -42,10 +40,14 @@ class ChatRender:
 
     route: Route
     meter: Meter
-    id: str = field(default_factory=lambda: new_id("chatcmpl"))
     created: int = field(default_factory=lambda: int(time.time()))
     text: str = ""
     calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """The completion's id: the request's generation id."""
+        return self.meter.generation_id
 
     def take(self, event: LoopEvent) -> None:
         if isinstance(event, TextDelta):
@@ -65,20 +67,21 @@ class ChatRender:
         return message
 
     def completion(self, done: LoopFinished) -> dict[str, Any]:
-        finish = FINISH_REASONS.get(done.incomplete_reason or "", "stop")
         return with_answer_fields({
             "id": self.id, "object": "chat.completion", "created": self.created,
-            "choices": [{"index": 0, "message": self.message(), "finish_reason": finish, "logprobs": None}],
-            "usage": self.usage(done)}, self.route)
+            "choices": [{"index": 0, "message": self.message(), "finish_reason": done.finish_reason, "logprobs": None}],
+            "usage": self.usage(done)}, self.route, self.id)
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return with_answer_fields({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, self.route)
+                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}, self.route,
+                                  self.id)
 
 
 def failure(done: LoopFinished) -> GatewayError:
     """The HTTP error of a loop that failed."""
-    return GatewayError(done.error_message or "The model failed.", status=done.http_status, code=done.error_code)
+    return GatewayError(done.error_message or "The model failed.", status=done.http_status, code=done.error_code,
+                        headers=done.error_headers)
 
 
 def complete(run: Run) -> dict[str, Any]:
@@ -118,7 +121,7 @@ def _stream_end(render: ChatRender, done: LoopFinished, wants_usage: bool, diale
     if render.calls:
         calls = [{**call, "index": index} for index, call in enumerate(render.calls)]
         yield sse.encode(render.chunk({"tool_calls": calls}))
-    yield sse.encode(render.chunk({}, FINISH_REASONS.get(done.incomplete_reason or "", "stop")))
+    yield sse.encode(render.chunk({}, done.finish_reason))
     if wants_usage:
         yield sse.encode({**render.chunk({}), "choices": [], "usage": render.usage(done)})
     yield sse.DONE

@@ -63,8 +63,9 @@ def event_stream(chunks: Iterator[bytes], run: Run | None = None) -> Response:
 
 
 def with_headers(response: Response, meter: Meter) -> Response:
-    """The response with the meter's rate-limit headers."""
+    """The response with the meter's rate-limit headers and its generation id (`X-Generation-Id`)."""
     response.headers.update(meter.rate_limit_headers)
+    response.headers["X-Generation-Id"] = meter.generation_id
     return response
 
 

@@ -1,7 +1,11 @@
-"""OpenRouter's model and key objects, built from config and usage rows (pure functions).
+"""OpenRouter's model, key and generation objects, built from config and usage rows (pure functions).
 
 Prices: the gateway's prices are credits per million tokens; OpenRouter's `pricing` is the price
 of one token as a decimal string, so a price of 2.5 per million tokens is "0.0000025".
+
+Generation times, as the SDK's schema defines them: `latency` is the total in milliseconds (from
+admission to settlement), `generation_time` the part after the first token (streams only), so a
+stream's time to first token is `latency - generation_time`.
 """
 
 from __future__ import annotations
@@ -10,9 +14,13 @@ import datetime
 from decimal import Decimal
 from typing import Any
 
+from gateway.accounting.money import to_credits
 from gateway.config import ModelSettings
+from gateway.tables import UsageEntry
 
 TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
+API_TYPES = {"chat/completions": "completions", "completions": "completions", "responses": "completions",
+             "responses/compact": "completions", "embeddings": "embeddings"}
 
 
 def per_token(price_per_mtok: float) -> str:
@@ -91,4 +99,37 @@ def key_object(
         "creator_user_id": None,
         "organization_id": None,
         "workspace_id": None,
+    }
+
+
+def generation_object(row: UsageEntry) -> dict[str, Any]:
+    """OpenRouter's `GET /api/v1/generation` data from a usage row (no BYOK, media, search or apps here)."""
+    cost = to_credits(row.cost)
+    return {
+        "id": row.generation_id,
+        "request_id": row.request_id,
+        "api_type": API_TYPES.get(row.endpoint),
+        "model": row.model or "",
+        "provider_name": row.provider,
+        "created_at": row.created_at.isoformat() + "Z",
+        "streamed": row.streamed,
+        "cancelled": row.cancelled,
+        "finish_reason": row.finish_reason,
+        "native_finish_reason": row.finish_reason,
+        "tokens_prompt": row.prompt_tokens,
+        "tokens_completion": row.completion_tokens,
+        "native_tokens_prompt": row.prompt_tokens,
+        "native_tokens_completion": row.completion_tokens,
+        "native_tokens_cached": None, "native_tokens_reasoning": None, "native_tokens_completion_images": None,
+        "total_cost": cost,
+        "usage": cost,
+        "cache_discount": None, "upstream_inference_cost": None, "is_byok": False,
+        "latency": row.latency_ms,
+        "generation_time": None if row.ttft_ms is None else max(row.latency_ms - row.ttft_ms, 0),
+        "moderation_latency": None,
+        "upstream_id": None, "provider_responses": None, "router": None, "service_tier": None,
+        "data_region": "global", "origin": "", "http_referer": None, "user_agent": None, "external_user": None,
+        "app_id": None, "preset_id": None, "workspace_id": None, "web_search_engine": None,
+        "num_fetches": None, "num_input_audio_prompt": None, "num_media_completion": None, "num_media_prompt": None,
+        "num_search_results": None,
     }

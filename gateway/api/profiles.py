@@ -11,6 +11,7 @@ from gateway.api.chat import relay_upstream, run_with_tools, validated
 from gateway.api.http import authenticated_blueprint
 from gateway.api.openai_requests import ChatRequest
 from gateway.errors import NotFound
+from gateway.mcp_hub.access import profile_allowed
 
 bp = authenticated_blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
 
@@ -19,7 +20,7 @@ def profile_servers(scope: str, profile: str) -> list[str]:
     """The profile's MCP servers; 404 when it does not exist or the key's account may not use it."""
     account = current_caller().account
     settings = services.settings().profiles.get(f"{scope}/{profile}")
-    if settings is None or account.scope not in (scope, "*"):
+    if settings is None or not profile_allowed(f"{scope}/{profile}", account.scope):
         raise NotFound(f"No profile {scope}/{profile} for this key.", code="profile_not_found")
     return settings.mcp_servers
 

@@ -8,6 +8,7 @@ from flask import Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.accounting.keys import current_caller
+from gateway.accounting.meter import refusals_recorded
 from gateway.accounting.streams import hold_stream_slot
 from gateway.api import responses_render, responses_ws
 from gateway.api.http import (
@@ -36,9 +37,11 @@ class InputItemsQuery(BaseModel):
 def create_response() -> Response:
     """Create a response: JSON, an SSE stream, or a queued background response."""
     body = json_object()
-    if body.get("stream") is True and not body.get("background"):
-        hold_stream_slot()
-    response = admission.admit_response(body, current_caller(), request_id())
+    caller = current_caller()
+    with refusals_recorded(caller, "responses", body.get("model"), request_id()):
+        if body.get("stream") is True and not body.get("background"):
+            hold_stream_slot()
+        response = admission.admit_response(body, caller, request_id())
     meter = response.run.meter
     if response.req.background:
         return with_headers(jsonify(background.start(response)), meter)
@@ -57,7 +60,9 @@ def responses_socket() -> Response:
 @bp.post("/responses/compact")
 def compact_response() -> Response:
     """Compact a conversation into user messages plus one sealed compaction item."""
-    return jsonify(compaction.compact_response(json_object(), current_caller(), request_id()))
+    body, caller = json_object(), current_caller()
+    with refusals_recorded(caller, "responses/compact", body.get("model"), request_id()):
+        return jsonify(compaction.compact_response(body, caller, request_id()))
 
 
 @bp.get("/responses/<response_id>")

@@ -36,6 +36,7 @@ from wsproto.utilities import RemoteProtocolError
 from gateway import services
 from gateway.accounting import streams
 from gateway.accounting.keys import cached_caller, current_caller, presented_key
+from gateway.accounting.meter import refusals_recorded
 from gateway.api import responses_render
 from gateway.config import Settings
 from gateway.db import database, own_connection
@@ -212,7 +213,8 @@ class Session:
             previous = body.get("previous_response_id") if isinstance(body.get("previous_response_id"), str) else None
             caller = cached_caller(self.secret)
             request_id = f"{self.upgrade_id[:48]}.{self.turns}"
-            response = admission.admit_response(body, caller, request_id, self.latest)
+            with refusals_recorded(caller, "responses", body.get("model"), request_id):
+                response = admission.admit_response(body, caller, request_id, self.latest)
             events = responses_render.started(response)
         except GatewayError as error:
             self.forget(previous)

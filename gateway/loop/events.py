@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from gateway.errors import CLIENT_CLOSED
 
+CHAT_FINISH_REASONS = {"max_output_tokens": "length", "context_length_exceeded": "length",
+                       "content_filter": "content_filter"}  # incomplete reasons as chat finish reasons
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -122,6 +125,7 @@ class LoopFinished:
     error_message: str | None = None
     error_status: int | None = None  # HTTP status of the failure (502 upstream, 402 balance, ...)
     error_type: str | None = None  # the error tree's `type` of the failure (api_error, invalid_request_error, ...)
+    error_headers: dict[str, str] = field(default_factory=dict)  # the failure's headers (a 429's Retry-After)
 
     @property
     def http_status(self) -> int:
@@ -129,6 +133,15 @@ class LoopFinished:
         if self.status == "failed":
             return self.error_status or UPSTREAM_FAILED
         return CLIENT_CLOSED if self.status == "cancelled" else 200
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The chat finish reason: `stop`, `length` or `content_filter`; `error` if failed; None if cancelled."""
+        if self.status == "failed":
+            return "error"
+        if self.status == "cancelled":
+            return None
+        return CHAT_FINISH_REASONS.get(self.incomplete_reason or "", "stop")
 
     @property
     def failed_early(self) -> bool:

@@ -76,7 +76,7 @@ class Run:
                 finisher(outcome)
         finally:
             with own_connection():
-                self.meter.finish(outcome.usage, outcome.http_status, self.plan.route)
+                self.meter.finish(outcome.usage, outcome.http_status, self.plan.route, outcome.finish_reason)
 
     @contextlib.contextmanager
     def finished_on_error(self) -> Iterator[None]:

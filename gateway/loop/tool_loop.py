@@ -119,7 +119,7 @@ def run_loop(
                 return
     except GatewayError as exc:
         yield LoopFinished("failed", state.usage_so_far(), error_code=exc.code, error_message=exc.message,
-                           error_status=exc.status, error_type=exc.type)
+                           error_status=exc.status, error_type=exc.type, error_headers=exc.headers)
 
 
 def model_turn(

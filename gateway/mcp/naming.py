@@ -1,4 +1,4 @@
-"""The one rule that names MCP tools for the upstream model: `mcp__{label}__{tool}`, made safe."""
+"""The one rule that names MCP tools: `mcp__{label}__{tool}` for the upstream model (the hub drops `mcp__`)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ def tool_function_name(server_label: str, tool_name: str) -> str:
 def is_reserved(function_name: str) -> bool:
     """Whether a function name claims the gateway's MCP prefix."""
     return function_name.startswith(PREFIX)
+
+
+def hub_tool_name(server_label: str, tool_name: str) -> str:
+    """The name the MCP hub (/mcp) lists a tool under: `tool_function_name` without the reserved prefix.
+
+    `time__get_current_time` is unique per (label, tool) as the loop's name is, and an MCP client
+    may offer it as a function tool on this gateway's own APIs, where `mcp__` names are reserved.
+    """
+    return tool_function_name(server_label, tool_name).removeprefix(PREFIX)

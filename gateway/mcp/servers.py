@@ -152,13 +152,21 @@ class BuiltinServers:
 
     def tools(self, label: str) -> list[ToolInfo]:
         """A server's tools; NotFound (unknown), Conflict (unavailable), ServiceUnavailable (no runtime)."""
+        return [tool_info(tool) for tool in self.connection(label).tools]
+
+    def connection(self, label: str) -> McpConnection:
+        """A server's live connection (for the MCP hub); raises as `tools` does."""
         slot = self._slot(label)
         self._require_runtime()
         self.start()
         connection = slot.connection
         if slot.status != "available" or connection is None:
             raise errors.Conflict(f"MCP server {label!r} is {slot.status}", param="server_label")
-        return [tool_info(tool) for tool in connection.tools]
+        return connection
+
+    def secrets(self, label: str) -> tuple[str, ...]:
+        """Values of a server's config that must never appear in a message (its env and headers)."""
+        return self._slot(label).spec.secrets()
 
     def wait_started(self, label: str, timeout: float) -> None:
         """Wait (bounded) while a server is still `starting`, so a first request finds it ready."""

@@ -15,6 +15,7 @@ def observability_options(settings: Settings) -> dict[str, Any]:
         "on_starting": multiprocess.on_starting,
         "child_exit": multiprocess.child_exit,
         "on_exit": multiprocess.on_exit,
+        "pre_exec": multiprocess.pre_exec,
     }
     config = logging_config(settings)
     if config is not None:

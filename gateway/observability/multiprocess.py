@@ -10,6 +10,8 @@ so `gateway serve` and plain gunicorn with deploy/gunicorn.conf.py both have the
   live gauges removed and its counters and histograms added into one archive file per type, so
   totals never go down and the folder does not grow with every recycled worker.
 - `on_exit`: a private folder is removed, unless a new master (USR2) has taken it over.
+- `pre_exec` (USR2): the new master is exec'd with the environment gunicorn started with, which
+  lacks the folder `on_starting` chose; this puts it back, so the new workers add to the same totals.
 
 Compaction and every scrape hold a lock on the folder (exclusive and shared), so a scrape never
 sees a dead worker's counts twice or not at all.
@@ -109,6 +111,13 @@ def on_starting(arbiter: Any) -> None:
     if arbiter.master_pid:  # started by USR2: the old master's workers still write there
         return
     os.environ[ENVIRONMENT] = prepare(directory())
+
+
+def pre_exec(arbiter: Any) -> None:
+    """Hand the folder to the new master of a USR2 upgrade (in the forked child, just before exec)."""
+    path = directory()
+    if path:
+        arbiter.cfg.env_orig[ENVIRONMENT] = path
 
 
 def child_exit(arbiter: Any, worker: Any) -> None:

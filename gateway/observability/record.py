@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from gateway.accounting.auth_throttle import client_of
 from gateway.observability import access_log, metrics, tracing
 from gateway.observability.request_record import RequestRecord
 
@@ -70,8 +71,9 @@ class ObservedApp:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        address = client_of(self.app, environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
         record = RequestRecord(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""),
-                               environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT", "")[:200])
+                               address, environ.get("HTTP_USER_AGENT", "")[:200])
         CURRENT.set(record)
         record.span = tracing.server_span(self.app, environ, record.method)
 

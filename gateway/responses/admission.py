@@ -82,12 +82,14 @@ def admit(
         "tools": params.get("tools"),
         "max_output_tokens": req.max_output_tokens,
     }
-    meter = Meter.admit(caller, [route], estimate, "responses", request_id, settings, services.limiter())
+    response_id = store.new_response_id()  # also the usage row's generation id
+    meter = Meter.admit(caller, [route], estimate, "responses", request_id, settings, services.limiter(),
+                        generation_id=response_id)
     with meter.closed_on_failure():
         toolset = open_toolset(req, history, caller.account.scope)
         cap = req.max_output_tokens or route.settings.max_output_tokens  # the hold's cap is the loop's total
         plan = LoopPlan(route, messages, params, toolset, cap, req.max_tool_calls, approved)
-        builder = ResponseBuilder(store.new_response_id(), request_echo(req), int(time.time()), route.model_id)
+        builder = ResponseBuilder(response_id, request_echo(req), int(time.time()), route.model_id)
         run = Run(plan, meter, services.upstream(), settings)
         return ResponseRun(run, req, caller, builder, own, history=history, conversation_id=req.conversation_id)
 

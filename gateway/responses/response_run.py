@@ -94,6 +94,6 @@ def http_error(outcome: LoopFinished) -> GatewayError:
     message = outcome.error_message or "The response failed."
     if outcome.http_status == InsufficientBalance.status:
         return InsufficientBalance(message)
-    error = GatewayError(message, code=outcome.error_code, status=outcome.http_status)
+    error = GatewayError(message, code=outcome.error_code, status=outcome.http_status, headers=outcome.error_headers)
     error.type = outcome.error_type or error.type
     return error

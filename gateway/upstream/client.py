@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 
 from gateway.config import ProviderSettings
 from gateway.errors import (
@@ -88,7 +89,8 @@ def _upstream_error_fields(response: requests.Response) -> tuple[str, str | None
 
 def translate_exception(exc: requests.RequestException, provider: str) -> GatewayError:
     """Map a `requests` failure to UpstreamTimeout / UpstreamUnavailable / UpstreamError."""
-    if isinstance(exc, requests.Timeout):
+    # requests wraps a read timeout while streaming a body in a ConnectionError
+    if isinstance(exc, requests.Timeout) or isinstance(exc.args[0] if exc.args else None, ReadTimeoutError):
         return UpstreamTimeout(f"Upstream {provider!r} timed out.")
     if isinstance(exc, requests.ConnectionError):
         return UpstreamUnavailable(f"Upstream {provider!r} is unreachable.")

@@ -1,4 +1,9 @@
-"""Relays OpenAI-compatible requests upstream (JSON or SSE), with fallbacks and usage rows."""
+"""Relays OpenAI-compatible requests upstream (JSON or SSE), with fallbacks and usage rows.
+
+Every answer and chunk leaves with the gateway's generation id as its `id` (the meter's, also
+sent as `X-Generation-Id` and stored on the usage row), whatever id the upstream gave it: chunks
+are parsed and re-encoded anyway (public model id, usage), so the rewrite costs one assignment.
+"""
 
 from __future__ import annotations
 
@@ -85,8 +90,9 @@ def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict
     }
 
 
-def with_answer_fields(answer: dict[str, Any], route: Route) -> dict[str, Any]:
-    """A completion or chunk with the fields strict clients require: public model, provider, fingerprint."""
+def with_answer_fields(answer: dict[str, Any], route: Route, generation_id: str) -> dict[str, Any]:
+    """A completion or chunk with the gateway's id and the fields strict clients require: model, provider, fingerprint."""
+    answer["id"] = generation_id
     answer["model"] = route.model_id
     answer["provider"] = route.provider
     answer.setdefault("system_fingerprint", None)
@@ -106,13 +112,19 @@ def relay_json(
         route, data = with_fallback(
             routes, lambda r: client.post_json(r.provider, path, capped_body(settings, r, body, path, False))
         )
-        with_answer_fields(data, route)
+        with_answer_fields(data, route, meter.generation_id)
         usage = usage_from_openai(data.get("usage")) or meter.estimate(
             "".join(_choice_text(choice) for choice in data.get("choices") or [])
         )
         data["usage"] = with_cost(data.get("usage"), meter, usage, route)
-        meter.finish(usage, 200, route)
+        meter.finish(usage, 200, route, finish_reason(data))
     return data
+
+
+def finish_reason(answer: dict[str, Any]) -> str | None:
+    """The last finish reason a completion or chunk reports (None if no choice finished)."""
+    reasons = [choice.get("finish_reason") for choice in answer.get("choices") or [] if isinstance(choice, dict)]
+    return next((reason for reason in reversed(reasons) if isinstance(reason, str)), None)
 
 
 def _choice_text(choice: dict[str, Any]) -> str:
@@ -153,6 +165,7 @@ def relay_stream(
     generated: list[str] = []
     status = CLIENT_CLOSED
     last: dict[str, Any] | None = None
+    reason: str | None = None
     try:
         for chunk in read_chunks(stream.events(keepalive_s)):
             if chunk is None:
@@ -165,29 +178,31 @@ def relay_stream(
             generated += [_choice_text(choice) for choice in chunk.get("choices") or []]
             if generated and generated[-1]:
                 first_token(route.model_id)
-            outgoing = _client_chunk(chunk, route, client_wants_usage)
+            reason = finish_reason(chunk) or reason
+            outgoing = _client_chunk(chunk, route, client_wants_usage, meter.generation_id)
             if outgoing is not None:
                 yield sse.encode(outgoing)
         status = 200
-        meter.finish(reported or meter.estimate("".join(generated)), status, route)  # durable before the last byte
+        meter.finish(reported or meter.estimate("".join(generated)), status, route, reason)  # durable before the last byte
         yield sse.DONE
     except GatewayError as exc:
-        status = exc.status
-        meter.finish(reported or meter.estimate("".join(generated)), status, route)
-        yield dialect.error_event(exc, last)
+        status, reason = exc.status, "error"
+        meter.finish(reported or meter.estimate("".join(generated)), status, route, reason)
+        yield dialect.error_event(exc, with_answer_fields(dict(last or {}), route, meter.generation_id))
     except Exception:
-        status = 500
+        status, reason = 500, "error"
         raise
     finally:
         stream.close()
-        with own_connection():
-            meter.finish(reported or meter.estimate("".join(generated)), status, route)
+        if not meter.finished:  # a client that left; settled above otherwise (maybe while the database was down)
+            with own_connection():
+                meter.finish(reported or meter.estimate("".join(generated)), status, route, reason)
 
 
-def _client_chunk(chunk: dict[str, Any], route: Route, wants_usage: bool) -> dict[str, Any] | None:
-    """The chunk as the client sees it: public model id; usage only if it asked."""
+def _client_chunk(chunk: dict[str, Any], route: Route, wants_usage: bool, generation_id: str) -> dict[str, Any] | None:
+    """The chunk as the client sees it: the gateway's id, public model id; usage only if it asked."""
     if not wants_usage:
         if not chunk.get("choices") and chunk.get("usage"):
             return None
         chunk.pop("usage", None)
-    return with_answer_fields(chunk, route)
+    return with_answer_fields(chunk, route, generation_id)

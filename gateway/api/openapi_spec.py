@@ -1,0 +1,207 @@
+"""The routes of the OpenAPI document as data: one row per operation, and the objects they answer.
+
+Request bodies are the pydantic models the views validate with (`openapi.py` turns them into JSON
+Schema); answers are hand-written here, loose where the gateway relays an upstream's object and
+exact where the gateway builds the object itself. SHARED rows are served under both /v1 and
+/api/v1; ROOT rows at their own path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from gateway.api import admin, conversations, generations, responses
+from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
+from gateway.responses.schema import CreateResponseRequest
+
+KEY, ADMIN, PUBLIC = "key", "admin", "public"  # who may call an operation
+CLIENT = (401, 429, 500, 503)  # any route behind a key: no or bad key, too many tries or requests, DB down
+BODY = (400, 413)  # any route that reads a body through the gate
+RELAYED = (402, 404, 409, 422, 502, 504, "4XX")  # metered routes: balance, model, MCP, upstream faults
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One method on one path: what it takes and what it answers."""
+
+    method: str
+    path: str
+    summary: str
+    ok: str | dict[str, str] | None  # a schema name below, one per dialect ("openai", "openrouter"), or none
+    errors: tuple[int | str, ...] = ()
+    body: type[BaseModel] | str | None = None  # a request model, or a schema name below
+    query: type[BaseModel] | dict[str, Any] | None = None  # a query model, or {name: schema}
+    auth: str = KEY
+    ok_statuses: tuple[int, ...] = (200,)
+    streams: bool = False
+    ok_type: str = "application/json"
+
+
+def obj(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
+    """An object schema with these properties; other properties allowed."""
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+STRING, INTEGER, NUMBER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+NULLABLE_STRING, NULLABLE_INTEGER, NULLABLE_NUMBER = (
+    {"type": ["string", "null"]}, {"type": ["integer", "null"]}, {"type": ["number", "null"]})
+ANY_OBJECT = {"type": "object"}
+
+
+def const(value: str) -> dict[str, str]:
+    return {"type": "string", "const": value}
+
+
+def page(item: dict[str, Any]) -> dict[str, Any]:
+    """A cursor page: OpenAI's list with first_id, last_id and has_more."""
+    return obj(("object", "data", "has_more"), object=const("list"), data={"type": "array", "items": item},
+               first_id=NULLABLE_STRING, last_id=NULLABLE_STRING, has_more=BOOLEAN)
+
+
+def listing(item: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return obj(("object", "data"), object=const("list"), data={"type": "array", "items": item}, **extra)
+
+
+ACCOUNT = obj(("id", "name", "tier", "balance", "reserved", "total_earned", "total_spent"),
+              id=INTEGER, name=STRING, tier=STRING, scope=NULLABLE_STRING, balance=NUMBER, reserved=NUMBER,
+              total_earned=NUMBER, total_spent=NUMBER)
+KEY_OBJECT = obj(("id", "name", "prefix", "account_id", "revoked", "created_at"),
+                 id=INTEGER, name=STRING, prefix=STRING, account_id=INTEGER, revoked=BOOLEAN,
+                 rpm=NULLABLE_INTEGER, tpm=NULLABLE_INTEGER, spend_limit=NULLABLE_NUMBER, created_at=STRING)
+ITEM = obj(("type",), type=STRING, id=STRING)
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "ChatCompletion": obj(("choices",), id=STRING, object=STRING, created=INTEGER, model=STRING,
+                          choices={"type": "array", "items": ANY_OBJECT}, usage={"type": ["object", "null"]}),
+    "Completion": obj(("choices",), id=STRING, object=STRING, created=INTEGER, model=STRING,
+                      choices={"type": "array", "items": ANY_OBJECT}, usage={"type": ["object", "null"]}),
+    "EmbeddingList": obj(("data",), object=STRING, model=STRING, data={"type": "array", "items": ANY_OBJECT},
+                         usage={"type": ["object", "null"]}),
+    "ModelList": listing(obj(("id", "object", "created", "owned_by"), id=STRING, object=const("model"),
+                             created=INTEGER, owned_by=STRING)),
+    "OpenRouterModelList": obj(("data",), data={"type": "array", "items": obj(
+        ("id", "name", "pricing"), id=STRING, name=STRING, pricing=ANY_OBJECT, context_length=NULLABLE_INTEGER)},
+        total_count=INTEGER),
+    "Response": obj(("id", "object", "created_at", "status", "model", "output"),
+                    id=STRING, object=const("response"), created_at=INTEGER, status=STRING, model=STRING,
+                    output={"type": "array", "items": ITEM}, usage={"type": ["object", "null"]},
+                    error={"type": ["object", "null"]}),
+    "ResponseDeleted": obj(("id", "object", "deleted"), id=STRING, object=const("response"),
+                           deleted={"const": True}),
+    "Compaction": obj(("id", "object", "output", "created_at"), id=STRING, object=const("response.compaction"),
+                      output={"type": "array", "items": ITEM}, created_at=INTEGER, usage=ANY_OBJECT),
+    "ItemPage": page(ITEM),
+    "Item": ITEM,
+    "Conversation": obj(("id", "object", "created_at", "metadata"), id=STRING, object=const("conversation"),
+                        created_at=INTEGER, metadata={"type": "object", "additionalProperties": STRING}),
+    "ConversationDeleted": obj(("id", "object", "deleted"), id=STRING, object=const("conversation.deleted"),
+                               deleted={"const": True}),
+    "McpServerList": listing(obj(("label", "status"), label=STRING, transport=STRING, status=STRING,
+                                 tool_count=NULLABLE_INTEGER)),
+    "McpToolList": listing(obj(("name", "input_schema"), name=STRING, description=NULLABLE_STRING,
+                               input_schema=ANY_OBJECT), server_label=STRING),
+    "Quota": obj(("username", "balance", "remaining_quota", "used_quota"), username=STRING, balance=NUMBER,
+                 remaining_quota=NUMBER, used_quota=NUMBER, thinking=ANY_OBJECT),
+    "CreditBalance": obj(("user_id", "current_balance", "total_earned", "total_spent", "tier"),
+                         user_id=STRING, current_balance=NUMBER, total_earned=NUMBER, total_spent=NUMBER,
+                         tier=STRING, expiring_credits=NUMBER, next_expiration=STRING),
+    "OpenRouterKey": obj(("data",), data=obj(("label", "usage", "limit", "is_free_tier"), label=STRING,
+                                             usage=NUMBER, limit=NULLABLE_NUMBER, limit_remaining=NULLABLE_NUMBER,
+                                             is_free_tier=BOOLEAN, rate_limit=ANY_OBJECT)),
+    "OpenRouterCredits": obj(("data",), data=obj(("total_credits", "total_usage"), total_credits=NUMBER,
+                                                 total_usage=NUMBER)),
+    "Generation": obj(("data",), data=obj(("id", "model", "total_cost", "tokens_prompt", "tokens_completion"),
+                                          id=STRING, model=STRING, total_cost=NUMBER, tokens_prompt=INTEGER,
+                                          tokens_completion=INTEGER, streamed=BOOLEAN, latency=NULLABLE_INTEGER)),
+    "Key": KEY_OBJECT,
+    "CreatedKey": {**KEY_OBJECT, "required": [*KEY_OBJECT["required"], "key"],
+                   "properties": {**KEY_OBJECT["properties"], "key": STRING}},
+    "KeyList": listing(ref("Key")),
+    "Account": ACCOUNT,
+    "GrantedAccount": {**ACCOUNT, "required": [*ACCOUNT["required"], "grant_id"],
+              "properties": {**ACCOUNT["properties"], "grant_id": INTEGER}},
+    "Ledger": listing(obj(("id", "kind", "amount", "created_at"), id=INTEGER, kind=STRING, amount=NUMBER,
+                          api_key_id=NULLABLE_INTEGER, request_id=NULLABLE_STRING, note=NULLABLE_STRING,
+                          created_at=STRING)),
+    "Health": obj(("status",), status=STRING),
+    "Readiness": obj(("status", "checks", "down"), status={"enum": ["ready", "unavailable"]}, checks=ANY_OBJECT,
+                     down={"type": "array", "items": STRING}),
+    "OpenApiDocument": obj(("openapi", "info", "paths"), openapi=STRING, info=ANY_OBJECT, paths=ANY_OBJECT),
+}
+SHARED = [
+    Operation("post", "/chat/completions", "Chat completion, JSON or SSE; `tools: \"auto\"` runs MCP tools",
+              "ChatCompletion", BODY + RELAYED, ChatRequest, streams=True),
+    Operation("post", "/completions", "Legacy text completion, JSON or SSE", "Completion", BODY + RELAYED,
+              CompletionRequest, streams=True),
+    Operation("post", "/embeddings", "Embeddings", "EmbeddingList", BODY + RELAYED, EmbeddingRequest),
+    Operation("get", "/models", "The configured models",
+              {"openai": "ModelList", "openrouter": "OpenRouterModelList"}),
+    Operation("get", "/mcp/servers", "Built-in MCP servers and their state", "McpServerList"),
+    Operation("get", "/mcp/servers/{label}/tools", "A built-in MCP server's tools", "McpToolList", (404, 409)),
+    Operation("post", "/responses", "Create a response: JSON, SSE, or queued in the background", "Response",
+              BODY + RELAYED, CreateResponseRequest, streams=True),
+    Operation("get", "/responses", "Responses WebSocket mode (answers 426 without an Upgrade header)",
+              None, (400, 426), ok_statuses=(101,)),
+    Operation("post", "/responses/compact", "Compact a conversation into one sealed item", "Compaction",
+              BODY + RELAYED, "CompactRequest"),
+    Operation("get", "/responses/{response_id}", "A stored response", "Response", (404,)),
+    Operation("delete", "/responses/{response_id}", "Delete a stored response", "ResponseDeleted", (404,)),
+    Operation("get", "/responses/{response_id}/input_items", "A stored response's input items", "ItemPage",
+              (400, 404), query=responses.InputItemsQuery),
+    Operation("post", "/responses/{response_id}/cancel", "Cancel a background response", "Response", (404, 409)),
+    Operation("post", "/conversations", "Create a conversation", "Conversation", BODY,
+              conversations.CreateBody),
+    Operation("get", "/conversations/{conversation_id}", "A conversation", "Conversation", (404,)),
+    Operation("post", "/conversations/{conversation_id}", "Replace a conversation's metadata", "Conversation",
+              (*BODY, 404), conversations.UpdateBody),
+    Operation("delete", "/conversations/{conversation_id}", "Delete a conversation", "ConversationDeleted",
+              (404,)),
+    Operation("post", "/conversations/{conversation_id}/items", "Add items", "ItemPage", (*BODY, 404),
+              conversations.ItemsBody),
+    Operation("get", "/conversations/{conversation_id}/items", "A page of a conversation's items", "ItemPage",
+              (400, 404), query=conversations.ItemsQuery),
+    Operation("get", "/conversations/{conversation_id}/items/{item_id}", "One item", "Item", (404,)),
+    Operation("delete", "/conversations/{conversation_id}/items/{item_id}", "Delete one item", "Conversation",
+              (404,)),
+]
+
+ROOT = [
+    Operation("post", "/api/v1/openai/{scope}/{profile}/chat/completions", "Chat in an mcp.run-style profile",
+              "ChatCompletion", BODY + RELAYED, ChatRequest, streams=True),
+    Operation("get", "/api/v1/openai/{scope}/{profile}/models", "The models a profile can use", "ModelList",
+              (404,)),
+    Operation("get", "/quota", "Balance overview (MCPHub)", "Quota"),
+    Operation("get", "/api/v3/auth/credit-balance", "Detailed balance (MCPHub)", "CreditBalance"),
+    Operation("get", "/api/v1/key", "OpenRouter's key object", "OpenRouterKey"),
+    Operation("get", "/api/v1/auth/key", "OpenRouter's key object (older path)", "OpenRouterKey"),
+    Operation("get", "/api/v1/credits", "OpenRouter's account credits", "OpenRouterCredits"),
+    Operation("get", "/api/v1/generation", "OpenRouter's stats of one generation of the caller's account",
+              "Generation", (400, 404), query=generations.GenerationQuery),
+    Operation("post", "/admin/keys", "Create a key", "CreatedKey", (*BODY, 404), admin.CreateKey,
+              auth=ADMIN, ok_statuses=(201,)),
+    Operation("get", "/admin/keys", "Every key", "KeyList", (404,), auth=ADMIN),
+    Operation("patch", "/admin/keys/{key_id}", "Change a key's limits", "Key", (*BODY, 404), admin.UpdateKey,
+              auth=ADMIN),
+    Operation("delete", "/admin/keys/{key_id}", "Revoke a key", "Key", (400, 404), auth=ADMIN),
+    Operation("get", "/admin/accounts/{account_id}", "An account and its balances", "Account", (400, 404),
+              auth=ADMIN),
+    Operation("patch", "/admin/accounts/{account_id}", "Change an account", "Account", (*BODY, 404),
+              admin.UpdateAccount, auth=ADMIN),
+    Operation("post", "/admin/accounts/{account_id}/credits", "Grant credits", "GrantedAccount", (*BODY, 404),
+              admin.Grant, auth=ADMIN, ok_statuses=(201,)),
+    Operation("get", "/admin/accounts/{account_id}/ledger", "An account's credit movements", "Ledger",
+              (400, 404), query={"limit": {"type": "integer", "description": "clamped to 1..1000"}}, auth=ADMIN),
+    Operation("get", "/healthz", "Liveness", "Health", auth=PUBLIC),
+    Operation("get", "/readyz", "Readiness (503 names what is down)", "Readiness", auth=PUBLIC,
+              ok_statuses=(200, 503)),
+    Operation("get", "/openapi.json", "This document", "OpenApiDocument", auth=PUBLIC),
+]
+INTEGER_PARAMS = {"key_id", "account_id"}  # `<int:...>` in the Flask rule
+

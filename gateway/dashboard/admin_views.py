@@ -1,0 +1,148 @@
+"""Admin pages: accounts (create, tier, grants with expiry, ledger), users, every key, MCP servers, all usage.
+
+They call the admin API's services (gateway.accounting.keys and credits, describe_account and
+describe_entry of gateway.api.admin), so a page and the API never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from flask import Response, flash, g, redirect, render_template, request, url_for
+
+from gateway import services
+from gateway.accounting import credits, keys
+from gateway.api.admin import describe_account, describe_entry
+from gateway.dashboard import reports, users
+from gateway.dashboard.blueprint import admin_required, bp
+from gateway.dashboard.forms import AccountForm, ActionForm, GrantForm, TierForm, UserForm
+from gateway.dashboard.member_views import key_rows, usage_page
+from gateway.errors import GatewayError
+from gateway.mcp.toolset import listed_tool
+from gateway.tables import utcnow
+
+
+def form_errors(form) -> str:
+    """A form's problems as one sentence for a flash message."""
+    return "; ".join(f"{form[name].label.text}: {errors[0]}" for name, errors in form.errors.items())
+
+
+@bp.route("/admin/accounts", methods=["GET", "POST"])
+@admin_required
+def admin_accounts() -> Response | str:
+    """Every account with its balance (as GET /admin/accounts/ID), and a form to create one."""
+    form = AccountForm()
+    if form.validate_on_submit():
+        account = keys.create_account(form.name.data.strip(), tier=form.tier.data, scope=form.scope.data or None)
+        flash(f"Created account {account.id}.")
+        return redirect(url_for(".admin_account", account_id=account.id))
+    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    listed, more = reports.accounts_page(page)
+    return render_template("dashboard/admin_accounts.html", accounts=[describe_account(a) for a in listed],
+                           form=form, page=page, more=more)
+
+
+@bp.get("/admin/accounts/<int:account_id>")
+@admin_required
+def admin_account(account_id: int) -> str:
+    """One account: balance, tier, grants, its ledger, keys and users."""
+    account = keys.find_account(account_id)
+    return render_template(
+        "dashboard/admin_account.html", account=describe_account(account),
+        ledger=[describe_entry(entry) for entry in credits.ledger_of(account.id)],
+        rows=key_rows(reports.keys_of(account.id)), users=users.list_users(account.id),
+        tier_form=TierForm(tier=account.tier), grant_form=GrantForm(), action=ActionForm(),
+        default_limits=services.settings().limits)
+
+
+@bp.post("/admin/accounts/<int:account_id>/tier")
+@admin_required
+def admin_set_tier(account_id: int) -> Response:
+    """Change an account's tier (its keys' cached copies are dropped)."""
+    form = TierForm()
+    if form.validate():
+        keys.update_account(keys.find_account(account_id), {"tier": form.tier.data})
+        flash(f"Tier set to {form.tier.data}.")
+    else:
+        flash(form_errors(form), "error")
+    return redirect(url_for(".admin_account", account_id=account_id))
+
+
+@bp.post("/admin/accounts/<int:account_id>/credits")
+@admin_required
+def admin_grant(account_id: int) -> Response:
+    """Grant credits to an account, optionally expiring after some days."""
+    account = keys.find_account(account_id)
+    form = GrantForm()
+    if not form.validate():
+        flash(form_errors(form), "error")
+        return redirect(url_for(".admin_account", account_id=account.id))
+    days = form.expires_in_days.data
+    expires_at = utcnow() + datetime.timedelta(days=float(days)) if days else None
+    try:
+        grant = credits.grant_credits(account.id, credits.to_micro(form.amount.data), expires_at, form.source.data)
+        flash(f"Granted {form.amount.data} credits (grant {grant.id}).")
+    except GatewayError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for(".admin_account", account_id=account.id))
+
+
+@bp.route("/admin/users", methods=["GET", "POST"])
+@admin_required
+def admin_users() -> Response | str | tuple[str, int]:
+    """Every user, and a form to add one (to an account, or with a new account)."""
+    form = UserForm()
+    if form.validate_on_submit():
+        try:
+            account = keys.find_account(form.account_id.data) if form.account_id.data else None
+            user = users.create_user(form.email.data, form.password.data, account, form.role.data)
+        except GatewayError as exc:
+            flash(exc.message, "error")
+        else:
+            flash(f"Created {user.role} {user.email} (account {user.account_id}).")
+            return redirect(url_for(".admin_users"))
+    status = 400 if form.errors else 200
+    return render_template("dashboard/admin_users.html", users=users.list_users(), form=form,
+                           action=ActionForm()), status
+
+
+@bp.post("/admin/users/<int:user_id>/delete")
+@admin_required
+def admin_delete_user(user_id: int) -> Response:
+    """Delete a user (not yourself); their account and its keys stay."""
+    if user_id == g.user.id:
+        flash("You cannot delete yourself.", "error")
+    else:
+        flash(f"Deleted {users.delete_user(user_id).email}.")
+    return redirect(url_for(".admin_users"))
+
+
+@bp.get("/admin/keys")
+@admin_required
+def admin_keys() -> str:
+    """Every key of every account (newest 500), with revoke and limits."""
+    return render_template("dashboard/admin_keys.html", rows=key_rows(reports.keys_of(None)), action=ActionForm(),
+                           default_limits=services.settings().limits)
+
+
+@bp.get("/admin/mcp")
+@admin_required
+def admin_mcp() -> str:
+    """The built-in MCP servers with their state and tools (GET /v1/mcp/servers and .../tools, every scope)."""
+    runtime = services.mcp().servers
+    servers = []
+    for status in runtime.statuses():
+        try:
+            tools = [listed_tool(tool) for tool in runtime.tools(status["label"])]
+        except GatewayError:
+            tools = []
+        servers.append({**status, "tools": tools})
+    return render_template("dashboard/admin_mcp.html", servers=servers)
+
+
+@bp.get("/admin/usage")
+@admin_required
+def admin_usage() -> str:
+    """Requests of every account (or of one: `?account=ID`), with the same charts as a member's usage page."""
+    usage = reports.UsageFilter.from_args(request.args, None)
+    return usage_page(usage, {"admin": True, "keys": [], "endpoint_name": ".admin_usage"})

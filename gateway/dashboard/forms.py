@@ -1,0 +1,76 @@
+"""The dashboard's forms (Flask-WTF: each carries its CSRF token); bounds shared with the admin API."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import DecimalField, IntegerField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
+
+from gateway.api.admin import MAX_CREDITS, MAX_DAYS, MAX_ID, MAX_RATE, Tier
+from gateway.dashboard.users import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, ROLES
+
+TIERS = list(Tier.__args__)
+
+
+def rate_field(label: str) -> IntegerField:
+    return IntegerField(label, validators=[Optional(), NumberRange(1, MAX_RATE)])
+
+
+def credits_field(label: str, minimum: float = 0) -> DecimalField:
+    return DecimalField(label, places=None, validators=[Optional(), NumberRange(minimum, MAX_CREDITS)])
+
+
+class SignInForm(FlaskForm):
+    email = StringField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
+
+
+class SignUpForm(FlaskForm):
+    email = StringField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[
+        DataRequired(), Length(MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH)])
+    confirm = PasswordField("Repeat the password", validators=[EqualTo("password", "The passwords differ.")])
+
+
+class ActionForm(FlaskForm):
+    """A button that only needs its CSRF token (revoke, delete, sign out)."""
+
+
+class KeyForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    rpm = rate_field("Requests per minute")
+    tpm = rate_field("Tokens per minute")
+    spend_limit = credits_field("Spend limit (credits)")
+
+
+class LimitsForm(FlaskForm):
+    """A key's limits; an empty field clears that limit (the gateway's default applies)."""
+
+    rpm = rate_field("Requests per minute")
+    tpm = rate_field("Tokens per minute")
+    spend_limit = credits_field("Spend limit (credits)")
+
+
+class AccountForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    tier = SelectField("Tier", choices=TIERS, default="free")
+    scope = StringField("Profile scope (optional)", validators=[Optional(), Length(max=200)])
+
+
+class TierForm(FlaskForm):
+    tier = SelectField("Tier", choices=TIERS)
+
+
+class GrantForm(FlaskForm):
+    amount = DecimalField("Credits", places=None, validators=[DataRequired(), NumberRange(0, MAX_CREDITS)])
+    expires_in_days = DecimalField("Expires in days (optional)", places=None,
+                                   validators=[Optional(), NumberRange(0, MAX_DAYS)])
+    source = StringField("Source", default="grant", validators=[DataRequired(), Length(max=32)])
+
+
+class UserForm(FlaskForm):
+    email = StringField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[
+        DataRequired(), Length(MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH)])
+    account_id = IntegerField("Account id (empty: a new account)", validators=[Optional(), NumberRange(1, MAX_ID)])
+    role = SelectField("Role", choices=list(ROLES), default="member")

@@ -1,0 +1,60 @@
+"""Which built-in MCP servers a key may use through the hub: pure functions of the config and the key.
+
+A key sees the servers of the profiles its account's scope may use (`scope/...` profiles, or every
+profile for scope `*`), minus servers whose `scopes` exclude it, narrowed by the key's own
+allow-list when it has one (`api_key.mcp_servers`). An allow-list never widens what the scope allows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from gateway.config import Settings
+from gateway.errors import InvalidRequest
+
+
+def profile_allowed(profile: str, scope: str | None) -> bool:
+    """Whether an account of `scope` may use profile `scope/name` (the profile routes' rule)."""
+    return scope is not None and (scope == "*" or profile.split("/", 1)[0] == scope)
+
+
+def usable(settings: Settings, labels: Iterable[str], scope: str | None, allow_list: list[str] | None) -> list[str]:
+    """`labels` (in order, once each) that the scope and the key's allow-list both permit."""
+    seen: list[str] = []
+    for label in labels:
+        server = settings.mcpServers.get(label)
+        if server is None or label in seen or not server.allows(scope):
+            continue
+        if allow_list is None or label in allow_list:
+            seen.append(label)
+    return seen
+
+
+def hub_servers(settings: Settings, scope: str | None, allow_list: list[str] | None) -> list[str]:
+    """The servers /mcp aggregates for a key: those of every profile its scope may use."""
+    labels = [label for name, profile in settings.profiles.items() if profile_allowed(name, scope)
+              for label in profile.mcp_servers]
+    return usable(settings, labels, scope, allow_list)
+
+
+def decode_allow_list(stored: str | None) -> list[str] | None:
+    """The key's stored allow-list (`None`: not narrowed)."""
+    return None if stored is None else list(json.loads(stored))
+
+
+def encode_allow_list(settings: Settings, labels: list[str] | None, param: str = "mcp_servers") -> str | None:
+    """Check an allow-list against the configured servers and store it as JSON (`None` clears it)."""
+    if labels is None:
+        return None
+    unknown = [label for label in labels if label not in settings.mcpServers]
+    if unknown:
+        raise InvalidRequest(f"No built-in MCP server labelled {unknown[0]!r}.", param=param)
+    return json.dumps(list(dict.fromkeys(labels)))
+
+
+def parse_labels(text: str) -> list[str] | None:
+    """A command-line allow-list: `a,b`; `none` clears it (every server the scope allows); `""` allows nothing."""
+    if text.strip().lower() == "none":
+        return None
+    return [label.strip() for label in text.split(",") if label.strip()]

@@ -1,0 +1,89 @@
+"""One hub tools/call against the key's limits and balance, and its usage row (the hub's one accounting call site).
+
+A call counts one request in the key's rpm window (and needs one token of room in its tpm
+window, as every request does). A tool with a price (`[mcpServers.X] tool_prices`) is held
+before the call and charged once it succeeds; a failed call is free. The usage row has endpoint
+`mcp`, model `server/tool`, no tokens, the latency, status 200 (ok), 502 (the tool failed or
+timed out), 499 (the client left), or 429 / 402 when refused (cost 0), and cost = what was charged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway.accounting.keys import Caller
+from gateway.accounting.operations import Admission, Settlement, UsageRow
+from gateway.accounting.ratelimit import RateLimiter
+from gateway.accounting.writer import AccountingWriter
+from gateway.errors import InsufficientBalance, RateLimited
+from gateway.observability.record import request_settled
+
+ENDPOINT = "mcp"
+OK, TOOL_FAILED = 200, 502
+
+
+@dataclass
+class ToolMeter:
+    """Holds one admitted tool call and writes its usage row exactly once."""
+
+    caller: Caller
+    writer: AccountingWriter
+    request_id: str
+    model: str  # "server/tool"
+    price: int  # micro-credits per successful call
+    reservation_id: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    @classmethod
+    def admit(
+        cls, caller: Caller, writer: AccountingWriter, limiter: RateLimiter, request_id: str, model: str,
+        price: int, reservation_ttl_s: int,
+    ) -> ToolMeter:
+        """Count the call in the key's rpm window (429) and hold its price (402), in one accounting wait.
+
+        A refusal also writes its usage row (cost 0) before it is answered.
+        """
+        meter = cls(caller, writer, request_id, model, price)
+        try:
+            meter.reservation_id = meter._admission(limiter, reservation_ttl_s)
+        except (RateLimited, InsufficientBalance) as refusal:
+            row = UsageRow(request_id, ENDPOINT, model, 0, 0, False, refusal.status, milliseconds_since(meter.started))
+            writer.call(Settlement(caller.account.id, caller.key.id, None, 0, request_id, row))
+            raise
+        return meter
+
+    def _admission(self, limiter: RateLimiter, reservation_ttl_s: int) -> int | None:
+        """The rate-limit check and the hold (as Meter.admit does them); the hold's id, if one was taken."""
+        key = self.caller.key
+        rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
+        ask = limiter.ask(key.id, rpm, tpm, 0)
+        if not limiter.counts_in_database:
+            limiter.answer(ask).raise_if_denied()
+            ask = None
+        if ask is None and self.price <= 0:
+            return None
+        admitted = self.writer.call(Admission(key.account_id, key.id, key.spend_limit, self.price, self.request_id,
+                                              reservation_ttl_s, ask))
+        if ask is not None:
+            ask.decision(not admitted.rate_limited, admitted.counts).raise_if_denied()
+        if admitted.refusal:
+            raise InsufficientBalance(admitted.refusal)
+        return admitted.reservation_id
+
+    def finish(self, status: int) -> int:
+        """Settle with the call's status: charge the price of a successful call (nothing otherwise), write the row."""
+        if self.finished:
+            return 0
+        self.finished = True
+        row = UsageRow(self.request_id, ENDPOINT, self.model, 0, 0, False, status, milliseconds_since(self.started))
+        charged = self.writer.call(Settlement(self.caller.account.id, self.caller.key.id, self.reservation_id,
+                                              self.price if status == OK else 0, self.request_id, row))
+        request_settled(self.model, None, 0, 0, charged)
+        return charged
+
+
+def milliseconds_since(started: float) -> int:
+    """Whole milliseconds since a `time.monotonic()` reading."""
+    return int((time.monotonic() - started) * 1000)

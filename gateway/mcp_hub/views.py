@@ -1,0 +1,110 @@
+"""The hub's routes: /mcp (every server the key may use), /mcp/{scope}/{profile}, and the RFC 9728 metadata.
+
+The view authenticates the key (401 with `WWW-Authenticate: Bearer resource_metadata=...`),
+decides which servers the caller may use, and hands the request to the SDK's transport on the
+bridge loop (gateway.mcp_hub.asgi). Only POST carries MCP messages: the hub is stateless, so
+there is no GET event stream and no session to DELETE (405, as the transport spec allows).
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from gateway import services
+from gateway.accounting import writer as accounting_writer
+from gateway.accounting.keys import Caller, current_caller, presented_key
+from gateway.api.http import STREAM_HEADERS, request_id
+from gateway.api.profiles import profile_servers
+from gateway.errors import AuthenticationFailed, MethodNotAllowed
+from gateway.mcp_hub import asgi
+from gateway.mcp_hub.access import decode_allow_list, hub_servers, usable
+from gateway.mcp_hub.server import SCOPE_KEY, HubRequest, HubServer
+
+EXTENSION = "gateway.mcp_hub"
+METADATA_PATH = "/.well-known/oauth-protected-resource"
+ANSWER_GRACE_S = 10.0  # beyond the tool timeout, for admission and settlement
+bp = Blueprint("mcp_hub", __name__)
+
+
+@bp.route("/mcp", methods=["GET", "POST", "DELETE"])
+def hub() -> Response:
+    """Every tool of the built-in servers of the profiles the key's scope may use."""
+    caller = authenticate()
+    settings = services.settings()
+    return serve(caller, hub_servers(settings, caller.account.scope, decode_allow_list(caller.key.mcp_servers)))
+
+
+@bp.route("/mcp/<scope>/<profile>", methods=["GET", "POST", "DELETE"])
+def profile_hub(scope: str, profile: str) -> Response:
+    """Exactly one profile's servers (404 `profile_not_found` as on the chat profile routes)."""
+    caller = authenticate()
+    labels = profile_servers(scope, profile)
+    allow_list = decode_allow_list(caller.key.mcp_servers)
+    return serve(caller, usable(services.settings(), labels, caller.account.scope, allow_list))
+
+
+@bp.get(METADATA_PATH)
+@bp.get(f"{METADATA_PATH}/mcp")
+@bp.get(f"{METADATA_PATH}/mcp/<scope>/<profile>")
+def resource_metadata(scope: str | None = None, profile: str | None = None) -> Response:
+    """OAuth 2.0 Protected Resource Metadata (RFC 9728): the gateway's API keys are the only grant."""
+    path = "/mcp" if scope is None else f"/mcp/{scope}/{profile}"
+    return jsonify({
+        "resource": base_url() + path,
+        "resource_name": "LLM gateway MCP hub",
+        "bearer_methods_supported": ["header"],
+        "authorization_servers": [],
+        "scopes_supported": [],
+        "resource_documentation": "Use a gateway API key: 'Authorization: Bearer KEY' or 'X-API-Key: KEY'. "
+                                  "There is no OAuth authorization server; API keys are the only grant.",
+    })
+
+
+def authenticate() -> Caller:
+    """The caller's key, or 401 with the challenge that points MCP clients at the metadata document."""
+    try:
+        return current_caller()
+    except AuthenticationFailed as exc:
+        challenge = f'Bearer resource_metadata="{base_url()}{METADATA_PATH}{request.path}"'
+        if presented_key(request.headers):
+            challenge += ', error="invalid_token"'
+        exc.headers["WWW-Authenticate"] = challenge
+        raise
+
+
+def base_url() -> str:
+    """This gateway's external base URL (scheme as the proxy forwarded it)."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    return f"{scheme if scheme in ('http', 'https') else request.scheme}://{request.host}"
+
+
+def serve(caller: Caller, labels: list[str]) -> Response:
+    """Hand an MCP POST to the SDK's transport on the bridge loop, for a caller limited to `labels`."""
+    if request.method != "POST":
+        raise MethodNotAllowed("The MCP hub is stateless: send MCP messages with POST.", headers={"Allow": "POST"})
+    settings = services.settings()
+    runtime = services.mcp()
+    for label in labels:  # a worker's first request waits (bounded) for its servers to connect
+        runtime.servers.wait_started(label, settings.mcp.connect_timeout_s)
+    hub_request = HubRequest(caller, tuple(labels), request_id(), contextvars.copy_context())
+    scope = asgi.http_scope(request.environ, request.path, {SCOPE_KEY: hub_request})
+    answer = asgi.serve(runtime.bridge, hub_server().asgi_app(), scope, request.get_data(),
+                        settings.mcp.tool_timeout_s + ANSWER_GRACE_S)
+    response = Response(answer.body, status=answer.status, headers=answer.headers)
+    if response.mimetype == "text/event-stream":
+        response.headers.update(STREAM_HEADERS)
+    return response
+
+
+def hub_server() -> HubServer:
+    """The current app's hub."""
+    return current_app.extensions[EXTENSION]
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its hub (after lifecycle.init_app: it uses the MCP runtime, writer and limiter)."""
+    app.extensions[EXTENSION] = HubServer(app.extensions["gateway.mcp"], accounting_writer.writer(app),
+                                          app.extensions["gateway.ratelimit"])
+    app.register_blueprint(bp)

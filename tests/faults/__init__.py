@@ -1,0 +1,1 @@
+"""Fault injection: upstream, MCP and infrastructure failures, each checked from the client, the rows and the balance."""
