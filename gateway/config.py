@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -133,6 +134,13 @@ class ProviderSettings(Section):
         None, description="process the gateway launches and supervises (one per host)"
     )
     ready_timeout_s: float = Field(180.0, gt=0, description="how long to wait for `command`")
+    copies: int = Field(
+        1, ge=1, le=16, description="copies of `command` (its `{port}`: base_url's port, the next ones); "
+        "requests take turns"
+    )
+    text_content: bool = Field(
+        False, description="send message content as one string: text parts joined, others as a [type] mark"
+    )
     empty_tool_call_content: bool = Field(
         False, description="send content \"\" instead of null on assistant tool-call messages"
     )
@@ -144,11 +152,29 @@ class ProviderSettings(Section):
         "or \"auto\" when several are offered (llama-cpp-python accepts only those)"
     )
 
+    def copy_base_urls(self) -> list[str]:
+        """The base_url of each copy of `command`: base_url's port, then the next ones."""
+        if self.copies == 1:
+            return [self.base_url]
+        url = urlparse(self.base_url)
+        host = url.netloc.rsplit(":", 1)[0]
+        return [url._replace(netloc=f"{host}:{(url.port or 0) + index}").geturl() for index in range(self.copies)]
+
 
 DEFAULT_SUPPORTED_PARAMETERS = (
     "temperature", "top_p", "frequency_penalty", "presence_penalty", "max_tokens", "max_completion_tokens",
     "logit_bias", "logprobs", "top_logprobs", "seed", "response_format", "stop", "tools", "tool_choice",
 )
+
+
+class DefaultParameters(Section):
+    """A model's sampling defaults (OpenRouter's `default_parameters`); unset ones are left to the upstream."""
+
+    temperature: float | None = Field(None, ge=0, le=2, description="temperature when a request sets none")
+    top_p: float | None = Field(None, gt=0, le=1, description="top_p when a request sets none")
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="frequency_penalty when a request sets none"
+    )
 
 
 class ModelSettings(Section):
@@ -160,6 +186,12 @@ class ModelSettings(Section):
         None, ge=0, description="credits per 1M cached input tokens (default: input price)"
     )
     max_output_tokens: int = Field(4096, ge=1, description="reservation size when a request sets none")
+    system_prompt: str | None = Field(
+        None, description="system message sent first when a chat request starts with none (the model's default)"
+    )
+    default_parameters: DefaultParameters = Field(
+        default_factory=DefaultParameters, description="sampling sent when a request sets none"
+    )
     reasoning: bool = Field(False, description="listed under `thinking.models` in /quota")
     name: str | None = Field(None, description="display name in OpenRouter's model list (default: the id)")
     description: str = Field("", description="description in OpenRouter's model list")
@@ -304,9 +336,21 @@ class Settings(Section):
 
     def cross_check(self) -> Settings:
         """Check references between tables; raise ConfigError naming the key."""
-        for check in (check_models, check_mcp_servers, check_profiles, check_mcp, check_limits, check_tracing):
+        for check in (check_providers, check_models, check_mcp_servers, check_profiles, check_mcp, check_limits,
+                      check_tracing):
             check(self)
         return self
+
+
+def check_providers(settings: Settings) -> None:
+    """Several copies of a command need a port for each: `{port}` in the command, a port in base_url."""
+    for name, provider in settings.providers.items():
+        if provider.copies == 1:
+            continue
+        if not any("{port}" in argument for argument in provider.command or []):
+            raise ConfigError(f"providers.{name}.copies: needs a `command` with {{port}} in it")
+        if urlparse(provider.base_url).port is None:
+            raise ConfigError(f"providers.{name}.copies: needs a port in base_url")
 
 
 def check_models(settings: Settings) -> None:
@@ -355,21 +399,30 @@ def check_tracing(settings: Settings) -> None:
 
 def embedded_defaults() -> dict[str, Any]:
     """The configuration files layer over: the packaged SmolLM2 model, the time MCP server, a profile."""
-    from gateway.upstream.model_process import find_smollm2_model, llama_server_command
+    from gateway.upstream.model_process import (
+        SMOLLM2_COPIES,
+        SMOLLM2_SAMPLING,
+        SMOLLM2_SYSTEM_PROMPT,
+        find_smollm2_model,
+        llama_server_command,
+    )
 
     model_path = find_smollm2_model()
     provider: dict[str, Any] = {
         "base_url": f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1",
         "empty_tool_call_content": True,  # llama-cpp-python answers 500 to tool-call messages with null content
+        "text_content": True,  # its chat format prints a content list as a Python list (an image: its base64)
         "streams_tool_calls": False,  # it cannot stream automatic tool choice
         "tool_choice_required": False,  # it accepts only "auto", "none" or a named tool
     }
     if model_path:
-        provider["command"] = llama_server_command(model_path, LOCAL_MODEL_PORT)
+        provider["command"] = llama_server_command(model_path, "{port}")
+        provider["copies"] = SMOLLM2_COPIES
     servers = embedded_mcp_servers()
     return {
         "providers": {"local": provider},
-        "models": {"smollm2": {"provider": "local", "max_output_tokens": 512}},
+        "models": {"smollm2": {"provider": "local", "max_output_tokens": 512,
+                               "system_prompt": SMOLLM2_SYSTEM_PROMPT, "default_parameters": SMOLLM2_SAMPLING}},
         "mcpServers": servers,
         "profiles": {EMBEDDED_PROFILE: {"mcp_servers": list(servers)}},
         "mcp": {"default_profile": EMBEDDED_PROFILE, "max_loop_turns": 2},  # a tiny model: one tool round

@@ -210,7 +210,9 @@ def http_error(exc: HTTPException) -> GatewayError:
     if exc.code == 404:
         return NotFound(f"Unknown route: {request.method} {request.path}", code="unknown_route")
     if exc.code == 405:
-        return MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.")
+        allowed = dict(exc.get_headers()).get("Allow")  # RFC 9110: a 405 names the methods that work
+        return MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}.",
+                                headers={"Allow": allowed} if allowed else None)
     if exc.code == 413:
         return BodyTooLarge("The request body is too large.")
     if exc.code == 400:

@@ -41,17 +41,28 @@ class StartOnce:
                 self.started = True
 
 
-def managed_process(name: str, provider: ProviderSettings, state_dir: str) -> ManagedProcess:
-    """The supervisor of a provider's `command`: one copy per state folder and port, elected by a lock file."""
-    port = urlparse(provider.base_url).port or 0
+def managed_process(name: str, provider: ProviderSettings, state_dir: str, copy: int = 0) -> ManagedProcess:
+    """The supervisor of one copy of a provider's `command`: one per state folder and port, elected by a lock file."""
+    base_url = provider.copy_base_urls()[copy]
+    port = urlparse(base_url).port or 0
     files = Path(state_dir).resolve() / f"provider-{name}-{port}"
     return ManagedProcess(
-        command=provider.command or [],
-        ready_url=provider.base_url.rstrip("/") + "/models",
+        command=[argument.replace("{port}", str(port)) for argument in provider.command or []],
+        ready_url=base_url.rstrip("/") + "/models",
         lock_path=f"{files}.lock",
         startup_timeout_s=provider.ready_timeout_s,
         log_path=f"{files}.log",
     )
+
+
+def managed_processes(settings: Settings) -> dict[str, ManagedProcess]:
+    """Every copy of every provider `command`, named like the provider (copies after the first: "name-2", ...)."""
+    return {
+        name if copy == 0 else f"{name}-{copy + 1}": managed_process(name, provider, settings.server.state_dir, copy)
+        for name, provider in settings.providers.items()
+        if provider.command
+        for copy in range(provider.copies)
+    }
 
 
 def server_spec(label: str, server: McpServerSettings) -> ServerSpec:
@@ -77,11 +88,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions[responses_background.EXTENSION] = responses_background.BackgroundRunner(
         settings.responses.background_workers
     )
-    app.extensions["gateway.processes"] = {
-        name: managed_process(name, provider, settings.server.state_dir)
-        for name, provider in settings.providers.items()
-        if provider.command
-    }
+    app.extensions["gateway.processes"] = managed_processes(settings)
     app.extensions["gateway.start_once"] = StartOnce()
     app.before_request(lambda: start(app))
 

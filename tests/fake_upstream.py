@@ -185,6 +185,8 @@ class FakeUpstream:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
+                # it closes the connection after the stream: say so, or a client may reuse it meanwhile
+                self.send_header("Connection", "close")
                 self.end_headers()
                 frames = [(delay, data if isinstance(data, str) else json.dumps(data))
                           for delay, data in reply.events]

@@ -1,10 +1,13 @@
-"""`gateway serve` in a child process (real gunicorn workers) for the multi-process tests."""
+"""`gateway serve` in a child process (real gunicorn workers) for the multi-process tests.
+
+Like `served_gateway` of tests/served_gateway.py, but for a config given as TOML text and extra
+environment; the process helpers are that module's.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,15 +17,11 @@ from pathlib import Path
 
 import requests
 
+from tests.served_gateway import children, free_port
+
+__all__ = ["Served", "free_port", "gateway_serve"]
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -34,8 +33,7 @@ class Served:
 
     def worker_pids(self) -> list[int]:
         """The master's live children (gunicorn workers)."""
-        children = Path(f"/proc/{self.master.pid}/task/{self.master.pid}/children").read_text().split()
-        return [int(pid) for pid in children]
+        return children(self.master.pid)
 
 
 @contextlib.contextmanager

@@ -182,3 +182,9 @@ def test_error_body_builder_and_class_attributes():
     assert (timeout.status, timeout.code) == (504, "upstream_timeout")
     custom = GatewayError("x", status=418, code="teapot", param="p")
     assert custom.body()["error"] == {"message": "x", "type": "api_error", "param": "p", "code": "teapot"}
+
+
+def test_a_405_names_the_allowed_methods(client):
+    answer = client.put("/v1/chat/completions")
+    assert answer.status_code == 405 and answer.json["error"]["code"] == "method_not_allowed"
+    assert set(answer.headers["Allow"].replace(" ", "").split(",")) >= {"POST"}

@@ -132,6 +132,8 @@ def admin(monkeypatch) -> dict[str, str]:
     ("get", f"/admin/accounts/{10**23}", None, "account_id"),
     ("patch", f"/admin/keys/{10**23}", {"rpm": 5}, "key_id"),
     ("post", "/admin/keys", {"name": "x", "credits": 1e13}, "credits"),
+    ("patch", "/admin/accounts/1", {"name": None}, "name"),  # NOT NULL columns: was a 500
+    ("patch", "/admin/accounts/1", {"tier": None}, "tier"),
 ])
 def test_absurd_admin_inputs_are_400(client, payer, admin, method, path, body, param):
     answer = getattr(client, method)(path, json=body, headers=admin)

@@ -21,7 +21,7 @@ import requests
 from openai import OpenAI
 
 from gateway.config import LOCAL_MODEL_PORT
-from gateway.upstream.model_process import find_smollm2_model, llama_cpp_available
+from gateway.upstream.model_process import SMOLLM2_COPIES, find_smollm2_model, llama_cpp_available
 
 pytestmark = [
     pytest.mark.local_model,
@@ -34,6 +34,7 @@ pytestmark = [
 REPO = Path(__file__).resolve().parent.parent
 KEY_LINE = re.compile(r"gateway: created your first API key \(shown once\): (sk-gw-[A-Za-z0-9_-]{43})$")
 MAX_TOKENS = 16
+MODEL_PORTS = [LOCAL_MODEL_PORT + copy for copy in range(SMOLLM2_COPIES)]  # one per copy of the model
 START_BOUND_S = 120.0  # first start loads the model; a bound, never a timing assertion
 STOP_BOUND_S = 60.0
 T = TypeVar("T")
@@ -73,12 +74,13 @@ def process_table() -> dict[int, tuple[int, str, list[str]]]:
     return table
 
 
-def model_servers() -> list[tuple[int, int]]:
-    """(pid, parent pid) of every llama_cpp.server on the embedded model port."""
+def model_servers(port: int | None = None) -> list[tuple[int, int]]:
+    """(pid, parent pid) of every llama_cpp.server on the embedded model's ports (or on `port`)."""
+    ports = [str(number) for number in ([port] if port else MODEL_PORTS)]
     found = []
     for pid, (parent, _, argv) in process_table().items():
         options = dict(itertools.pairwise(argv))
-        if "llama_cpp.server" in argv and options.get("--port") == str(LOCAL_MODEL_PORT):
+        if "llama_cpp.server" in argv and options.get("--port") in ports:
             found.append((pid, parent))
     return found
 
@@ -98,8 +100,8 @@ def free_model_port() -> None:
     for pid, parent in model_servers():
         if parent in (0, 1) or parent not in live:
             os.kill(pid, signal.SIGKILL)
-    if not wait_for(lambda: not port_in_use(LOCAL_MODEL_PORT), 10):
-        pytest.skip(f"port {LOCAL_MODEL_PORT} (the embedded model's) is used by another process")
+    if not wait_for(lambda: not any(map(port_in_use, MODEL_PORTS)), 10):
+        pytest.skip(f"ports {MODEL_PORTS} (the embedded model's) are used by another process")
 
 
 def clean_env(folder: Path) -> dict[str, str]:
@@ -252,18 +254,29 @@ def test_legacy_completions(client: OpenAI) -> None:
     assert completion.usage is not None and completion.usage.completion_tokens > 0
 
 
-def test_two_workers_share_one_model_process(served: Served) -> None:
+def test_two_workers_share_one_model_process_per_copy(served: Served) -> None:
     workers = served.current.workers()
     assert len(workers) == 2
-    servers = model_servers()
-    assert len(servers) == 1
-    assert servers[0][1] in workers  # the owning worker spawned it
+    for port in MODEL_PORTS:
+        servers = model_servers(port)
+        assert len(servers) == 1, port
+        assert servers[0][1] in workers  # the owning worker spawned it
+
+
+def test_smollm2_stops_by_itself_with_its_defaults(client: OpenAI) -> None:
+    # Without its default system prompt and at llama-cpp-python's temperature 0.8 SmolLM2 answered
+    # this with 300 tokens; a seed makes the sample repeatable.
+    reply = client.chat.completions.create(model="smollm2", max_tokens=512, seed=7,
+                                           messages=[{"role": "user", "content": "Reply with exactly: first"}])
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage is not None and reply.usage.completion_tokens < 64
 
 
 def test_readyz_checks_the_model(served: Served) -> None:
     response = requests.get(served.current.base_url + "/readyz", timeout=(2, 10))
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": True, "provider:local": True, "upstream:local": True}
+    copies = {f"provider:local-{copy}": True for copy in range(2, SMOLLM2_COPIES + 1)}
+    assert response.json()["checks"] == {"database": True, "provider:local": True, **copies, "upstream:local": True}
 
 
 def time_server_status(base_url: str, key: str) -> str | None:

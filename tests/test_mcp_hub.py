@@ -247,3 +247,17 @@ def test_resources_and_prompts_are_refused_as_unknown_methods(hub, make_key):
     capabilities, refusals = with_hub(hub, key, capabilities_and_refusals, mode="legacy")
     assert capabilities.tools is not None and capabilities.resources is None and capabilities.prompts is None
     assert refusals == ["Method not found", "Method not found"]
+
+
+def test_a_server_that_crashes_mid_call_is_a_tool_error_and_comes_back(hub, make_key):
+    key = make_key("acme", scope="acme")
+    crashed = call(hub, key, "tools__crash", {})
+    assert crashed.is_error and "crash" in text_of(crashed)
+    # the worker restarts the server: meanwhile its tools are tool errors naming it, not unknown tools
+    deadline = time.monotonic() + 30
+    while (answer := call(hub, key, ECHO, {"text": "back"})).is_error:
+        assert "MCP server 'tools' is" in text_of(answer)
+        assert time.monotonic() < deadline, text_of(answer)
+        time.sleep(0.2)
+    assert text_of(answer) == "back"
+    assert make_key.rows()[0].status == 502

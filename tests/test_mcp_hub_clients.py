@@ -90,7 +90,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     model.responder = calls_the_time_tool
     tables = {"server": {"workers": WORKERS, "threads": 8},
               "database": {"url": f"sqlite:///{folder / 'gateway.db'}"},
-              "providers": {"local": {"base_url": model.base_url, "command": []}}}
+              "providers": {"local": {"base_url": model.base_url, "command": [], "copies": 1}}}
     try:
         with served_gateway(folder, tables) as server:
             match = KEY_LINE.search(server.log.read_text())

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from gateway.upstream.model_process import (
+    SMOLLM2_COPIES,
     SMOLLM2_FILE,
     ManagedProcess,
     find_smollm2_model,
@@ -232,7 +233,8 @@ def test_llama_server_command_runs_the_module_on_loopback() -> None:
         "--host": "127.0.0.1",
         "--port": "8081",
         "--chat_format": "chatml-function-calling",
-        "--n_threads": "2",
+        "--n_threads": "1",
+        "--n_threads_batch": "1",
         "--interrupt_requests": "False",
     }
 
@@ -247,8 +249,11 @@ def test_embedded_defaults_supervise_the_installed_model(tmp_path: Path, monkeyp
     if model_path is None:
         assert provider.command is None
         return
+    assert provider.copies == SMOLLM2_COPIES
     process = managed_process("local", provider, "gateway-state")
     assert process.command == llama_server_command(model_path, LOCAL_MODEL_PORT)
+    last = managed_process("local", provider, "gateway-state", SMOLLM2_COPIES - 1)
+    assert last.command == llama_server_command(model_path, LOCAL_MODEL_PORT + SMOLLM2_COPIES - 1)
     assert process.ready_url == f"http://127.0.0.1:{LOCAL_MODEL_PORT}/v1/models"
     state = tmp_path / "gateway-state"
     assert (process.lock_path, process.log_path) == (f"{state}/provider-local-{LOCAL_MODEL_PORT}.lock",

@@ -376,6 +376,11 @@ def check_embeddings_curl(session: Session, run: ShellRun) -> None:
     assert run.statuses == [200] and run.objects("list")[0]["data"][0]["object"] == "embedding"
 
 
+def check_openapi_curl(session: Session, run: ShellRun) -> None:
+    version, paths, _ = run.output.split()
+    assert run.statuses == [200] and version.startswith("3.1") and int(paths) > 40
+
+
 def check_fallback_curl(session: Session, run: ShellRun) -> None:
     assert run.statuses == [200]
     assert run.objects("chat.completion")[0]["model"] == "smollm2"  # gpt-4o-mini is not served: skipped
@@ -469,15 +474,14 @@ def check_discovery_curl(session: Session, run: ShellRun) -> None:
 
 
 def check_mcp_hub_python(session: Session, run: PythonRun) -> None:
-    listed, called = run.output.splitlines()
+    listed, called = run.output.split("\n", 1)
     assert listed == "['time__get_current_time', 'time__convert_time']"
     assert json.loads(called)["timezone"] == "UTC"
 
 
 def check_mcp_hub_curl(session: Session, run: ShellRun) -> None:
-    assert run.statuses == [401, 200, 200]
-    assert 'WWW-Authenticate: Bearer resource_metadata="http://127.0.0.1:' in run.output
-    metadata, listed = run.documents()[1:3]
+    assert run.statuses == [200, 200]
+    metadata, listed = run.documents()
     assert metadata["resource"].endswith("/mcp") and metadata["authorization_servers"] == []
     assert {tool["name"] for tool in listed["result"]["tools"]} == {"time__get_current_time", "time__convert_time"}
 

@@ -2,7 +2,7 @@
 
 Each operation gets FUZZ_EXAMPLES generated cases (positive and negative, fixed seed) plus the
 schema's examples. The coverage phase (boundary values, missing and null fields, wrong types and
-methods: about 8,600 more cases) runs with GATEWAY_FUZZ_COVERAGE=1. A manual run:
+methods: about 7,500 more cases) runs with GATEWAY_FUZZ_COVERAGE=1. A manual run:
 `GATEWAY_FUZZ_EXAMPLES=300 GATEWAY_FUZZ_COVERAGE=1 python -m pytest -q tests/test_schemathesis.py`;
 GATEWAY_FUZZ_SEED picks another seed.
 """
@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 from werkzeug.serving import make_server
 
@@ -108,8 +109,10 @@ def error_in_dialect(ctx: schemathesis.CheckContext, response: schemathesis.Resp
     return True
 
 
+# Not allow_header_conformance: werkzeug's automatic OPTIONS on /v1/responses/compact rightly lists
+# GET and DELETE too, as /v1/responses/{response_id} matches that path (a response id "compact").
 CHECKS = [not_a_server_error, error_in_dialect, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]
+          response_headers_conformance, response_schema_conformance, unsupported_method]
 
 
 @schema.parametrize()
@@ -118,8 +121,4 @@ def test_every_operation(case: schemathesis.Case, gateway: Gateway, monkeypatch:
     secret = ADMIN_TOKEN if case.path.startswith("/admin") else gateway.secret
     if case.meta.generation.mode.is_positive and isinstance(case.body, dict) and "model" in case.body:
         case.body["model"] = MODEL  # reach the upstream, not only the unknown-model 404
-    import time, json
-    started = time.perf_counter()
     case.call_and_validate(headers={"Authorization": f"Bearer {secret}"}, checks=CHECKS, timeout=30)
-    with open("/tmp/fuzz_trace.jsonl", "a") as f:
-        f.write(json.dumps([case.method, case.path, case.meta.phase.name.value, str(case.meta.generation.mode), time.perf_counter() - started]) + "\n")

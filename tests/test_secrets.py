@@ -8,6 +8,7 @@ log on stderr, and searches everything the process wrote.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ def settings(make_settings, monkeypatch):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
-def test_keys_are_stored_only_hashed_in_every_table(client, make_key, fake_upstream, database_url):
+def test_keys_are_stored_only_hashed_in_every_table(client, make_key, fake_upstream, database_url, caplog):
+    caplog.set_level(logging.DEBUG)  # and no log record holds them, at any level, from any library
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     created = client.post("/admin/keys", json={"name": "made-by-admin", "credits": 5}, headers=admin).json
     secrets = [make_key("made-directly"), created["key"]]
@@ -89,6 +91,8 @@ def test_keys_are_stored_only_hashed_in_every_table(client, make_key, fake_upstr
     if database_url.startswith("sqlite:///"):
         raw = sqlite_bytes(database_url).decode("latin-1")
         assert not leaks(raw, [*secrets, WRONG_KEY], [MCP_TOKEN, ADMIN_TOKEN])
+    logged = "\n".join(f"{record.name} {record.getMessage()} {record.args!r}" for record in caplog.records)
+    assert "mcp" in logged and not leaks(logged, [*secrets, WRONG_KEY], [MCP_TOKEN, ADMIN_TOKEN])
 
 
 def test_a_whole_scenario_logs_and_answers_no_secret(tmp_path, monkeypatch):

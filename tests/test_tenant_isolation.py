@@ -95,6 +95,7 @@ def assert_refused_like_unknown(client, method: str, path: str, unknown_path: st
         assert set(error) == {"message", "type", "param", "code"} and isinstance(error["code"], str)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_every_route_with_an_id_refuses_another_accounts_object(app, client, tenants):
     routes = tenant_routes(app)
     covered = {rule for _, rule, _ in routes}

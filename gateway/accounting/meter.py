@@ -29,6 +29,7 @@ from gateway.errors import CLIENT_CLOSED, GatewayError, InsufficientBalance, Mod
 from gateway.ids import new_id
 from gateway.loop.events import Usage
 from gateway.observability.record import current, request_settled
+from gateway.upstream.model_defaults import with_model_defaults
 from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,14 @@ def max_output_tokens(body: dict[str, Any], model: ModelSettings, endpoint: str)
 
 
 def hold_amount(body: dict[str, Any], routes: list[Route], endpoint: str) -> int:
-    """The worst case over the routes: the prompt's upper bound and the output cap at each route's prices."""
-    worst, prompt = 0, None
+    """The worst case over the routes: the prompt's upper bound (with the model's system prompt) and the
+    output cap at each route's prices."""
+    worst = 0
     for route in routes:
         price = Price.of(route.settings)
         if price.free:
             continue
-        prompt = hold_prompt_tokens(body) if prompt is None else prompt
+        prompt = hold_prompt_tokens(with_model_defaults(body, route.settings))
         worst = max(worst, price.cost(Usage(prompt, max_output_tokens(body, route.settings, endpoint))))
     return worst
 
@@ -83,7 +85,7 @@ class Meter:
         `generation_id` names the answer when it has an id of its own (a response's); else one is made.
         """
         key, accounts = caller.key, writer()
-        prompt = estimate_prompt_tokens(body)
+        prompt = estimate_prompt_tokens(with_model_defaults(body, routes[0].settings))
         rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
         ask = limiter.ask(key.id, rpm, tpm, prompt + max_output_tokens(body, routes[0].settings, endpoint))
         headers: dict[str, str] = {}

@@ -1,34 +1,45 @@
 """The request-body gate every route passes first: strict JSON, bounded in depth and in numbers.
 
-A body is accepted whatever its Content-Type, as the big APIs do. It must be a JSON object,
-nest at most MAX_DEPTH levels, contain no NaN or Infinity, and keep every integer within 64 bits
-and every float finite. Anything else is a 400 `invalid_json` before any other code reads it.
+A body is accepted whatever its Content-Type, as the big APIs do. It must be UTF-8 (RFC 8259),
+be a JSON object, nest at most MAX_DEPTH levels, contain no NaN or Infinity, keep every integer within 64 bits and
+every float finite, and hold only valid Unicode (no lone surrogate such as "\\ud800", which no
+database or UTF-8 encoder downstream accepts). Anything else is a 400 `invalid_json` before any
+other code reads it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from gateway.errors import InvalidRequest, MalformedJson
 
 MAX_DEPTH = 64
 MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # strict UTF-8 leaves escapes as the only way in
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object within the gate's limits, or a 400 saying what is wrong."""
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
+        text = raw.decode("utf-8-sig")  # strict UTF-8, a leading BOM ignored (RFC 8259 allows it); json.loads
+        # would also take UTF-16/32 and the UTF-8 bytes of lone surrogates
+    except UnicodeDecodeError:
+        raise MalformedJson("The request body is not valid UTF-8.") from None
+    try:
+        body = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
     except RecursionError:
         raise MalformedJson(f"The request body nests deeper than {MAX_DEPTH} levels.") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise MalformedJson(_reason(exc)) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     if depth(body) > MAX_DEPTH:
         raise MalformedJson(f"The request body nests deeper than {MAX_DEPTH} levels.")
+    if SURROGATE_ESCAPE.search(text) and not valid_unicode(body):
+        raise MalformedJson("The request body contains a lone surrogate (e.g. \\ud800), which is not valid Unicode.")
     return body
 
 
@@ -69,3 +80,21 @@ def depth(value: Any) -> int:
         deepest = max(deepest, level)
         pending.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
+
+
+def valid_unicode(value: Any) -> bool:
+    """Whether every string (keys included) of a parsed JSON value encodes as UTF-8, without recursion."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return False
+    return True

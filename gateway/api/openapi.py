@@ -93,12 +93,13 @@ def document() -> dict[str, Any]:
 
 def request_schemas() -> tuple[dict[str, Any], dict[Any, dict[str, Any]]]:
     """Component schemas of every request model, and each body's schema (a $ref) by model or name."""
-    models = {op.body for op in [*SHARED, *ROOT] if isinstance(op.body, type)}
+    models = list(dict.fromkeys(op.body for op in [*SHARED, *ROOT] if isinstance(op.body, type)))
     refs, definitions = models_json_schema([(model, "validation") for model in models],
                                            ref_template="#/components/schemas/{model}")
     schemas = definitions["$defs"]
     clash = set(schemas) & set(SCHEMAS)
-    assert not clash, f"request and answer schemas share names: {clash}"
+    if clash:
+        raise RuntimeError(f"request and answer schemas share names: {clash}")
     bodies: dict[Any, dict[str, Any]] = {model: refs[(model, "validation")] for model in models}
     create = schemas[_name(bodies[CreateResponseRequest])]
     schemas["CompactRequest"] = {
@@ -111,11 +112,9 @@ def request_schemas() -> tuple[dict[str, Any], dict[Any, dict[str, Any]]]:
 
 def operation(op: Operation, path: str, bodies: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     """One operation object."""
-    dialect = dialect_of(path)
     described: dict[str, Any] = {
         "summary": op.summary,
         "operationId": f"{op.method}{re.sub(r'[^A-Za-z0-9]+', '_', path)}".rstrip("_"),
-        "responses": responses(op, dialect),
     }
     parameters = [*path_parameters(path), *query_parameters(op.query)]
     if parameters:
@@ -130,6 +129,7 @@ def operation(op: Operation, path: str, bodies: dict[Any, dict[str, Any]]) -> di
         described["security"] = []
     elif op.auth == ADMIN:
         described["security"] = [{"AdminToken": []}]
+    described["responses"] = responses(op, dialect_of(path))
     return described
 
 

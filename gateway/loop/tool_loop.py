@@ -42,6 +42,7 @@ from gateway.mcp.tools import ToolOutcome
 from gateway.mcp.toolset import Toolset
 from gateway.upstream.chunks import read_chunks
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.model_defaults import with_model_defaults
 from gateway.upstream.relay import upstream_body
 from gateway.upstream.routing import Route
 
@@ -171,7 +172,7 @@ def turn_body(
     plan: LoopPlan, messages: list[dict[str, Any]], remaining: int | None, offer_mcp: bool,
     choice_released: bool = False,
 ) -> dict[str, Any]:
-    """The chat-completions body of one turn (model mapping happens in upstream_body)."""
+    """The chat-completions body of one turn, with the model's defaults (model mapping happens in upstream_body)."""
     body = {**plan.params, "messages": messages, "stream": True}
     if choice_released and _forcing(body.get("tool_choice")):
         body["tool_choice"] = "auto"
@@ -190,7 +191,7 @@ def turn_body(
         body["tool_choice"] = _offered_choice(plan.toolset, body["tool_choice"])
     if remaining is not None:
         body["max_tokens"] = remaining
-    return body
+    return with_model_defaults(body, plan.route.settings)
 
 
 def _forcing(choice: Any) -> bool:

@@ -49,6 +49,17 @@ def find(servers: BuiltinServers, labels: Iterable[str], name: str) -> tuple[str
     return next(((label, tool) for hub_name, label, tool in listed(servers, labels) if hub_name == name), None)
 
 
+def down_server(servers: BuiltinServers, labels: Iterable[str], name: str) -> str | None:
+    """Why the caller's server that a hub name belongs to (`label__...`) cannot be reached now, if it cannot."""
+    for label in labels:
+        if name.startswith(f"{label}__"):
+            try:
+                servers.connection(label)
+            except (Conflict, ServiceUnavailable) as exc:
+                return exc.message
+    return None
+
+
 def error_result(message: str) -> types.CallToolResult:
     """A tool error (`isError`) carrying `message`: what the hub answers for every failed call."""
     return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)

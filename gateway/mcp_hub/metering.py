@@ -4,7 +4,7 @@ A call counts one request in the key's rpm window (and needs one token of room i
 window, as every request does). A tool with a price (`[mcpServers.X] tool_prices`) is held
 before the call and charged once it succeeds; a failed call is free. The usage row has endpoint
 `mcp`, model `server/tool`, no tokens, the latency, status 200 (ok), 502 (the tool failed or
-timed out), 499 (the client left), or 429 / 402 when refused (cost 0), and cost = what was charged.
+timed out), 499 (cancelled before it ended), or 429 / 402 when refused (cost 0), and cost = what was charged.
 """
 
 from __future__ import annotations

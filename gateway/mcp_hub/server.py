@@ -114,25 +114,39 @@ class HubServer:
         """Admit (rpm, price), call the upstream tool, settle with a usage row; failures are tool errors."""
         hub = hub_request(ctx)
         found = catalog.find(self.runtime.servers, hub.labels, params.name)
-        if found is None:  # another scope's tool looks exactly like one that does not exist
+        if found is None:
+            down = catalog.down_server(self.runtime.servers, hub.labels, params.name)
+            if down is not None:  # one of the caller's servers, restarting or unreachable
+                return catalog.error_result(down)
+            # another scope's tool looks exactly like one that does not exist
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
         label, tool = found
-        settings = self.runtime.settings
-        price = to_micro(settings.mcpServers[label].tool_prices.get(tool.name, 0))
         try:
-            meter = await hub.in_thread(ToolMeter.admit, hub.caller, self._writer, self._limiter, hub.request_id,
-                                        f"{label}/{tool.name}", price, settings.billing.reservation_ttl_s)
+            meter = await self._admit(hub, label, tool.name)
         except GatewayError as exc:
             if isinstance(exc, RateLimited | InsufficientBalance):
                 metrics.refused("rate_limited" if isinstance(exc, RateLimited) else "insufficient_balance")
             return catalog.error_result(exc.message)
+        return await self._metered_call(hub, meter, label, tool.name, params.arguments or {})
+
+    async def _admit(self, hub: HubRequest, label: str, tool: str) -> ToolMeter:
+        """The call's admission against the key's limits and balance (a thread waits for the accounting)."""
+        settings = self.runtime.settings
+        price = to_micro(settings.mcpServers[label].tool_prices.get(tool, 0))
+        return await hub.in_thread(ToolMeter.admit, hub.caller, self._writer, self._limiter, hub.request_id,
+                                   f"{label}/{tool}", price, settings.billing.reservation_ttl_s)
+
+    async def _metered_call(
+        self, hub: HubRequest, meter: ToolMeter, label: str, tool: str, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        """Call the tool, then settle its meter whatever happened (also when the client left)."""
         started, result = time.perf_counter(), None
         try:
-            result = await catalog.call_upstream(self.runtime.servers, label, tool.name, params.arguments or {},
-                                                 settings.mcp.tool_timeout_s)
+            result = await catalog.call_upstream(self.runtime.servers, label, tool, arguments,
+                                                 self.runtime.settings.mcp.tool_timeout_s)
             return result
         finally:
             status = CLIENT_CLOSED if result is None else TOOL_FAILED if result.is_error else OK
             metrics.observe_tool_call(label, status == OK, time.perf_counter() - started)
-            with anyio.CancelScope(shield=True):  # a client that left still gets its row (and no charge)
+            with anyio.CancelScope(shield=True):  # a cancelled call still gets its row (and no charge)
                 await hub.in_thread(meter.finish, status)

@@ -29,6 +29,8 @@ class UpstreamCall:
 
     def __init__(self, provider: str, path: str, body: Any, url: str) -> None:
         self.provider = provider
+        self.url = url
+        self.on_end: Callable[[], None] | None = None  # run once when the call ends, however it ends
         self.started = time.perf_counter()
         self.headers: dict[str, str] = {}
         self.span = self._open_span(path, body, url) if tracing.traced() else None
@@ -84,6 +86,8 @@ class UpstreamCall:
     def end(self) -> None:
         if self.span is not None and not self.ended:
             self.span.end()
+        if self.on_end is not None and not self.ended:
+            self.on_end()
         self.ended = True
 
 

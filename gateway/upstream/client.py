@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.observability.outgoing import UpstreamCall
+from gateway.upstream.copies import CopyBalancer
 from gateway.upstream.sse import SseDecoder, SseEvent
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ class UpstreamClient:
         self._providers = providers
         self._pool_size = pool_size
         self._sessions: dict[str, requests.Session] = {}
+        self._copies = {name: CopyBalancer(provider.copy_base_urls()) for name, provider in providers.items()}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="upstream")
         self._closed = False
@@ -212,15 +214,20 @@ class UpstreamClient:
         settings = self._providers[provider]
         return Timeout(settings.connect_timeout_s, settings.timeout_s)
 
-    def _url(self, provider: str, path: str) -> str:
-        return self._providers[provider].base_url.rstrip("/") + "/" + path.lstrip("/")
+    def in_flight(self, provider: str) -> list[int]:
+        """Calls this worker has in flight on each copy of the provider (one number without copies)."""
+        return self._copies[provider].in_flight()
+
+    @staticmethod
+    def _url(base_url: str, path: str) -> str:
+        return base_url.rstrip("/") + "/" + path.lstrip("/")
 
     def _send(self, provider: str, method: str, path: str, body: Any, stream: bool,
               call: UpstreamCall) -> requests.Response:
         try:
             response = self._session(provider).request(
                 method,
-                self._url(provider, path),
+                call.url,
                 json=body,
                 stream=stream,
                 timeout=self._timeout(provider).as_requests(),
@@ -242,7 +249,10 @@ class UpstreamClient:
         return response
 
     def _call(self, provider: str, path: str, body: Any) -> UpstreamCall:
-        return UpstreamCall(provider, path, body, self._url(provider, path))
+        base_url, release = self._copies[provider].acquire()  # the least busy copy, held until the call ends
+        call = UpstreamCall(provider, path, body, self._url(base_url, path))
+        call.on_end = release
+        return call
 
     def post_json(self, provider: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a JSON body and return the decoded JSON answer."""
@@ -270,7 +280,8 @@ class UpstreamClient:
         """Whether the provider answers HTTP below 500 (GET models, short timeouts): for /readyz."""
         connect = min(self._providers[provider].connect_timeout_s, PROBE_TIMEOUT_S)
         try:
-            response = self._session(provider).get(self._url(provider, "models"), timeout=(connect, PROBE_TIMEOUT_S))
+            url = self._url(self._copies[provider].base_urls[0], "models")
+            response = self._session(provider).get(url, timeout=(connect, PROBE_TIMEOUT_S))
         except (requests.RequestException, GatewayError):
             return False
         response.close()

@@ -47,6 +47,17 @@ import requests
 log = logging.getLogger(__name__)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# SmolLM2's own chat template puts this system message first when a conversation has none, and its
+# model card samples at temperature 0.2, top_p 0.9; llama-cpp-python's chatml-function-calling
+# format (needed for tools) drops the former and its server defaults to 0.8 / 0.95. Without them
+# the model writes 5 times more tokens (see tests/README.md).
+SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SMOLLM2_SAMPLING = {"temperature": 0.2, "top_p": 0.9}
+# llama-cpp-python's server generates for one request at a time (a global lock; the others queue
+# behind it), so the embedded model runs as this many single-threaded copies and requests take
+# turns: four answers are written at once and a short one does not wait for a long one. A copy
+# holds 110 to 250 MB of its own besides the model file, which the copies share (page cache).
+SMOLLM2_COPIES = 4
 _PR_SET_PDEATHSIG = 1
 _POLL_INTERVAL_S = 0.2
 _PROBE_TIMEOUT_S = 2.0
@@ -74,8 +85,13 @@ def llama_cpp_available() -> bool:
         return False
 
 
-def llama_server_command(model_path: str, port: int, threads: int = 2) -> list[str]:
-    """The argv that runs llama-cpp-python's OpenAI-compatible server on loopback."""
+def llama_server_command(model_path: str, port: int | str, threads: int = 1) -> list[str]:
+    """The argv that runs llama-cpp-python's OpenAI-compatible server on loopback (port may be "{port}").
+
+    One thread for generation and for prompts (the server's batch default is every core): a 135M
+    model gains little from more, and llama.cpp's threads wait for each other at every layer, so
+    on a busy host one descheduled thread stalls the rest (2 threads: down to 1 token/s).
+    """
     return [
         sys.executable, "-m", "llama_cpp.server",
         "--model", model_path,
@@ -83,6 +99,7 @@ def llama_server_command(model_path: str, port: int, threads: int = 2) -> list[s
         "--port", str(port),
         "--chat_format", "chatml-function-calling",
         "--n_threads", str(threads),
+        "--n_threads_batch", str(threads),
         "--interrupt_requests", "False",  # a new request must not cut off a running stream
     ]  # fmt: skip
 

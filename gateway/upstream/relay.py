@@ -24,6 +24,7 @@ from gateway.upstream import sse
 from gateway.upstream.chunks import read_chunks
 from gateway.upstream.client import UpstreamClient, UpstreamStream
 from gateway.upstream.dialect import OPENAI_STREAMS, StreamDialect
+from gateway.upstream.model_defaults import with_model_defaults
 from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,15 @@ T = TypeVar("T")
 
 
 def upstream_body(settings: Settings, route: Route, body: dict[str, Any], stream: bool) -> dict[str, Any]:
-    """The body sent upstream: upstream model id, no `models`, usage asked for on streams."""
-    sent = {key: value for key, value in body.items() if key != "models"}
+    """The body sent upstream: the model's defaults, upstream model id, no `models`, usage asked for on streams."""
+    sent = {key: value for key, value in with_model_defaults(body, route.settings).items() if key != "models"}
     sent["model"] = route.upstream_model
     if stream:
         sent["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
     if settings.providers[route.provider].empty_tool_call_content and "messages" in sent:
         sent["messages"] = [_content_not_null(message) for message in sent["messages"]]
+    if settings.providers[route.provider].text_content and "messages" in sent:
+        sent["messages"] = [_content_as_text(message) for message in sent["messages"]]
     if not settings.providers[route.provider].tool_choice_required and sent.get("tool_choice") == "required":
         sent["tool_choice"] = required_as_accepted(sent.get("tools"))
     return sent
@@ -54,6 +57,15 @@ def required_as_accepted(tools: Any) -> Any:
 def capped_body(settings: Settings, route: Route, body: dict[str, Any], path: str, stream: bool) -> dict[str, Any]:
     """upstream_body with the output cap the hold assumed for this route's model."""
     return upstream_body(settings, route, with_output_cap(body, route.settings, path), stream)
+
+
+def _content_as_text(message: Any) -> Any:
+    """A message whose content list is one string: text parts as they are, any other part as `[its type]`."""
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        return message
+    parts = [part for part in message["content"] if isinstance(part, dict)]
+    text = "\n".join(part["text"] if isinstance(part.get("text"), str) else f"[{part.get('type')}]" for part in parts)
+    return {**message, "content": text}
 
 
 def _content_not_null(message: Any) -> Any:

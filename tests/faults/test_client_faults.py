@@ -17,6 +17,9 @@ CHUNK = "yyyy"  # one estimated token
 INTERVAL_S = 0.1  # between upstream chunks: the gateway notices a gone client at its next write
 CLOSE_BOUND_S = 1.0  # the bound from the client leaving to the upstream connection closing
 RECEIVE_FIRST = 3  # chunks the client reads before it leaves
+# The charge is what the gateway read: what the client got, plus what was on its way when it left
+# (sent but unread, the chunk whose write failed); far below the 300 chunks the upstream had to send.
+SLACK = 3
 
 
 def endless_stream(path, body) -> StreamReply:
@@ -46,8 +49,7 @@ def test_a_chat_client_leaving_closes_the_upstream_and_pays_what_was_generated(
     assert fake_upstream.stream_aborted.wait(CLOSE_BOUND_S) and not fake_upstream.stream_finished.is_set()
     row = newest_row(payer, settings.models)
     assert row.status == 499 and row.estimated
-    # what the client got <= what the gateway read (and charged) <= that plus the chunk its write failed on
-    assert received.count(CHUNK) <= row.completion_tokens <= received.count(CHUNK) + 2
+    assert received.count(CHUNK) <= row.completion_tokens <= received.count(CHUNK) + SLACK
 
 
 def test_a_responses_client_leaving_closes_the_upstream_and_pays_what_was_generated(
@@ -58,7 +60,7 @@ def test_a_responses_client_leaving_closes_the_upstream_and_pays_what_was_genera
     assert fake_upstream.stream_aborted.wait(CLOSE_BOUND_S) and not fake_upstream.stream_finished.is_set()
     row = newest_row(payer, settings.models)
     assert row.status == 499 and row.estimated
-    assert received.count(CHUNK) <= row.completion_tokens <= received.count(CHUNK) + 2
+    assert received.count(CHUNK) <= row.completion_tokens <= received.count(CHUNK) + SLACK
     response_id = json.loads(received.split("data: ", 1)[1].split("\n", 1)[0])["response"]["id"]
     stored = client.get(f"/v1/responses/{response_id}", headers=payer.headers).json
     assert (stored["status"], stored["error"]["code"]) == ("failed", "client_disconnected")
