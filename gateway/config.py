@@ -153,8 +153,8 @@ class ProviderSettings(Section):
     )
 
     def copy_base_urls(self) -> list[str]:
-        """The base_url of each copy of `command`: base_url's port, then the next ones."""
-        if self.copies == 1:
+        """The base_url of each copy of `command`: base_url's port, then the next ones (no command: base_url)."""
+        if self.copies == 1 or not self.command:
             return [self.base_url]
         url = urlparse(self.base_url)
         host = url.netloc.rsplit(":", 1)[0]
@@ -345,10 +345,11 @@ class Settings(Section):
 def check_providers(settings: Settings) -> None:
     """Several copies of a command need a port for each: `{port}` in the command, a port in base_url."""
     for name, provider in settings.providers.items():
-        if provider.copies == 1:
-            continue
-        if not any("{port}" in argument for argument in provider.command or []):
-            raise ConfigError(f"providers.{name}.copies: needs a `command` with {{port}} in it")
+        if provider.copies == 1 or not provider.command:
+            continue  # without a command there is nothing to copy: requests go to base_url
+        if not any("{port}" in argument for argument in provider.command):
+            raise ConfigError(f"providers.{name}.copies: {provider.copies} copies need {{port}} in `command` "
+                              "(or set copies = 1)")
         if urlparse(provider.base_url).port is None:
             raise ConfigError(f"providers.{name}.copies: needs a port in base_url")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -26,20 +27,23 @@ def test_copy_base_urls_count_up_from_the_base_port() -> None:
         "http://127.0.0.1:18081/v1", "http://127.0.0.1:18082/v1", "http://127.0.0.1:18083/v1",
     ]
     assert ProviderSettings(base_url="https://api.example.com/v1").copy_base_urls() == ["https://api.example.com/v1"]
+    # `command = []` over the embedded defaults (a server of your own): one base_url, whatever copies says
+    assert ProviderSettings(base_url="http://10.0.0.7:8000/v1", copies=4, command=[]).copy_base_urls() == [
+        "http://10.0.0.7:8000/v1"
+    ]
 
 
 @pytest.mark.parametrize(
     ("provider", "message"),
     [
         ({"base_url": "http://127.0.0.1:9000/v1", "copies": 2, "command": ["serve", "--port", "9000"]},
-         "providers.local.copies: needs a `command` with {port} in it"),
-        ({"base_url": "http://127.0.0.1:9000/v1", "copies": 2}, "providers.local.copies: needs a `command`"),
+         "providers.local.copies: 2 copies need {port} in `command` (or set copies = 1)"),
         ({"base_url": "http://localhost/v1", "copies": 2, "command": ["serve", "{port}"]},
          "providers.local.copies: needs a port in base_url"),
     ],
 )
 def test_copies_need_a_port_for_each(provider: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("{", r"\{").replace("}", r"\}")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         build_settings({"providers": {"local": provider}, "models": {"m": {"provider": "local"}}})
 
 
