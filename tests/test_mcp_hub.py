@@ -23,9 +23,11 @@ from mcp.shared.exceptions import MCPError
 from werkzeug.serving import make_server
 
 from gateway import create_app, db, lifecycle
+from gateway.accounting.auth_throttle import TRUSTED_PROXIES
 from gateway.accounting.credits import grant_credits, summarize
 from gateway.accounting.keys import create_key
 from gateway.config import build_settings
+from gateway.serving.client_address import parse_networks
 from gateway.tables import Account, ApiKey, UsageEntry
 from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.mcp_hub_client import call, text_of, tool_names, with_hub
@@ -144,6 +146,14 @@ def test_unauthenticated_requests_get_401_and_the_protected_resource_metadata(hu
     with pytest.raises(MCPError):  # the SDK client reports the 401 as a failed request
         tool_names(hub, None)  # type: ignore[arg-type]
     assert requests.get(hub, headers={"X-API-Key": make_key()}, timeout=10).status_code == 405
+
+
+def test_the_metadata_believes_x_forwarded_proto_only_from_a_trusted_proxy(served, live_server, monkeypatch):
+    metadata_url = f"{live_server}/.well-known/oauth-protected-resource/mcp"
+    forwarded = {"X-Forwarded-Proto": "https"}
+    assert requests.get(metadata_url, headers=forwarded, timeout=10).json()["resource"].startswith("http://")
+    monkeypatch.setitem(served[1].extensions, TRUSTED_PROXIES, parse_networks(["127.0.0.1"]))
+    assert requests.get(metadata_url, headers=forwarded, timeout=10).json()["resource"].startswith("https://")
 
 
 def test_a_key_of_another_scope_neither_sees_nor_calls_the_servers_it_may_not_use(hub, make_key):

@@ -27,7 +27,7 @@ from flask import Flask, current_app, request
 
 from gateway.config import Settings
 from gateway.errors import AuthenticationFailed, RateLimited
-from gateway.serving.client_address import Network, client_address, parse_networks
+from gateway.serving.client_address import Network, client_address, is_trusted, parse_networks
 
 EXTENSION = "gateway.auth_throttle"
 TRUSTED_PROXIES = "gateway.trusted_proxies"
@@ -85,6 +85,11 @@ def client_of(app: Flask, peer: str | None, forwarded_for: str | None) -> str:
 def request_address() -> str:
     """The current request's client address (X-Forwarded-For only from a trusted proxy)."""
     return client_of(current_app, request.remote_addr, ",".join(request.headers.getlist("X-Forwarded-For")))
+
+
+def from_trusted_proxy() -> bool:
+    """Whether the current request's direct peer is a `[server] trusted_proxies` proxy (so X-Forwarded-* count)."""
+    return is_trusted(request.remote_addr or "", current_app.extensions.get(TRUSTED_PROXIES, ()))
 
 
 @contextlib.contextmanager

@@ -84,31 +84,15 @@ class Meter:
 
         `generation_id` names the answer when it has an id of its own (a response's); else one is made.
         """
-        key, accounts = caller.key, writer()
+        accounts = writer()
         prompt = estimate_prompt_tokens(with_model_defaults(body, routes[0].settings))
-        rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
-        ask = limiter.ask(key.id, rpm, tpm, prompt + max_output_tokens(body, routes[0].settings, endpoint))
-        headers: dict[str, str] = {}
-        if not limiter.counts_in_database:
-            decision = limiter.answer(ask)
-            decision.raise_if_denied()
-            headers, ask = decision.headers, None
-        amount = hold_amount(body, routes, endpoint)
         meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter,
-                    route_settings=routes[0].settings, rate_limit_headers=headers, writer=accounts)
+                    route_settings=routes[0].settings, writer=accounts)
         if generation_id is not None:
             meter.generation_id = generation_id
-        if ask is None and amount <= 0:
-            return meter
-        admitted = accounts.call(Admission(key.account_id, key.id, key.spend_limit, amount, request_id,
-                                           settings.billing.reservation_ttl_s, ask))
-        if ask is not None:
-            decision = ask.decision(not admitted.rate_limited, admitted.counts)
-            decision.raise_if_denied()
-            meter.rate_limit_headers = decision.headers
-        if admitted.refusal:
-            raise InsufficientBalance(admitted.refusal)
-        meter.reservation_id = admitted.reservation_id
+        meter.reservation_id, meter.rate_limit_headers = admission(
+            caller, limiter, accounts, prompt + max_output_tokens(body, routes[0].settings, endpoint),
+            hold_amount(body, routes, endpoint), request_id, settings.billing.reservation_ttl_s)
         return meter
 
     def estimate(self, completion_text: str) -> Usage:
@@ -171,17 +155,47 @@ class Meter:
         return charged
 
 
+def admission(
+    caller: Caller, limiter: RateLimiter, accounts: AccountingWriter, tokens: int, amount: int, request_id: str,
+    reservation_ttl_s: int,
+) -> tuple[int | None, dict[str, str]]:
+    """The key's rate limits for `tokens` (429) and a hold of `amount` (402), in one accounting wait.
+
+    Returns the hold's id (None when nothing was held) and the rate-limit headers for the answer.
+    The one admission rule: model requests (Meter.admit) and MCP hub tool calls both come here.
+    """
+    key = caller.key
+    rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
+    ask = limiter.ask(key.id, rpm, tpm, tokens)
+    headers: dict[str, str] = {}
+    if not limiter.counts_in_database:
+        decision = limiter.answer(ask)
+        decision.raise_if_denied()
+        headers, ask = decision.headers, None
+    if ask is None and amount <= 0:
+        return None, headers
+    admitted = accounts.call(Admission(key.account_id, key.id, key.spend_limit, amount, request_id,
+                                       reservation_ttl_s, ask))
+    if ask is not None:
+        decision = ask.decision(not admitted.rate_limited, admitted.counts)
+        decision.raise_if_denied()
+        headers = decision.headers
+    if admitted.refusal:
+        raise InsufficientBalance(admitted.refusal)
+    return admitted.reservation_id, headers
+
+
 def milliseconds_since(started: float) -> int:
     """Whole milliseconds since a `time.monotonic()` reading."""
     return int((time.monotonic() - started) * 1000)
 
 
 @contextlib.contextmanager
-def refusals_recorded(caller: Caller, endpoint: str, model: Any, request_id: str) -> Iterator[None]:
+def refusals_recorded(caller: Caller, endpoint: str, model: Any, request_id: str, wait: bool = False) -> Iterator[None]:
     """Around routing and admission: a 402, 404 (unknown model) or 429 raised inside writes its usage row.
 
-    The row (cost 0, the refusal's status) goes to the accounting writer without a wait: the
-    refusal is answered at once and the row commits with the writer's next batch.
+    The row (cost 0, the refusal's status) goes to the accounting writer without a wait, unless
+    `wait`: the refusal is answered at once and the row commits with the writer's next batch.
     """
     started = time.monotonic()
     try:
@@ -190,7 +204,9 @@ def refusals_recorded(caller: Caller, endpoint: str, model: Any, request_id: str
         row = UsageRow(request_id, endpoint, model[:MODEL_COLUMN_LENGTH] if isinstance(model, str) else None,
                        0, 0, False, refusal.status, milliseconds_since(started))
         try:
-            writer().submit(Settlement(caller.account.id, caller.key.id, None, 0, request_id, row))
+            pending = writer().submit(Settlement(caller.account.id, caller.key.id, None, 0, request_id, row))
+            if wait:
+                pending.wait()
         except GatewayError:  # shutting down: the refusal still goes out; its row is lost
             log.warning("usage row of refused request %s not written", request_id)
         raise

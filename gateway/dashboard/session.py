@@ -1,8 +1,7 @@
 """Dashboard sessions: Flask's signed cookie, only under /dashboard, keyed from the server secret, idle timeout.
 
-The signing key is derived (HKDF-SHA256) from the server secret compaction uses: the env var named
-by `[responses] secret_env`, else the random secret kept once per database, so every worker and host
-agrees and nothing is hard-coded. It is derived at the first dashboard request (the factory does no
+The signing key is derived from the server secret (gateway.server_secret), so every worker and
+host agrees and nothing is hard-coded. It is derived at the first dashboard request (the factory does no
 DB work). The cookie is HttpOnly, SameSite=Lax, Secure when `[dashboard] secure_cookies`, scoped to
 the /dashboard path, and re-signed at every request: one older than `idle_timeout_s` fails its
 signature check, so an idle session ends on the server's side too, not only in the browser.
@@ -12,15 +11,13 @@ from __future__ import annotations
 
 import datetime
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, Request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from gateway.config import Settings
 from gateway.dashboard import users
 from gateway.db import own_connection
-from gateway.responses.compaction import server_secret
+from gateway.server_secret import derived_key
 from gateway.tables import Account, User
 
 PREFIX = "/dashboard"
@@ -30,7 +27,7 @@ KEY_INFO = b"gateway/dashboard/session/v1"
 
 def session_key(settings: Settings) -> str:
     """The cookie-signing key: the server secret through HKDF, with the dashboard's own label."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO).derive(server_secret(settings)).hex()
+    return derived_key(settings, KEY_INFO).hex()
 
 
 class DashboardSessions(SecureCookieSessionInterface):

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.accounting.keys import Caller
-from gateway.accounting.operations import Admission, Settlement, UsageRow
+from gateway.accounting.meter import admission, milliseconds_since, refusals_recorded
+from gateway.accounting.operations import Settlement, UsageRow
 from gateway.accounting.ratelimit import RateLimiter
 from gateway.accounting.writer import AccountingWriter
-from gateway.errors import InsufficientBalance, RateLimited
 from gateway.observability.record import request_settled
 
 ENDPOINT = "mcp"
@@ -46,31 +46,9 @@ class ToolMeter:
         A refusal also writes its usage row (cost 0) before it is answered.
         """
         meter = cls(caller, writer, request_id, model, price)
-        try:
-            meter.reservation_id = meter._admission(limiter, reservation_ttl_s)
-        except (RateLimited, InsufficientBalance) as refusal:
-            row = UsageRow(request_id, ENDPOINT, model, 0, 0, False, refusal.status, milliseconds_since(meter.started))
-            writer.call(Settlement(caller.account.id, caller.key.id, None, 0, request_id, row))
-            raise
+        with refusals_recorded(caller, ENDPOINT, model, request_id, wait=True):
+            meter.reservation_id, _ = admission(caller, limiter, writer, 0, price, request_id, reservation_ttl_s)
         return meter
-
-    def _admission(self, limiter: RateLimiter, reservation_ttl_s: int) -> int | None:
-        """The rate-limit check and the hold (as Meter.admit does them); the hold's id, if one was taken."""
-        key = self.caller.key
-        rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
-        ask = limiter.ask(key.id, rpm, tpm, 0)
-        if not limiter.counts_in_database:
-            limiter.answer(ask).raise_if_denied()
-            ask = None
-        if ask is None and self.price <= 0:
-            return None
-        admitted = self.writer.call(Admission(key.account_id, key.id, key.spend_limit, self.price, self.request_id,
-                                              reservation_ttl_s, ask))
-        if ask is not None:
-            ask.decision(not admitted.rate_limited, admitted.counts).raise_if_denied()
-        if admitted.refusal:
-            raise InsufficientBalance(admitted.refusal)
-        return admitted.reservation_id
 
     def finish(self, status: int) -> int:
         """Settle with the call's status: charge the price of a successful call (nothing otherwise), write the row."""
@@ -83,7 +61,3 @@ class ToolMeter:
         request_settled(self.model, None, 0, 0, charged)
         return charged
 
-
-def milliseconds_since(started: float) -> int:
-    """Whole milliseconds since a `time.monotonic()` reading."""
-    return int((time.monotonic() - started) * 1000)

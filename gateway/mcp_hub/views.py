@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from gateway import services
 from gateway.accounting import writer as accounting_writer
+from gateway.accounting.auth_throttle import from_trusted_proxy
 from gateway.accounting.keys import Caller, current_caller, presented_key
 from gateway.api.http import STREAM_HEADERS, request_id
 from gateway.api.profiles import profile_servers
@@ -75,8 +76,9 @@ def authenticate() -> Caller:
 
 
 def base_url() -> str:
-    """This gateway's external base URL (scheme as the proxy forwarded it)."""
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    """This gateway's external base URL (scheme as a trusted proxy forwarded it)."""
+    forwarded = request.headers.get("X-Forwarded-Proto", request.scheme) if from_trusted_proxy() else request.scheme
+    scheme = forwarded.split(",")[0].strip()
     return f"{scheme if scheme in ('http', 'https') else request.scheme}://{request.host}"
 
 

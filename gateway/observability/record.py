@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from gateway.accounting.auth_throttle import client_of
+from gateway.accounting.money import to_credits
 from gateway.observability import access_log, metrics, tracing
 from gateway.observability.request_record import RequestRecord
 
@@ -33,7 +34,7 @@ def current() -> RequestRecord | None:
 
 def request_settled(model: str, provider: str | None, input_tokens: int, output_tokens: int, charged: int) -> None:
     """A meter settled (called by gateway.accounting.meter): tokens and micro-credits charged."""
-    credits = charged / 1_000_000
+    credits = to_credits(charged)
     metrics.observe_charge(model, input_tokens, output_tokens, credits)
     record = current()
     if record is not None:

@@ -1,10 +1,7 @@
 """Compaction: a model-written summary of a conversation, sealed into an opaque `compaction` item.
 
-The blob is AES-GCM (`cryptography`) under a key derived with HKDF-SHA256 from the server secret:
-the env var named by `[responses] secret_env` (default GATEWAY_SECRET), or, when that is unset, a
-random secret generated once per database and kept in `server_secret`, so every worker and host
-sharing the database agrees with nothing to configure (set the env var to keep the key out of the
-database; changing it invalidates outstanding blobs). The account id is authenticated data: a blob
+The blob is AES-GCM (`cryptography`) under a key derived from the server secret (see
+gateway.server_secret; changing the secret invalidates outstanding blobs). The account id is authenticated data: a blob
 only opens for the account that made it. A compaction item passed back as input becomes a user
 message carrying the summary (a user message, not a system one: many chat templates reject a
 system message after the first position).
@@ -16,15 +13,12 @@ import base64
 import binascii
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway import services
 from gateway.accounting.keys import Caller
@@ -36,13 +30,12 @@ from gateway.ids import new_id
 from gateway.responses import store, translate
 from gateway.responses.echo import priced_usage
 from gateway.responses.validation import parse_create_request
-from gateway.tables import ServerSecret
+from gateway.server_secret import derived_key
 from gateway.upstream import routing
 from gateway.upstream.relay import upstream_body
 
 BLOB_PREFIX = "gwc1."
 NONCE_BYTES = 12
-SECRET_NAME = "responses.compaction"
 KEY_INFO = b"gateway/responses/compaction/v1"
 SUMMARY_HEADER = "Summary of the earlier conversation:\n"
 SUMMARY_REQUEST = (
@@ -51,23 +44,9 @@ SUMMARY_REQUEST = (
 )
 
 
-def server_secret(settings: Settings) -> bytes:
-    """The env secret, else this database's own random secret (created once, race-free)."""
-    value = os.environ.get(settings.responses.secret_env, "")
-    if value:
-        return value.encode()
-    ServerSecret.insert(name=SECRET_NAME, value=secrets.token_urlsafe(48)).on_conflict_ignore().execute()
-    return ServerSecret.get_by_id(SECRET_NAME).value.encode()
-
-
-def sealing_key(secret: bytes) -> bytes:
-    """The 256-bit AES-GCM key derived from a server secret."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_INFO).derive(secret)
-
-
 def compaction_key(settings: Settings) -> bytes:
     """The key that seals and opens compaction items."""
-    return sealing_key(server_secret(settings))
+    return derived_key(settings, KEY_INFO)
 
 
 def _associated_data(account_id: int) -> bytes:
