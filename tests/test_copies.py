@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -158,7 +159,10 @@ def test_a_request_goes_to_the_idle_copy(copies: tuple[UpstreamClient, list[Copy
     for server in servers:
         server.hold.clear()
     held = client.submit_json("local", "chat/completions", {"messages": []})
-    busy = next(server for server in servers if server.arrived.wait(HOLD_S))
+    deadline = time.monotonic() + HOLD_S
+    while not any(server.arrived.is_set() for server in servers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    busy = next(server for server in servers if server.arrived.is_set())
     idle = next(server for server in servers if server is not busy)
     idle.hold.set()
     assert client.post_json("local", "chat/completions", {"messages": []})["port"] == idle.server_address[1]
