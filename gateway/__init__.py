@@ -8,6 +8,7 @@ from flask import Flask
 
 from gateway import dashboard, db, errors, lifecycle, observability
 from gateway.api import (
+    API_PREFIXES,
     account,
     admin,
     catalog,
@@ -25,8 +26,6 @@ from gateway.api import (
 )
 from gateway.config import Settings, load_settings
 from gateway.mcp_hub import views as mcp_hub
-
-API_PREFIXES = {"v1": "/v1", "openrouter": "/api/v1"}
 
 
 def create_app(settings: Settings | None = None, config_path: str | None = None) -> Flask:

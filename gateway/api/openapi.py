@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from gateway.api import API_PREFIXES
 from gateway.api.openapi_spec import (
     ADMIN,
     CLIENT,
@@ -63,8 +64,6 @@ def openapi_json() -> Response:
 @functools.cache
 def document() -> dict[str, Any]:
     """The whole document (built once per process)."""
-    from gateway import API_PREFIXES  # the factory imports this module: read its table at call time
-
     schemas, bodies = request_schemas()
     paths: dict[str, dict[str, Any]] = {}
     for op in SHARED:
