@@ -15,7 +15,7 @@ from gateway.accounting import credits, keys
 from gateway.config import ConfigError, Settings, find_config_file, load_settings
 from gateway.dashboard import users
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.mcp_hub.access import encode_allow_list, parse_labels
+from gateway.mcp.access import encode_allow_list, parse_labels
 from gateway.tables import ApiKey, utcnow
 
 MCP_SERVERS_HELP = "built-in MCP servers the key may use, e.g. time,docs (default: all its scope allows)"

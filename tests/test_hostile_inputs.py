@@ -9,6 +9,8 @@ import pytest
 
 from gateway import db
 from gateway.accounting.credits import grant_credits
+from gateway.accounting.keys import set_mcp_servers
+from gateway.mcp.access import encode_allow_list
 from gateway.tables import ApiKey, Reservation, UsageEntry
 from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.scripted_model import ScriptedModel
@@ -118,6 +120,25 @@ def test_scoped_builtin_servers_are_invisible_to_other_scopes(client, make_key, 
     assert client.get("/v1/mcp/servers/tools/tools", headers=other).status_code == 404
     assert [s["label"] for s in client.get("/v1/mcp/servers", headers=payer).json["data"]] == ["tools"]
     assert client.post("/v1/responses", headers=payer, json=declared).status_code == 200
+
+
+def test_a_keys_mcp_allow_list_holds_on_every_route_not_only_the_hub(client, make_key, fake_upstream):
+    narrowed = make_key("narrowed", scope="acme")
+    with db.database.connection_context():
+        set_mcp_servers(ApiKey.get(ApiKey.name == "narrowed"), encode_allow_list(client.application.extensions[
+            "gateway.settings"], []))  # allows nothing, inside a scope that allows `tools`
+    headers = {"X-API-Key": narrowed}
+    model = ScriptedModel([("mcp__tools__echo", {"text": "hi"})])
+    fake_upstream.responder = model
+    chat = client.post("/v1/chat/completions", headers=headers, json={
+        "model": "test-model", "messages": [{"role": "user", "content": "go"}], "tools": "auto"})
+    assert chat.status_code == 200 and "tools" not in model.bodies[-1]
+    declared = {"model": "test-model", "input": "go",
+                "tools": [{"type": "mcp", "server_label": "tools", "require_approval": "never"}]}
+    refused = client.post("/v1/responses", headers=headers, json=declared)
+    assert refused.status_code == 422 and refused.json["error"]["param"] == "tools[0].server_label"
+    assert client.get("/v1/mcp/servers", headers=headers).json["data"] == []
+    assert client.get("/v1/mcp/servers/tools/tools", headers=headers).status_code == 404
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ import pytest
 
 from gateway.config import build_settings
 from gateway.errors import InvalidRequest
-from gateway.mcp.naming import hub_tool_name, tool_function_name
-from gateway.mcp_hub.access import (
+from gateway.mcp.access import (
     decode_allow_list,
     encode_allow_list,
     hub_servers,
@@ -15,6 +14,7 @@ from gateway.mcp_hub.access import (
     profile_allowed,
     usable,
 )
+from gateway.mcp.naming import hub_tool_name, tool_function_name
 from gateway.mcp_hub.asgi import http_scope
 
 SETTINGS = build_settings({

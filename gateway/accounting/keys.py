@@ -14,7 +14,7 @@ from gateway.accounting import auth_throttle
 from gateway.accounting.keycache import KeyCache
 from gateway.accounting.money import to_credits
 from gateway.errors import AuthenticationFailed, NotFound
-from gateway.mcp_hub.access import decode_allow_list
+from gateway.mcp.access import decode_allow_list
 from gateway.tables import Account, ApiKey
 
 CACHE = "gateway.key_cache"
@@ -29,6 +29,11 @@ class Caller:
 
     key: ApiKey
     account: Account
+
+    @property
+    def mcp_allow_list(self) -> list[str] | None:
+        """The key's own MCP allow-list (None: every server its scope allows)."""
+        return decode_allow_list(self.key.mcp_servers)
 
 
 def generate_key() -> str:
@@ -161,7 +166,7 @@ def update_limits(key: ApiKey, changes: dict[str, int | None]) -> ApiKey:
 
 
 def set_mcp_servers(key: ApiKey, stored: str | None) -> ApiKey:
-    """Set a key's MCP allow-list (as gateway.mcp_hub.access.encode_allow_list stores it; None clears it)."""
+    """Set a key's MCP allow-list (as gateway.mcp.access.encode_allow_list stores it; None clears it)."""
     key.mcp_servers = stored
     key.save()
     forget_key(key.id)

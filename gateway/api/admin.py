@@ -13,7 +13,7 @@ from gateway.accounting import credits, keys
 from gateway.api.http import json_object, parse_model
 from gateway.db import database
 from gateway.errors import InvalidRequest
-from gateway.mcp_hub.access import encode_allow_list
+from gateway.mcp.access import encode_allow_list
 from gateway.tables import ApiKey, LedgerEntry, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

@@ -86,7 +86,8 @@ def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
         route = routing.resolve(settings, body.get("model"))
         meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
     with meter.closed_on_failure():
-        plan = chat_render.loop_plan(body, route, profile_toolset(services.mcp(), labels, caller.account.scope))
+        toolset = profile_toolset(services.mcp(), labels, caller.account.scope, caller.mcp_allow_list)
+        plan = chat_render.loop_plan(body, route, toolset)
         run = Run(plan, meter, services.upstream(), settings)
     if streaming:
         return with_headers(event_stream(chat_render.stream(run, wants_usage(body), stream_dialect()), run), meter)

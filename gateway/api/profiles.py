@@ -11,7 +11,7 @@ from gateway.api.chat import relay_upstream, run_with_tools, validated
 from gateway.api.http import authenticated_blueprint
 from gateway.api.openai_requests import ChatRequest
 from gateway.errors import NotFound
-from gateway.mcp_hub.access import profile_allowed
+from gateway.mcp.access import profile_allowed
 
 bp = authenticated_blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.errors import BadInput, Conflict, GatewayError, ServiceUnavailable
+from gateway.mcp.access import may_use
 from gateway.mcp.bridge import McpBridge
 from gateway.mcp.policy import check_remote_url
 from gateway.mcp.remote import remote_http_client
@@ -31,11 +32,13 @@ class McpRuntime:
     executor: Executor
 
 
-def profile_toolset(runtime: McpRuntime, labels: Iterable[str], scope: str | None) -> Toolset | None:
-    """Every tool of a profile's servers this scope may use (unavailable ones are skipped and logged)."""
+def profile_toolset(
+    runtime: McpRuntime, labels: Iterable[str], scope: str | None, allow_list: list[str] | None,
+) -> Toolset | None:
+    """Every tool of a profile's servers this key may use (unavailable ones are skipped and logged)."""
     parts = []
     for label in labels:
-        if not runtime.settings.mcpServers[label].allows(scope):
+        if not may_use(runtime.settings, label, scope, allow_list):
             continue
         try:
             runtime.servers.wait_started(label, runtime.settings.mcp.connect_timeout_s)
@@ -50,13 +53,13 @@ def profile_toolset(runtime: McpRuntime, labels: Iterable[str], scope: str | Non
 
 def declared_toolset(
     runtime: McpRuntime, declarations: list[Any], already_listed: set[str],
-    allowed_targets: dict[str, set[str] | None] | None, scope: str | None,
+    allowed_targets: dict[str, set[str] | None] | None, scope: str | None, allow_list: list[str] | None,
 ) -> Toolset | None:
     """Resolve Responses `{"type": "mcp"}` declarations; 422 bad_input for every rule they break."""
     parts: list[ServerTools] = []
     try:
         for index, declaration in enumerate(declarations):
-            server = open_declared(runtime, declaration, index, scope)
+            server = open_declared(runtime, declaration, index, scope, allow_list)
             parts.append(server)
             server.tools = select_tools(server.tools, declaration.allowed_tools, allowed_targets, declaration, index)
             server.announce = declaration.server_label not in already_listed
@@ -68,12 +71,13 @@ def declared_toolset(
     return Toolset(parts, runtime.executor) if parts else None
 
 
-def open_declared(runtime: McpRuntime, declaration: Any, index: int, scope: str | None) -> ServerTools:
-    """Connect a built-in label (one this scope may use) or a remote server_url and read its tools."""
+def open_declared(
+    runtime: McpRuntime, declaration: Any, index: int, scope: str | None, allow_list: list[str] | None,
+) -> ServerTools:
+    """Connect a built-in label (one this key may use) or a remote server_url and read its tools."""
     label = declaration.server_label
     if declaration.server_url is None:
-        server = runtime.settings.mcpServers.get(label)
-        if server is None or not server.allows(scope):
+        if not may_use(runtime.settings, label, scope, allow_list):
             raise BadInput(f"MCP server_label {label!r} is not a configured built-in server.",
                            param=f"tools[{index}].server_label")
         try:

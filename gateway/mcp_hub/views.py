@@ -19,8 +19,8 @@ from gateway.accounting.keys import Caller, current_caller, presented_key
 from gateway.api.http import STREAM_HEADERS, request_id
 from gateway.api.profiles import profile_servers
 from gateway.errors import AuthenticationFailed, MethodNotAllowed
+from gateway.mcp.access import hub_servers, usable
 from gateway.mcp_hub import asgi
-from gateway.mcp_hub.access import decode_allow_list, hub_servers, usable
 from gateway.mcp_hub.server import SCOPE_KEY, HubRequest, HubServer
 
 EXTENSION = "gateway.mcp_hub"
@@ -34,7 +34,7 @@ def hub() -> Response:
     """Every tool of the built-in servers of the profiles the key's scope may use."""
     caller = authenticate()
     settings = services.settings()
-    return serve(caller, hub_servers(settings, caller.account.scope, decode_allow_list(caller.key.mcp_servers)))
+    return serve(caller, hub_servers(settings, caller.account.scope, caller.mcp_allow_list))
 
 
 @bp.route("/mcp/<scope>/<profile>", methods=["GET", "POST", "DELETE"])
@@ -42,8 +42,7 @@ def profile_hub(scope: str, profile: str) -> Response:
     """Exactly one profile's servers (404 `profile_not_found` as on the chat profile routes)."""
     caller = authenticate()
     labels = profile_servers(scope, profile)
-    allow_list = decode_allow_list(caller.key.mcp_servers)
-    return serve(caller, usable(services.settings(), labels, caller.account.scope, allow_list))
+    return serve(caller, usable(services.settings(), labels, caller.account.scope, caller.mcp_allow_list))
 
 
 @bp.get(METADATA_PATH)

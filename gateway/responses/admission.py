@@ -86,7 +86,7 @@ def admit(
     meter = Meter.admit(caller, [route], estimate, "responses", request_id, settings, services.limiter(),
                         generation_id=response_id)
     with meter.closed_on_failure():
-        toolset = open_toolset(req, history, caller.account.scope)
+        toolset = open_toolset(req, history, caller)
         cap = req.max_output_tokens or route.settings.max_output_tokens  # the hold's cap is the loop's total
         plan = LoopPlan(route, messages, params, toolset, cap, req.max_tool_calls, approved)
         builder = ResponseBuilder(response_id, request_echo(req), int(time.time()), route.model_id)
@@ -94,12 +94,13 @@ def admit(
         return ResponseRun(run, req, caller, builder, own, history=history, conversation_id=req.conversation_id)
 
 
-def open_toolset(req: CreateResponseRequest, history: store.History, scope: str | None) -> Toolset | None:
+def open_toolset(req: CreateResponseRequest, history: store.History, caller: Caller) -> Toolset | None:
     """The request's MCP servers, connected (servers listed earlier in the chain are not re-listed)."""
     if not req.mcp_tools():
         return None
     targets = translate.allowed_mcp_targets(req)
-    return declared_toolset(services.mcp(), req.mcp_tools(), history.listed_servers, targets, scope)
+    return declared_toolset(services.mcp(), req.mcp_tools(), history.listed_servers, targets, caller.account.scope,
+                            caller.mcp_allow_list)
 
 
 def check_tool_outputs(own: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:

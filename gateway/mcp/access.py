@@ -1,8 +1,10 @@
-"""Which built-in MCP servers a key may use through the hub: pure functions of the config and the key.
+"""Which built-in MCP servers a key may use: pure functions of the config and the key.
 
-A key sees the servers of the profiles its account's scope may use (`scope/...` profiles, or every
-profile for scope `*`), minus servers whose `scopes` exclude it, narrowed by the key's own
-allow-list when it has one (`api_key.mcp_servers`). An allow-list never widens what the scope allows.
+One rule everywhere a built-in server is reached (the hub at /mcp, `tools: "auto"` profiles,
+Responses `mcp` tools, discovery): the server's `scopes` must admit the account's scope, and the
+key's own allow-list (`api_key.mcp_servers`), when it has one, must name it. The hub aggregates the
+servers of the profiles the scope may use (`scope/...` profiles, or every profile for scope `*`).
+An allow-list never widens what the scope allows.
 """
 
 from __future__ import annotations
@@ -19,16 +21,15 @@ def profile_allowed(profile: str, scope: str | None) -> bool:
     return scope is not None and (scope == "*" or profile.split("/", 1)[0] == scope)
 
 
+def may_use(settings: Settings, label: str, scope: str | None, allow_list: list[str] | None) -> bool:
+    """Whether a key of this scope and allow-list may use the built-in server `label`."""
+    server = settings.mcpServers.get(label)
+    return server is not None and server.allows(scope) and (allow_list is None or label in allow_list)
+
+
 def usable(settings: Settings, labels: Iterable[str], scope: str | None, allow_list: list[str] | None) -> list[str]:
     """`labels` (in order, once each) that the scope and the key's allow-list both permit."""
-    seen: list[str] = []
-    for label in labels:
-        server = settings.mcpServers.get(label)
-        if server is None or label in seen or not server.allows(scope):
-            continue
-        if allow_list is None or label in allow_list:
-            seen.append(label)
-    return seen
+    return [label for label in dict.fromkeys(labels) if may_use(settings, label, scope, allow_list)]
 
 
 def hub_servers(settings: Settings, scope: str | None, allow_list: list[str] | None) -> list[str]:
