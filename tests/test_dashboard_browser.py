@@ -94,7 +94,10 @@ class Pages:
         """Click what sends a form, and wait until the next page replaced this one."""
         page = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.CSS_SELECTOR, selector).click()
-        WebDriverWait(self.driver, WAIT_S).until(expected_conditions.staleness_of(page))
+        # While the page navigates, chromedriver may answer a check with "unhandled inspector error"
+        # (no execution context yet): that is not an answer, so ask again.
+        WebDriverWait(self.driver, WAIT_S, ignored_exceptions=(WebDriverException,)).until(
+            expected_conditions.staleness_of(page))
 
     def submit(self, form_selector: str = "main form") -> None:
         self.click_and_load(f"{form_selector} button[type=submit]")
