@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from werkzeug.serving import make_server
 
 from gateway import create_app, db
@@ -16,6 +17,12 @@ from gateway.config import Settings, build_settings, merge
 from tests.fake_upstream import FakeUpstream
 
 TEST_DATABASE_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+
+# Property tests draw the same examples on every run, so CI is repeatable; HYPOTHESIS_PROFILE=explore
+# draws new ones (and more of them) for a bug hunt.
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+hypothesis_settings.register_profile("explore", max_examples=1000)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True)
