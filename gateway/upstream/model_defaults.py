@@ -11,21 +11,28 @@ as unset.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from gateway.config import ModelSettings
+from gateway.config import DefaultParameters, ModelSettings
 
 
 def with_model_defaults(body: dict[str, Any], model: ModelSettings) -> dict[str, Any]:
     """A chat body (one with `messages`) with the model's system prompt and sampling defaults filled in."""
-    if not isinstance(body.get("messages"), list):
+    defaults = _set_parameters(model.default_parameters)
+    if not isinstance(body.get("messages"), list) or not (defaults or model.system_prompt):
         return body
-    defaults = model.default_parameters.model_dump(exclude_none=True)
-    unset = {name: value for name, value in defaults.items() if body.get(name) is None}
+    unset = {name: value for name, value in defaults if body.get(name) is None}
     filled = {**body, **unset}
     if model.system_prompt and not _starts_with_system(body["messages"]):
         filled["messages"] = [{"role": "system", "content": model.system_prompt}, *body["messages"]]
     return filled
+
+
+@functools.cache
+def _set_parameters(parameters: DefaultParameters) -> tuple[tuple[str, Any], ...]:
+    """The parameters a model sets, once per settings object (this runs twice on every chat request)."""
+    return tuple(parameters.model_dump(exclude_none=True).items())
 
 
 def _starts_with_system(messages: list[Any]) -> bool:
