@@ -13,9 +13,9 @@ from gateway import db
 from gateway.accounting import credits
 from gateway.accounting.credits import Price, draw_plan, to_micro
 from gateway.accounting.keys import create_key
+from gateway.accounting.usage import Usage
 from gateway.config import ModelSettings
 from gateway.errors import InsufficientBalance
-from gateway.loop.events import Usage
 from gateway.tables import CreditGrant, LedgerEntry, Reservation, utcnow
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0)

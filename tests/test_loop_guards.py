@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from gateway.accounting.usage import Usage
 from gateway.errors import UpstreamRejected
-from gateway.loop.events import Usage
 from gateway.loop.guards import (
     CONTEXT_FULL,
     REPEATED_MESSAGE,

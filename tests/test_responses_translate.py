@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.accounting.usage import Usage
 from gateway.errors import BadInput
 from gateway.loop.events import (
     FunctionCallDelta,
@@ -18,11 +19,10 @@ from gateway.loop.events import (
     ReasoningDelta,
     TextDelta,
     TurnFinished,
-    Usage,
 )
 from gateway.mcp.naming import tool_function_name
+from gateway.responses.builder import ResponseBuilder
 from gateway.responses.echo import request_echo
-from gateway.responses.events import ResponseBuilder
 from gateway.responses.translate import (
     allowed_function_names,
     allowed_mcp_targets,

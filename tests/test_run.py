@@ -11,7 +11,7 @@ import pytest
 from gateway import db
 from gateway.accounting.credits import Price, grant_credits
 from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
-from gateway.loop.events import Usage
+from gateway.accounting.usage import Usage
 from gateway.tables import ApiKey, LedgerEntry, Reservation, UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk
 from tests.mcp_fixtures.launch import TOOL_SERVER

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.loop.events import FunctionCallDelta, ReasoningDelta, TextDelta, Usage
+from gateway.accounting.usage import Usage
+from gateway.loop.events import FunctionCallDelta, ReasoningDelta, TextDelta
 from gateway.loop.turn import TurnReader
 from tests.fake_upstream import chat_chunk
 from tests.scripted_model import tool_call_chunks, usage

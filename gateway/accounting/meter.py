@@ -23,11 +23,11 @@ from gateway.accounting.operations import Admission, Extension, Settlement, Usag
 from gateway.accounting.output_cap import choices, output_cap
 from gateway.accounting.ratelimit import RateLimiter
 from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens, hold_prompt_tokens
+from gateway.accounting.usage import Usage
 from gateway.accounting.writer import AccountingWriter, writer
 from gateway.config import ModelSettings, Settings
 from gateway.errors import CLIENT_CLOSED, GatewayError, InsufficientBalance, ModelNotFound, RateLimited
 from gateway.ids import new_id
-from gateway.loop.events import Usage
 from gateway.observability.record import current, request_settled
 from gateway.upstream.model_defaults import with_model_defaults
 from gateway.upstream.routing import Route

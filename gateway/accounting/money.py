@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from gateway.accounting.usage import Usage
 from gateway.config import ModelSettings
 from gateway.errors import InvalidRequest
-from gateway.loop.events import Usage
 
 MICRO = 1_000_000
 

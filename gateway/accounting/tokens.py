@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-from gateway.loop.events import Usage
+from gateway.accounting.usage import Usage
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3

@@ -5,34 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.accounting.usage import Usage
 from gateway.errors import CLIENT_CLOSED
 
 CHAT_FINISH_REASONS = {"max_output_tokens": "length", "context_length_exceeded": "length",
                        "content_filter": "content_filter"}  # incomplete reasons as chat finish reasons
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Token counts of one model turn or of the whole loop."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    estimated: bool = False
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.cached_tokens + other.cached_tokens,
-            self.reasoning_tokens + other.reasoning_tokens,
-            self.estimated or other.estimated,
-        )
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
 
 
 @dataclass(frozen=True)

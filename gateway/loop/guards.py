@@ -18,8 +18,8 @@ import json
 import re
 from typing import Any
 
+from gateway.accounting.usage import Usage
 from gateway.errors import UpstreamRejected
-from gateway.loop.events import Usage
 
 CONTEXT_FULL = "context_length_exceeded"  # incomplete_details.reason; chat's finish_reason is "length"
 REPEATED_MESSAGE = ("Not executed: this exact call already ran; its result is above. "

@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.accounting.meter import Meter
 from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens, hold_prompt_tokens
+from gateway.accounting.usage import Usage
 from gateway.config import Settings
 from gateway.errors import GatewayError, UpstreamRejected
 from gateway.ids import new_id
@@ -26,7 +27,6 @@ from gateway.loop.events import (
     McpCallFinished,
     McpCallStarted,
     TurnFinished,
-    Usage,
 )
 from gateway.loop.guards import (
     CONTEXT_FULL,
@@ -104,7 +104,7 @@ class LoopState:
         return self.usage if self.open_turn is None else self.usage + self.open_turn.estimate()
 
 
-def run_loop(
+def loop_events(
     plan: LoopPlan, client: UpstreamClient, settings: Settings, meter: Meter, state: LoopState
 ) -> Iterator[LoopEvent]:
     """Run model turns and MCP calls until the model answers; the last event is LoopFinished."""

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting.tokens import usage_from_openai
-from gateway.loop.events import FunctionCallDelta, LoopEvent, ReasoningDelta, TextDelta, Usage
+from gateway.accounting.usage import Usage
+from gateway.loop.events import FunctionCallDelta, LoopEvent, ReasoningDelta, TextDelta
 
 
 def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:

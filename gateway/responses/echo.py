@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gateway.accounting.credits import to_credits
-from gateway.loop.events import Usage
+from gateway.accounting.usage import Usage
 from gateway.responses.schema import CreateResponseRequest, FunctionTool, McpTool
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
 from gateway.accounting.output_cap import with_output_cap
 from gateway.accounting.tokens import usage_from_openai
+from gateway.accounting.usage import Usage
 from gateway.config import Settings
 from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError, UpstreamError, UpstreamRejected
-from gateway.loop.events import Usage
 from gateway.observability.record import fallback_taken, first_token
 from gateway.upstream import sse
 from gateway.upstream.chunks import read_chunks

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from gateway import db
 from gateway.accounting.credits import Price, balance_of
+from gateway.accounting.usage import Usage
 from gateway.config import ModelSettings
-from gateway.loop.events import Usage
 from gateway.tables import LedgerEntry, Reservation, UsageEntry
 
 SETTLE_WAIT_S = 10.0  # a stream a client left settles on the server's thread, a moment later
