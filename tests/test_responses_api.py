@@ -14,7 +14,7 @@ from gateway import db, lifecycle
 from gateway.tables import StoredResponse, UsageEntry
 from gateway.upstream.sse import SseDecoder
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion, usage_chunk
-from tests.test_responses_events import check_stream, spec_json, validate_response
+from tests.test_response_builder import check_stream, spec_json, validate_response
 
 PAID_MODEL = {"paid-model": {"provider": "fake", "output_price_per_mtok": 1000, "max_output_tokens": 50}}
 

@@ -14,7 +14,7 @@ from gateway import create_app, lifecycle
 from gateway.config import load_settings
 from tests.mcp_fixtures.launch import TOOL_SERVER, http_tool_server
 from tests.scripted_model import ScriptedModel
-from tests.test_responses_events import check_stream
+from tests.test_response_builder import check_stream
 
 BUILTIN = {"type": "mcp", "server_label": "tools", "require_approval": "never"}
 SECRET = "tok-9f8e7d6c5b4a"

@@ -12,8 +12,8 @@ import pytest
 
 from gateway.upstream.sse import SseDecoder
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion
+from tests.test_response_builder import check_stream, spec_json, validate_response
 from tests.test_responses_api import PAID_MODEL
-from tests.test_responses_events import check_stream, spec_json, validate_response
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.scripted_model import ScriptedModel
 from tests.served import gateway_serve
 from tests.test_deploy import NGINX, start_nginx  # noqa: F401 (a fixture, used by name)
+from tests.test_response_builder import check_stream
 from tests.test_responses_api import PAID_MODEL
-from tests.test_responses_events import check_stream
 
 TERMINAL = {"response.completed", "response.failed", "response.incomplete"}
 

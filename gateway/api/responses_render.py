@@ -1,4 +1,4 @@
-"""Responses renderers: a ResponseRun as one JSON object or as the SSE event lifecycle.
+"""Responses renderers: a ResponseAssembly as one JSON object or as the SSE event lifecycle.
 
 `response_events` is the one generator of a response's streaming events (it drives the run inside
 `with run:`); SSE here and the WebSocket mode (`responses_ws`) only frame what it yields.
@@ -30,14 +30,14 @@ from typing import Any
 
 from gateway.db import own_connection
 from gateway.loop.events import KeepAlive, LoopEvent, LoopFinished
-from gateway.responses.response_run import ResponseRun
+from gateway.responses.assembly import ResponseAssembly
 from gateway.upstream import sse
 
 log = logging.getLogger(__name__)
 TURN_TIMEOUT_STATUS = 504
 
 
-def complete(response: ResponseRun) -> dict[str, Any]:
+def complete(response: ResponseAssembly) -> dict[str, Any]:
     """JSON mode: the whole loop, then the final response object (or the HTTP error of a failure)."""
     with response.run:
         for event in response.run.events():
@@ -47,7 +47,7 @@ def complete(response: ResponseRun) -> dict[str, Any]:
     return response.final_response()
 
 
-def started(response: ResponseRun) -> Iterator[LoopEvent]:
+def started(response: ResponseAssembly) -> Iterator[LoopEvent]:
     """The run's events once the first has arrived; a rejection before it raises its HTTP error."""
     events = response.run.events()
     with response.run.finished_on_error():
@@ -58,7 +58,7 @@ def started(response: ResponseRun) -> Iterator[LoopEvent]:
     return itertools.chain([first], events)
 
 
-def stream(response: ResponseRun) -> Iterator[bytes]:
+def stream(response: ResponseAssembly) -> Iterator[bytes]:
     """Streaming mode; the first loop event is awaited here, so a rejection is still an HTTP error."""
     return _frames(response, started(response))
 
@@ -68,7 +68,7 @@ def frame(event: dict[str, Any]) -> bytes:
     return sse.encode(event, event["type"])
 
 
-def _frames(response: ResponseRun, events: Iterator[LoopEvent]) -> Iterator[bytes]:
+def _frames(response: ResponseAssembly, events: Iterator[LoopEvent]) -> Iterator[bytes]:
     with contextlib.closing(response_events(response, events)) as stream_events:
         for event in stream_events:
             yield sse.comment() if event is None else frame(event)
@@ -76,7 +76,7 @@ def _frames(response: ResponseRun, events: Iterator[LoopEvent]) -> Iterator[byte
 
 
 def response_events(
-    response: ResponseRun, events: Iterator[LoopEvent], deadline: float | None = None
+    response: ResponseAssembly, events: Iterator[LoopEvent], deadline: float | None = None
 ) -> Iterator[dict[str, Any] | None]:
     """Every streaming event of one response, in order; None marks a silence (a keep-alive).
 

@@ -42,7 +42,7 @@ from gateway.config import Settings
 from gateway.db import database, own_connection
 from gateway.errors import GatewayError, InvalidRequest, MalformedJson, ServiceUnavailable
 from gateway.responses import admission, store
-from gateway.responses.response_run import ResponseRun
+from gateway.responses.assembly import ResponseAssembly
 
 log = logging.getLogger(__name__)
 SLOTS = "gateway.responses.websockets"
@@ -238,7 +238,7 @@ class Session:
                 elif not self.socket.connected:
                     raise simple_websocket.ConnectionClosed()
 
-    def remember(self, response: ResponseRun, previous: str | None) -> None:
+    def remember(self, response: ResponseAssembly, previous: str | None) -> None:
         """Keep a finished response's history; a failed continuation evicts what it continued."""
         outcome = response.run.outcome
         if outcome is not None and outcome.status in FINISHED:

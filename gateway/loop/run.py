@@ -21,7 +21,7 @@ from gateway.config import Settings
 from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError
 from gateway.loop.events import FunctionCallDelta, LoopEvent, LoopFinished, ReasoningDelta, TextDelta
-from gateway.loop.tool_loop import LoopPlan, LoopState, run_loop
+from gateway.loop.tool_loop import LoopPlan, LoopState, loop_events
 from gateway.observability.record import first_token
 from gateway.upstream.client import UpstreamClient
 
@@ -45,7 +45,7 @@ class Run:
 
     def events(self) -> Iterator[LoopEvent]:
         """The loop's events; the last is LoopFinished, which becomes the outcome."""
-        self.loop = run_loop(self.plan, self.client, self.settings, self.meter, self.state)
+        self.loop = loop_events(self.plan, self.client, self.settings, self.meter, self.state)
         for event in self.loop:
             if isinstance(event, LoopFinished):
                 self.outcome = event

@@ -16,9 +16,9 @@ from gateway.loop.tool_loop import ApprovedCall, LoopPlan
 from gateway.mcp.assemble import declared_toolset
 from gateway.mcp.toolset import Toolset
 from gateway.responses import compaction, conversations, store, translate
+from gateway.responses.assembly import ResponseAssembly
+from gateway.responses.builder import ResponseBuilder
 from gateway.responses.echo import request_echo
-from gateway.responses.events import ResponseBuilder
-from gateway.responses.response_run import ResponseRun
 from gateway.responses.schema import CreateResponseRequest
 from gateway.responses.validation import parse_create_request
 from gateway.upstream import routing
@@ -26,8 +26,8 @@ from gateway.upstream import routing
 
 def admit_response(
     body: dict[str, Any], caller: Caller, request_id: str, chains: Mapping[str, store.History] | None = None
-) -> ResponseRun:
-    """Validate a create request and admit it: a ResponseRun ready to render (JSON, SSE, WebSocket, background).
+) -> ResponseAssembly:
+    """Validate a create request and admit it: a ResponseAssembly ready to render (JSON, SSE, WebSocket, background).
 
     `chains` are histories the caller's connection holds in memory (WebSocket mode), by response id.
     """
@@ -68,7 +68,7 @@ def inherited_history(
 
 def admit(
     req: CreateResponseRequest, caller: Caller, request_id: str, settings: Settings, history: store.History
-) -> ResponseRun:
+) -> ResponseAssembly:
     """Resolve the model, reserve credits (402/429), open MCP servers: a runnable response."""
     route = routing.resolve(settings, req.model)
     own = store.stored_input_items(req.input_items())
@@ -91,7 +91,7 @@ def admit(
         plan = LoopPlan(route, messages, params, toolset, cap, req.max_tool_calls, approved)
         builder = ResponseBuilder(response_id, request_echo(req), int(time.time()), route.model_id)
         run = Run(plan, meter, services.upstream(), settings)
-        return ResponseRun(run, req, caller, builder, own, history=history, conversation_id=req.conversation_id)
+        return ResponseAssembly(run, req, caller, builder, own, history=history, conversation_id=req.conversation_id)
 
 
 def open_toolset(req: CreateResponseRequest, history: store.History, caller: Caller) -> Toolset | None:

@@ -26,7 +26,7 @@ from gateway.db import own_connection
 from gateway.errors import Conflict, GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.loop.events import LoopFinished
 from gateway.responses import store
-from gateway.responses.response_run import ResponseRun
+from gateway.responses.assembly import ResponseAssembly
 
 log = logging.getLogger(__name__)
 CANCEL_POLL_S = 1.0
@@ -98,7 +98,7 @@ def stop_local_run(response_id: str) -> None:
     runner().cancel(response_id)
 
 
-def start(response: ResponseRun) -> dict[str, Any]:
+def start(response: ResponseAssembly) -> dict[str, Any]:
     """Store the response as `queued`, hand it to the pool, answer the queued object."""
     response.persist = persist
     queued = response.builder.response()
@@ -116,7 +116,7 @@ def start(response: ResponseRun) -> dict[str, Any]:
     return queued
 
 
-def execute(response: ResponseRun, stop: threading.Event) -> None:
+def execute(response: ResponseAssembly, stop: threading.Event) -> None:
     """A pool thread's job: run the loop unless the response was cancelled or deleted first."""
     run = response.run
     with own_connection():
@@ -134,7 +134,7 @@ def execute(response: ResponseRun, stop: threading.Event) -> None:
                     break
 
 
-def stopped_outcome(response: ResponseRun) -> LoopFinished:
+def stopped_outcome(response: ResponseAssembly) -> LoopFinished:
     """Cancelled (or deleted) by a client, or stopped because the worker shuts down."""
     if store.current_status(response.response_id) in ("cancelled", None):
         return response.run.cancelled()
@@ -163,7 +163,7 @@ def persist(response: dict[str, Any]) -> None:
         store.finish_background({**response, "status": "cancelled"})
 
 
-def fail(response: ResponseRun, code: str, message: str) -> None:
+def fail(response: ResponseAssembly, code: str, message: str) -> None:
     """Settle and fail a queued response that will never run."""
     with own_connection():
         response.run.finish(response.run.ended(code, message, 503))

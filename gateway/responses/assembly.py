@@ -11,8 +11,8 @@ from gateway.errors import GatewayError, InsufficientBalance
 from gateway.loop.events import LoopFinished
 from gateway.loop.run import Run
 from gateway.responses import conversations, store
+from gateway.responses.builder import ResponseBuilder
 from gateway.responses.echo import priced_usage
-from gateway.responses.events import ResponseBuilder
 from gateway.responses.schema import CreateResponseRequest
 from gateway.responses.translate import output_items_to_input
 
@@ -20,7 +20,7 @@ Persist = Callable[[dict[str, Any]], Any]
 
 
 @dataclass
-class ResponseRun:
+class ResponseAssembly:
     """One response: the run's finish also closes the response object and stores it."""
 
     run: Run

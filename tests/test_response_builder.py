@@ -21,6 +21,7 @@ from openai.types.responses.response_output_item import McpApprovalRequest, McpC
 from openai.types.responses.tool import Mcp
 from pydantic import BaseModel, ValidationError
 
+from gateway.accounting.usage import Usage
 from gateway.loop.events import (
     FunctionCallDelta,
     KeepAlive,
@@ -32,10 +33,9 @@ from gateway.loop.events import (
     ReasoningDelta,
     TextDelta,
     TurnFinished,
-    Usage,
 )
+from gateway.responses.builder import ResponseBuilder
 from gateway.responses.echo import request_echo
-from gateway.responses.events import ResponseBuilder
 from gateway.responses.validation import parse_create_request
 
 SPEC_EVENTS: dict[str, type[BaseModel]] = {
