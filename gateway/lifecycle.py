@@ -21,6 +21,7 @@ from gateway.mcp.servers import BuiltinServers, ServerSpec
 from gateway.mcp.transports import http_timeout
 from gateway.observability import close as close_observers
 from gateway.responses import background as responses_background
+from gateway.serving import trusted_proxies
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.model_process import ManagedProcess
 
@@ -75,8 +76,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Create the services; nothing starts until `start(app)` (after gunicorn forks)."""
     app.extensions["gateway.upstream"] = UpstreamClient(settings.providers, settings.server.threads)
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
-    streams.init_app(app, settings.limits)
+    streams.init_app(app, settings)
     keys.init_app(app, settings.auth.key_cache_ttl_s)
+    trusted_proxies.init_app(app, settings)
     auth_throttle.init_app(app, settings)
     accounting_writer.init_app(app, database.obj, settings.billing.reservation_ttl_s,
                                app.extensions["gateway.ratelimit"].counts_in_database)

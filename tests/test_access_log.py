@@ -12,7 +12,7 @@ from gateway import db
 from gateway.accounting import credits
 from gateway.accounting.keys import create_key
 from gateway.observability.logs import JsonFormatter, logging_config
-from gateway.observability.record import CURRENT, RequestRecord
+from gateway.observability.wsgi_middleware import CURRENT, RequestRecord
 from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.scripted_model import ScriptedModel
 

@@ -23,11 +23,11 @@ from mcp.shared.exceptions import MCPError
 from werkzeug.serving import make_server
 
 from gateway import create_app, db, lifecycle
-from gateway.accounting.auth_throttle import TRUSTED_PROXIES
 from gateway.accounting.credits import grant_credits, summarize
 from gateway.accounting.keys import create_key
 from gateway.config import build_settings
 from gateway.serving.client_address import parse_networks
+from gateway.serving.trusted_proxies import TRUSTED_PROXIES
 from gateway.tables import Account, ApiKey, UsageEntry
 from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.mcp_hub_client import call, text_of, tool_names, with_hub

@@ -9,7 +9,7 @@ bound would not slow a search for keys at all. The window slides (the failure ti
 The counts live in each worker process (no shared store, no database round trip): with W
 workers an address may fail up to W x `limit` times per window before every worker refuses it.
 The address is the peer's, or X-Forwarded-For's behind a `[server] trusted_proxies` proxy
-(gateway.serving.client_address). At most `max_addresses` addresses are tracked; the one that
+(gateway.serving.trusted_proxies). At most `max_addresses` addresses are tracked; the one that
 failed least recently is forgotten first. A refused request is not counted (it was never checked),
 and attempts already in flight when the limit is reached still finish (at most one per thread).
 """
@@ -23,14 +23,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app
 
 from gateway.config import Settings
 from gateway.errors import AuthenticationFailed, RateLimited
-from gateway.serving.client_address import Network, client_address, is_trusted, parse_networks
+from gateway.serving.trusted_proxies import request_address
 
 EXTENSION = "gateway.auth_throttle"
-TRUSTED_PROXIES = "gateway.trusted_proxies"
 MAX_ADDRESSES = 100_000
 
 
@@ -70,26 +69,9 @@ class FailedAuthThrottle:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Give the app its throttle and its trusted proxies."""
+    """Give the app its throttle."""
     auth = settings.auth
     app.extensions[EXTENSION] = FailedAuthThrottle(auth.failed_attempts_per_address, auth.failed_attempts_window_s)
-    app.extensions[TRUSTED_PROXIES] = parse_networks(settings.server.trusted_proxies)
-
-
-def client_of(app: Flask, peer: str | None, forwarded_for: str | None) -> str:
-    """A request's client address by the app's `[server] trusted_proxies` (the access log uses it too)."""
-    trusted: tuple[Network, ...] = app.extensions.get(TRUSTED_PROXIES, ())
-    return client_address(peer, forwarded_for, trusted)
-
-
-def request_address() -> str:
-    """The current request's client address (X-Forwarded-For only from a trusted proxy)."""
-    return client_of(current_app, request.remote_addr, ",".join(request.headers.getlist("X-Forwarded-For")))
-
-
-def from_trusted_proxy() -> bool:
-    """Whether the current request's direct peer is a `[server] trusted_proxies` proxy (so X-Forwarded-* count)."""
-    return is_trusted(request.remote_addr or "", current_app.extensions.get(TRUSTED_PROXIES, ()))
 
 
 @contextlib.contextmanager

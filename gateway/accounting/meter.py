@@ -12,48 +12,65 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.accounting.keys import Caller
-from gateway.accounting.money import Price
+from gateway.accounting.money import Price, to_credits
 from gateway.accounting.operations import Admission, Extension, Settlement, UsageRow
-from gateway.accounting.output_cap import choices, output_cap
 from gateway.accounting.ratelimit import RateLimiter
-from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens, hold_prompt_tokens
+from gateway.accounting.tokens import estimate_text_tokens
 from gateway.accounting.usage import Usage
 from gateway.accounting.writer import AccountingWriter, writer
 from gateway.config import ModelSettings, Settings
-from gateway.errors import CLIENT_CLOSED, GatewayError, InsufficientBalance, ModelNotFound, RateLimited
+from gateway.errors import (
+    CLIENT_CLOSED,
+    DebtBoundReached,
+    GatewayError,
+    InsufficientBalance,
+    ModelNotFound,
+    RateLimited,
+    RequestAboveTokenLimit,
+)
 from gateway.ids import new_id
-from gateway.observability.record import current, request_settled
-from gateway.upstream.model_defaults import with_model_defaults
-from gateway.upstream.routing import Route
+from gateway.observability.wsgi_middleware import current, request_settled
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = 500
-REFUSALS = (InsufficientBalance, ModelNotFound, RateLimited)  # refused before any work: a row with cost 0
+REFUSALS = (InsufficientBalance, ModelNotFound, RateLimited, RequestAboveTokenLimit)  # a row with cost 0
 MODEL_COLUMN_LENGTH = 255
 
 
-def max_output_tokens(body: dict[str, Any], model: ModelSettings, endpoint: str) -> int:
-    """The output a request may produce: its cap (see gateway.accounting.output_cap) times `n`."""
-    return output_cap(body, model, endpoint) * choices(body)
+class Served(Protocol):
+    """Where a request was served (gateway.upstream.routing.Route): all the meter reads of it."""
+
+    model_id: str
+    provider: str
+    settings: ModelSettings
 
 
-def hold_amount(body: dict[str, Any], routes: list[Route], endpoint: str) -> int:
-    """The worst case over the routes: the prompt's upper bound (with the model's system prompt) and the
-    output cap at each route's prices."""
-    worst = 0
-    for route in routes:
-        price = Price.of(route.settings)
-        if price.free:
-            continue
-        prompt = hold_prompt_tokens(with_model_defaults(body, route.settings))
-        worst = max(worst, price.cost(Usage(prompt, max_output_tokens(body, route.settings, endpoint))))
-    return worst
+@dataclass(frozen=True)
+class Estimate:
+    """What one prepared upstream request may cost (gateway.upstream.prepared): the meter's only input."""
+
+    model_id: str
+    price: Price
+    input_tokens: int  # usage estimate of the input (rate limits, rows without upstream usage)
+    held_input_tokens: int  # the input as a hold assumes it
+    output_tokens: int  # the output cap times `n`
+
+    @property
+    def tokens(self) -> int:
+        """What the request counts against the key's tpm at admission."""
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def hold(self) -> int:
+        """Micro-credits held for it: the held input and the whole output cap at its model's prices."""
+        return self.price.cost(Usage(self.held_input_tokens, self.output_tokens))
 
 
 @dataclass
@@ -71,46 +88,70 @@ class Meter:
     generation_id: str = field(default_factory=lambda: new_id("gen"))
 
     limiter: RateLimiter | None = None
-    route_settings: ModelSettings | None = None
+    price: Price | None = None  # the first candidate's, for further turns
     rate_limit_headers: dict[str, str] = field(default_factory=dict)  # sent with the answer
     writer: AccountingWriter | None = None
+    held: int = 0  # micro-credits held so far (admission and extensions)
+    debt_bound: int = 0  # how far the cost may run past `held` before the run is stopped
+    held_input_tokens: int = 0  # the input of the next model turn that is already held
+    turns_covered: int = 0
 
     @classmethod
     def admit(
-        cls, caller: Caller, routes: list[Route], body: dict[str, Any], endpoint: str, request_id: str,
+        cls, caller: Caller, estimates: list[Estimate], endpoint: str, request_id: str,
         settings: Settings, limiter: RateLimiter, generation_id: str | None = None,
     ) -> Meter:
-        """Check the key's rate limits (429) and hold the worst case over the routes (402), in one transaction.
+        """Check the key's rate limits (429, or 400 for a request above its tpm) and hold the costliest
+        candidate (402), in one transaction.
 
-        `generation_id` names the answer when it has an id of its own (a response's); else one is made.
+        `estimates` are the prepared requests' (the model, then its fallbacks); `generation_id` names
+        the answer when it has an id of its own (a response's); else one is made.
         """
-        accounts = writer()
-        prompt = estimate_prompt_tokens(with_model_defaults(body, routes[0].settings))
-        meter = cls(caller, request_id, endpoint, routes[0].model_id, prompt, limiter=limiter,
-                    route_settings=routes[0].settings, writer=accounts)
+        first, accounts = estimates[0], writer()
+        meter = cls(caller, request_id, endpoint, first.model_id, first.input_tokens, limiter=limiter,
+                    price=first.price, writer=accounts, held_input_tokens=first.held_input_tokens)
         if generation_id is not None:
             meter.generation_id = generation_id
+        hold = max(estimate.hold for estimate in estimates)
         meter.reservation_id, meter.rate_limit_headers = admission(
-            caller, limiter, accounts, prompt + max_output_tokens(body, routes[0].settings, endpoint),
-            hold_amount(body, routes, endpoint), request_id, settings.billing.reservation_ttl_s)
+            caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s)
+        meter.held = hold if meter.reservation_id is not None else 0
+        meter.debt_bound = math.ceil(meter.held * settings.billing.debt_bound_ratio)
         return meter
 
     def estimate(self, completion_text: str) -> Usage:
         """Usage when the upstream reported none (see gateway.accounting.tokens)."""
         return Usage(self.prompt_estimate, estimate_text_tokens(completion_text), estimated=True)
 
+    def cover_turn(self, held_input_tokens: int) -> None:
+        """Hold the input of the model turn about to be sent (402 if the balance cannot), before it is sent.
+
+        The admission held the first turn's input as it was known then; a turn that offers more (the
+        MCP tools the gateway adds) is held for the difference, and every later turn for its whole input.
+        """
+        already = self.held_input_tokens if self.turns_covered == 0 else 0
+        self.turns_covered += 1
+        self.extend(max(0, held_input_tokens - already))
+
     def extend(self, prompt_tokens: int) -> None:
         """Hold the input of one more model turn (tool loops), or raise 402."""
-        if self.reservation_id is None:
+        if self.reservation_id is None or prompt_tokens <= 0:
             return
-        amount = Price.of(self.route_settings).cost(Usage(prompt_tokens, 0))
+        amount = self.price.cost(Usage(prompt_tokens, 0))
         key = self.caller.key
         refusal = self.writer.call(Extension(key.account_id, key.id, key.spend_limit, self.reservation_id, amount))
         if refusal:
             raise InsufficientBalance(refusal)
+        self.held += amount
+
+    def check_debt(self, usage: Usage, route: Served) -> None:
+        """Stop the run (DebtBoundReached) when what it used costs more than its hold and the debt bound."""
+        if self.reservation_id is not None and self.cost_of(usage, route) > self.held + self.debt_bound:
+            raise DebtBoundReached(
+                "This request used more than its hold and the debt it may run into; it was stopped.")
 
     @staticmethod
-    def cost_of(usage: Usage, route: Route) -> int:
+    def cost_of(usage: Usage, route: Served) -> int:
         """Micro-credits this usage costs on this route."""
         return Price.of(route.settings).cost(usage)
 
@@ -123,11 +164,11 @@ class Meter:
             self.finish(Usage(), exc.status if isinstance(exc, GatewayError) else INTERNAL_ERROR, None)
             raise
 
-    def finish(self, usage: Usage, status: int, route: Route | None, finish_reason: str | None = None) -> int:
+    def finish(self, usage: Usage, status: int, route: Served | None, finish_reason: str | None = None) -> int:
         """Settle (charge the full cost, release the hold) with the usage row and tokens; durable on return.
 
         Whether the answer streamed and when its first token came are read from the request's
-        record (gateway.observability.record), which the stream relays already keep; the row's
+        record (gateway.observability.wsgi_middleware), which the stream relays already keep; the row's
         time to first token counts from admission, as its latency does.
         """
         if self.finished:
@@ -151,7 +192,8 @@ class Meter:
         ))
         if self.limiter is not None and not in_database and usage.total_tokens:
             self.limiter.record_tokens(key_id, usage.total_tokens)
-        request_settled(row.model or "", route.provider if route else None, usage.input_tokens, usage.output_tokens, charged)
+        request_settled(row.model or "", route.provider if route else None, usage.input_tokens, usage.output_tokens,
+                        to_credits(charged))
         return charged
 
 
@@ -166,6 +208,7 @@ def admission(
     """
     key = caller.key
     rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
+    check_fits_tpm(tokens, tpm)
     ask = limiter.ask(key.id, rpm, tpm, tokens)
     headers: dict[str, str] = {}
     if not limiter.counts_in_database:
@@ -183,6 +226,15 @@ def admission(
     if admitted.refusal:
         raise InsufficientBalance(admitted.refusal)
     return admitted.reservation_id, headers
+
+
+def check_fits_tpm(tokens: int, tpm: int) -> None:
+    """400 for a request that alone needs more tokens than its key's whole tpm: no retry could admit it."""
+    if tpm >= 1 and tokens > tpm:
+        raise RequestAboveTokenLimit(
+            f"This request needs about {tokens} tokens (its input and max output), more than this key's limit "
+            f"of {tpm} tokens per min (TPM); retrying cannot help. Lower max_tokens or the input, or ask for a "
+            "higher tpm.", param="max_tokens")
 
 
 def milliseconds_since(started: float) -> int:

@@ -6,12 +6,12 @@ from flask import Response, abort, flash, g, redirect, render_template, request,
 
 from gateway import services
 from gateway.accounting import credits
-from gateway.accounting.auth_throttle import request_address
 from gateway.dashboard import signin_limit, users
 from gateway.dashboard.blueprint import bp
 from gateway.dashboard.forms import ActionForm, SignInForm, SignUpForm
 from gateway.dashboard.session import PREFIX, sign_in, sign_out
 from gateway.errors import GatewayError
+from gateway.serving.trusted_proxies import request_address
 
 
 def _next_page() -> str:

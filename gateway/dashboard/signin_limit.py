@@ -1,6 +1,6 @@
 """Failed sign-ins, counted per address and per email in a sliding window shared by every worker (the database).
 
-The address is the API's (`auth_throttle.request_address`: X-Forwarded-For only from `[server]
+The address is the API's (`serving.trusted_proxies.request_address`: X-Forwarded-For only from `[server]
 trusted_proxies`). Sign-ins are rare, so the counts live in the database, where every worker and
 host sees them, unlike the API's in-memory bound on bad keys.
 """

@@ -22,7 +22,7 @@ from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError
 from gateway.loop.events import FunctionCallDelta, LoopEvent, LoopFinished, ReasoningDelta, TextDelta
 from gateway.loop.tool_loop import LoopPlan, LoopState, loop_events
-from gateway.observability.record import first_token
+from gateway.observability.wsgi_middleware import first_token
 from gateway.upstream.client import UpstreamClient
 
 INTERNAL_ERROR = 500

@@ -14,7 +14,6 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from gateway import services
 from gateway.accounting import writer as accounting_writer
-from gateway.accounting.auth_throttle import from_trusted_proxy
 from gateway.accounting.keys import Caller, current_caller, presented_key
 from gateway.api.http import STREAM_HEADERS, request_id
 from gateway.api.profiles import profile_servers
@@ -22,6 +21,7 @@ from gateway.errors import AuthenticationFailed, MethodNotAllowed
 from gateway.mcp.access import hub_servers, usable
 from gateway.mcp_hub import asgi
 from gateway.mcp_hub.server import SCOPE_KEY, HubRequest, HubServer
+from gateway.serving.trusted_proxies import from_trusted_proxy
 
 EXTENSION = "gateway.mcp_hub"
 METADATA_PATH = "/.well-known/oauth-protected-resource"

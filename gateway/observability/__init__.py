@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from gateway.config import Settings
-from gateway.observability import access_log, record, tracing
+from gateway.observability import access_log, tracing, wsgi_middleware
 from gateway.observability.readiness import Readiness
 
 
@@ -14,7 +14,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     access_log.init_app(app, settings.server.access_log)
     app.extensions[Readiness.EXTENSION] = Readiness(settings.server.ready_probe_ttl_s)
     tracing.init_app(app, settings.tracing)
-    record.init_app(app)
+    wsgi_middleware.init_app(app)
 
 
 def close(app: Flask) -> None:

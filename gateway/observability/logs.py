@@ -15,7 +15,7 @@ class JsonFormatter(logging.Formatter):
     """`{"time", "level", "logger", "message", "pid", "request_id"?, "exception"?}` on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from gateway.observability.record import current
+        from gateway.observability.wsgi_middleware import current
 
         entry: dict[str, Any] = {
             "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),

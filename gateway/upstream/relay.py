@@ -13,80 +13,36 @@ from typing import Any, TypeVar
 
 from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
-from gateway.accounting.output_cap import with_output_cap
 from gateway.accounting.tokens import usage_from_openai
 from gateway.accounting.usage import Usage
-from gateway.config import Settings
 from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError, UpstreamError, UpstreamRejected
-from gateway.observability.record import fallback_taken, first_token
+from gateway.observability.wsgi_middleware import fallback_taken, first_token
 from gateway.upstream import sse
 from gateway.upstream.chunks import read_chunks
 from gateway.upstream.client import UpstreamClient, UpstreamStream
 from gateway.upstream.dialect import OPENAI_STREAMS, StreamDialect
-from gateway.upstream.model_defaults import with_model_defaults
+from gateway.upstream.prepared import PreparedRequest
 from gateway.upstream.routing import Route
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def upstream_body(settings: Settings, route: Route, body: dict[str, Any], stream: bool) -> dict[str, Any]:
-    """The body sent upstream: the model's defaults, upstream model id, no `models`, usage asked for on streams."""
-    sent = {key: value for key, value in with_model_defaults(body, route.settings).items() if key != "models"}
-    sent["model"] = route.upstream_model
-    if stream:
-        sent["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    if settings.providers[route.provider].empty_tool_call_content and "messages" in sent:
-        sent["messages"] = [_content_not_null(message) for message in sent["messages"]]
-    if settings.providers[route.provider].text_content and "messages" in sent:
-        sent["messages"] = [_content_as_text(message) for message in sent["messages"]]
-    if not settings.providers[route.provider].tool_choice_required and sent.get("tool_choice") == "required":
-        sent["tool_choice"] = required_as_accepted(sent.get("tools"))
-    return sent
-
-
-def required_as_accepted(tools: Any) -> Any:
-    """`tool_choice: "required"` for upstreams without it: the one offered tool by name, else "auto"."""
-    functions = [tool for tool in tools or [] if isinstance(tool, dict) and tool.get("type") == "function"]
-    if len(functions) == 1 and len(tools) == 1:
-        return {"type": "function", "function": {"name": (functions[0].get("function") or {}).get("name")}}
-    return "auto"
-
-
-def capped_body(settings: Settings, route: Route, body: dict[str, Any], path: str, stream: bool) -> dict[str, Any]:
-    """upstream_body with the output cap the hold assumed for this route's model."""
-    return upstream_body(settings, route, with_output_cap(body, route.settings, path), stream)
-
-
-def _content_as_text(message: Any) -> Any:
-    """A message whose content list is one string: text parts as they are, any other part as `[its type]`."""
-    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-        return message
-    parts = [part for part in message["content"] if isinstance(part, dict)]
-    text = "\n".join(part["text"] if isinstance(part.get("text"), str) else f"[{part.get('type')}]" for part in parts)
-    return {**message, "content": text}
-
-
-def _content_not_null(message: Any) -> Any:
-    if isinstance(message, dict) and message.get("tool_calls") and message.get("content") is None:
-        return {**message, "content": ""}
-    return message
-
-
-def with_fallback(routes: list[Route], attempt: Callable[[Route], T]) -> tuple[Route, T]:
-    """Try each route in order; move on after 5xx, timeouts and connection failures only."""
-    for position, route in enumerate(routes):
+def with_fallback(candidates: list[PreparedRequest], attempt: Callable[[PreparedRequest], T]) -> tuple[Route, T]:
+    """Try each candidate in order; move on after 5xx, timeouts and connection failures only."""
+    for position, prepared in enumerate(candidates):
         try:
-            return route, attempt(route)
+            return prepared.route, attempt(prepared)
         except UpstreamRejected:
             raise
         except UpstreamError as exc:
-            if position == len(routes) - 1:
+            if position == len(candidates) - 1:
                 raise
-            log.warning("model %s failed (%s); trying %s", route.model_id, exc.code, routes[position + 1].model_id)
-            fallback_taken(route.model_id, routes[position + 1].model_id)
-    raise AssertionError("routes must not be empty")
+            after = candidates[position + 1].route.model_id
+            log.warning("model %s failed (%s); trying %s", prepared.route.model_id, exc.code, after)
+            fallback_taken(prepared.route.model_id, after)
+    raise AssertionError("candidates must not be empty")
 
 
 def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict[str, Any]:
@@ -111,19 +67,10 @@ def with_answer_fields(answer: dict[str, Any], route: Route, generation_id: str)
     return answer
 
 
-def relay_json(
-    client: UpstreamClient,
-    settings: Settings,
-    routes: list[Route],
-    path: str,
-    body: dict[str, Any],
-    meter: Meter,
-) -> dict[str, Any]:
-    """One JSON round trip with fallbacks; settles the meter either way."""
+def relay_json(client: UpstreamClient, candidates: list[PreparedRequest], meter: Meter) -> dict[str, Any]:
+    """One JSON round trip with fallbacks, each candidate sent as prepared; settles the meter either way."""
     with meter.closed_on_failure():
-        route, data = with_fallback(
-            routes, lambda r: client.post_json(r.provider, path, capped_body(settings, r, body, path, False))
-        )
+        route, data = with_fallback(candidates, lambda sent: client.post_json(sent.provider, sent.path, sent.body))
         with_answer_fields(data, route, meter.generation_id)
         usage = usage_from_openai(data.get("usage")) or meter.estimate(
             "".join(_choice_text(choice) for choice in data.get("choices") or [])
@@ -150,18 +97,11 @@ def _choice_text(choice: dict[str, Any]) -> str:
 
 
 def open_stream(
-    client: UpstreamClient,
-    settings: Settings,
-    routes: list[Route],
-    path: str,
-    body: dict[str, Any],
-    meter: Meter,
+    client: UpstreamClient, candidates: list[PreparedRequest], meter: Meter
 ) -> tuple[Route, UpstreamStream]:
-    """Open the upstream stream (with fallbacks) before any byte goes to the client."""
+    """Open the upstream stream (with fallbacks, each candidate sent as prepared) before any byte goes out."""
     with meter.closed_on_failure():
-        return with_fallback(
-            routes, lambda r: client.open_stream(r.provider, path, capped_body(settings, r, body, path, True))
-        )
+        return with_fallback(candidates, lambda sent: client.open_stream(sent.provider, sent.path, sent.body))
 
 
 def relay_stream(

@@ -1,4 +1,4 @@
-"""One record per HTTP request, filled as it runs and written out (metrics, access log, span) once it ends.
+"""The WSGI middleware: one record per HTTP request, filled as it runs, written out (metrics, access log, span) at its end.
 
 A WSGI wrapper opens the record when a request arrives and closes it when the server closes the
 response, after the last byte of a stream, so latency and the charge settled while streaming are
@@ -14,10 +14,9 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from gateway.accounting.auth_throttle import client_of
-from gateway.accounting.money import to_credits
 from gateway.observability import access_log, metrics, tracing
 from gateway.observability.request_record import RequestRecord
+from gateway.serving.trusted_proxies import client_of
 
 CURRENT: ContextVar[RequestRecord | None] = ContextVar("gateway_request_record", default=None)
 REFUSALS = {402: "insufficient_balance", 429: "rate_limited"}
@@ -32,9 +31,8 @@ def current() -> RequestRecord | None:
 # -- what the rest of the gateway calls ------------------------------------------------------
 
 
-def request_settled(model: str, provider: str | None, input_tokens: int, output_tokens: int, charged: int) -> None:
-    """A meter settled (called by gateway.accounting.meter): tokens and micro-credits charged."""
-    credits = to_credits(charged)
+def request_settled(model: str, provider: str | None, input_tokens: int, output_tokens: int, credits: float) -> None:
+    """A meter settled (called by gateway.accounting.meter): tokens and the credits charged."""
     metrics.observe_charge(model, input_tokens, output_tokens, credits)
     record = current()
     if record is not None:
