@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import getpass
 import json
 import os
@@ -11,14 +10,15 @@ import sys
 from collections.abc import Callable
 
 from gateway import db
-from gateway.accounting import credits, keys
+from gateway.accounting import admin_service, credits, keys
+from gateway.accounting.admin_service import KeySpec, micro_or_none
+from gateway.accounting.mcp_allow_list import encode_allow_list, parse_labels
 from gateway.config import ConfigError, Settings, find_config_file, load_settings
 from gateway.dashboard import users
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.mcp.access import encode_allow_list, parse_labels
-from gateway.tables import ApiKey, utcnow
 
 MCP_SERVERS_HELP = "built-in MCP servers the key may use, e.g. time,docs (default: all its scope allows)"
+MAX_STREAMS_HELP = "streams the key may have open at once, per worker process (default: from capacity)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,34 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         serve.add_argument(flag, type=kind)
     serve.set_defaults(run=run_serve)
 
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
-    create = keys.add_parser("create", parents=[common], help="create a key (secret shown once)")
-    create.add_argument("--name", required=True)
-    create.add_argument("--account", type=int, help="join this account instead of creating one")
-    create.add_argument("--credits", help="grant this many credits to the account")
-    create.add_argument("--tier", choices=["free", "premium", "enterprise", "internal"], default="free")
-    create.add_argument("--scope", help="profile scope the account may use")
-    create.add_argument("--rpm", type=int)
-    create.add_argument("--tpm", type=int)
-    create.add_argument("--spend-limit", help="credits this key may spend (OpenRouter's key limit)")
-    create.add_argument("--mcp-servers", type=parse_labels, help=MCP_SERVERS_HELP)
-    create.add_argument("--json", action="store_true", help="print one JSON object")
-    create.set_defaults(run=with_database(run_keys_create))
-    update = keys.add_parser("update", parents=[common], help="change a key's limits or MCP allow-list")
-    update.add_argument("id", type=int)
-    update.add_argument("--rpm", type=int)
-    update.add_argument("--tpm", type=int)
-    update.add_argument("--mcp-servers", type=parse_labels, default=argparse.SUPPRESS,
-                        help=MCP_SERVERS_HELP + "; `none` lifts it")
-    update.add_argument("--json", action="store_true", help="print the key as one JSON object")
-    update.set_defaults(run=with_database(run_keys_update))
-    listing = keys.add_parser("list", parents=[common], help="list keys")
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(run=with_database(run_keys_list))
-    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
-    revoke.add_argument("id", type=int)
-    revoke.set_defaults(run=with_database(run_keys_revoke))
-
+    add_keys_commands(commands, common)
     credits = commands.add_parser("credits", help="manage credits").add_subparsers(dest="action", required=True)
     grant = credits.add_parser("grant", parents=[common], help="grant credits to an account")
     grant.add_argument("id", type=int, help="account id")
@@ -98,6 +71,39 @@ def build_parser() -> argparse.ArgumentParser:
     show = config.add_parser("show", parents=[common], help="print the effective config as TOML, secrets masked")
     show.set_defaults(run=run_config_show)
     return parser
+
+
+def add_keys_commands(commands, common: argparse.ArgumentParser) -> None:
+    """`gateway keys create|update|list|revoke`."""
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", parents=[common], help="create a key (secret shown once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--account", type=int, help="join this account instead of creating one")
+    create.add_argument("--credits", help="grant this many credits to the account (0: no grant)")
+    create.add_argument("--tier", choices=["free", "premium", "enterprise", "internal"], default="free")
+    create.add_argument("--scope", help="profile scope the account may use")
+    create.add_argument("--rpm", type=int)
+    create.add_argument("--tpm", type=int)
+    create.add_argument("--spend-limit", help="credits this key may spend (OpenRouter's key limit)")
+    create.add_argument("--max-streams", type=int, help=MAX_STREAMS_HELP)
+    create.add_argument("--mcp-servers", type=parse_labels, help=MCP_SERVERS_HELP)
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(run=with_database(run_keys_create))
+    update = keys.add_parser("update", parents=[common], help="change a key's limits or MCP allow-list")
+    update.add_argument("id", type=int)
+    update.add_argument("--rpm", type=int)
+    update.add_argument("--tpm", type=int)
+    update.add_argument("--max-streams", type=int, help=MAX_STREAMS_HELP)
+    update.add_argument("--mcp-servers", type=parse_labels, default=argparse.SUPPRESS,
+                        help=MCP_SERVERS_HELP + "; `none` lifts it")
+    update.add_argument("--json", action="store_true", help="print the key as one JSON object")
+    update.set_defaults(run=with_database(run_keys_update))
+    listing = keys.add_parser("list", parents=[common], help="list keys")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=with_database(run_keys_list))
+    revoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(run=with_database(run_keys_revoke))
 
 
 def add_users_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -129,22 +135,20 @@ def with_database(command: Callable[[argparse.Namespace], int | None]):
 
 
 def run_keys_create(args: argparse.Namespace) -> int:
-    account = keys.find_account(args.account) if args.account is not None else None
-    limit = credits.to_micro(args.spend_limit) if args.spend_limit is not None else None
-    key, secret = keys.create_key(
-        args.name, account, tier=args.tier, scope=args.scope, rpm=args.rpm, tpm=args.tpm, spend_limit=limit
-    )
+    limits = {"rpm": args.rpm, "tpm": args.tpm, "spend_limit": micro_or_none(args.spend_limit),
+              "max_streams": args.max_streams}
+    allow_list = None
     if args.mcp_servers is not None:
-        keys.set_mcp_servers(key, encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers"))
-    if args.credits is not None:
-        credits.grant_credits(key.account_id, credits.to_micro(args.credits), source="initial")
-    shown = {**keys.describe_key(key), "key": secret}
+        allow_list = encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers")
+    spec = KeySpec(args.name, args.account, args.tier, args.scope, limits, allow_list, micro_or_none(args.credits) or 0)
+    key, secret = admin_service.create_key(spec, by_operator=True)
+    shown = {**admin_service.describe_key(key), "key": secret}
     print(json.dumps(shown) if args.json else f"created key {key.id} for account {key.account_id}: {secret}")
     return 0
 
 
 def run_keys_list(args: argparse.Namespace) -> int:
-    listed = [keys.describe_key(key) for key in ApiKey.select().order_by(ApiKey.id)]
+    listed = [admin_service.describe_key(key) for key in admin_service.list_keys(newest_first=False)]
     if args.json:
         print(json.dumps(listed))
         return 0
@@ -158,12 +162,12 @@ def run_keys_update(args: argparse.Namespace) -> int:
     key = keys.find_key(args.id)
     if "mcp_servers" in args:
         keys.set_mcp_servers(key, encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers"))
-    limits = {name: getattr(args, name) for name in ("rpm", "tpm") if getattr(args, name) is not None}
+    limits = {name: getattr(args, name) for name in ("rpm", "tpm", "max_streams") if getattr(args, name) is not None}
     if limits:
-        keys.update_limits(key, limits)
-    shown = keys.describe_key(key)
+        admin_service.set_key_limits(key, limits, by_operator=True)
+    shown = admin_service.describe_key(key)
     print(json.dumps(shown) if args.json else f"updated key {key.id}: mcp_servers {shown['mcp_servers']}, "
-          f"rpm {shown['rpm']}, tpm {shown['tpm']}")
+          f"rpm {shown['rpm']}, tpm {shown['tpm']}, max_streams {shown['max_streams']}")
     return 0
 
 
@@ -174,11 +178,9 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def run_credits_grant(args: argparse.Namespace) -> int:
-    account = keys.find_account(args.id)
-    expires_at = utcnow() + datetime.timedelta(days=args.expires_in_days) if args.expires_in_days else None
-    grant = credits.grant_credits(account.id, credits.to_micro(args.amount), expires_at, args.source)
-    balance = credits.summarize(account).balance
-    print(f"granted {args.amount} credits to account {account.id} (grant {grant.id}); "
+    grant = admin_service.grant(args.id, credits.to_micro(args.amount), args.expires_in_days, args.source)
+    balance = credits.summarize(keys.find_account(args.id)).balance
+    print(f"granted {args.amount} credits to account {args.id} (grant {grant.id}); "
           f"balance {credits.to_credits(balance)}")
     return 0
 

@@ -10,7 +10,7 @@ import pytest
 from gateway import db
 from gateway.accounting.credits import grant_credits
 from gateway.accounting.keys import set_mcp_servers
-from gateway.mcp.access import encode_allow_list
+from gateway.accounting.mcp_allow_list import encode_allow_list
 from gateway.tables import ApiKey, Reservation, UsageEntry
 from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.scripted_model import ScriptedModel

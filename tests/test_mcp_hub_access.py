@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.accounting.mcp_allow_list import decode_allow_list, encode_allow_list, parse_labels
 from gateway.config import build_settings
 from gateway.errors import InvalidRequest
-from gateway.mcp.access import (
-    decode_allow_list,
-    encode_allow_list,
-    hub_servers,
-    parse_labels,
-    profile_allowed,
-    usable,
-)
+from gateway.mcp.access import hub_servers, profile_allowed, usable
 from gateway.mcp.naming import hub_tool_name, tool_function_name
 from gateway.mcp_hub.asgi import http_scope
 

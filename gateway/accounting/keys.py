@@ -12,15 +12,15 @@ from flask import Flask, current_app, g, has_app_context, request
 
 from gateway.accounting import auth_throttle
 from gateway.accounting.keycache import KeyCache
+from gateway.accounting.mcp_allow_list import decode_allow_list
 from gateway.accounting.money import to_credits
 from gateway.errors import AuthenticationFailed, NotFound
-from gateway.mcp.access import decode_allow_list
 from gateway.tables import Account, ApiKey
 
 CACHE = "gateway.key_cache"
 KEY_PREFIX = "sk-gw-"
 DISPLAY_PREFIX_LENGTH = 12
-LIMITS = ("rpm", "tpm", "spend_limit")
+LIMITS = ("rpm", "tpm", "spend_limit", "max_streams")
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def revoke_key(key_id: int) -> ApiKey:
 
 
 def update_limits(key: ApiKey, changes: dict[str, int | None]) -> ApiKey:
-    """Set some of a key's `rpm`, `tpm`, `spend_limit` (micro-credits; None clears one); effective at once here."""
+    """Set some of a key's `rpm`, `tpm`, `spend_limit` (micro-credits), `max_streams` (None clears one); at once here."""
     for name, value in changes.items():
         if name not in LIMITS:
             raise ValueError(f"not a key limit: {name}")
@@ -166,7 +166,7 @@ def update_limits(key: ApiKey, changes: dict[str, int | None]) -> ApiKey:
 
 
 def set_mcp_servers(key: ApiKey, stored: str | None) -> ApiKey:
-    """Set a key's MCP allow-list (as gateway.mcp.access.encode_allow_list stores it; None clears it)."""
+    """Set a key's MCP allow-list (as gateway.accounting.mcp_allow_list.encode_allow_list stores it; None clears it)."""
     key.mcp_servers = stored
     key.save()
     forget_key(key.id)
@@ -195,6 +195,7 @@ def describe_key(key: ApiKey) -> dict:
         "rpm": key.rpm,
         "tpm": key.tpm,
         "spend_limit": to_credits(key.spend_limit) if key.spend_limit is not None else None,
+        "max_streams": key.max_streams,
         "mcp_servers": decode_allow_list(key.mcp_servers),
         "created_at": key.created_at.isoformat() + "Z",
     }
@@ -206,9 +207,9 @@ def create_account(name: str, *, tier: str = "free", scope: str | None = None) -
 
 
 def update_account(account: Account, changes: dict[str, str | None]) -> Account:
-    """Change some of an account's `name`, `tier`, `scope`; its keys' cached copies are dropped here."""
+    """Change some of an account's `name`, `tier`, `scope`, `max_streams`; its keys' cached copies are dropped here."""
     for name, value in changes.items():
-        if name not in ("name", "tier", "scope"):
+        if name not in ("name", "tier", "scope", "max_streams"):
             raise ValueError(f"not an account field: {name}")
         setattr(account, name, value)
     account.save()

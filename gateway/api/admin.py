@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import services
-from gateway.accounting import credits, keys
+from gateway.accounting import admin_service, credits, keys
+from gateway.accounting.admin_service import KeySpec, micro_or_none
+from gateway.accounting.mcp_allow_list import encode_allow_list
 from gateway.api.http import json_object, parse_model
-from gateway.db import database
 from gateway.errors import InvalidRequest
-from gateway.mcp.access import encode_allow_list
-from gateway.tables import ApiKey, LedgerEntry, utcnow
+from gateway.tables import LedgerEntry
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 Tier = Literal["free", "premium", "enterprise", "internal"]
@@ -24,6 +23,7 @@ MAX_ID = 2**63 - 1  # the largest id a BIGINT column holds
 MAX_CREDITS = 1_000_000_000  # per grant or limit; micro-credits stay far inside 64 bits
 MAX_DAYS = 36_500
 MAX_RATE = 1_000_000_000
+MAX_STREAMS = 1_000_000
 
 
 class Strict(BaseModel):
@@ -40,7 +40,8 @@ class CreateKey(Strict):
     rpm: int | None = Field(None, ge=1, le=MAX_RATE)
     tpm: int | None = Field(None, ge=1, le=MAX_RATE)
     spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS, description="credits this key may spend")
-    credits: float | None = Field(None, gt=0, le=MAX_CREDITS, description="credits granted to the account")
+    max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS, description="open streams, per worker process")
+    credits: float | None = Field(None, ge=0, le=MAX_CREDITS, description="credits granted to the account")
     mcp_servers: list[str] | None = Field(None, description="built-in MCP servers the key may use (default: all)")
 
 
@@ -50,15 +51,17 @@ class UpdateKey(Strict):
     rpm: int | None = Field(None, ge=1, le=MAX_RATE)
     tpm: int | None = Field(None, ge=1, le=MAX_RATE)
     spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS)
+    max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS)
     mcp_servers: list[str] | None = Field(None, description="the key's MCP allow-list; null: every server")
 
 
 class UpdateAccount(Strict):
-    """Body of PATCH /admin/accounts/{id}; null clears the scope (name and tier cannot be null)."""
+    """Body of PATCH /admin/accounts/{id}; null clears the scope or the stream limit (not name or tier)."""
 
     name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]  # absent: unchanged
     tier: Tier = None  # type: ignore[assignment]
     scope: str | None = None
+    max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS, description="open streams of all its keys, per worker")
 
 
 class Grant(Strict):
@@ -79,44 +82,40 @@ def _admin_only() -> None:
 
 @bp.post("/keys")
 def create_key() -> tuple[Response, int]:
-    """Create a key (and an account unless one is named); the secret is in this answer only."""
+    """Create a key (and an account unless one is named) with its credits; the secret is in this answer only."""
     spec = parse_model(CreateKey, json_object())
-    allow_list = encode_allow_list(services.settings(), spec.mcp_servers)
-    with database.atomic():
-        account = keys.find_account(spec.account_id) if spec.account_id is not None else None
-        key, secret = keys.create_key(spec.name, account, tier=spec.tier, scope=spec.scope, rpm=spec.rpm,
-                                      tpm=spec.tpm, spend_limit=_micro_or_none(spec.spend_limit))
-        if allow_list is not None:
-            keys.set_mcp_servers(key, allow_list)
-    if spec.credits:
-        credits.grant_credits(key.account_id, credits.to_micro(spec.credits), source="initial")
-    return jsonify({**keys.describe_key(key), "key": secret}), 201
+    limits = {"rpm": spec.rpm, "tpm": spec.tpm, "spend_limit": micro_or_none(spec.spend_limit),
+              "max_streams": spec.max_streams}
+    key, secret = admin_service.create_key(KeySpec(
+        spec.name, spec.account_id, spec.tier, spec.scope, limits,
+        encode_allow_list(services.settings(), spec.mcp_servers), micro_or_none(spec.credits) or 0,
+    ), by_operator=True)
+    return jsonify({**admin_service.describe_key(key), "key": secret}), 201
 
 
 @bp.get("/keys")
 def list_keys() -> Response:
     """Every key, newest first."""
-    listed = ApiKey.select().order_by(ApiKey.id.desc())
-    return jsonify({"object": "list", "data": [keys.describe_key(key) for key in listed]})
+    return jsonify({"object": "list", "data": [admin_service.describe_key(key) for key in admin_service.list_keys()]})
 
 
 @bp.patch("/keys/<int:key_id>")
 def update_key(key_id: int) -> Response:
-    """Change a key's rate limits, spend limit or MCP allow-list."""
+    """Change a key's limits (they become its member's ceilings) or MCP allow-list."""
     body = json_object()
     spec = parse_model(UpdateKey, body)
     key = keys.find_key(key_id)
     if "mcp_servers" in body:
         keys.set_mcp_servers(key, encode_allow_list(services.settings(), spec.mcp_servers))
-    changes = {name: _micro_or_none(spec.spend_limit) if name == "spend_limit" else getattr(spec, name)
+    changes = {name: micro_or_none(spec.spend_limit) if name == "spend_limit" else getattr(spec, name)
                for name in body if name != "mcp_servers"}
-    return jsonify(keys.describe_key(keys.update_limits(key, changes)))
+    return jsonify(admin_service.describe_key(admin_service.set_key_limits(key, changes, by_operator=True)))
 
 
 @bp.delete("/keys/<int:key_id>")
 def revoke_key(key_id: int) -> Response:
     """Revoke a key; it stops working at once."""
-    return jsonify(keys.describe_key(keys.revoke_key(key_id)))
+    return jsonify(admin_service.describe_key(keys.revoke_key(key_id)))
 
 
 @bp.get("/accounts/<int:account_id>")
@@ -131,7 +130,8 @@ def update_account(account_id: int) -> Response:
     """Change an account's name, tier or scope."""
     body = json_object()
     spec = parse_model(UpdateAccount, body)
-    account = keys.update_account(keys.find_account(account_id), {name: getattr(spec, name) for name in body})
+    changes = {name: getattr(spec, name) for name in body}
+    account = admin_service.update_account(keys.find_account(account_id), changes)
     return jsonify(describe_account(account))
 
 
@@ -139,10 +139,8 @@ def update_account(account_id: int) -> Response:
 def grant(account_id: int) -> tuple[Response, int]:
     """Grant credits, optionally expiring after some days."""
     spec = parse_model(Grant, json_object())
-    account = keys.find_account(account_id)
-    expires_at = utcnow() + datetime.timedelta(days=spec.expires_in_days) if spec.expires_in_days else None
-    created = credits.grant_credits(account.id, credits.to_micro(spec.amount), expires_at, spec.source)
-    return jsonify({"grant_id": created.id, **describe_account(account)}), 201
+    created = admin_service.grant(account_id, credits.to_micro(spec.amount), spec.expires_in_days, spec.source)
+    return jsonify({"grant_id": created.id, **describe_account(keys.find_account(account_id))}), 201
 
 
 @bp.get("/accounts/<int:account_id>/ledger")
@@ -159,6 +157,7 @@ def describe_account(account) -> dict:
     summary = credits.summarize(account)
     return {
         "id": account.id, "name": account.name, "tier": account.tier, "scope": account.scope,
+        "max_streams": account.max_streams,
         "balance": credits.to_credits(summary.balance),
         "reserved": credits.to_credits(summary.reserved),
         "total_earned": credits.to_credits(summary.total_earned),
@@ -173,7 +172,3 @@ def describe_entry(entry: LedgerEntry) -> dict:
         "api_key_id": entry.api_key_id, "request_id": entry.request_id, "note": entry.note,
         "created_at": entry.created_at.isoformat(timespec="seconds") + "Z",
     }
-
-
-def _micro_or_none(amount: float | None) -> int | None:
-    return None if amount is None else credits.to_micro(amount)

@@ -4,16 +4,14 @@ One rule everywhere a built-in server is reached (the hub at /mcp, `tools: "auto
 Responses `mcp` tools, discovery): the server's `scopes` must admit the account's scope, and the
 key's own allow-list (`api_key.mcp_servers`), when it has one, must name it. The hub aggregates the
 servers of the profiles the scope may use (`scope/...` profiles, or every profile for scope `*`).
-An allow-list never widens what the scope allows.
+An allow-list never widens what the scope allows; how it is stored is gateway.accounting.mcp_allow_list's.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from gateway.config import Settings
-from gateway.errors import InvalidRequest
 
 
 def profile_allowed(profile: str, scope: str | None) -> bool:
@@ -37,25 +35,3 @@ def hub_servers(settings: Settings, scope: str | None, allow_list: list[str] | N
     labels = [label for name, profile in settings.profiles.items() if profile_allowed(name, scope)
               for label in profile.mcp_servers]
     return usable(settings, labels, scope, allow_list)
-
-
-def decode_allow_list(stored: str | None) -> list[str] | None:
-    """The key's stored allow-list (`None`: not narrowed)."""
-    return None if stored is None else list(json.loads(stored))
-
-
-def encode_allow_list(settings: Settings, labels: list[str] | None, param: str = "mcp_servers") -> str | None:
-    """Check an allow-list against the configured servers and store it as JSON (`None` clears it)."""
-    if labels is None:
-        return None
-    unknown = [label for label in labels if label not in settings.mcpServers]
-    if unknown:
-        raise InvalidRequest(f"No built-in MCP server labelled {unknown[0]!r}.", param=param)
-    return json.dumps(list(dict.fromkeys(labels)))
-
-
-def parse_labels(text: str) -> list[str] | None:
-    """A command-line allow-list: `a,b`; `none` clears it (every server the scope allows); `""` allows nothing."""
-    if text.strip().lower() == "none":
-        return None
-    return [label.strip() for label in text.split(",") if label.strip()]
