@@ -1,6 +1,8 @@
-"""The README, run: every shell and Python example, in order, against a live `gateway serve`.
+"""The README and docs/, run: every shell and Python example, in order, against a live `gateway serve`.
 
-Each fenced example of README.md follows a marker comment:
+The pages are README.md, then every docs/*.md in file-name order (a new page is picked up as it
+is), each page's examples in order, all in one session. Each fenced example follows a marker
+comment, and example names are unique across the pages:
 
     <!-- example: NAME -->               run it (bash, python) or load it (toml), then CHECKS[NAME]
     <!-- example: NAME needs="WHAT" -->  needs what the embedded defaults lack (the internet, an
@@ -12,7 +14,9 @@ embedded defaults, with a `config.toml` layered over them that points the `local
 scripted loopback model (deterministic answers and tool calls) and starts no llama.cpp: the time
 MCP server, the `default/default` profile, the first key it prints and the state folder are the
 embedded ones. Shell examples run in bash with that key in `$KEY`; Python examples share one
-namespace, as in a reader's session. Only the address changes (8080 -> the test's port).
+namespace, as in a reader's session, so a docs page may use what the README's tour set (`KEY`,
+`client`). Only the address changes (8080 -> the test's port). Relative links must point at a
+file that exists and, for a page, at one of its headings; every docs page is linked from the README.
 """
 
 from __future__ import annotations
@@ -23,10 +27,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator
@@ -40,14 +42,20 @@ import requests
 from gateway.cli import build_parser
 from gateway.config import Settings, load_settings
 from tests.fake_upstream import FakeUpstream, JsonReply, StreamReply, default_responder
-from tests.mcp_fixtures.launch import FIXTURES, free_port, wait_listening
+from tests.live_gateway import LiveGateway, live_gateway
+from tests.mcp_fixtures.launch import FIXTURES, wait_listening
+from tests.ports import free_port
 from tests.scripted_model import answer_chunks, tool_call_chunks, usage
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 MARKER = re.compile(r'^<!-- example: (?P<name>[\w-]+)(?P<attributes>( \w+="[^"]*")*) -->$')
 ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
 FENCE = re.compile(r"^```(\w+)$")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+INLINE_CODE = re.compile(r"`[^`]*`")
+EXTERNAL = ("http://", "https://", "mailto:")
 EXAMPLE_LANGUAGES = {"bash", "sh", "shell", "console", "python", "toml"}
 KEY_LINE = re.compile(r"gateway: created your first API key \(shown once\): (sk-gw-[A-Za-z0-9_-]{43})$")
 CURL_STATUS = 'curl() { command curl -sS -w "%{stderr}@@status %{http_code}\\n" "$@"; }\n'
@@ -65,8 +73,9 @@ REWRITES = {
 
 @dataclass
 class Example:
-    """One fenced block of the README and its marker."""
+    """One fenced block of a documentation page and its marker."""
 
+    page: str
     name: str
     language: str
     code: str
@@ -90,15 +99,59 @@ def readme_blocks(text: str) -> list[tuple[int, str, str, re.Match[str] | None]]
     return blocks
 
 
-def readme_examples() -> list[Example]:
-    """The marked examples, in README order."""
+def documented_pages() -> list[Path]:
+    """README.md, then every page of docs/ in file-name order."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def page_name(page: Path) -> str:
+    """A page's path from the repository's root."""
+    return page.relative_to(REPO).as_posix()
+
+
+def documented_examples() -> list[Example]:
+    """The marked examples of every page, page by page, each page's in order."""
     examples = []
-    for line, language, code, marker in readme_blocks(README.read_text()):
-        if marker is not None:
-            attributes = dict(ATTRIBUTE.findall(marker.group("attributes")))
-            examples.append(Example(marker.group("name"), language, code, line, attributes.get("skip"),
-                                    attributes.get("needs")))
+    for page in documented_pages():
+        for line, language, code, marker in readme_blocks(page.read_text()):
+            if marker is not None:
+                attributes = dict(ATTRIBUTE.findall(marker.group("attributes")))
+                examples.append(Example(page_name(page), marker.group("name"), language, code, line,
+                                        attributes.get("skip"), attributes.get("needs")))
     return examples
+
+
+def prose_lines(page: Path) -> Iterator[str]:
+    """The page's lines outside fenced blocks."""
+    fenced = False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            yield line
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives the page's headings (lowercased, punctuation dropped, `-` for spaces)."""
+    anchors: list[str] = []
+    for line in prose_lines(page):
+        if line.startswith("#"):
+            slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+            seen = anchors.count(slug)
+            anchors.append(slug)
+            anchors.extend([f"{slug}-{seen}"] if seen else [])
+    return set(anchors)
+
+
+def relative_links(page: Path) -> list[tuple[str, Path, str]]:
+    """(link as written, the file it names, its anchor) of every relative link of the page."""
+    found = []
+    for line in prose_lines(page):
+        for target in LINK.findall(INLINE_CODE.sub("``", line)):
+            if not target.startswith(EXTERNAL):
+                path, _, anchor = target.partition("#")
+                found.append((target, (page.parent / path).resolve() if path else page, anchor))
+    return found
 
 
 # --- the scripted model --------------------------------------------------------------------------
@@ -226,36 +279,30 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     folder = tmp_path_factory.mktemp("readme")
     upstream = FakeUpstream().start()
     upstream.responder = ReadmeModel()
-    port = free_port()
-    (folder / "config.toml").write_text(f'[server]\nport = {port}\n\n[providers.local]\n'
-                                        f'base_url = "{upstream.base_url}"\ncommand = []\n')
+    (folder / "config.toml").write_text(f'[providers.local]\nbase_url = "{upstream.base_url}"\ncommand = []\n')
     env = {name: value for name, value in os.environ.items() if not name.startswith(("GATEWAY_", "VR_MCP_"))}
     env.update(GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN, DOCS_TOKEN=DOCS_TOKEN, VR_MCP_REQUEST_REMOTE_URL_CHECKS="false",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     previous_key = os.environ.get("KEY")
-    with docs_server(env) as docs_url:
-        gateway = subprocess.Popen([*gateway_command(), "serve"], cwd=folder, env=env, text=True,
-                                   stdout=subprocess.PIPE, stderr=(folder / "gateway.log").open("w"))
-        printed: list[str] = []
-        threading.Thread(target=lambda: printed.extend(gateway.stdout), daemon=True).start()  # type: ignore[arg-type]
-        try:
-            wait_until(lambda: any(map(KEY_LINE.search, printed)) or gateway.poll() is not None, START_BOUND_S,
-                       "the first key")
-            assert gateway.poll() is None, (folder / "gateway.log").read_text()[-3000:]
-            key = next(match.group(1) for match in map(KEY_LINE.search, printed) if match)
-            base_url = f"http://127.0.0.1:{port}"
+    try:
+        with docs_server(env) as docs_url, live_gateway(folder, None, env=env, program=gateway_command()) as gateway:
+            wait_until(lambda: first_key(gateway) is not None, START_BOUND_S, "the first key")
+            key = first_key(gateway)
             # every worker has connected its own time server once several fresh connections agree
-            wait_until(lambda: all(time_server_available(base_url, key) for _ in range(10)), START_BOUND_S,
+            wait_until(lambda: all(time_server_available(gateway.base_url, key) for _ in range(10)), START_BOUND_S,
                        "the time MCP server")
             os.environ["KEY"] = env["KEY"] = key
-            yield Session(folder, port, key, env, upstream, docs_url)
-        finally:
-            os.environ.pop("KEY", None)
-            if previous_key is not None:
-                os.environ["KEY"] = previous_key
-            gateway.send_signal(signal.SIGTERM)
-            gateway.wait(30)
-            upstream.stop()
+            yield Session(folder, gateway.port, key, env, upstream, docs_url)
+    finally:
+        os.environ.pop("KEY", None)
+        if previous_key is not None:
+            os.environ["KEY"] = previous_key
+        upstream.stop()
+
+
+def first_key(gateway: LiveGateway) -> str | None:
+    """The first key `gateway serve` printed on its first start, once it has."""
+    return next((match.group(1) for match in map(KEY_LINE.search, gateway.log_text().splitlines()) if match), None)
 
 
 # --- running one example -------------------------------------------------------------------------
@@ -310,7 +357,7 @@ def run_python(session: Session, code: str, example: Example) -> PythonRun:
     """Run a Python example in the session's namespace, capturing what it prints."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, f"README.md:{example.line}", "exec"), session.namespace)
+        exec(compile(code, f"{example.page}:{example.line}", "exec"), session.namespace)
     return PythonRun(session.namespace, printed.getvalue())
 
 
@@ -539,17 +586,31 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 
 def test_every_example_is_marked_and_every_check_has_its_example() -> None:
-    blocks = readme_blocks(README.read_text())
-    unmarked = [f"README.md:{line} ({language})" for line, language, _, marker in blocks
+    unmarked = [f"{page_name(page)}:{line} ({language})" for page in documented_pages()
+                for line, language, _, marker in readme_blocks(page.read_text())
                 if language in EXAMPLE_LANGUAGES and marker is None]
     assert not unmarked, f"examples without an <!-- example: NAME --> marker (see {__name__}): {unmarked}"
-    names = [example.name for example in readme_examples()]
-    assert len(names) == len(set(names)), "example names must be unique"
+    names = [example.name for example in documented_examples()]
+    repeated = {name for name in names if names.count(name) > 1}
+    assert not repeated, f"example names must be unique across README.md and docs/: {repeated}"
     assert set(CHECKS) <= set(names), f"checks without an example: {set(CHECKS) - set(names)}"
-    assert set(REWRITES) <= {example.name for example in readme_examples() if example.needs}
+    assert set(REWRITES) <= {example.name for example in documented_examples() if example.needs}
 
 
-@pytest.mark.parametrize("example", readme_examples(), ids=lambda example: example.name)
+def test_every_relative_link_resolves() -> None:
+    broken = [f"{page_name(page)}: {link}" for page in documented_pages()
+              for link, target, anchor in relative_links(page)
+              if not target.exists() or (anchor and target.suffix == ".md" and anchor not in heading_anchors(target))]
+    assert not broken, f"links to a missing file or heading: {broken}"
+
+
+def test_the_readme_links_every_docs_page() -> None:
+    linked = {target for _, target, _ in relative_links(README)}
+    unlinked = [page_name(page) for page in documented_pages()[1:] if page.resolve() not in linked]
+    assert not unlinked, f"docs pages the README's Documentation list does not link: {unlinked}"
+
+
+@pytest.mark.parametrize("example", documented_examples(), ids=lambda example: f"{example.page}:{example.name}")
 def test_readme_example(example: Example, session: Session) -> None:
     if example.skip:
         pytest.skip(example.skip)
