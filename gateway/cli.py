@@ -9,6 +9,12 @@ import os
 import sys
 from collections.abc import Callable
 
+if not __package__:  # run as a file, as gunicorn's USR2 upgrade re-runs `python .../gateway/cli.py serve ...`:
+    # Python put gateway/ first on sys.path, where gateway/mcp hides the mcp SDK; the folder holding the
+    # package takes its place, so every import below means what it does under `python -m gateway.cli`.
+    sys.path.remove(os.path.dirname(os.path.realpath(__file__)))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
 from gateway import db
 from gateway.accounting import admin_service, credits, keys
 from gateway.accounting.admin_service import KeySpec, micro_or_none

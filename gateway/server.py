@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -10,7 +9,6 @@ from gunicorn.app.base import BaseApplication
 from gateway import db, lifecycle
 from gateway.accounting.keys import create_key
 from gateway.config import EMBEDDED_SCOPE, Settings
-from gateway.observability import multiprocess
 from gateway.observability.gunicorn import observability_options
 from gateway.tables import ApiKey
 
@@ -34,18 +32,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "post_worker_init": lifecycle.post_worker_init,
         "worker_exit": lifecycle.worker_exit,
         **observability_options(settings),  # the metrics folder's hooks, JSON logs
-        "pre_exec": reexec_as_started,  # after the spread: it runs the metrics folder's own pre_exec too
     }
-
-
-def reexec_as_started(arbiter: Any) -> None:
-    """gunicorn's `pre_exec` (USR2, in the forked child): exec this master's own command line.
-
-    gunicorn re-runs `sys.argv`, which for `python -m gateway.cli serve` is the path of cli.py; run
-    as a script it puts gateway/ first on sys.path, where gateway/mcp hides the mcp SDK.
-    """
-    arbiter.START_CTX["args"] = [sys.executable, *sys.orig_argv[1:]]
-    multiprocess.pre_exec(arbiter)
 
 
 def prepare_database(settings: Settings) -> str | None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 from gateway import db
 from gateway.accounting import keys
@@ -132,3 +135,12 @@ def test_config_show_prints_the_effective_config_secrets_masked(tmp_path, capsys
     code, again = run(capsys, "config", "show", "--config", str(tmp_path / "shown.toml"))
     assert code == 0 and again.splitlines()[1:] == out.splitlines()[1:]  # a base to copy: it loads as shown
 
+
+
+def test_cli_runs_as_a_file_with_the_mcp_sdk_unshadowed(tmp_path):
+    """`python gateway/cli.py` (what gunicorn's USR2 upgrade re-runs) imports the mcp SDK, not gateway/mcp."""
+    script = Path(__file__).resolve().parent.parent / "gateway" / "cli.py"
+    argv = [sys.executable, str(script), "keys", "create", "--name", "file", "--json", "--config", config_file(tmp_path)]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["key"].startswith("sk-gw-")
