@@ -9,7 +9,6 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.loop.events import McpToolsListed
 from gateway.mcp.naming import is_reserved, raw_function_name, tool_function_name
 from gateway.mcp.tools import ToolInfo, ToolOutcome
 from gateway.observability.outgoing import observed_tool_call
@@ -81,10 +80,10 @@ class Toolset:
         name = tool_function_name(server_label, tool_name)
         return name if name in self.offered else None
 
-    def listings(self) -> list[McpToolsListed]:
-        """`mcp_list_tools` announcements for the servers not yet listed in this chain."""
+    def listings(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """The servers not yet listed in this chain, with their tools as `mcp_list_tools` shows them."""
         return [
-            McpToolsListed(server.label, [listed_tool(tool) for tool in server.tools])
+            (server.label, [listed_tool(tool) for tool in server.tools])
             for server in self.servers
             if server.announce
         ]
