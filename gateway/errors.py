@@ -31,7 +31,8 @@ is the HTTP status as an integer, with `metadata` where OpenRouter has it, keepi
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import peewee
 from flask import Flask, g, jsonify, request
@@ -72,9 +73,7 @@ class GatewayError(Exception):
 
     def body(self, dialect: str = OPENAI) -> dict[str, Any]:
         """The error body in a base path's dialect: OpenAI's, or OpenRouter's (integer `code`)."""
-        if dialect == OPENROUTER:
-            return openrouter_error_body(self.message, self.status, self.type, self.param, self.metadata)
-        return error_body(self.message, self.type, self.param, self.code)
+        return render_error(self, dialect)
 
 
 class InvalidRequest(GatewayError):
@@ -196,6 +195,36 @@ def openrouter_error_body(
     if metadata:
         error["metadata"] = metadata
     return {"error": error}
+
+
+class ErrorFields(Protocol):
+    """What a dialect renders: a GatewayError, or a run's Failure (gateway.loop.failure)."""
+
+    message: str
+    status: int
+    type: str
+    code: str | None
+    param: str | None
+    metadata: Any
+
+
+def openai_error(error: ErrorFields) -> dict[str, Any]:
+    """OpenAI's error body."""
+    return error_body(error.message, error.type, error.param, error.code)
+
+
+def openrouter_error(error: ErrorFields) -> dict[str, Any]:
+    """OpenRouter's error body."""
+    return openrouter_error_body(error.message, error.status, error.type, error.param, error.metadata)
+
+
+ERROR_BODIES: dict[str, Callable[[ErrorFields], dict[str, Any]]] = {OPENAI: openai_error, OPENROUTER: openrouter_error}
+# a new dialect is one more function here, which every renderer then reaches through render_error
+
+
+def render_error(error: ErrorFields, dialect: str = OPENAI) -> dict[str, Any]:
+    """The error body of an error (or a run's failure) in a dialect."""
+    return ERROR_BODIES[dialect](error)
 
 
 def dialect_of(path: str) -> str:

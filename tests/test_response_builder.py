@@ -34,6 +34,7 @@ from gateway.loop.events import (
     TextDelta,
     TurnFinished,
 )
+from gateway.loop.failure import Failure
 from gateway.responses.builder import ResponseBuilder
 from gateway.responses.echo import request_echo
 from gateway.responses.validation import parse_create_request
@@ -400,10 +401,9 @@ def test_incomplete_by_max_output_tokens(turn_end: list[Any]) -> None:
 def test_failure_mid_stream() -> None:
     b = builder()
     events = b.start() + b.feed(TextDelta("partial"))
-    events.append(b.error_event("upstream_timeout", "The upstream model timed out.", error_type="api_error"))
-    events += b.finish(
-        LoopFinished("failed", Usage(), error_code="upstream_timeout", error_message="timed out")
-    )
+    failure = Failure("The upstream model timed out.", 504, code="upstream_timeout")
+    events.append(b.error_event(failure))
+    events += b.finish(LoopFinished("failed", Usage(), failure=failure))
     check_stream(events)
     error = next(event for event in events if event["type"] == "error")
     assert error["error"] == {
@@ -415,7 +415,7 @@ def test_failure_mid_stream() -> None:
     assert (error["code"], error["message"]) == ("upstream_timeout", "The upstream model timed out.")
     final = events[-1]["response"]
     assert events[-1]["type"] == "response.failed"
-    assert final["error"] == {"type": "api_error", "code": "upstream_timeout", "message": "timed out"}
+    assert final["error"] == {"type": "api_error", "code": "upstream_timeout", "message": "The upstream model timed out."}
     assert final["output"][0]["status"] == "incomplete"
 
 
@@ -440,7 +440,7 @@ def test_finish_of_unknown_mcp_call_is_a_bug() -> None:
 def test_open_mcp_call_is_incomplete_when_the_run_fails() -> None:
     b = builder()
     events = b.start() + b.feed(McpCallStarted("mcp_9", "time", "get_time", "{}"))
-    events += b.finish(LoopFinished("failed", Usage(), error_code="server_error", error_message="x"))
+    events += b.finish(LoopFinished("failed", Usage(), failure=Failure("x")))
     check_stream(events)
     assert events[-1]["response"]["output"][0]["status"] == "incomplete"
 

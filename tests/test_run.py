@@ -80,7 +80,7 @@ def inject(monkeypatch: pytest.MonkeyPatch, stage: str, family: str) -> None:
     from gateway.api import chat_render
     from gateway.loop import tool_loop, turn
     from gateway.mcp.toolset import Toolset
-    from gateway.responses import admission, events, store
+    from gateway.responses import admission, builder, store
 
     if stage == "admission":
         if family == "chat":
@@ -98,8 +98,8 @@ def inject(monkeypatch: pytest.MonkeyPatch, stage: str, family: str) -> None:
         monkeypatch.setattr(chat_render.ChatRender, "take", lambda self, event: (
             explode() if type(event).__name__ == "TextDelta" else original(self, event)))
     elif stage == "rendering":
-        original = events.ResponseBuilder.feed
-        monkeypatch.setattr(events.ResponseBuilder, "feed", lambda self, event: (
+        original = builder.ResponseBuilder.feed
+        monkeypatch.setattr(builder.ResponseBuilder, "feed", lambda self, event: (
             explode() if type(event).__name__ == "TextDelta" else original(self, event)))
     elif stage == "store":
         monkeypatch.setattr(store, "save", explode)

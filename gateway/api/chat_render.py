@@ -78,20 +78,14 @@ class ChatRender:
                                   self.id)
 
 
-def failure(done: LoopFinished) -> GatewayError:
-    """The HTTP error of a loop that failed."""
-    return GatewayError(done.error_message or "The model failed.", status=done.http_status, code=done.error_code,
-                        headers=done.error_headers)
-
-
 def complete(run: Run) -> dict[str, Any]:
     """Run the loop to the end and answer one chat completion (HTTP error if it failed)."""
     render = ChatRender(run.plan.route, run.meter)
     with run:
         for event in run.events():
             render.take(event)
-    if run.outcome.status == "failed":
-        raise failure(run.outcome)
+    if run.outcome.failure is not None:
+        raise run.outcome.failure.error()
     return render.completion(run.outcome)
 
 
@@ -115,8 +109,8 @@ def stream(run: Run, wants_usage: bool, dialect: StreamDialect = OPENAI_STREAMS)
 
 
 def _stream_end(render: ChatRender, done: LoopFinished, wants_usage: bool, dialect: StreamDialect) -> Iterator[bytes]:
-    if done.status == "failed":
-        yield dialect.error_event(failure(done), render.chunk({}))
+    if done.failure is not None:
+        yield dialect.error_event(done.failure, render.chunk({}))
         return
     if render.calls:
         calls = [{**call, "index": index} for index, call in enumerate(render.calls)]

@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.db import own_connection
 from gateway.loop.events import KeepAlive, LoopEvent, LoopFinished
+from gateway.loop.failure import Failure
 from gateway.responses.assembly import ResponseAssembly
 from gateway.upstream import sse
 
@@ -101,12 +102,10 @@ def response_events(
                                             "connection allows for one turn.", TURN_TIMEOUT_STATUS)
                         break
                 outcome = outcome or run.outcome_after(None)
-                if outcome.status == "failed":
-                    yield builder.error_event(outcome.error_code or "server_error",
-                                              outcome.error_message or "The response failed.",
-                                              error_type=outcome.error_type or "api_error")
+                if outcome.failure is not None:
+                    yield builder.error_event(outcome.failure)
                 run.finish(outcome)
                 yield from response.terminal_events
         except Exception:
             log.exception("streaming response %s failed", response.response_id)
-            yield builder.error_event("server_error", "Internal error while streaming the response.")
+            yield builder.error_event(Failure("Internal error while streaming the response."))

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from gateway.accounting.usage import Usage
 from gateway.errors import CLIENT_CLOSED
+from gateway.loop.failure import Failure
 
 CHAT_FINISH_REASONS = {"max_output_tokens": "length", "context_length_exceeded": "length",
                        "content_filter": "content_filter"}  # incomplete reasons as chat finish reasons
@@ -98,17 +99,17 @@ class LoopFinished:
     status: Literal["completed", "incomplete", "failed", "cancelled"]
     usage: Usage
     incomplete_reason: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    error_status: int | None = None  # HTTP status of the failure (502 upstream, 402 balance, ...)
-    error_type: str | None = None  # the error tree's `type` of the failure (api_error, invalid_request_error, ...)
-    error_headers: dict[str, str] = field(default_factory=dict)  # the failure's headers (a 429's Retry-After)
+    failure: Failure | None = None  # what a failed loop ended with: the one error every renderer shows
+
+    def __post_init__(self) -> None:
+        if (self.status == "failed") != (self.failure is not None):
+            raise ValueError("a failed outcome carries its failure, and only a failed one")
 
     @property
     def http_status(self) -> int:
         """The status the usage row records: 200, the failure's status, or 499 when cancelled."""
         if self.status == "failed":
-            return self.error_status or UPSTREAM_FAILED
+            return self.failure.status if self.failure else UPSTREAM_FAILED
         return CLIENT_CLOSED if self.status == "cancelled" else 200
 
     @property

@@ -21,6 +21,7 @@ from gateway.config import Settings
 from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError
 from gateway.loop.events import FunctionCallDelta, LoopEvent, LoopFinished, ReasoningDelta, TextDelta
+from gateway.loop.failure import Failure
 from gateway.loop.tool_loop import LoopPlan, LoopState, loop_events
 from gateway.observability.wsgi_middleware import first_token
 from gateway.upstream.client import UpstreamClient
@@ -55,8 +56,11 @@ class Run:
 
     def ended(self, code: str, message: str, status: int, error_type: str = "api_error") -> LoopFinished:
         """A `failed` outcome for a run stopped before the loop finished, billed as used so far."""
-        return LoopFinished("failed", self.state.usage_so_far(), error_code=code, error_message=message,
-                            error_status=status, error_type=error_type)
+        return self.failed(Failure(message, status, error_type, code))
+
+    def failed(self, failure: Failure) -> LoopFinished:
+        """The `failed` outcome of a run that ended with this failure, billed as used so far."""
+        return LoopFinished("failed", self.state.usage_so_far(), failure=failure)
 
     def cancelled(self) -> LoopFinished:
         """A `cancelled` outcome, billed as used so far."""
@@ -103,5 +107,5 @@ class Run:
             return self.ended("client_disconnected", "The client disconnected before the response finished.",
                               CLIENT_CLOSED)
         if isinstance(error, GatewayError):
-            return self.ended(error.code or "server_error", error.message, error.status, error.type)
+            return self.failed(Failure.of(error))
         return self.ended("server_error", "Internal error while running the request.", INTERNAL_ERROR)

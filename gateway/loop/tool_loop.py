@@ -28,6 +28,7 @@ from gateway.loop.events import (
     McpCallStarted,
     TurnFinished,
 )
+from gateway.loop.failure import Failure
 from gateway.loop.guards import (
     CONTEXT_FULL,
     REPEATED_MESSAGE,
@@ -119,8 +120,7 @@ def loop_events(
                 yield finished
                 return
     except GatewayError as exc:
-        yield LoopFinished("failed", state.usage_so_far(), error_code=exc.code, error_message=exc.message,
-                           error_status=exc.status, error_type=exc.type, error_headers=exc.headers)
+        yield LoopFinished("failed", state.usage_so_far(), failure=Failure.of(exc))
 
 
 def model_turn(

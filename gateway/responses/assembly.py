@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting.keys import Caller
-from gateway.errors import GatewayError, InsufficientBalance
 from gateway.loop.events import LoopFinished
 from gateway.loop.run import Run
 from gateway.responses import conversations, store
@@ -66,14 +65,14 @@ class ResponseAssembly:
     def raise_if_rejected(self) -> None:
         """After the run finished: raise the HTTP error of a rejected run."""
         outcome = self.run.outcome
-        if outcome is not None and self.rejected(outcome):
-            raise http_error(outcome)
+        if outcome is not None and outcome.failure is not None and self.rejected(outcome):
+            raise outcome.failure.error()
 
     def raise_if_failed_without_output(self) -> None:
         """After the run finished: any failure before output is its HTTP error (JSON mode; stored as failed)."""
         outcome = self.run.outcome
-        if outcome is not None and outcome.status == "failed" and not self.builder.response()["output"]:
-            raise http_error(outcome)
+        if outcome is not None and outcome.failure is not None and not self.builder.response()["output"]:
+            raise outcome.failure.error()
 
     def chain(self) -> store.History:
         """The history a next turn continuing this response inherits (the WebSocket's connection cache)."""
@@ -88,12 +87,3 @@ class ResponseAssembly:
         """The finished response object."""
         return self.terminal_events[-1]["response"]
 
-
-def http_error(outcome: LoopFinished) -> GatewayError:
-    """The HTTP error a failed outcome is answered with: its status, type, code and message."""
-    message = outcome.error_message or "The response failed."
-    if outcome.http_status == InsufficientBalance.status:
-        return InsufficientBalance(message)
-    error = GatewayError(message, code=outcome.error_code, status=outcome.http_status, headers=outcome.error_headers)
-    error.type = outcome.error_type or error.type
-    return error

@@ -25,6 +25,7 @@ from gateway.loop.events import (
     TextDelta,
     TurnFinished,
 )
+from gateway.loop.failure import Failure
 from gateway.responses.echo import usage_dict
 
 TRUNCATED_FINISH_REASONS = {"length", "content_filter"}
@@ -108,15 +109,13 @@ class ResponseBuilder:
             reason = done.incomplete_reason or "max_output_tokens"
             self._response["incomplete_details"] = {"reason": reason}
         else:
-            self._response["error"] = failure(done)
+            self._response["error"] = done.failure.summary() if done.failure else None
         return [*events, self._event(TERMINAL_EVENTS[done.status], response=self.response())]
 
-    def error_event(
-        self, code: str, message: str, param: str | None = None, error_type: str = "server_error"
-    ) -> dict[str, Any]:
-        """The mid-stream `error` event (spec's nested `error` plus OpenAI's flat fields)."""
-        error = {"type": error_type, "code": code, "message": message, "param": param}
-        return self._event("error", code=code, message=message, param=param, error=error)
+    def error_event(self, failure: Failure) -> dict[str, Any]:
+        """The mid-stream `error` event of a run's failure (spec's nested `error` plus OpenAI's flat fields)."""
+        error = {**failure.summary(), "param": failure.param}
+        return self._event("error", code=error["code"], message=failure.message, param=failure.param, error=error)
 
     def _event(self, event_type: str, **fields: Any) -> dict[str, Any]:
         event = {"type": event_type, "sequence_number": self._sequence, **fields}
@@ -318,15 +317,6 @@ class ResponseBuilder:
         elif item["type"] == "mcp_call":
             status = "incomplete"  # closed without a result: the run ended while the tool ran
         return [*events, self._item_done(index, status)]
-
-
-def failure(done: LoopFinished) -> dict[str, Any]:
-    """A failed response's `error`: OpenAI's `type` (strict clients require it), `code` and `message`."""
-    return {
-        "type": done.error_type or "api_error",
-        "code": done.error_code or "server_error",
-        "message": done.error_message or "The response failed.",
-    }
 
 
 def _listed_tool(tool: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import OPENAI, OPENROUTER, GatewayError
+from gateway.errors import OPENAI, OPENROUTER, ErrorFields, render_error
 from gateway.upstream import sse
 
 KEEPALIVE_COMMENTS = {OPENAI: "keep-alive", OPENROUTER: "OPENROUTER PROCESSING"}
@@ -27,13 +27,14 @@ class StreamDialect:
         """The comment sent during silences."""
         return sse.comment(KEEPALIVE_COMMENTS[self.name])
 
-    def error_event(self, error: GatewayError, last_chunk: dict[str, Any] | None = None) -> bytes:
-        """The event that ends a stream with this error (`last_chunk` gives OpenRouter's id and model)."""
+    def error_event(self, error: ErrorFields, last_chunk: dict[str, Any] | None = None) -> bytes:
+        """The event that ends a stream with this error or run failure (`last_chunk` gives OpenRouter's id and model)."""
         if self.name != OPENROUTER:
-            return sse.encode(error.body())
+            return sse.encode(render_error(error, self.name))
         head = {key: (last_chunk or {})[key] for key in CHUNK_FIELDS if key in (last_chunk or {})}
         choice = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
-        return sse.encode({"object": "chat.completion.chunk", **head, **error.body(OPENROUTER), "choices": [choice]})
+        return sse.encode({"object": "chat.completion.chunk", **head, **render_error(error, OPENROUTER),
+                           "choices": [choice]})
 
 
 OPENAI_STREAMS = StreamDialect(OPENAI)
