@@ -227,6 +227,10 @@ class McpServerSettings(Section):
 
 class ProfileSettings(Section):
     mcp_servers: list[str] = Field(default_factory=list, description="built-in MCP server labels")
+    tools_by_default: bool = Field(
+        False, description="chat on the profile's routes offers and runs its MCP tools without `tools: \"auto\"`: "
+        "to requests with no `tools` or only function tools (which the client runs)"
+    )
 
 
 class McpSettings(Section):
@@ -244,6 +248,10 @@ class McpSettings(Section):
     http_read_timeout_s: float = Field(
         300.0, gt=0, description="read timeout of MCP HTTP streams (servers hold them open between events)"
     )
+    hub_thread_share: float = Field(
+        0.5, gt=0, le=1, description="share of a worker's threads the hub's `tools/call` requests may hold "
+        "at once, all keys together (429 beyond)"
+    )
 
 
 class LimitSettings(Section):
@@ -251,11 +259,17 @@ class LimitSettings(Section):
     tpm: int = Field(1_000_000, ge=1, description="tokens per minute per key (default)")
     backend: Literal["database", "redis"] = Field("database", description="where windows live")
     url: str | None = Field(None, description="redis://host:port/db when backend = \"redis\"")
-    max_streams_per_key: int = Field(
-        8, ge=1, description="streams one key may have open at once, per worker process (429 beyond)"
+    max_streams_per_key: int | None = Field(
+        None, ge=1, description="streams a key that sets none may have open at once, per worker process "
+        "(429 beyond); unset: bounded by `stream_share` only"
     )
-    max_streams_per_account: int = Field(
-        16, ge=1, description="streams all keys of one account may have open at once, per worker process"
+    max_streams_per_account: int | None = Field(
+        None, ge=1, description="streams all keys of an account that sets none may have open at once, per "
+        "worker process; unset: bounded by `stream_share` only"
+    )
+    stream_share: float = Field(
+        0.75, gt=0, le=1, description="share of a worker's threads one key (or account) may hold in streams "
+        "while another tenant streams on that worker too; alone, it may use every thread"
     )
 
 
@@ -264,6 +278,10 @@ class BillingSettings(Section):
         900, ge=1, description="open reservations older than this are swept (crashed workers)"
     )
     thinking_default_budget: int = Field(16000, ge=0, description="`thinking.default_budget` in /quota")
+    debt_bound_ratio: float = Field(
+        1.0, ge=0, description="how far a request may run past its hold, as a multiple of the hold: a run whose "
+        "cost passes hold + ratio x hold is stopped at its next turn or stream chunk (402 debt_bound_reached)"
+    )
 
 
 class ResponsesSettings(Section):
@@ -310,8 +328,11 @@ class DashboardSettings(Section):
     signup_credits: float = Field(0.0, ge=0, description="credits granted to an account made by sign-up")
     secure_cookies: bool = Field(False, description="mark the session cookie `Secure` (set it behind HTTPS)")
     idle_timeout_s: int = Field(3600, ge=60, description="a session unused this long is signed out")
-    sign_in_attempts: int = Field(5, ge=1, description="failed sign-ins allowed per address and per email "
-                                  "within `sign_in_window_s`; then 429 until the window passes")
+    sign_in_attempts: int = Field(5, ge=1, description="sign-ins allowed per (address, email) pair within "
+                                  "`sign_in_window_s` (counted before the password is checked; a success clears "
+                                  "the pair's); then 429 until the oldest leaves the window")
+    sign_in_attempts_per_email: int = Field(20, ge=1, description="failed sign-ins allowed per email from all "
+                                            "addresses together within `sign_in_window_s`; then 429")
     sign_in_window_s: int = Field(900, ge=1, description="seconds over which failed sign-ins are counted")
 
 
@@ -400,7 +421,7 @@ def check_tracing(settings: Settings) -> None:
 
 def embedded_defaults() -> dict[str, Any]:
     """The configuration files layer over: the packaged SmolLM2 model, the time MCP server, a profile."""
-    from gateway.upstream.model_process import (
+    from gateway.embedded_model import (
         SMOLLM2_COPIES,
         SMOLLM2_SAMPLING,
         SMOLLM2_SYSTEM_PROMPT,

@@ -37,6 +37,7 @@ class Account(BaseModel):
     tier = CharField(default="free")
     scope = CharField(null=True)
     created_at = DateTimeField(default=utcnow)
+    max_streams = IntegerField(null=True)  # open streams of all its keys, per worker (0012); None: from capacity
 
     class Meta:
         table_name = "account"
@@ -55,6 +56,8 @@ class ApiKey(BaseModel):
     spend_limit = BigIntegerField(null=True)  # micro-credits; None = no per-key cap
     created_at = DateTimeField(default=utcnow)
     mcp_servers = TextField(null=True)  # JSON list of built-in MCP server labels this key may use (0009); None: all
+    max_streams = IntegerField(null=True)  # open streams per worker (0012); None: the account's or capacity's
+    operator_limits = TextField(null=True)  # JSON {limit: value} an operator set: a member's ceiling (0012)
 
     class Meta:
         table_name = "api_key"
@@ -219,7 +222,10 @@ class User(BaseModel):
 
 
 class SignInFailure(BaseModel):
-    """A failed dashboard sign-in, counted per address and per email to slow password guessing."""
+    """A dashboard sign-in attempt, recorded before its password is checked and kept unless it succeeds.
+
+    Counted per (address, email) pair and per email to slow password guessing (gateway.dashboard.signin_limit).
+    """
 
     address = CharField(max_length=64, index=True)
     email = CharField(max_length=254, index=True)
@@ -227,3 +233,30 @@ class SignInFailure(BaseModel):
 
     class Meta:
         table_name = "sign_in_failure"
+
+
+class DashboardSession(BaseModel):
+    """A signed-in dashboard session (0011): the cookie holds its token, this row the token's digest.
+
+    Deleting the row (sign-out, password change, the user's deletion) ends every copy of the cookie.
+    """
+
+    digest = CharField(primary_key=True, max_length=64)  # SHA-256 of the cookie's token, never the token
+    user = ForeignKeyField(User, backref="sessions", on_delete="CASCADE")
+    created_at = DateTimeField(default=utcnow)
+    seen_at = DateTimeField(default=utcnow, index=True)
+    new_key = TextField(null=True)  # a new key's secret for its one page, encrypted under the cookie's token
+
+    class Meta:
+        table_name = "dashboard_session"
+
+
+class FormToken(BaseModel):
+    """A dashboard form's one-use token (0011): a POST that brings it back consumes it, so a repeat does nothing."""
+
+    token = CharField(primary_key=True, max_length=64)
+    session = ForeignKeyField(DashboardSession, on_delete="CASCADE")
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "dashboard_form_token"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway import db
-from gateway.accounting.streams import StreamSlots
+from gateway.accounting.streams import Caps, StreamSlots
 from gateway.errors import RateLimited
 from gateway.tables import ApiKey
 
@@ -15,19 +15,57 @@ CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}], 
 
 
 def test_slots_cap_keys_and_accounts_and_release_once() -> None:
-    slots = StreamSlots(per_key=2, per_account=3)
-    first = slots.acquire(1, 10)
-    slots.acquire(1, 10)
+    slots = StreamSlots(threads=64, share=1.0)
+    caps = Caps(key=2, account=3, key_source="its key's", account_source="its account's")
+    first = slots.acquire(1, 10, caps)
+    slots.acquire(1, 10, caps)
     with pytest.raises(RateLimited, match="This key already has 2 streams open"):
-        slots.acquire(1, 10)
-    slots.acquire(2, 10)
+        slots.acquire(1, 10, caps)
+    slots.acquire(2, 10, caps)
     with pytest.raises(RateLimited, match="This key's account already has 3 streams open"):
-        slots.acquire(3, 10)
-    slots.acquire(4, 20)  # another account
+        slots.acquire(3, 10, caps)
+    slots.acquire(4, 20, caps)  # another account
     first()
     first()  # idempotent
     assert slots.open_streams(1) == 1
-    slots.acquire(3, 10)
+    slots.acquire(3, 10, caps)
+
+
+NO_CAPS = Caps(None, None, "", "")
+
+
+def test_a_tenant_alone_may_use_every_thread_and_beside_another_its_share() -> None:
+    slots = StreamSlots(threads=8, share=0.5)
+    alone = [slots.acquire(1, 10, NO_CAPS) for _ in range(8)]  # a single-tenant app: every thread
+    assert slots.open_streams(1) == 8
+    other = slots.acquire(2, 20, NO_CAPS)  # another tenant arrives as a thread frees
+    with pytest.raises(RateLimited, match=r"holds 8 of this worker's 8 threads .*`\[limits\] stream_share` = 0.5"):
+        slots.acquire(1, 10, NO_CAPS)
+    for release in alone[:5]:
+        release()
+    slots.acquire(1, 10, NO_CAPS)  # 3 held, under its share of 4, with the other tenant present
+    with pytest.raises(RateLimited, match="This key holds 4"):
+        slots.acquire(1, 10, NO_CAPS)
+    other()
+    slots.acquire(1, 10, NO_CAPS)  # alone again
+
+
+def test_sibling_keys_share_their_account_share() -> None:
+    slots = StreamSlots(threads=4, share=0.5)
+    slots.acquire(1, 10, NO_CAPS)
+    slots.acquire(2, 10, NO_CAPS)
+    slots.acquire(3, 20, NO_CAPS)
+    with pytest.raises(RateLimited, match="This key's account holds 2 of this worker's 4 threads"):
+        slots.acquire(4, 10, NO_CAPS)
+
+
+def test_a_worker_cap_bounds_every_key_together() -> None:
+    slots = StreamSlots(threads=8, share=1.0, worker_cap=3, what="MCP tool calls")
+    for key_id in (1, 2, 3):
+        slots.acquire(key_id, key_id, NO_CAPS)
+    with pytest.raises(RateLimited, match="This worker already has 3 MCP tool calls open") as refused:
+        slots.acquire(4, 4, NO_CAPS)
+    assert refused.value.code == "too_many_tool_calls"
 
 
 @pytest.fixture

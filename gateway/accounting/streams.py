@@ -1,50 +1,90 @@
-"""Concurrent streams per key and per account: a request that would open one too many gets 429.
+"""Open streams (and hub tool calls) per key and per account: a request that would hold one too many gets 429.
 
-Counted in each worker process, not across workers: what an open stream holds is a thread of
-its worker (until it ends, or until `[server] send_timeout_s` drops a client that stopped
-reading), and threads are per worker too, so caps below `[server] threads` keep one key or one
-account from holding all of a worker's threads. With W workers, a key may have up to
-W x `[limits] max_streams_per_key` streams open in all. Counting in memory costs no database
-round trip; a slot is released when the response closes, whatever ended it.
+What an open stream holds is a thread of its worker, until it ends or `[server] send_timeout_s`
+drops a client that stopped reading; threads are per worker, so streams are counted in each
+worker process, in memory (no database round trip). Three rules, checked in this order:
+
+- a key's `max_streams` (else `[limits] max_streams_per_key`) and its account's `max_streams`
+  (else `max_streams_per_account`), when set: a hard cap per worker process;
+- the tenant share: while another key (account) holds a stream on this worker, a key (account)
+  may hold at most `[limits] stream_share` of the worker's threads; a key alone on the worker
+  may use every thread, so a single-tenant app is never refused for streams it could be served;
+- a worker-wide cap, for the hub's tool calls only (`[mcp] hub_thread_share` of the threads).
+
+A slot is released when the response closes, whatever ended it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Flask, Response, after_this_request, current_app
 
-from gateway.accounting.keys import current_caller
-from gateway.config import LimitSettings
+from gateway.accounting.keys import Caller, current_caller
+from gateway.config import Settings
 from gateway.errors import RateLimited
 
 EXTENSION = "gateway.streams"
 RETRY_AFTER_S = 1
 
 
-class StreamSlots:
-    """Open streams by key and by account in this process, within two caps."""
+@dataclass(frozen=True)
+class Caps:
+    """The explicit caps of one caller (None: no explicit cap) and where each came from."""
 
-    def __init__(self, per_key: int, per_account: int) -> None:
-        self.per_key = per_key
-        self.per_account = per_account
+    key: int | None
+    account: int | None
+    key_source: str
+    account_source: str
+
+
+def caps_of(caller: Caller, settings: Settings) -> Caps:
+    """A caller's stream caps: its key's and account's `max_streams`, else the `[limits]` defaults."""
+    key_id, account_id = caller.key.id, caller.account.id
+    key_cap = caller.key.max_streams or settings.limits.max_streams_per_key
+    account_cap = caller.account.max_streams or settings.limits.max_streams_per_account
+    key_source = (f"`max_streams` of key {key_id}: `gateway keys update {key_id} --max-streams N` or "
+                  f"PATCH /admin/keys/{key_id}") if caller.key.max_streams else \
+        "`[limits] max_streams_per_key`, or the key's own `max_streams`"
+    account_source = (f"`max_streams` of account {account_id}: PATCH /admin/accounts/{account_id}"
+                      if caller.account.max_streams else "`[limits] max_streams_per_account`, or the "
+                      "account's own `max_streams`")
+    return Caps(key_cap, account_cap, key_source, account_source)
+
+
+class StreamSlots:
+    """Open streams (or hub calls) by key and by account in this process, within the caps above."""
+
+    def __init__(self, threads: int, share: float, worker_cap: int | None = None, what: str = "streams") -> None:
+        self.threads = threads
+        self.share = share
+        self.fair = max(1, math.floor(share * threads))  # most a tenant may hold beside another
+        self.worker_cap = worker_cap
+        self.what = what
         self._lock = threading.Lock()
         self._by_key: Counter[int] = Counter()
         self._by_account: Counter[int] = Counter()
 
     @classmethod
-    def from_settings(cls, limits: LimitSettings) -> StreamSlots:
-        return cls(limits.max_streams_per_key, limits.max_streams_per_account)
+    def for_streams(cls, settings: Settings) -> StreamSlots:
+        """The worker's stream counter."""
+        return cls(settings.server.threads, settings.limits.stream_share)
 
-    def acquire(self, key_id: int, account_id: int) -> Callable[[], None]:
-        """Count one more stream, or raise RateLimited (429); returns its release (idempotent)."""
+    @classmethod
+    def for_hub_calls(cls, settings: Settings) -> StreamSlots:
+        """The worker's counter of hub tools/call requests, within `[mcp] hub_thread_share` of its threads."""
+        threads = settings.server.threads
+        return cls(threads, settings.limits.stream_share,
+                   max(1, math.floor(settings.mcp.hub_thread_share * threads)), "MCP tool calls")
+
+    def acquire(self, key_id: int, account_id: int, caps: Caps) -> Callable[[], None]:
+        """Count one more for this key and account, or raise RateLimited (429); returns its release (idempotent)."""
         with self._lock:
-            if self._by_key[key_id] >= self.per_key:
-                raise too_many("This key", self.per_key)
-            if self._by_account[account_id] >= self.per_account:
-                raise too_many("This key's account", self.per_account)
+            self._check(key_id, account_id, caps)
             self._by_key[key_id] += 1
             self._by_account[account_id] += 1
         released = threading.Event()
@@ -59,8 +99,37 @@ class StreamSlots:
 
         return release
 
+    def _check(self, key_id: int, account_id: int, caps: Caps) -> None:
+        """Raise the 429 of the first rule one more would break (under the lock)."""
+        held, account_held = self._by_key[key_id], self._by_account[account_id]
+        if caps.key is not None and held >= caps.key:
+            raise self.refusal(f"This key already has {held} {self.what} open in this worker process, its "
+                               f"limit. An operator raises it: {caps.key_source}.")
+        if caps.account is not None and account_held >= caps.account:
+            raise self.refusal(f"This key's account already has {account_held} {self.what} open in this worker "
+                               f"process, its limit. An operator raises it: {caps.account_source}.")
+        total = sum(self._by_key.values())
+        if held >= self.fair and total > held:
+            raise self.refusal(self.share_message("This key", held))
+        if account_held >= self.fair and total > account_held:
+            raise self.refusal(self.share_message("This key's account", account_held))
+        if self.worker_cap is not None and total >= self.worker_cap:
+            raise self.refusal(f"This worker already has {total} {self.what} open, the most it runs at once "
+                               f"(`[mcp] hub_thread_share` of its {self.threads} threads); retry shortly.")
+
+    def share_message(self, holder: str, held: int) -> str:
+        """Why a tenant past its share of the threads is refused, and how an operator changes it."""
+        return (f"{holder} holds {held} of this worker's {self.threads} threads with {self.what} while other "
+                f"tenants use it too, the most one tenant may (`[limits] stream_share` = {self.share:g}). "
+                "Retry shortly; an operator raises `[limits] stream_share` or `[server] threads`.")
+
+    def refusal(self, message: str) -> RateLimited:
+        """The 429 of one more past a cap."""
+        code = "too_many_streams" if self.what == "streams" else "too_many_tool_calls"
+        return RateLimited(message, code=code, headers={"Retry-After": str(RETRY_AFTER_S)})
+
     def open_streams(self, key_id: int) -> int:
-        """Streams this key has open in this process."""
+        """What this key has open in this process."""
         with self._lock:
             return self._by_key[key_id]
 
@@ -72,24 +141,21 @@ def decrement(counter: Counter[int], item: int) -> None:
         del counter[item]
 
 
-def too_many(holder: str, cap: int) -> RateLimited:
-    """The 429 of a stream past a cap."""
-    return RateLimited(
-        f"{holder} already has {cap} streams open, the most it may have at once. "
-        "Wait for one to finish, or retry shortly.",
-        code="too_many_streams", headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
-
-
-def init_app(app: Flask, limits: LimitSettings) -> None:
+def init_app(app: Flask, settings: Settings) -> None:
     """Give the app its stream counter (one per worker process)."""
-    app.extensions[EXTENSION] = StreamSlots.from_settings(limits)
+    app.extensions[EXTENSION] = StreamSlots.for_streams(settings)
+
+
+def acquire_stream(caller: Caller) -> Callable[[], None]:
+    """Count one open stream of this caller (or 429); returns its release."""
+    slots: StreamSlots = current_app.extensions[EXTENSION]
+    settings = current_app.extensions["gateway.settings"]
+    return slots.acquire(caller.key.id, caller.account.id, caps_of(caller, settings))
 
 
 def hold_stream_slot() -> None:
     """Count the current request as an open stream of its key and account until its response closes (or 429)."""
-    caller = current_caller()
-    release = current_app.extensions[EXTENSION].acquire(caller.key.id, caller.account.id)
+    release = acquire_stream(current_caller())
 
     @after_this_request
     def release_on_close(response: Response) -> Response:

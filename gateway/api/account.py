@@ -6,10 +6,12 @@ from flask import Response, jsonify
 
 from gateway import services
 from gateway.accounting import credits
-from gateway.accounting.keys import current_caller
+from gateway.accounting.keys import Caller, current_caller
 from gateway.accounting.spending import spent_by_key_since
+from gateway.accounting.streams import caps_of
 from gateway.api.http import authenticated_blueprint
 from gateway.api.openrouter_objects import key_object, period_starts
+from gateway.config import Settings
 from gateway.tables import utcnow
 
 bp = authenticated_blueprint("account", __name__)
@@ -56,7 +58,15 @@ def current_key() -> Response:
         usage_by_period=by_period,
         is_free_tier=caller.account.tier == "free",
         rpm=key.rpm or settings.limits.rpm,
-    ) | {"name": key.name}})
+    ) | {"name": key.name, "stream_limit": stream_limit(caller, settings)}})
+
+
+def stream_limit(caller: Caller, settings: Settings) -> dict:
+    """The key's open-stream limits (a gateway extension of the key object): caps and the tenant share."""
+    caps = caps_of(caller, settings)
+    return {"streams": caps.key, "account_streams": caps.account, "tenant_share": settings.limits.stream_share,
+            "threads_per_worker": settings.server.threads,
+            "note": "open streams per worker process; null: bounded only by the tenant share of the threads"}
 
 
 @bp.get("/api/v1/credits")

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import services
 from gateway.accounting import admin_service, credits, keys
+from gateway.accounting.admin_limits import MAX_CREDITS, MAX_DAYS, MAX_ID, MAX_RATE, MAX_STREAMS, Tier
 from gateway.accounting.admin_service import KeySpec, micro_or_none
+from gateway.accounting.descriptions import describe_account, describe_entry
 from gateway.accounting.mcp_allow_list import encode_allow_list
 from gateway.api.http import json_object, parse_model
 from gateway.errors import InvalidRequest
-from gateway.tables import LedgerEntry
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-Tier = Literal["free", "premium", "enterprise", "internal"]
-
-
-MAX_ID = 2**63 - 1  # the largest id a BIGINT column holds
-MAX_CREDITS = 1_000_000_000  # per grant or limit; micro-credits stay far inside 64 bits
-MAX_DAYS = 36_500
-MAX_RATE = 1_000_000_000
-MAX_STREAMS = 1_000_000
 
 
 class Strict(BaseModel):
@@ -151,24 +142,3 @@ def ledger(account_id: int) -> Response:
     entries = credits.ledger_of(account_id, limit)
     return jsonify({"object": "list", "data": [describe_entry(entry) for entry in entries]})
 
-
-def describe_account(account) -> dict:
-    """An account and its balances in credits."""
-    summary = credits.summarize(account)
-    return {
-        "id": account.id, "name": account.name, "tier": account.tier, "scope": account.scope,
-        "max_streams": account.max_streams,
-        "balance": credits.to_credits(summary.balance),
-        "reserved": credits.to_credits(summary.reserved),
-        "total_earned": credits.to_credits(summary.total_earned),
-        "total_spent": credits.to_credits(summary.total_spent),
-    }
-
-
-def describe_entry(entry: LedgerEntry) -> dict:
-    """One ledger row in credits."""
-    return {
-        "id": entry.id, "kind": entry.kind, "amount": credits.to_credits(entry.amount),
-        "api_key_id": entry.api_key_id, "request_id": entry.request_id, "note": entry.note,
-        "created_at": entry.created_at.isoformat(timespec="seconds") + "Z",
-    }

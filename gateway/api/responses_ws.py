@@ -15,7 +15,7 @@ Sockets come from simple-websocket (wsproto underneath), which runs on gunicorn'
 and on werkzeug's server: an open socket holds one of the worker's `[server] threads` for its whole
 life, plus one reader thread of simple-websocket's own; `websocket_max_connections` caps them per
 worker so sockets cannot starve HTTP requests, and an open socket counts as one stream of its key
-and account (`[limits] max_streams_per_key` / `max_streams_per_account`, 429 past them).
+and account (gateway.accounting.streams: `max_streams` of the key and account, the tenant share; 429 past them).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +38,10 @@ from gateway.accounting import streams
 from gateway.accounting.keys import cached_caller, current_caller, presented_key
 from gateway.accounting.meter import refusals_recorded
 from gateway.api import responses_render
+from gateway.api.body import parse_body
 from gateway.config import Settings
 from gateway.db import database, own_connection
-from gateway.errors import GatewayError, InvalidRequest, MalformedJson, ServiceUnavailable
+from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.responses import admission, store
 from gateway.responses.assembly import ResponseAssembly
 
@@ -126,8 +127,11 @@ def accept(settings: Settings) -> simple_websocket.Server:
         raise InvalidRequest("Invalid WebSocket handshake.", code="invalid_websocket_handshake") from None
 
 
-def serve(upgrade_id: str) -> Response:
-    """Run the socket until it closes; the view's answer once it has (the connection is taken over)."""
+def serve(upgrade_id: str, profile_servers: Sequence[str] = ()) -> Response:
+    """Run the socket until it closes; the view's answer once it has (the connection is taken over).
+
+    On a profile route, `profile_servers` are offered to every turn as built-in `mcp` tools.
+    """
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise InvalidRequest("GET /v1/responses is the Responses WebSocket endpoint: send a WebSocket "
                              "upgrade, or POST to create a response.", status=UPGRADE_REQUIRED,
@@ -137,7 +141,7 @@ def serve(upgrade_id: str) -> Response:
         socket = accept(settings)
         database.close()  # no pooled connection is held while the socket waits; each turn takes its own
         try:
-            Session(socket, presented_key(request.headers) or "", upgrade_id, settings).run()
+            Session(socket, presented_key(request.headers) or "", upgrade_id, settings, tuple(profile_servers)).run()
         except (simple_websocket.ConnectionClosed, OSError):
             pass  # the client left, or stopped reading for `[server] send_timeout_s`: its turn is settled
         finally:
@@ -149,9 +153,9 @@ def serve(upgrade_id: str) -> Response:
 
 @contextlib.contextmanager
 def held_stream() -> Iterator[None]:
-    """Count the open socket as one stream of its key and account (`[limits] max_streams_per_*`, else 429)."""
+    """Count the open socket as one stream of its key and account (gateway.accounting.streams, else 429)."""
     caller = current_caller()
-    release = current_app.extensions[streams.EXTENSION].acquire(caller.key.id, caller.account.id)
+    release = streams.acquire_stream(caller)
     try:
         yield
     finally:
@@ -178,6 +182,7 @@ class Session:
     secret: str
     upgrade_id: str
     settings: Settings
+    profile_servers: tuple[str, ...] = ()
     opened_at: float = field(default_factory=time.monotonic)
     turns: int = 0
     latest: dict[str, store.History] = field(default_factory=dict)
@@ -214,7 +219,7 @@ class Session:
             caller = cached_caller(self.secret)
             request_id = f"{self.upgrade_id[:48]}.{self.turns}"
             with refusals_recorded(caller, "responses", body.get("model"), request_id):
-                response = admission.admit_response(body, caller, request_id, self.latest)
+                response = admission.admit_response(body, caller, request_id, self.latest, self.profile_servers)
             events = responses_render.started(response)
         except GatewayError as error:
             self.forget(previous)
@@ -254,15 +259,13 @@ class Session:
 
 
 def create_body(message: str | bytes) -> dict[str, Any]:
-    """A `response.create` frame as a POST /v1/responses body (streaming implied, background refused)."""
-    try:
-        body = json.loads(message)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedJson("The message is not valid JSON.") from None
-    except RecursionError:
-        raise MalformedJson("The message nests too deeply.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The message must be a JSON object.")
+    """A `response.create` frame as a POST /v1/responses body (streaming implied, background refused).
+
+    The frame passes the same body gate as an HTTP body (gateway.api.body): strict UTF-8, depth,
+    no NaN or Infinity, 64-bit integers, no lone surrogates.
+    """
+    raw = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message
+    body = parse_body(raw)  # a text frame's lone surrogate stays one, and the gate refuses it
     kind = body.pop("type", None)
     if kind != RESPONSE_CREATE:
         raise InvalidRequest(f"Unsupported message type {kind!r}; send {RESPONSE_CREATE!r}.", param="type",

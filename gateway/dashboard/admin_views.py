@@ -1,25 +1,23 @@
 """Admin pages: accounts (create, tier, grants with expiry, ledger), users, every key, MCP servers, all usage.
 
 They call the admin API's services (gateway.accounting.keys and credits, describe_account and
-describe_entry of gateway.api.admin), so a page and the API never disagree.
+describe_entry of gateway.accounting.descriptions), so a page and the API never disagree.
 """
 
 from __future__ import annotations
 
-import datetime
-
 from flask import Response, flash, g, redirect, render_template, request, url_for
 
 from gateway import services
-from gateway.accounting import credits, keys
-from gateway.api.admin import describe_account, describe_entry
-from gateway.dashboard import reports, users
+from gateway.accounting import admin_service, credits, keys
+from gateway.accounting.descriptions import describe_account, describe_entry
+from gateway.dashboard import once, reports, users
 from gateway.dashboard.blueprint import admin_required, bp
 from gateway.dashboard.forms import AccountForm, ActionForm, GrantForm, TierForm, UserForm
 from gateway.dashboard.member_views import key_rows, usage_page
+from gateway.db import write_transaction
 from gateway.errors import GatewayError
 from gateway.mcp.toolset import listed_tool
-from gateway.tables import utcnow
 
 
 def form_errors(form) -> str:
@@ -33,10 +31,13 @@ def admin_accounts() -> Response | str:
     """Every account with its balance (as GET /admin/accounts/ID), and a form to create one."""
     form = AccountForm()
     if form.validate_on_submit():
-        account = keys.create_account(form.name.data.strip(), tier=form.tier.data, scope=form.scope.data or None)
+        with write_transaction():
+            if not once.consume_form_token():
+                return once.already_done(url_for(".admin_accounts"))
+            account = keys.create_account(form.name.data.strip(), tier=form.tier.data, scope=form.scope.data or None)
         flash(f"Created account {account.id}.")
         return redirect(url_for(".admin_account", account_id=account.id))
-    page = max(request.args.get("page", 1, type=int) or 1, 1)
+    page = reports.page_number(request.args)
     listed, more = reports.accounts_page(page)
     return render_template("dashboard/admin_accounts.html", accounts=[describe_account(a) for a in listed],
                            form=form, page=page, more=more)
@@ -50,7 +51,7 @@ def admin_account(account_id: int) -> str:
     return render_template(
         "dashboard/admin_account.html", account=describe_account(account),
         ledger=[describe_entry(entry) for entry in credits.ledger_of(account.id)],
-        rows=key_rows(reports.keys_of(account.id)), users=users.list_users(account.id),
+        rows=key_rows(admin_service.list_keys(account.id, 500)), users=users.list_users(account.id),
         tier_form=TierForm(tier=account.tier), grant_form=GrantForm(), action=ActionForm(),
         default_limits=services.settings().limits)
 
@@ -77,10 +78,12 @@ def admin_grant(account_id: int) -> Response:
     if not form.validate():
         flash(form_errors(form), "error")
         return redirect(url_for(".admin_account", account_id=account.id))
-    days = form.expires_in_days.data
-    expires_at = utcnow() + datetime.timedelta(days=float(days)) if days else None
     try:
-        grant = credits.grant_credits(account.id, credits.to_micro(form.amount.data), expires_at, form.source.data)
+        with write_transaction():  # the form's token and the grant: both or neither
+            if not once.consume_form_token():
+                return once.already_done(url_for(".admin_account", account_id=account.id))
+            grant = admin_service.grant(account.id, credits.to_micro(form.amount.data), form.expires_in_days.data,
+                                        form.source.data)
         flash(f"Granted {form.amount.data} credits (grant {grant.id}).")
     except GatewayError as exc:
         flash(exc.message, "error")
@@ -94,8 +97,11 @@ def admin_users() -> Response | str | tuple[str, int]:
     form = UserForm()
     if form.validate_on_submit():
         try:
-            account = keys.find_account(form.account_id.data) if form.account_id.data else None
-            user = users.create_user(form.email.data, form.password.data, account, form.role.data)
+            with write_transaction():
+                if not once.consume_form_token():
+                    return once.already_done(url_for(".admin_users"))
+                account = keys.find_account(form.account_id.data) if form.account_id.data else None
+                user = users.create_user(form.email.data, form.password.data, account, form.role.data)
         except GatewayError as exc:
             flash(exc.message, "error")
         else:
@@ -121,7 +127,7 @@ def admin_delete_user(user_id: int) -> Response:
 @admin_required
 def admin_keys() -> str:
     """Every key of every account (newest 500), with revoke and limits."""
-    return render_template("dashboard/admin_keys.html", rows=key_rows(reports.keys_of(None)), action=ActionForm(),
+    return render_template("dashboard/admin_keys.html", rows=key_rows(admin_service.list_keys(None, 500)), action=ActionForm(),
                            default_limits=services.settings().limits)
 
 

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import DecimalField, IntegerField, PasswordField, SelectField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, StopValidation
 
-from gateway.api.admin import MAX_CREDITS, MAX_DAYS, MAX_ID, MAX_RATE, Tier
+from gateway.accounting.admin_limits import MAX_CREDITS, MAX_DAYS, MAX_ID, MAX_RATE, MAX_STREAMS, TIERS
 from gateway.dashboard.users import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, ROLES
-
-TIERS = list(Tier.__args__)
 
 
 def rate_field(label: str) -> IntegerField:
     return IntegerField(label, validators=[Optional(), NumberRange(1, MAX_RATE)])
 
 
+def streams_field() -> IntegerField:
+    return IntegerField("Open streams (per worker)", validators=[Optional(), NumberRange(1, MAX_STREAMS)])
+
+
+def finite(form: FlaskForm, field: DecimalField) -> None:
+    """Refuse NaN and the infinities, which Decimal parses (and NaN cannot even be compared with a bound)."""
+    if field.data is not None and not field.data.is_finite():
+        raise StopValidation("Enter a number.")
+
+
 def credits_field(label: str, minimum: float = 0) -> DecimalField:
-    return DecimalField(label, places=None, validators=[Optional(), NumberRange(minimum, MAX_CREDITS)])
+    return DecimalField(label, places=None, validators=[Optional(), finite, NumberRange(minimum, MAX_CREDITS)])
 
 
 class SignInForm(FlaskForm):
@@ -32,6 +40,13 @@ class SignUpForm(FlaskForm):
     confirm = PasswordField("Repeat the password", validators=[EqualTo("password", "The passwords differ.")])
 
 
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
+    password = PasswordField("New password", validators=[
+        DataRequired(), Length(MIN_PASSWORD_LENGTH, MAX_PASSWORD_LENGTH)])
+    confirm = PasswordField("Repeat the new password", validators=[EqualTo("password", "The passwords differ.")])
+
+
 class ActionForm(FlaskForm):
     """A button that only needs its CSRF token (revoke, delete, sign out)."""
 
@@ -41,6 +56,7 @@ class KeyForm(FlaskForm):
     rpm = rate_field("Requests per minute")
     tpm = rate_field("Tokens per minute")
     spend_limit = credits_field("Spend limit (credits)")
+    max_streams = streams_field()
 
 
 class LimitsForm(FlaskForm):
@@ -49,6 +65,7 @@ class LimitsForm(FlaskForm):
     rpm = rate_field("Requests per minute")
     tpm = rate_field("Tokens per minute")
     spend_limit = credits_field("Spend limit (credits)")
+    max_streams = streams_field()
 
 
 class AccountForm(FlaskForm):
@@ -62,9 +79,9 @@ class TierForm(FlaskForm):
 
 
 class GrantForm(FlaskForm):
-    amount = DecimalField("Credits", places=None, validators=[DataRequired(), NumberRange(0, MAX_CREDITS)])
+    amount = DecimalField("Credits", places=None, validators=[DataRequired(), finite, NumberRange(0, MAX_CREDITS)])
     expires_in_days = DecimalField("Expires in days (optional)", places=None,
-                                   validators=[Optional(), NumberRange(0, MAX_DAYS)])
+                                   validators=[Optional(), finite, NumberRange(0, MAX_DAYS)])
     source = StringField("Source", default="grant", validators=[DataRequired(), Length(max=32)])
 
 

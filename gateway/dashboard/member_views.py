@@ -5,18 +5,15 @@ from __future__ import annotations
 from flask import Response, flash, g, redirect, render_template, request, url_for
 
 from gateway import services
-from gateway.accounting import credits, keys
-from gateway.dashboard import charts, reports
+from gateway.accounting import admin_service, credits, keys
+from gateway.accounting.admin_service import KeySpec, micro_or_none
+from gateway.dashboard import charts, once, reports
 from gateway.dashboard.blueprint import bp
 from gateway.dashboard.formatting import credits as shown_credits
 from gateway.dashboard.forms import ActionForm, KeyForm, LimitsForm
-from gateway.errors import NotFound
+from gateway.db import write_transaction
+from gateway.errors import GatewayError, NotFound
 from gateway.tables import ApiKey
-
-
-def micro_or_none(amount) -> int | None:
-    """A form's credit amount in micro-credits (None when the field was left empty)."""
-    return None if amount is None else credits.to_micro(amount)
 
 
 def manageable_key(key_id: int) -> ApiKey:
@@ -31,7 +28,7 @@ def key_rows(listed: list[ApiKey]) -> list[dict]:
     """Keys with their last use and a limits form each, as the key tables show them."""
     used = reports.last_used(key.id for key in listed)
     return [{"key": key, "last_used": used.get(key.id), "limits": LimitsForm(
-        prefix=f"k{key.id}", formdata=None, rpm=key.rpm, tpm=key.tpm,
+        prefix=f"k{key.id}", formdata=None, rpm=key.rpm, tpm=key.tpm, max_streams=key.max_streams,
         spend_limit=credits.to_credits(key.spend_limit) if key.spend_limit is not None else None)}
         for key in listed]
 
@@ -52,19 +49,35 @@ def overview() -> str:
 @bp.get("/keys")
 def keys_page(form: KeyForm | None = None) -> str:
     """The account's keys (prefix, name, created, last used, limits), a form to create one."""
-    return render_template("dashboard/keys.html", rows=key_rows(reports.keys_of(g.user.account_id)), form=form or KeyForm(),
+    return render_template("dashboard/keys.html", rows=key_rows(admin_service.list_keys(g.user.account_id, 500)), form=form or KeyForm(),
                            action=ActionForm(), default_limits=services.settings().limits)
 
 
 @bp.post("/keys")
-def create_key() -> str | tuple[str, int]:
-    """Create a key in the account; its secret is on this page only (never stored, never shown again)."""
+def create_key() -> Response | tuple[str, int]:
+    """Create a key in the account (once per form), then redirect to the one page that shows its secret."""
     form = KeyForm()
     if not form.validate():
         return keys_page(form), 400
-    key, secret = keys.create_key(form.name.data.strip(), g.user.account, rpm=form.rpm.data, tpm=form.tpm.data,
-                                  spend_limit=micro_or_none(form.spend_limit.data))
-    return render_template("dashboard/key_created.html", key=key, secret=secret)
+    with write_transaction():
+        if not once.consume_form_token():
+            return once.already_done(url_for(".keys_page"))
+        key, secret = admin_service.create_key(KeySpec(form.name.data.strip(), g.user.account_id,
+                                                       limits=limits_of(form)), by_operator=g.user.role == "admin")
+        once.stash_new_key(key.id, secret)
+    return redirect(url_for(".new_key"), 303)
+
+
+@bp.get("/keys/new")
+def new_key() -> Response | str:
+    """The new key's secret, on this page once (never stored in clear, never shown again; a reload finds it gone)."""
+    taken = once.take_new_key()
+    if taken is None:
+        flash("A new key's secret is shown only once, and it was. If you lost it, revoke the key and create "
+              "another.", "error")
+        return redirect(url_for(".keys_page"))
+    key_id, secret = taken
+    return render_template("dashboard/key_created.html", key=keys.find_key(key_id), secret=secret)
 
 
 @bp.post("/keys/<int:key_id>/revoke")
@@ -77,17 +90,26 @@ def revoke_key(key_id: int) -> Response:
 
 @bp.post("/keys/<int:key_id>/limits")
 def set_limits(key_id: int) -> Response:
-    """Set a key's rpm, tpm and spend limit; an empty field clears that limit."""
+    """Set a key's limits; an empty field clears one (back to what an operator set); a member stays under those."""
     key = manageable_key(key_id)
     form = LimitsForm(prefix=f"k{key.id}")
     if not form.validate():
         flash("Limits not changed: " + "; ".join(f"{form[name].label.text}: {errors[0]}"
                                                  for name, errors in form.errors.items()), "error")
         return back_to_keys(key)
-    keys.update_limits(key, {"rpm": form.rpm.data, "tpm": form.tpm.data,
-                             "spend_limit": micro_or_none(form.spend_limit.data)})
+    try:
+        admin_service.set_key_limits(key, limits_of(form), by_operator=g.user.role == "admin")
+    except GatewayError as exc:
+        flash(f"Limits not changed: {exc.message}", "error")
+        return back_to_keys(key)
     flash(f"Limits of key {key.prefix}… set.")
     return back_to_keys(key)
+
+
+def limits_of(form: KeyForm | LimitsForm) -> dict[str, int | None]:
+    """A form's limit fields as the admin service takes them (spend limit in micro-credits)."""
+    return {"rpm": form.rpm.data, "tpm": form.tpm.data, "spend_limit": micro_or_none(form.spend_limit.data),
+            "max_streams": form.max_streams.data}
 
 
 def usage_page(usage: reports.UsageFilter, template_args: dict) -> str:
@@ -111,7 +133,8 @@ def usage_page(usage: reports.UsageFilter, template_args: dict) -> str:
 def usage() -> str:
     """The account's recent requests (filtered, paged) and its spend and requests per day and per model."""
     return usage_page(reports.UsageFilter.from_args(request.args, g.user.account_id),
-                      {"admin": False, "keys": reports.keys_of(g.user.account_id), "endpoint_name": ".usage"})
+                      {"admin": False, "keys": admin_service.list_keys(g.user.account_id, 500),
+                       "endpoint_name": ".usage"})
 
 
 @bp.get("/playground")

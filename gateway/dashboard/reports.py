@@ -8,9 +8,11 @@ from dataclasses import dataclass, replace
 
 from peewee import JOIN, fn
 
+from gateway.errors import InvalidRequest
 from gateway.tables import Account, ApiKey, UsageEntry, utcnow
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000_000  # its offset (50 a page) stays far inside a 64-bit integer
 CHART_DAYS = 30
 STATUSES = ("", "ok", "error")
 
@@ -31,13 +33,14 @@ class UsageFilter:
         """The filter a query string asks for; values that make no sense are dropped, not errors."""
         def number(name: str) -> int | None:
             value = args.get(name, "")
-            return int(value) if value.isdigit() and 0 < int(value) < 2**62 else None
+            fits = value.isascii() and value.isdecimal() and len(value) <= 18  # below 10**18, so in 64 bits
+            return int(value) if fits and int(value) > 0 else None
 
         if account_id is None:  # admins may narrow to one account
             account_id = number("account")
         status = args.get("status", "")
         return cls(account_id=account_id, model=args.get("model", "")[:200], endpoint=args.get("endpoint", "")[:64],
-                   key_id=number("key"), status=status if status in STATUSES else "", page=number("page") or 1)
+                   key_id=number("key"), status=status if status in STATUSES else "", page=page_number(args))
 
     def query_args(self, with_account: bool, **changes: object) -> dict[str, object]:
         """This filter as query-string arguments (for paging links; the account only on admin pages)."""
@@ -134,10 +137,14 @@ def last_used(key_ids: Iterable[int]) -> dict[int, datetime.datetime]:
     return {key_id: _as_datetime(when) for key_id, when in query.tuples()}
 
 
-def keys_of(account_id: int | None, limit: int = 500) -> list[ApiKey]:
-    """An account's keys (every account's, with `.account` joined, for None), newest first."""
-    query = ApiKey.select(ApiKey, Account).join(Account).order_by(ApiKey.id.desc()).limit(limit)
-    return list(query if account_id is None else query.where(ApiKey.account == account_id))
+def page_number(args: Mapping[str, str]) -> int:
+    """The `page` a query string asks for (1 when absent or not a positive number); 400 above MAX_PAGE."""
+    value = args.get("page", "").lstrip("0")
+    if not (value.isascii() and value.isdecimal()):
+        return 1
+    if len(value) > len(str(MAX_PAGE)) or int(value) > MAX_PAGE:
+        raise InvalidRequest(f"`page` must be at most {MAX_PAGE}.", param="page")
+    return int(value)
 
 
 def accounts_page(page: int) -> tuple[list[Account], bool]:

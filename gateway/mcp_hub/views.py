@@ -19,7 +19,7 @@ from gateway.api.http import STREAM_HEADERS, request_id
 from gateway.api.profiles import profile_servers
 from gateway.errors import AuthenticationFailed, MethodNotAllowed
 from gateway.mcp.access import hub_servers, usable
-from gateway.mcp_hub import asgi
+from gateway.mcp_hub import asgi, call_slots
 from gateway.mcp_hub.server import SCOPE_KEY, HubRequest, HubServer
 from gateway.serving.trusted_proxies import from_trusted_proxy
 
@@ -89,10 +89,16 @@ def serve(caller: Caller, labels: list[str]) -> Response:
     runtime = services.mcp()
     for label in labels:  # a worker's first request waits (bounded) for its servers to connect
         runtime.servers.wait_started(label, settings.mcp.connect_timeout_s)
+    release = call_slots.hold_tool_calls(caller)
+    if isinstance(release, Response):
+        return release
     hub_request = HubRequest(caller, tuple(labels), request_id(), contextvars.copy_context())
     scope = asgi.http_scope(request.environ, request.path, {SCOPE_KEY: hub_request})
-    answer = asgi.serve(runtime.bridge, hub_server().asgi_app(), scope, request.get_data(),
-                        settings.mcp.tool_timeout_s + ANSWER_GRACE_S)
+    try:
+        answer = asgi.serve(runtime.bridge, hub_server().asgi_app(), scope, request.get_data(),
+                            settings.mcp.tool_timeout_s + ANSWER_GRACE_S)
+    finally:
+        release()
     response = Response(answer.body, status=answer.status, headers=answer.headers)
     if response.mimetype == "text/event-stream":
         response.headers.update(STREAM_HEADERS)
@@ -108,4 +114,5 @@ def init_app(app: Flask) -> None:
     """Give the app its hub (after lifecycle.init_app: it uses the MCP runtime, writer and limiter)."""
     app.extensions[EXTENSION] = HubServer(app.extensions["gateway.mcp"], accounting_writer.writer(app),
                                           app.extensions["gateway.ratelimit"])
+    call_slots.init_app(app)
     app.register_blueprint(bp)

@@ -1,0 +1,121 @@
+"""The admin service the admin API, the CLI and the dashboard share: keys and accounts, their limits, grants.
+
+A key is created with its initial credits in one transaction. Limits an operator sets (the admin
+API, the CLI, an admin on the dashboard) are also a ceiling: a member may set their key's limits
+at or under them and under their account's, never above, and clearing one returns it to the
+operator's value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.accounting import credits, keys
+from gateway.accounting.money import to_credits
+from gateway.accounting.writelock import locked_write
+from gateway.errors import InvalidRequest
+from gateway.tables import Account, ApiKey, CreditGrant, utcnow
+
+LIMITS = ("rpm", "tpm", "spend_limit", "max_streams")  # spend_limit in micro-credits
+ACCOUNT_FIELDS = ("name", "tier", "scope", "max_streams")
+
+
+def micro_or_none(amount: Any) -> int | None:
+    """Credits (a number or its text) in micro-credits; None stays None (no limit)."""
+    return None if amount is None else credits.to_micro(amount)
+
+
+@dataclass
+class KeySpec:
+    """What a new key is made of; `account_id` None makes a new account named after the key."""
+
+    name: str
+    account_id: int | None = None
+    tier: str = "free"
+    scope: str | None = None
+    limits: dict[str, int | None] = field(default_factory=dict)  # of LIMITS
+    mcp_servers: str | None = None  # as gateway.mcp.access.encode_allow_list stores it
+    credits: int = 0  # micro-credits granted to the account; 0: no grant
+
+
+def create_key(spec: KeySpec, *, by_operator: bool) -> tuple[ApiKey, str]:
+    """Create a key (and its account unless one is named) and grant its credits, all in one transaction."""
+    with locked_write():
+        account = keys.find_account(spec.account_id) if spec.account_id is not None else None
+        limits = {name: value for name, value in spec.limits.items() if value is not None}
+        key, secret = keys.create_key(spec.name, account, tier=spec.tier, scope=spec.scope)
+        set_key_limits(key, limits, by_operator=by_operator)
+        if spec.mcp_servers is not None:
+            keys.set_mcp_servers(key, spec.mcp_servers)
+        if spec.credits:
+            credits.grant_credits(key.account_id, spec.credits, source="initial")
+    return key, secret
+
+
+def list_keys(account_id: int | None = None, limit: int | None = None, newest_first: bool = True) -> list[ApiKey]:
+    """Keys, with `.account` joined (every account's for None), newest first unless asked otherwise."""
+    order = ApiKey.id.desc() if newest_first else ApiKey.id
+    query = ApiKey.select(ApiKey, Account).join(Account).order_by(order)
+    if account_id is not None:
+        query = query.where(ApiKey.account == account_id)
+    return list(query.limit(limit) if limit is not None else query)
+
+
+def operator_limits(key: ApiKey) -> dict[str, int]:
+    """The limits an operator set on a key: the member's ceilings."""
+    return json.loads(key.operator_limits) if key.operator_limits else {}
+
+
+def check_ceilings(changes: dict[str, int | None], ceilings: dict[str, int], account: Account) -> dict[str, int | None]:
+    """A member's limit changes held under the operator's and the account's: refused above, a cleared one capped."""
+    ceilings = dict(ceilings)
+    if account.max_streams is not None:
+        ceilings["max_streams"] = min(ceilings.get("max_streams", account.max_streams), account.max_streams)
+    held = {}
+    for name, value in changes.items():
+        ceiling = ceilings.get(name)
+        if ceiling is not None and value is not None and value > ceiling:
+            shown = to_credits(ceiling) if name == "spend_limit" else ceiling
+            raise InvalidRequest(f"`{name}` may be at most {shown}, the limit an operator set for this key "
+                                 "or its account; ask them to raise it.", param=name)
+        held[name] = ceiling if value is None else value
+    return held
+
+
+def set_key_limits(key: ApiKey, changes: dict[str, int | None], *, by_operator: bool) -> ApiKey:
+    """Set some of a key's LIMITS (None clears one): an operator's become ceilings, a member's stay under them."""
+    unknown = set(changes) - set(LIMITS)
+    if unknown:
+        raise ValueError(f"not a key limit: {sorted(unknown)}")
+    ceilings = operator_limits(key)
+    if by_operator:
+        ceilings.update(changes)
+        ceilings = {name: value for name, value in ceilings.items() if value is not None}
+        key.operator_limits = json.dumps(ceilings) if ceilings else None
+    else:
+        changes = check_ceilings(changes, ceilings, key.account)
+    return keys.update_limits(key, changes)
+
+
+def update_account(account: Account, changes: dict[str, Any]) -> Account:
+    """Change some of an account's name, tier, scope, `max_streams` (None clears the scope or the limit)."""
+    unknown = set(changes) - set(ACCOUNT_FIELDS)
+    if unknown:
+        raise ValueError(f"not an account field: {sorted(unknown)}")
+    return keys.update_account(account, changes)
+
+
+def grant(account_id: int, amount: int, expires_in_days: float | None = None, source: str = "grant") -> CreditGrant:
+    """Grant micro-credits to an account (404 if it does not exist), expiring after some days if asked."""
+    keys.find_account(account_id)
+    expires_at = utcnow() + datetime.timedelta(days=float(expires_in_days)) if expires_in_days else None
+    return credits.grant_credits(account_id, amount, expires_at, source)
+
+
+def describe_key(key: ApiKey) -> dict:
+    """A key as the admin API, the CLI and the dashboard show it (never the secret or digest)."""
+    return {**keys.describe_key(key), "operator_limits": {name: to_credits(value) if name == "spend_limit" else value
+                                for name, value in operator_limits(key).items()}}

@@ -1,0 +1,65 @@
+"""Hub `tools/call` requests bounded like streams: per key, per account and per worker (429 in JSON-RPC form).
+
+A tool call holds its request thread until the tool answers or `[mcp] tool_timeout_s` passes, so
+a key's calls to a slow tool could otherwise hold every thread of a worker and stall every other
+tenant. A POST carrying a `tools/call` counts as one held call of its key and account under the
+rules of gateway.accounting.streams (their `max_streams`, the tenant share), and all keys'
+calls together may hold at most `[mcp] hub_thread_share` of the worker's threads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+
+from gateway.accounting.keys import Caller
+from gateway.accounting.streams import StreamSlots, caps_of
+from gateway.errors import RateLimited
+from gateway.observability import metrics
+
+EXTENSION = "gateway.mcp_hub.calls"
+TOO_MANY_CALLS = -32000  # JSON-RPC's range for server errors; the HTTP status says 429
+
+
+def tool_call_ids(body: bytes) -> list[Any] | None:
+    """The JSON-RPC ids of the `tools/call` requests in a POST body (None: it carries none)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None  # the SDK's transport answers the parse error
+    messages = parsed if isinstance(parsed, list) else [parsed]
+    ids = [message.get("id") for message in messages
+           if isinstance(message, dict) and message.get("method") == "tools/call"]
+    return ids or None
+
+
+def hold_tool_calls(caller: Caller) -> Callable[[], None] | Response:
+    """Count this POST as one held tool call of its caller: its release, or the 429 to answer (a JSON-RPC error)."""
+    ids = tool_call_ids(request.get_data())
+    if ids is None:
+        return lambda: None
+    slots: StreamSlots = current_app.extensions[EXTENSION]
+    try:
+        return slots.acquire(caller.key.id, caller.account.id, caps_of(caller, current_app.extensions["gateway.settings"]))
+    except RateLimited as exc:
+        metrics.refused("rate_limited")
+        return refusal(exc, ids)
+
+
+def refusal(exc: RateLimited, ids: list[Any]) -> Response:
+    """HTTP 429 with a JSON-RPC error per refused call (the reason in `message`, the gateway's code in `data`)."""
+    errors = [{"jsonrpc": "2.0", "id": call_id, "error": {
+        "code": TOO_MANY_CALLS, "message": exc.message, "data": {"status": 429, "code": exc.code}}}
+        for call_id in ids]
+    response = jsonify(errors[0] if len(errors) == 1 else errors)
+    response.status_code = 429
+    response.headers.update(exc.headers)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its counter of held hub tool calls (one per worker process)."""
+    app.extensions[EXTENSION] = StreamSlots.for_hub_calls(app.extensions["gateway.settings"])
