@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
+from gateway.api import API_PREFIXES
 from gateway.api.body import parse_body
 from gateway.errors import InvalidRequest, UnknownParameter
 from gateway.ids import new_id
@@ -102,6 +103,11 @@ def param_of(errors: list[Any]) -> str | None:
     return param.lstrip(".") or None
 
 
+def under_api_prefix(path: str) -> bool:
+    """Whether a path is under one of the API base paths (`/v1`, `/api/v1`)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in API_PREFIXES.values())
+
+
 def init_app(app: Flask) -> None:
     """Give every request an id (kept from `x-request-id`) and send it back."""
 
@@ -109,6 +115,8 @@ def init_app(app: Flask) -> None:
     def _start() -> None:
         incoming = request.headers.get("x-request-id", "")
         g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else new_id()
+        if request.routing_exception is not None and under_api_prefix(request.path):
+            current_caller()  # authentication before routing: a bad key is a 401 on any API path, known or not
 
     @app.after_request
     def _finish(response: Response) -> Response:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from flask import Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,12 +37,16 @@ class InputItemsQuery(BaseModel):
 @bp.post("/responses")
 def create_response() -> Response:
     """Create a response: JSON, an SSE stream, or a queued background response."""
-    body = json_object()
+    return create(json_object())
+
+
+def create(body: dict[str, Any], profile_servers: Sequence[str] = ()) -> Response:
+    """Admit and render one create request (a profile route offers its servers as `mcp` tools)."""
     caller = current_caller()
     with refusals_recorded(caller, "responses", body.get("model"), request_id()):
         if body.get("stream") is True and not body.get("background"):
             hold_stream_slot()
-        response = admission.admit_response(body, caller, request_id())
+        response = admission.admit_response(body, caller, request_id(), profile_servers=profile_servers)
     meter = response.run.meter
     if response.req.background:
         return with_headers(jsonify(background.start(response)), meter)
