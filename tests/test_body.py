@@ -9,9 +9,12 @@ import re
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from websockets.sync.client import connect
 
+from gateway import db
 from gateway.api.body import MAX_DEPTH, MAX_INT, MIN_INT, depth, parse_body
 from gateway.errors import OPENROUTER, InvalidRequest, dialect_of
+from gateway.tables import ConversationItem, StoredResponse
 
 # Every route that reads a body (the HTML dashboard and MCP's JSON-RPC endpoint are not this gate's).
 BODY_ROUTES = [
@@ -237,3 +240,58 @@ def test_strings_roundtrip_unless_they_hold_a_lone_surrogate(text):
         assert isinstance(outcome, InvalidRequest)
     else:
         assert outcome == {meant: meant}
+
+
+def gate_code(raw: bytes) -> str | None:
+    """The error code the body gate answers a raw body with (None: it passes the gate, a later check refuses it)."""
+    try:
+        parse_body(raw)
+    except InvalidRequest as refused:
+        return refused.code
+    return None
+
+
+def socket_to(live_server: str, key: str):
+    """A Responses WebSocket to the live gateway."""
+    return connect(live_server.replace("http://", "ws://") + "/v1/responses",
+                   additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=5, close_timeout=2)
+
+
+def frame_of(raw: bytes) -> str | bytes:
+    """The raw body as a text frame when it is UTF-8, else as a binary frame."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
+def test_bad_bodies_are_the_same_400_as_websocket_frames(live_server, api_key, fake_upstream):
+    """The HTTP table over the socket: each frame is one error frame with the gate's code; the socket stays open."""
+    with socket_to(live_server, api_key) as ws:
+        for name, raw in BAD_BODIES:
+            ws.send(frame_of(raw))
+            error = json.loads(ws.recv(timeout=10))
+            assert (error["type"], error["status"], error["error"]["type"]) == ("error", 400, "invalid_request_error")
+            assert gate_code(raw) in (None, error["error"]["code"]), (name, error)
+        ws.send(json.dumps({"type": "response.create", "model": "test-model", "input": "still open"}))
+        while (event := json.loads(ws.recv(timeout=10)))["type"] != "response.completed":
+            assert event["type"] != "error", event
+    assert len(fake_upstream.requests) == 1
+
+
+def test_a_lone_surrogate_frame_is_refused_and_nothing_is_stored(live_server, client, api_key, auth_headers,
+                                                                 fake_upstream):
+    """Regression: a `response.create` frame with "\\ud800" was accepted, stored, and appended to its conversation."""
+    conversation = client.post("/v1/conversations", json={}, headers=auth_headers).json["id"]
+    raw = json.dumps({"type": "response.create", "model": "test-model", "input": "\ud800",
+                      "conversation": conversation})  # ensure_ascii: the escape, as a client would send it
+    with socket_to(live_server, api_key) as ws:
+        ws.send(raw)
+        error = json.loads(ws.recv(timeout=10))
+    over_http = client.post("/v1/responses", data=raw.replace('"type": "response.create", ', ""), headers=auth_headers)
+    assert (error["status"], error["error"]["code"]) == (over_http.status_code, over_http.json["error"]["code"])
+    assert error["error"]["message"] == over_http.json["error"]["message"]
+    assert (error["status"], error["error"]["code"]) == (400, "invalid_json")
+    assert fake_upstream.requests == []
+    with db.database.connection_context():
+        assert StoredResponse.select().count() == 0 and ConversationItem.select().count() == 0
