@@ -41,22 +41,23 @@ import requests
 
 from gateway.cli import build_parser
 from gateway.config import Settings, load_settings
+from tests.doc_pages import (
+    README,
+    REPO,
+    Example,
+    broken_links,
+    documented_examples,
+    documented_pages,
+    page_name,
+    relative_links,
+    unmarked_examples,
+)
 from tests.fake_upstream import FakeUpstream, JsonReply, StreamReply, default_responder
 from tests.live_gateway import LiveGateway, live_gateway
 from tests.mcp_fixtures.launch import FIXTURES, wait_listening
 from tests.ports import free_port
 from tests.scripted_model import answer_chunks, tool_call_chunks, usage
 
-REPO = Path(__file__).resolve().parent.parent
-README = REPO / "README.md"
-DOCS = REPO / "docs"
-MARKER = re.compile(r'^<!-- example: (?P<name>[\w-]+)(?P<attributes>( \w+="[^"]*")*) -->$')
-ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
-FENCE = re.compile(r"^```(\w+)$")
-LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-INLINE_CODE = re.compile(r"`[^`]*`")
-EXTERNAL = ("http://", "https://", "mailto:")
-EXAMPLE_LANGUAGES = {"bash", "sh", "shell", "console", "python", "toml"}
 KEY_LINE = re.compile(r"gateway: created your first API key \(shown once\): (sk-gw-[A-Za-z0-9_-]{43})$")
 CURL_STATUS = 'curl() { command curl -sS -w "%{stderr}@@status %{http_code}\\n" "$@"; }\n'
 ADMIN_TOKEN = "readme-admin-token"
@@ -69,89 +70,6 @@ REWRITES = {
     "embeddings-python": [("my-embedding-model", "smollm2")],
     "mcp-remote-curl": [("https://mcp.example.com/mcp", "{docs_url}")],  # URL checks are off for loopback
 }
-
-
-@dataclass
-class Example:
-    """One fenced block of a documentation page and its marker."""
-
-    page: str
-    name: str
-    language: str
-    code: str
-    line: int
-    skip: str | None = None
-    needs: str | None = None
-
-
-def readme_blocks(text: str) -> list[tuple[int, str, str, re.Match[str] | None]]:
-    """(line, language, code, marker match) of every fenced block with a language."""
-    lines, blocks, index = text.splitlines(), [], 0
-    while index < len(lines):
-        fence = FENCE.match(lines[index])
-        if fence is None:
-            index += 1
-            continue
-        end = lines.index("```", index + 1)
-        marker = MARKER.match(lines[index - 1]) if index else None
-        blocks.append((index + 1, fence.group(1), "\n".join(lines[index + 1 : end]) + "\n", marker))
-        index = end + 1
-    return blocks
-
-
-def documented_pages() -> list[Path]:
-    """README.md, then every page of docs/ in file-name order."""
-    return [README, *sorted(DOCS.glob("*.md"))]
-
-
-def page_name(page: Path) -> str:
-    """A page's path from the repository's root."""
-    return page.relative_to(REPO).as_posix()
-
-
-def documented_examples() -> list[Example]:
-    """The marked examples of every page, page by page, each page's in order."""
-    examples = []
-    for page in documented_pages():
-        for line, language, code, marker in readme_blocks(page.read_text()):
-            if marker is not None:
-                attributes = dict(ATTRIBUTE.findall(marker.group("attributes")))
-                examples.append(Example(page_name(page), marker.group("name"), language, code, line,
-                                        attributes.get("skip"), attributes.get("needs")))
-    return examples
-
-
-def prose_lines(page: Path) -> Iterator[str]:
-    """The page's lines outside fenced blocks."""
-    fenced = False
-    for line in page.read_text().splitlines():
-        if line.startswith("```"):
-            fenced = not fenced
-        elif not fenced:
-            yield line
-
-
-def heading_anchors(page: Path) -> set[str]:
-    """The anchors GitHub gives the page's headings (lowercased, punctuation dropped, `-` for spaces)."""
-    anchors: list[str] = []
-    for line in prose_lines(page):
-        if line.startswith("#"):
-            slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-            seen = anchors.count(slug)
-            anchors.append(slug)
-            anchors.extend([f"{slug}-{seen}"] if seen else [])
-    return set(anchors)
-
-
-def relative_links(page: Path) -> list[tuple[str, Path, str]]:
-    """(link as written, the file it names, its anchor) of every relative link of the page."""
-    found = []
-    for line in prose_lines(page):
-        for target in LINK.findall(INLINE_CODE.sub("``", line)):
-            if not target.startswith(EXTERNAL):
-                path, _, anchor = target.partition("#")
-                found.append((target, (page.parent / path).resolve() if path else page, anchor))
-    return found
 
 
 # --- the scripted model --------------------------------------------------------------------------
@@ -586,9 +504,7 @@ CHECKS: dict[str, Callable[..., None]] = {
 
 
 def test_every_example_is_marked_and_every_check_has_its_example() -> None:
-    unmarked = [f"{page_name(page)}:{line} ({language})" for page in documented_pages()
-                for line, language, _, marker in readme_blocks(page.read_text())
-                if language in EXAMPLE_LANGUAGES and marker is None]
+    unmarked = unmarked_examples()
     assert not unmarked, f"examples without an <!-- example: NAME --> marker (see {__name__}): {unmarked}"
     names = [example.name for example in documented_examples()]
     repeated = {name for name in names if names.count(name) > 1}
@@ -598,9 +514,7 @@ def test_every_example_is_marked_and_every_check_has_its_example() -> None:
 
 
 def test_every_relative_link_resolves() -> None:
-    broken = [f"{page_name(page)}: {link}" for page in documented_pages()
-              for link, target, anchor in relative_links(page)
-              if not target.exists() or (anchor and target.suffix == ".md" and anchor not in heading_anchors(target))]
+    broken = broken_links()
     assert not broken, f"links to a missing file or heading: {broken}"
 
 
