@@ -14,11 +14,13 @@ is the HTTP status as an integer, with `metadata` where OpenRouter has it, keepi
     │   │   └── ResponseNotFound (404 previous_response_not_found / not_found)
     │   ├── MethodNotAllowed (405)
     │   ├── Conflict (409)
-    │   └── BodyTooLarge (413)
+    │   ├── BodyTooLarge (413)
+    │   └── RequestAboveTokenLimit (400 request_above_tpm_limit: no retry can fix it)
     ├── BadInput (422 bad_input)
     ├── AuthenticationFailed (401 authentication_error / invalid_api_key)
     ├── PermissionDenied (403 permission_error)
     ├── InsufficientBalance (402 insufficient_balance)
+    │   └── DebtBoundReached (402 debt_bound_reached: a run stopped past its hold and debt bound)
     ├── RateLimited (429 rate_limit_exceeded, Retry-After)
     ├── UpstreamError (502 upstream_error)
     │   ├── UpstreamUnavailable (502 upstream_unavailable)
@@ -120,6 +122,10 @@ class BodyTooLarge(InvalidRequest):
 
 class BadInput(GatewayError):
     status = 422
+class RequestAboveTokenLimit(InvalidRequest):
+    code = "request_above_tpm_limit"
+
+
     type = "bad_input"
     code = "bad_input"
 
@@ -144,6 +150,10 @@ class InsufficientBalance(GatewayError):
 
 class RateLimited(GatewayError):
     status = 429
+class DebtBoundReached(InsufficientBalance):
+    code = "debt_bound_reached"
+
+
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 

@@ -18,7 +18,7 @@ from gateway.loop.guards import (
     capped_usage,
     overflows_context,
 )
-from gateway.upstream.relay import required_as_accepted
+from gateway.upstream.prepared import required_as_accepted
 from tests.fake_upstream import JsonReply, StreamReply, chat_completion
 from tests.mcp_fixtures.launch import TOOL_SERVER
 from tests.scripted_model import answer_chunks, tool_call_chunks, usage

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from gateway.accounting.meter import hold_amount
-from gateway.config import ModelSettings, Settings
+from gateway.config import ModelSettings, ProviderSettings, Settings
 from gateway.upstream.model_defaults import with_model_defaults
+from gateway.upstream.prepared import prepare
 from gateway.upstream.routing import Route
 from tests.fake_upstream import FakeUpstream
 
@@ -46,8 +46,12 @@ def test_the_hold_counts_the_system_prompt() -> None:
     priced = {"provider": "fake", "input_price_per_mtok": 1_000_000.0, "max_output_tokens": 1}
     plain = Route("m", "fake", "m", ModelSettings(**priced))
     prompted = Route("m", "fake", "m", ModelSettings(**priced, system_prompt="x" * 200))
-    body = {"messages": [USER]}
-    assert hold_amount(body, [prompted], "chat/completions") > hold_amount(body, [plain], "chat/completions")
+    body, provider = {"messages": [USER]}, ProviderSettings(base_url="http://upstream/v1")
+
+    def hold(route: Route) -> int:
+        return prepare(route, "chat/completions", body, provider, False).estimate().hold
+
+    assert hold(prompted) > hold(plain)
 
 
 @pytest.fixture

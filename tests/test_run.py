@@ -77,14 +77,14 @@ def explode_on_call(number: int, original):
 
 def inject(monkeypatch: pytest.MonkeyPatch, stage: str, family: str) -> None:
     """Make the run raise a plain RuntimeError at one stage."""
-    from gateway.api import chat_render
+    from gateway.api import chat, chat_render
     from gateway.loop import tool_loop, turn
     from gateway.mcp.toolset import Toolset
     from gateway.responses import admission, builder, store
 
     if stage == "admission":
         if family == "chat":
-            monkeypatch.setattr(chat_render, "loop_plan", explode)
+            monkeypatch.setattr(chat, "profile_toolset", explode)  # held, the toolset not yet open
         else:
             monkeypatch.setattr(admission, "request_echo", explode)
     elif stage == "first turn":
@@ -92,7 +92,8 @@ def inject(monkeypatch: pytest.MonkeyPatch, stage: str, family: str) -> None:
     elif stage == "tool call":
         monkeypatch.setattr(Toolset, "start_call", explode)
     elif stage == "later turn":
-        monkeypatch.setattr(tool_loop, "upstream_body", explode_on_call(2, tool_loop.upstream_body))
+        # the first preparing is admission's (first_turn), the second turn 1's
+        monkeypatch.setattr(tool_loop, "prepare_turn", explode_on_call(3, tool_loop.prepare_turn))
     elif stage == "rendering" and family == "chat":
         original = chat_render.ChatRender.take
         monkeypatch.setattr(chat_render.ChatRender, "take", lambda self, event: (

@@ -6,6 +6,8 @@ import pytest
 
 from gateway.accounting.tokens import estimate_prompt_tokens, hold_prompt_tokens
 
+REQUEST, MESSAGE = 8, 5  # the hold's template margin
+
 
 def chat(*contents: str) -> dict:
     return {"messages": [{"role": "user", "content": content} for content in contents]}
@@ -14,14 +16,14 @@ def chat(*contents: str) -> dict:
 @pytest.mark.parametrize(
     ("body", "estimate", "hold"),
     [
-        (chat("y " * 100), 53, 32 + 8 + 100),  # the upstream reported 100: the estimate undercounts
-        (chat("hi"), 4, 32 + 8 + 1),
-        (chat("é" * 10), 6, 32 + 8 + 10),  # two bytes each
-        (chat("日本語のテキスト"), 5, 32 + 8 + 12),  # three bytes each
-        (chat("a", "b"), 8, 32 + 16 + 2),
-        ({"prompt": "1234567890"}, 3, 32 + 5),
-        ({"input": [{"role": "user", "content": "x"}]}, 8, 32 + 16),  # as compact JSON
-        ({}, 0, 32),
+        (chat("y " * 100), 53, REQUEST + MESSAGE + 100),  # the upstream reported 100: the estimate undercounts
+        (chat("hi"), 4, REQUEST + MESSAGE + 1),
+        (chat("é" * 10), 6, REQUEST + MESSAGE + 10),  # two bytes each
+        (chat("日本語のテキスト"), 5, REQUEST + MESSAGE + 12),  # three bytes each
+        (chat("a", "b"), 8, REQUEST + 2 * MESSAGE + 2),
+        ({"prompt": "1234567890"}, 3, REQUEST + 5),
+        ({"input": [{"role": "user", "content": "x"}]}, 8, REQUEST + 16),  # as compact JSON
+        ({}, 0, REQUEST),
     ],
 )
 def test_estimate_and_hold(body: dict, estimate: int, hold: int) -> None:

@@ -22,7 +22,7 @@ from gateway.accounting.keys import Caller
 from gateway.accounting.money import Price, to_credits
 from gateway.accounting.operations import Admission, Extension, Settlement, UsageRow
 from gateway.accounting.ratelimit import RateLimiter
-from gateway.accounting.tokens import estimate_text_tokens
+from gateway.accounting.tokens import estimate_text_tokens, tokens_of_length
 from gateway.accounting.usage import Usage
 from gateway.accounting.writer import AccountingWriter, writer
 from gateway.config import ModelSettings, Settings
@@ -144,9 +144,16 @@ class Meter:
             raise InsufficientBalance(refusal)
         self.held += amount
 
-    def check_debt(self, usage: Usage, route: Served) -> None:
-        """Stop the run (DebtBoundReached) when what it used costs more than its hold and the debt bound."""
-        if self.reservation_id is not None and self.cost_of(usage, route) > self.held + self.debt_bound:
+    def check_debt(self, usage: Usage | None, route: Served, generated_chars: int = 0) -> None:
+        """Stop the run (DebtBoundReached) when what it used costs more than its hold and the debt bound.
+
+        `usage` is what the upstream reported so far; without it, the input's estimate and the
+        output's estimate from the characters generated so far.
+        """
+        if self.reservation_id is None:
+            return
+        used = usage or Usage(self.prompt_estimate, tokens_of_length(generated_chars), estimated=True)
+        if self.cost_of(used, route) > self.held + self.debt_bound:
             raise DebtBoundReached(
                 "This request used more than its hold and the debt it may run into; it was stopped.")
 

@@ -5,10 +5,12 @@ Two different counts of a prompt, on purpose:
   what a usage row records when the upstream reports nothing, and what rate limits check;
 - the *hold size* (`hold_prompt_tokens`) is what a reservation assumes: one token per 2 UTF-8
   bytes of the text (twice the estimate for English, and non-Latin scripts, 2-4 bytes a
-  character, are not undercounted) plus a margin for the chat template: 8 tokens per message
-  and 32 per request. `"y " * 100` is estimated at 53 tokens, held at 140, and real tokenizers
-  report about 100. It is a margin, not a proof: a tokenizer that splits every digit can exceed
-  it, and then the full cost is still charged (see batch.py).
+  character, are not undercounted) plus a margin for the chat template: 5 tokens per message
+  (ChatML's and Llama 3's markers) and 8 per request (the reply's priming). `"y " * 100` is
+  estimated at 53 tokens, held at 113, and real tokenizers report about 100. It is a margin, not
+  a proof: a tokenizer that splits every digit, or a template that adds its own system prompt,
+  can exceed it; then the full cost is still charged (see batch.py), and a run that owes more
+  than its hold and the debt bound is stopped (gateway.accounting.meter).
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from gateway.accounting.usage import Usage
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3
 HOLD_BYTES_PER_TOKEN = 2
-HOLD_TOKENS_PER_MESSAGE = 8
-HOLD_TOKENS_PER_REQUEST = 32
+HOLD_TOKENS_PER_MESSAGE = 5
+HOLD_TOKENS_PER_REQUEST = 8
 
 
 def estimate_text_tokens(text: str) -> int:
     """Deterministic estimate: one token per 4 characters, rounded up."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    return tokens_of_length(len(text))
+
+
+def tokens_of_length(characters: int) -> int:
+    """The estimate of a text of this many characters (estimate_text_tokens without the text)."""
+    return math.ceil(characters / CHARS_PER_TOKEN)
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

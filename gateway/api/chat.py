@@ -24,9 +24,11 @@ from gateway.api.http import (
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.errors import dialect_of
 from gateway.loop.run import Run
+from gateway.loop.tool_loop import first_turn
 from gateway.mcp.assemble import profile_toolset
 from gateway.upstream import relay, routing
 from gateway.upstream.dialect import StreamDialect
+from gateway.upstream.prepared import prepare_candidates
 
 bp = authenticated_blueprint("chat", __name__)
 
@@ -64,15 +66,16 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     with refusals_recorded(caller, path, requested_model(body), request_id()):
         if streaming:
             hold_stream_slot()
-        routes = routing.candidates(settings, body)
-        meter = Meter.admit(caller, routes, body, path, request_id(), settings, services.limiter())
+        candidates = prepare_candidates(routing.candidates(settings, body), path, body, settings.providers, streaming)
+        estimates = [prepared.estimate() for prepared in candidates]
+        meter = Meter.admit(caller, estimates, path, request_id(), settings, services.limiter())
     client = services.upstream()
     if streaming:
-        route, stream = relay.open_stream(client, settings, routes, path, body, meter)
+        route, stream = relay.open_stream(client, candidates, meter)
         keepalive = settings.server.keepalive_interval_s
         chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect())
         return with_headers(event_stream(chunks), meter)
-    return with_headers(jsonify(relay.relay_json(client, settings, routes, path, body, meter)), meter)
+    return with_headers(jsonify(relay.relay_json(client, candidates, meter)), meter)
 
 
 def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
@@ -83,11 +86,11 @@ def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
     with refusals_recorded(caller, "chat/completions", body.get("model"), request_id()):
         if streaming:
             hold_stream_slot()
-        route = routing.resolve(settings, body.get("model"))
-        meter = Meter.admit(caller, [route], body, "chat/completions", request_id(), settings, services.limiter())
+        plan = chat_render.loop_plan(body, routing.resolve(settings, body.get("model")), None)
+        first = first_turn(plan, settings).estimate()  # MCP tools are held when turn 1 is sent
+        meter = Meter.admit(caller, [first], "chat/completions", request_id(), settings, services.limiter())
     with meter.closed_on_failure():
-        toolset = profile_toolset(services.mcp(), labels, caller.account.scope, caller.mcp_allow_list)
-        plan = chat_render.loop_plan(body, route, toolset)
+        plan.toolset = profile_toolset(services.mcp(), labels, caller.account.scope, caller.mcp_allow_list)
         run = Run(plan, meter, services.upstream(), settings)
     if streaming:
         return with_headers(event_stream(chat_render.stream(run, wants_usage(body), stream_dialect()), run), meter)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting.meter import Meter
-from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens, hold_prompt_tokens
+from gateway.accounting.tokens import estimate_text_tokens
 from gateway.accounting.usage import Usage
 from gateway.config import Settings
 from gateway.errors import GatewayError, UpstreamRejected
@@ -26,6 +26,7 @@ from gateway.loop.events import (
     McpApprovalRequested,
     McpCallFinished,
     McpCallStarted,
+    McpToolsListed,
     TurnFinished,
 )
 from gateway.loop.failure import Failure
@@ -43,8 +44,7 @@ from gateway.mcp.tools import ToolOutcome
 from gateway.mcp.toolset import Toolset
 from gateway.upstream.chunks import read_chunks
 from gateway.upstream.client import UpstreamClient
-from gateway.upstream.model_defaults import with_model_defaults
-from gateway.upstream.relay import upstream_body
+from gateway.upstream.prepared import PreparedRequest, prepare
 from gateway.upstream.routing import Route
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -112,7 +112,7 @@ def loop_events(
     messages = list(plan.messages)
     try:
         if plan.toolset is not None:
-            yield from plan.toolset.listings()
+            yield from (McpToolsListed(label, tools) for label, tools in plan.toolset.listings())
         yield from run_approved_calls(plan, messages, state, settings)
         while True:
             finished = yield from model_turn(plan, messages, state, client, settings, meter)
@@ -133,16 +133,16 @@ def model_turn(
         return LoopFinished("incomplete", state.usage, incomplete_reason="max_output_tokens")
     last_turn = state.turns + 1 >= settings.mcp.max_loop_turns
     offer_mcp = not last_turn and not tool_budget_spent(plan, state) and not state.tools_withdrawn
-    body = turn_body(plan, messages, remaining, offer_mcp, state.choice_released)
-    if state.turns:
-        meter.extend(hold_prompt_tokens(body))
+    prepared = prepare_turn(plan, turn_body(plan, messages, remaining, offer_mcp, state.choice_released), settings)
+    meter.check_debt(state.usage, plan.route)  # a debt past its bound ends the run before another turn
+    meter.cover_turn(prepared.held_input_tokens)  # the hold covers this turn before it is sent
     reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
-    turn = OpenTurn(estimate_prompt_tokens(body), reader)
+    turn = OpenTurn(prepared.input_tokens, reader)
     try:
-        if body.get("tools") and not settings.providers[plan.route.provider].streams_tool_calls:
-            yield from fetch_turn(client, settings, plan.route, body, turn, state)
+        if prepared.stream:
+            yield from stream_turn(client, settings, prepared, turn, state)
         else:
-            yield from stream_turn(client, settings, plan.route, body, turn, state)
+            yield from fetch_turn(client, settings, prepared, turn, state)
     except UpstreamRejected as exc:
         if not state.turns or not overflows_context(exc):
             raise  # the client's own prompt is too long: its error
@@ -172,7 +172,7 @@ def turn_body(
     plan: LoopPlan, messages: list[dict[str, Any]], remaining: int | None, offer_mcp: bool,
     choice_released: bool = False,
 ) -> dict[str, Any]:
-    """The chat-completions body of one turn, with the model's defaults (model mapping happens in upstream_body)."""
+    """The chat-completions body of one turn, before preparing (prepare_turn)."""
     body = {**plan.params, "messages": messages, "stream": True}
     if choice_released and _forcing(body.get("tool_choice")):
         body["tool_choice"] = "auto"
@@ -191,7 +191,19 @@ def turn_body(
         body["tool_choice"] = _offered_choice(plan.toolset, body["tool_choice"])
     if remaining is not None:
         body["max_tokens"] = remaining
-    return with_model_defaults(body, plan.route.settings)
+    return body
+
+
+def prepare_turn(plan: LoopPlan, body: dict[str, Any], settings: Settings) -> PreparedRequest:
+    """One turn as its upstream gets it: streamed, unless it offers tools to an upstream that can't stream them."""
+    provider = settings.providers[plan.route.provider]
+    streams = not (body.get("tools") and not provider.streams_tool_calls)
+    return prepare(plan.route, "chat/completions", body, provider, streams)
+
+
+def first_turn(plan: LoopPlan, settings: Settings) -> PreparedRequest:
+    """The first turn as known before the toolset opens (no MCP tools yet): what admission holds."""
+    return prepare_turn(plan, turn_body(plan, list(plan.messages), plan.max_output_tokens, False), settings)
 
 
 def _forcing(choice: Any) -> bool:
@@ -214,11 +226,10 @@ def tool_budget_spent(plan: LoopPlan, state: LoopState) -> bool:
 
 
 def stream_turn(
-    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], turn: OpenTurn,
-    state: LoopState,
+    client: UpstreamClient, settings: Settings, prepared: PreparedRequest, turn: OpenTurn, state: LoopState
 ) -> Iterator[LoopEvent]:
     """Relay one upstream stream into the turn's reader, yielding its events and keep-alives."""
-    stream = client.open_stream(route.provider, "chat/completions", upstream_body(settings, route, body, True))
+    stream = client.open_stream(prepared.provider, prepared.path, prepared.body)
     state.open_turn = turn
     try:
         for chunk in read_chunks(stream.events(settings.server.keepalive_interval_s)):
@@ -231,12 +242,10 @@ def stream_turn(
 
 
 def fetch_turn(
-    client: UpstreamClient, settings: Settings, route: Route, body: dict[str, Any], turn: OpenTurn,
-    state: LoopState,
+    client: UpstreamClient, settings: Settings, prepared: PreparedRequest, turn: OpenTurn, state: LoopState
 ) -> Iterator[LoopEvent]:
     """One turn as a JSON request (for upstreams that cannot stream tool choice), with keep-alives."""
-    sent = upstream_body(settings, route, {**body, "stream": False}, False)
-    future = client.submit_json(route.provider, "chat/completions", sent)
+    future = client.submit_json(prepared.provider, prepared.path, prepared.body)
     state.open_turn = turn  # the upstream works on it while we wait
     while not wait([future], timeout=settings.server.keepalive_interval_s).done:
         yield KeepAlive()
@@ -245,7 +254,7 @@ def fetch_turn(
     except GatewayError:
         state.open_turn = None  # refused or failed upstream: nothing to bill for this turn
         raise
-    yield from turn.reader.feed(completion_as_chunk(capped_completion(completion, body.get("max_tokens"))))
+    yield from turn.reader.feed(completion_as_chunk(capped_completion(completion, prepared.body.get("max_tokens"))))
 
 
 def run_gateway_calls(

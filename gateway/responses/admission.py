@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway import services
@@ -12,7 +12,8 @@ from gateway.accounting.meter import Meter
 from gateway.config import Settings
 from gateway.errors import BadInput, InvalidRequest
 from gateway.loop.run import Run
-from gateway.loop.tool_loop import ApprovedCall, LoopPlan
+from gateway.loop.tool_loop import ApprovedCall, LoopPlan, first_turn
+from gateway.mcp.access import usable
 from gateway.mcp.assemble import declared_toolset
 from gateway.mcp.toolset import Toolset
 from gateway.responses import compaction, conversations, store, translate
@@ -25,18 +26,34 @@ from gateway.upstream import routing
 
 
 def admit_response(
-    body: dict[str, Any], caller: Caller, request_id: str, chains: Mapping[str, store.History] | None = None
+    body: dict[str, Any], caller: Caller, request_id: str, chains: Mapping[str, store.History] | None = None,
+    profile_servers: Sequence[str] = (),
 ) -> ResponseAssembly:
     """Validate a create request and admit it: a ResponseAssembly ready to render (JSON, SSE, WebSocket, background).
 
     `chains` are histories the caller's connection holds in memory (WebSocket mode), by response id.
+    `profile_servers` (a profile route's) are offered as built-in `mcp` tools unless the request declares them.
     """
     settings = services.settings()
+    if profile_servers:
+        labels = usable(settings, profile_servers, caller.account.scope, caller.mcp_allow_list)
+        body = with_builtin_servers(body, labels)
     body = compaction.expand_input(body, caller.account.id, lambda: compaction.compaction_key(settings))
     req = parse_create_request(body)
     check_modes(req)
     history = inherited_history(req, caller.account.id, chains or {})
     return admit(req, caller, request_id, settings, history)
+
+
+def with_builtin_servers(body: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
+    """The body with an `mcp` tool for each built-in server label it does not declare itself."""
+    tools = body.get("tools", [])
+    if not isinstance(tools, list):
+        return body  # validation names the problem
+    declared = {tool.get("server_label") for tool in tools if isinstance(tool, dict) and tool.get("type") == "mcp"}
+    added = [{"type": "mcp", "server_label": label, "require_approval": "never"}
+             for label in labels if label not in declared]
+    return {**body, "tools": tools + added} if added else body
 
 
 def check_modes(req: CreateResponseRequest) -> None:
@@ -77,18 +94,14 @@ def admit(
     messages = translate.input_to_messages(history.items, req.instructions)
     messages += translate.input_to_messages(own, None)
     params = translate.request_to_chat_params(req)
-    estimate = {
-        "messages": messages,
-        "tools": params.get("tools"),
-        "max_output_tokens": req.max_output_tokens,
-    }
+    cap = req.max_output_tokens or route.settings.max_output_tokens  # the hold's cap is the loop's total
+    plan = LoopPlan(route, messages, params, None, cap, req.max_tool_calls, approved)
     response_id = store.new_response_id()  # also the usage row's generation id
-    meter = Meter.admit(caller, [route], estimate, "responses", request_id, settings, services.limiter(),
+    first = first_turn(plan, settings).estimate()  # MCP tools are held when turn 1 is sent
+    meter = Meter.admit(caller, [first], "responses", request_id, settings, services.limiter(),
                         generation_id=response_id)
     with meter.closed_on_failure():
-        toolset = open_toolset(req, history, caller)
-        cap = req.max_output_tokens or route.settings.max_output_tokens  # the hold's cap is the loop's total
-        plan = LoopPlan(route, messages, params, toolset, cap, req.max_tool_calls, approved)
+        plan.toolset = open_toolset(req, history, caller)
         builder = ResponseBuilder(response_id, request_echo(req), int(time.time()), route.model_id)
         run = Run(plan, meter, services.upstream(), settings)
         return ResponseAssembly(run, req, caller, builder, own, history=history, conversation_id=req.conversation_id)

@@ -32,7 +32,7 @@ from gateway.responses.echo import priced_usage
 from gateway.responses.validation import parse_create_request
 from gateway.server_secret import derived_key
 from gateway.upstream import routing
-from gateway.upstream.relay import upstream_body
+from gateway.upstream.prepared import prepare
 
 BLOB_PREFIX = "gwc1."
 NONCE_BYTES = 12
@@ -148,13 +148,10 @@ def compact_response(body: dict[str, Any], caller: Caller, request_id: str) -> d
     history = store.history_before(req.previous_response_id, caller.account.id)
     items = history.items + store.stored_input_items(req.input_items())
     messages = summary_request(translate.input_to_messages(items, req.instructions))
-    meter = Meter.admit(
-        caller, [route], {"messages": messages}, "responses/compact", request_id, settings, services.limiter()
-    )
+    sent = prepare(route, "chat/completions", {"messages": messages}, settings.providers[route.provider], False)
+    meter = Meter.admit(caller, [sent.estimate()], "responses/compact", request_id, settings, services.limiter())
     with meter.closed_on_failure():
-        answer = services.upstream().post_json(
-            route.provider, "chat/completions", upstream_body(settings, route, {"messages": messages}, False)
-        )
+        answer = services.upstream().post_json(sent.provider, sent.path, sent.body)
     summary = _answer_text(answer)
     usage = usage_from_openai(answer.get("usage")) or meter.estimate(summary)
     meter.finish(usage, 200, route)

@@ -115,6 +115,7 @@ def relay_stream(
     """Relay upstream SSE chunk by chunk; keep-alives on silence; an error event in the dialect on failure."""
     reported: Usage | None = None
     generated: list[str] = []
+    generated_chars = 0
     status = CLIENT_CLOSED
     last: dict[str, Any] | None = None
     reason: str | None = None
@@ -130,6 +131,8 @@ def relay_stream(
             generated += [_choice_text(choice) for choice in chunk.get("choices") or []]
             if generated and generated[-1]:
                 first_token(route.model_id)
+                generated_chars += len(generated[-1])
+            meter.check_debt(reported, route, generated_chars)  # a debt past its bound ends the stream here
             reason = finish_reason(chunk) or reason
             outgoing = _client_chunk(chunk, route, client_wants_usage, meter.generation_id)
             if outgoing is not None:
