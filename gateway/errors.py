@@ -120,12 +120,12 @@ class BodyTooLarge(InvalidRequest):
     code = "request_too_large"
 
 
-class BadInput(GatewayError):
-    status = 422
 class RequestAboveTokenLimit(InvalidRequest):
     code = "request_above_tpm_limit"
 
 
+class BadInput(GatewayError):
+    status = 422
     type = "bad_input"
     code = "bad_input"
 
@@ -148,12 +148,12 @@ class InsufficientBalance(GatewayError):
     code = "insufficient_balance"
 
 
-class RateLimited(GatewayError):
-    status = 429
 class DebtBoundReached(InsufficientBalance):
     code = "debt_bound_reached"
 
 
+class RateLimited(GatewayError):
+    status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
