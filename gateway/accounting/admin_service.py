@@ -37,7 +37,7 @@ class KeySpec:
     tier: str = "free"
     scope: str | None = None
     limits: dict[str, int | None] = field(default_factory=dict)  # of LIMITS
-    mcp_servers: str | None = None  # as gateway.mcp.access.encode_allow_list stores it
+    mcp_servers: str | None = None  # as gateway.accounting.mcp_allow_list.encode_allow_list stores it
     credits: int = 0  # micro-credits granted to the account; 0: no grant
 
 
