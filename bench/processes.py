@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import requests
 
 from bench.upstream import SLOW_MODEL, completion_body
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 90.0
@@ -30,13 +30,6 @@ SLOW_STREAM_MODEL = SLOW_MODEL  # waits 1 s, then streams: priced, on the Python
 PRICES = {"input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0}
 CREDITS = "1000000"            # far more than any run spends
 HIGH_LIMITS = {"rpm": 100_000_000, "tpm": 2_000_000_000, "streams": 1_000_000}  # never a refusal; fits a 32-bit column
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -14,15 +14,33 @@ from werkzeug.serving import make_server
 from gateway import create_app, db
 from gateway.accounting.keys import create_key
 from gateway.config import Settings, build_settings, merge
+from tests import live_gateway
 from tests.fake_upstream import FakeUpstream
 
 TEST_DATABASE_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+FIRST_LAUNCH = pytest.StashKey[int]()
 
 # Property tests draw the same examples on every run, so CI is repeatable; HYPOTHESIS_PROFILE=explore
 # draws new ones (and more of them) for a bug hunt.
 hypothesis_settings.register_profile("repeatable", derandomize=True)
 hypothesis_settings.register_profile("explore", max_examples=1000)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Note which live gateways a test may have used: those it launches, and those still running."""
+    item.stash[FIRST_LAUNCH] = len(live_gateway.LAUNCHED)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test shows the logs of the live gateways it used (they never print into pytest's output)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.sections.extend(live_gateway.failure_logs(item.stash.get(FIRST_LAUNCH, 0)))
 
 
 @pytest.fixture(autouse=True)

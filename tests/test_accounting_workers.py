@@ -11,7 +11,7 @@ from gateway import db
 from gateway.tables import ApiKey
 from tests.faults.books import Payer
 from tests.faults.load import fund, priced_config
-from tests.served import gateway_serve
+from tests.live_gateway import live_gateway
 
 RESERVATION_TTL_S = 2
 KEY_CACHE_TTL_S = 1
@@ -29,8 +29,8 @@ def test_a_revoked_key_is_refused_by_every_worker_within_the_cache_ttl(tmp_path,
         key_id = ApiKey.get(ApiKey.account == funded.account_id).id
     admin = {"Authorization": "Bearer adm"}
     fresh = {"X-API-Key": secret, "Connection": "close"}  # each request may reach any worker
-    with gateway_serve(priced_config(database_url, fake_upstream.base_url, RESERVATION_TTL_S, KEY_CACHE_TTL_S), tmp_path,
-                       env={"GATEWAY_ADMIN_TOKEN": "adm"}) as served:
+    with live_gateway(tmp_path, priced_config(database_url, fake_upstream.base_url, RESERVATION_TTL_S, KEY_CACHE_TTL_S),
+                      env={"GATEWAY_ADMIN_TOKEN": "adm"}) as served:
         models = f"{served.base_url}/v1/models"
         assert {requests.get(models, headers=fresh, timeout=10).status_code for _ in range(30)} == {200}
         assert requests.delete(f"{served.base_url}/admin/keys/{key_id}", headers=admin, timeout=10).ok

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from gateway.errors import UpstreamUnavailable
 from gateway.lifecycle import managed_processes
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.copies import CopyBalancer
+from tests.ports import free_port
 
 HOLD_S = 30.0  # a held answer goes on by itself after this, whatever the test did
 
@@ -120,9 +120,7 @@ class CopyHandler(BaseHTTPRequestHandler):
 def adjacent_servers() -> tuple[CopyServer, CopyServer]:
     """Two copy servers on consecutive loopback ports."""
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         if port >= 65535:
             continue
         try:

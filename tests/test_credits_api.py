@@ -15,7 +15,7 @@ from gateway import db
 from gateway.accounting import credits
 from gateway.tables import ApiKey, LedgerEntry, Reservation, UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion
-from tests.served import gateway_serve
+from tests.live_gateway import live_gateway
 
 PRICE_PER_TOKEN = 1000  # micro-credits per output token (output_price_per_mtok = 1000)
 MAX_TOKENS = 10
@@ -215,7 +215,7 @@ def test_several_gunicorn_workers_afford_exactly_50(tmp_path, database_url, fake
     config = (f'[database]\nurl = "{database_url}"\n'
               f'[providers.fake]\nbase_url = "{fake_upstream.base_url}"\n'
               f'[models.paid-model]\nprovider = "fake"\noutput_price_per_mtok = {PRICE_PER_TOKEN}\n')
-    with gateway_serve(config, tmp_path, workers=3, threads=8) as served:
+    with live_gateway(tmp_path, config, workers=3, threads=8) as served:
         statuses = hammer(served.base_url, secret)
     assert statuses.count(200) == 50 and statuses.count(402) == 150
     assert books(account_id) == {"balance": 0, "charged": 50 * COST, "charges": 50, "open": 0,

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.fake_upstream import chat_chunk
+from tests.ports import free_port
 
 NGINX = shutil.which("nginx") or next(
     (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(path).is_file()), None
@@ -27,12 +28,6 @@ pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
 NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 BOUND_S = 15.0  # upper bound for anything to happen; never a timing assertion
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def local_copy(folder: Path, listen_port: int, upstream_port: int) -> Path:

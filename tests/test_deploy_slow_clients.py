@@ -7,11 +7,11 @@ users have different addresses: the per-address connection limit applies to each
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 
 from tests import test_deploy, test_serving_worker
-from tests.served_gateway import (
+from tests.polling import wait_until
+from tests.slow_clients import (
     SLOW_BODY,
     SLOW_HEADER,
     Probes,
@@ -44,7 +44,7 @@ def test_slow_heads_and_bodies_leave_requests_answered_under_a_second(
         lambda: request(port, "POST", "/v1/chat/completions", CHAT, auth_headers, source=PROBES_FROM),
     ], pause_s=0.05)
     with SlowSenders(port, SLOW_HEADER, count=200) as heads, SlowSenders(port, SLOW_BODY, count=50) as bodies:
-        time.sleep(1.0)
+        wait_until(lambda: heads.connects >= 200 and bodies.connects >= 50, "every attacker connected")
         results = probes.run_for(ATTACK_S)
     p99 = percentile(results, 0.99)
     print(f"\nbehind nginx, {heads.connects} slow-head and {bodies.connects} slow-body connections: "
@@ -62,8 +62,8 @@ def test_connections_past_the_per_address_limit_get_429(start_nginx: Callable[[i
             sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.3", 0))
             sock.sendall(SLOW_BODY)
             held.append(sock)
-        time.sleep(0.5)  # nginx has read every head
-        assert request(port, "GET", "/healthz", source="127.0.0.3") == 429
+        # once nginx has read every head, one more connection from that address is refused
+        wait_until(lambda: request(port, "GET", "/healthz", source="127.0.0.3") == 429, "a 429 past the limit")
         assert request(port, "GET", "/healthz", source="127.0.0.4") == 200
     finally:
         for sock in held:

@@ -17,7 +17,7 @@ from gateway.accounting import credits
 from gateway.accounting.keys import create_key
 from gateway.tables import LedgerEntry, Reservation, UsageEntry
 from tests.fake_upstream import StreamReply, chat_chunk, usage_chunk
-from tests.served_gateway import accepting, children, served_gateway
+from tests.live_gateway import accepting, children, live_gateway
 from tests.test_metrics_workers import scrape
 
 STREAMS = 20
@@ -127,7 +127,7 @@ def served_by(access_log, route: str) -> int:
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
 def test_streams_in_flight_finish_and_are_settled(tmp_path, fake_upstream, stop_signal):
     account_id, secret, tables = streamer(tmp_path, fake_upstream)
-    with served_gateway(tmp_path, tables) as server:
+    with live_gateway(tmp_path, tables) as server:
         old_workers = set(server.workers())
         streams = streams_in_flight(server.port, secret)
         server.process.send_signal(stop_signal)
@@ -154,7 +154,7 @@ def test_usr2_binary_upgrade_under_streams(tmp_path, fake_upstream):
     account_id, secret, tables = streamer(tmp_path, fake_upstream, pidfile=str(pidfile), threads=STREAMS + 4)
     release = threading.Event()  # the streams wait after their first chunk until the old workers stopped accepting
     fake_upstream.responder = lambda path, body: dataclasses.replace(slow_stream(path, body), release=release)
-    with served_gateway(tmp_path, tables) as server:
+    with live_gateway(tmp_path, tables) as server:
         old_master, old_workers = server.process.pid, set(server.workers())
         streams = streams_in_flight(server.port, secret)
         new_master = server.binary_upgrade(pidfile, workers=2)

@@ -32,8 +32,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from tests.fake_upstream import FakeUpstream, JsonReply, chat_completion
+from tests.live_gateway import LiveGateway, live_gateway
 from tests.mcp_hub_client import call, text_of, tool_names
-from tests.served_gateway import ServedGateway, served_gateway
 from tests.test_deploy import NGINX
 from tests.test_deploy import start_nginx as start_nginx_fixture  # noqa: F401 - a fixture
 
@@ -53,7 +53,7 @@ class Embedded:
     config: Path
     database: Path
     model: FakeUpstream
-    server: ServedGateway
+    server: LiveGateway
 
     @property
     def hub(self) -> str:
@@ -92,10 +92,10 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
               "database": {"url": f"sqlite:///{folder / 'gateway.db'}"},
               "providers": {"local": {"base_url": model.base_url, "command": [], "copies": 1}}}
     try:
-        with served_gateway(folder, tables) as server:
+        with live_gateway(folder, tables) as server:
             match = KEY_LINE.search(server.log.read_text())
             assert match, server.log.read_text()
-            yield Embedded(f"http://127.0.0.1:{server.port}", match.group(1), folder / "served.toml",
+            yield Embedded(f"http://127.0.0.1:{server.port}", match.group(1), server.config,
                            folder / "gateway.db", model, server)
     finally:
         model.stop()

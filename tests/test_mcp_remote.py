@@ -31,6 +31,7 @@ from gateway.mcp.remote import (
     remote_http_client,
     system_resolver,
 )
+from tests.ports import free_port
 
 HOST = "mcp.example.com"
 PUBLIC_IP = "8.8.8.8"
@@ -361,9 +362,7 @@ def test_bad_headers_and_tokens_never_reach_error_messages() -> None:
 
 
 def test_checks_off_connection_failure_does_not_carry_the_token() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    url = f"http://127.0.0.1:{free_port()}/"
     client = remote_http_client(url, None, TOKEN, False, 2.0)
     with pytest.raises(httpx2.ConnectError) as caught:
         run(client.get(url))

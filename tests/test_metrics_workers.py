@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import db
 from gateway.accounting.keys import create_key
-from tests.served_gateway import ServedGateway, served_gateway
+from tests.live_gateway import LiveGateway, live_gateway
 
 REQUESTS = 60
 SCRAPES = 20
@@ -39,13 +39,13 @@ def fetch(port: int, method: str, path: str, body=None, headers=None) -> tuple[i
         connection.close()
 
 
-def scrape(server: ServedGateway) -> float:
+def scrape(server: LiveGateway) -> float:
     status, text = fetch(server.port, "GET", "/metrics")
     assert status == 200
     return chat_total(text)
 
 
-def settled_total(server: ServedGateway, expected: float) -> float:
+def settled_total(server: LiveGateway, expected: float) -> float:
     """The chat total once the last request's worker has counted it (after its last byte), within BOUND_S."""
     deadline = time.monotonic() + BOUND_S
     while (total := scrape(server)) != expected and time.monotonic() < deadline:
@@ -53,7 +53,7 @@ def settled_total(server: ServedGateway, expected: float) -> float:
     return total
 
 
-def wait_for_new_workers(server: ServedGateway, old: set[int]) -> None:
+def wait_for_new_workers(server: LiveGateway, old: set[int]) -> None:
     deadline = time.monotonic() + BOUND_S
     while time.monotonic() < deadline:
         workers = set(server.workers())
@@ -76,7 +76,7 @@ def test_totals_add_up_over_workers_recycling_and_a_reload(tmp_path, fake_upstre
         "providers": {"fake": {"base_url": fake_upstream.base_url}},
         "models": {"test-model": {"provider": "fake", "upstream_model": "upstream-model"}},
     }
-    with served_gateway(tmp_path, tables) as server:
+    with live_gateway(tmp_path, tables) as server:
         auth = {"Authorization": f"Bearer {secret}"}
         assert all(fetch(server.port, "POST", "/v1/chat/completions", CHAT, auth)[0] == 200
                    for _ in range(REQUESTS))
@@ -96,5 +96,5 @@ def test_totals_add_up_over_workers_recycling_and_a_reload(tmp_path, fake_upstre
     chat_pids = Counter(line["pid"] for line in lines if line["route"] == "/v1/chat/completions")
     assert sum(chat_pids.values()) == REQUESTS + 1
     assert len(chat_pids) > 3  # spread over the workers, and recycled ones were replaced
-    log = [line for line in (tmp_path / "served.log").read_text().splitlines() if line.strip()]
+    log = [line for line in server.log_text().splitlines() if line.strip()]
     assert log and all(json.loads(line)["level"] for line in log)  # gunicorn's and the app's logs are JSON

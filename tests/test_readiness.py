@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 
 from gateway import create_app, db, lifecycle
 from tests.mcp_fixtures.launch import TOOL_SERVER
+from tests.ports import free_port
 
 
 def free_port_url() -> str:
     """The base URL of a loopback port nobody listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 def readiness(settings):

@@ -15,11 +15,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from gateway import db
-from gateway.tables import StoredResponse, UsageEntry
+from gateway.tables import ApiKey, StoredResponse, UsageEntry
 from tests.fake_upstream import StreamReply, chat_chunk, usage_chunk
+from tests.live_gateway import live_gateway
 from tests.mcp_fixtures.launch import TOOL_SERVER
+from tests.polling import wait_until
 from tests.scripted_model import ScriptedModel
-from tests.served import gateway_serve
 from tests.test_deploy import NGINX, start_nginx  # noqa: F401 (a fixture, used by name)
 from tests.test_response_builder import check_stream
 from tests.test_responses_api import PAID_MODEL
@@ -279,7 +280,7 @@ def test_sockets_per_worker_are_capped(app, live_server, api_key):
         with pytest.raises(InvalidStatus) as refused:
             open_socket(live_server, api_key)
         assert refused.value.response.status_code == 503
-    time.sleep(0.2)
+    wait_until(lambda: app.extensions["gateway.responses.websockets"].open == 0, "the closed socket's slot")
     with open_socket(live_server, api_key) as ws:
         assert turn(ws, input="hi")[-1]["type"] == "response.completed"
 
@@ -291,9 +292,9 @@ def served(tmp_path, fake_upstream):
               f'[providers.fake]\nbase_url = "{fake_upstream.base_url}"\n'
               '[models."test-model"]\nprovider = "fake"\n'
               '[responses]\nwebsocket_max_connections = 2\n')
-    with gateway_serve(config, tmp_path, workers=1, threads=4) as server:
+    with live_gateway(tmp_path, config, workers=1, threads=4) as server:
         created = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "keys", "create", "--config", str(tmp_path / "gateway.toml"),
+            [sys.executable, "-m", "gateway.cli", "keys", "create", "--config", str(server.config),
              "--name", "ws", "--json"], capture_output=True, text=True, check=True, timeout=60)
         yield server.base_url, json.loads(created.stdout)["key"]
 
@@ -329,6 +330,8 @@ def test_an_open_socket_counts_as_a_stream_of_its_key(app, live_server, api_key)
         with pytest.raises(InvalidStatus) as refused:
             open_socket(live_server, api_key)
         assert refused.value.response.status_code == 429
-    time.sleep(0.2)
+    with db.database.connection_context():
+        key_id = ApiKey.get().id
+    wait_until(lambda: app.extensions["gateway.streams"].open_streams(key_id) == 0, "the closed socket's stream")
     with open_socket(live_server, api_key) as ws:
         assert turn(ws, input="hi")[-1]["type"] == "response.completed"

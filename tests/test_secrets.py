@@ -17,9 +17,9 @@ import requests
 
 from gateway import db
 from tests.fake_upstream import FakeUpstream
+from tests.live_gateway import live_gateway
 from tests.mcp_fixtures.launch import http_tool_server
 from tests.scripted_model import ScriptedModel
-from tests.served_gateway import served_gateway
 
 ADMIN_TOKEN = "adm-9c1d7e5f3a2b4c6d"
 MCP_TOKEN = "mcp-tok-4e8a2c6b0d1f3e5a"
@@ -113,12 +113,12 @@ def test_a_whole_scenario_logs_and_answers_no_secret(tmp_path, monkeypatch):
             "mcp": {"remote_url_checks": False},
         }
         try:
-            with served_gateway(tmp_path, tables) as server:
+            with live_gateway(tmp_path, tables) as server:
                 answers, api_keys, lines = run_scenario(f"http://127.0.0.1:{server.port}", mcp_url)
                 stored = every_row_of(f"sqlite:///{tmp_path / 'gateway.db'}")
         finally:
             upstream.stop()
-    written = (tmp_path / "served.log").read_text()
+    written = server.log_text()
     tokens = [ADMIN_TOKEN, MCP_TOKEN, BUILTIN_MCP_TOKEN, UPSTREAM_KEY]
 
     records = [json.loads(line) for line in written.splitlines() if line.startswith("{")]

@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 
 from tests.fake_upstream import FakeUpstream, JsonReply, chat_completion
-from tests.served_gateway import (
+from tests.live_gateway import LiveGateway, start_gateway
+from tests.polling import wait_until
+from tests.slow_clients import (
     CLOSE_THEN_TRICKLE,
     SLOW_BODY,
     SLOW_HEADER,
     Probes,
-    ServedGateway,
     SlowSenders,
     answered_ratio,
     percentile,
     request,
-    served_gateway,
 )
 
 ATTACK_S = 6.0
@@ -42,16 +42,16 @@ def served_tables(database_url: str, fake_upstream: FakeUpstream, **server: Any)
 @pytest.fixture
 def serve(tmp_path: Path, database_url: str, fake_upstream: FakeUpstream, app) -> Iterator[Callable[..., Any]]:
     """Starts `gateway serve` with these [server] settings on the test database (migrated by `app`)."""
-    with_block: list[Any] = []
+    started: list[LiveGateway] = []
 
-    def start(**server: Any) -> ServedGateway:
-        block = served_gateway(tmp_path, served_tables(database_url, fake_upstream, **server))
-        with_block.append(block)
-        return block.__enter__()
+    def start(**server: Any) -> LiveGateway:
+        # killed, not stopped gracefully: the tests leave hostile connections open
+        started.append(start_gateway(tmp_path, served_tables(database_url, fake_upstream, **server), graceful=False))
+        return started[-1]
 
     yield start
-    for block in with_block:
-        block.__exit__(None, None, None)
+    for gateway in started:
+        gateway.stop()
 
 
 def exchange(port: int, data: bytes, wait_s: float = 5.0) -> bytes:
@@ -79,7 +79,7 @@ def test_forty_slow_clients_leave_probes_answered(serve, auth_headers: dict[str,
         lambda: request(server.port, "POST", "/v1/chat/completions", CHAT, auth_headers),
     ], pause_s=0.2)
     with SlowSenders(server.port, prefix, count=40) as attack:
-        time.sleep(1.0)  # every attacker connected and holding on
+        wait_until(lambda: attack.connects >= 40, "every attacker connected and holding on")
         results = probes.run_for(ATTACK_S)
     ratio = answered_ratio(results)
     print(f"\n{prefix[:40]!r}: {len(results)} probes, {ratio:.0%} answered within 5 s, "

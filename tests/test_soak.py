@@ -35,8 +35,8 @@ from gateway.tables import LedgerEntry, Reservation, UsageEntry
 from tests.fake_upstream import FakeUpstream
 from tests.faults.books import Payer, audit, open_holds
 from tests.faults.load import BOUND_S, Load, Seen, wait_for
+from tests.live_gateway import live_gateway, rss_kib
 from tests.mcp_fixtures.launch import TOOL_SERVER
-from tests.served_gateway import rss_kib, served_gateway
 from tests.soak_traffic import INJECTED, MODEL, PRICED, SoakUpstream, kinds
 
 SOAK_SECONDS = float(os.environ.get("GATEWAY_SOAK_SECONDS", "60"))  # read at import: conftest clears GATEWAY_*
@@ -110,7 +110,7 @@ def test_soak(tmp_path, database_url, fake_upstream, capsys):
         "profiles": {"soak/default": {"mcp_servers": ["tools"]}},
         "mcp": {"tool_timeout_s": BOUND_S},
     }
-    with served_gateway(tmp_path, tables) as server, ExitStack() as stack:
+    with live_gateway(tmp_path, tables) as server, ExitStack() as stack:
         workers = sorted(server.workers())
         base = f"http://127.0.0.1:{server.port}"
         rss = stack.enter_context(RssSampler(workers))
@@ -119,7 +119,7 @@ def test_soak(tmp_path, database_url, fake_upstream, capsys):
         stack.close()  # the clients stop (each finishes its request), then the sampler
         assert sorted(server.workers()) == workers  # none died (and none was recycled: max_requests = 0)
         wait_for(lambda: open_holds() == 0, lambda: "every hold settled")
-        log = server.log.read_text()
+        log = server.log_text()
 
     seen = {kind: load.seen for kind, load in loads.items()}
     report = soak_report(seen, payer, rss)

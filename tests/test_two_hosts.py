@@ -14,7 +14,7 @@ from gateway import db
 from gateway.accounting import credits
 from gateway.accounting.keys import create_key
 from gateway.tables import ApiKey
-from tests.served_gateway import served_gateway
+from tests.live_gateway import live_gateway
 
 OUTPUT_TOKENS = 7  # what the fake upstream reports for every answer
 PRICE = 1_000_000  # credits per 1M output tokens: one credit per token
@@ -60,7 +60,7 @@ def test_two_hosts_share_state(tmp_path, database_url, fake_upstream, backend, m
         "server": {"workers": 2, "threads": 16},
         "database": {"url": database_url},
         "auth": {"key_cache_ttl_s": KEY_CACHE_TTL_S},
-        "admin": {"token_env": "TWO_HOSTS_ADMIN_TOKEN"},  # served_gateway passes no GATEWAY_* variable on
+        "admin": {"token_env": "TWO_HOSTS_ADMIN_TOKEN"},  # live_gateway passes no GATEWAY_* variable on
         "limits": limits,
         "providers": {"fake": {"base_url": fake_upstream.base_url}},
         "models": {"paid-model": {"provider": "fake", "output_price_per_mtok": PRICE},
@@ -70,7 +70,7 @@ def test_two_hosts_share_state(tmp_path, database_url, fake_upstream, backend, m
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with contextlib.ExitStack() as stack:
-        hosts = [f"http://127.0.0.1:{stack.enter_context(served_gateway(tmp_path / name, tables)).port}"
+        hosts = [f"http://127.0.0.1:{stack.enter_context(live_gateway(tmp_path / name, tables)).port}"
                  for name in ("a", "b")]
         a, b = hosts
         continue_a_response_on_the_other_host(a, b, fake_upstream)

@@ -13,7 +13,8 @@ from gateway.errors import CLIENT_CLOSED
 from gateway.tables import UsageEntry
 from tests import test_serving_worker
 from tests.fake_upstream import FakeUpstream, StreamReply, chat_chunk, default_responder
-from tests.served_gateway import Probes, answered_ratio, percentile, request, rss_kib
+from tests.live_gateway import rss_kib
+from tests.slow_clients import Probes, answered_ratio, percentile, request
 
 serve = test_serving_worker.serve  # the fixture, shared
 CHAT = test_serving_worker.CHAT

@@ -12,6 +12,7 @@ from urllib3.exceptions import ReadTimeoutError
 from gateway.config import ProviderSettings
 from gateway.errors import UpstreamError, UpstreamRejected, UpstreamTimeout, UpstreamUnavailable
 from gateway.upstream.client import STREAM_QUEUE_EVENTS, UpstreamClient
+from tests.polling import wait_until
 
 BASE = "http://upstream.test/v1"
 
@@ -96,8 +97,9 @@ def test_a_stream_reads_a_bounded_number_of_events_ahead_and_stops_once_closed()
     deadline = time.monotonic() + 5
     while stream._queue.qsize() < STREAM_QUEUE_EVENTS and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.1)
-    assert stream._queue.qsize() == STREAM_QUEUE_EVENTS  # the reader waits instead of reading on
+    # the reader holds the next event and waits for room instead of reading on
+    wait_until(lambda: stream._queue.not_full._waiters, "the reader waiting on the full queue")
+    assert stream._queue.qsize() == STREAM_QUEUE_EVENTS
     assert next(stream.events(1.0)).data == '{"n": 0}'
     stream.close()
     assert client._executor.submit(lambda: "free").result(timeout=2) == "free"  # the one reader thread is back

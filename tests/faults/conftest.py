@@ -12,7 +12,7 @@ from gateway.config import Settings
 from gateway.tables import ApiKey
 from tests.faults.books import Payer
 from tests.faults.raw_upstream import RawUpstream
-from tests.served import free_port
+from tests.ports import free_port
 
 GRANT = 10_000_000  # micro-credits: 10 credits
 PRICED = {"input_price_per_mtok": 1000, "output_price_per_mtok": 2000, "max_output_tokens": 100}

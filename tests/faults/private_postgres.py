@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.served import free_port
+from tests.ports import free_port
 
 COMMAND_TIMEOUT_S = 60
 

@@ -18,7 +18,7 @@ from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_complet
 from tests.faults.books import audit, open_holds
 from tests.faults.load import PRICE_PER_TOKEN, Load, fund, post_json, post_stream, priced_config, wait_for
 from tests.faults.private_postgres import private_postgres
-from tests.served import gateway_serve
+from tests.live_gateway import live_gateway
 
 MAX_TOKENS = 10
 COST = PRICE_PER_TOKEN * MAX_TOKENS
@@ -54,11 +54,11 @@ def test_postgres_stopped_under_load_is_a_clean_503_then_recovers_with_nothing_l
         payer = fund(cluster.url, GRANT)
         fake_upstream.responder = full_cost
         config = priced_config(cluster.url, fake_upstream.base_url, RESERVATION_TTL_S, KEY_CACHE_TTL_S)
-        with gateway_serve(config, tmp_path, workers=2) as served:
+        with live_gateway(tmp_path, config, workers=2) as served:
             sends = [post_json(served.base_url, payer, PAID), post_stream(served.base_url, payer, PAID)] * CLIENTS
             with Load(sends) as load:
                 wait_for(lambda: load.successes() >= ENOUGH, lambda: f"requests before the stop: {load.statuses()}")
-                workers = sorted(served.worker_pids())
+                workers = sorted(served.workers())
                 cluster.stop()
                 stopped_at = len(load.seen)
                 refused = lambda: sum(seen.status == 503 for seen in load.seen[stopped_at:])  # noqa: E731
@@ -66,7 +66,7 @@ def test_postgres_stopped_under_load_is_a_clean_503_then_recovers_with_nothing_l
                 cluster.start()
                 back = load.successes()
                 wait_for(lambda: load.successes() >= back + ENOUGH, lambda: f"requests after the start: {load.statuses()}")
-            assert sorted(served.worker_pids()) == workers  # recovered by the same processes
+            assert sorted(served.workers()) == workers  # recovered by the same processes
             db.bind(cluster.url)  # this process's pool too lost its connections with the stop
             wait_for(lambda: open_holds() == 0, lambda: f"the sweep of {open_holds()} holds")
         rows = audit(payer, {"paid-model": PAID_MODEL})

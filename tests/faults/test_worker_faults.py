@@ -20,7 +20,7 @@ from gateway.tables import LedgerEntry, UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion, usage_chunk
 from tests.faults.books import open_holds
 from tests.faults.load import PRICE_PER_TOKEN, Load, fund, post_json, post_stream, priced_config, wait_for
-from tests.served import Served, gateway_serve
+from tests.live_gateway import LiveGateway, live_gateway
 
 MAX_TOKENS = 10
 COST = PRICE_PER_TOKEN * MAX_TOKENS
@@ -42,9 +42,9 @@ def slow_full_cost(path, body):
     return JsonReply(chat_completion(model=body["model"], usage=usage))
 
 
-def kill_one_worker_mid_run(served: Served, load: Load) -> None:
+def kill_one_worker_mid_run(served: LiveGateway, load: Load) -> None:
     wait_for(lambda: load.successes() >= ENOUGH, lambda: f"requests before the kill: {load.statuses()}")
-    os.kill(served.worker_pids()[0], signal.SIGKILL)
+    os.kill(served.workers()[0], signal.SIGKILL)
     after = load.successes()
     wait_for(lambda: load.successes() >= after + ENOUGH, lambda: f"requests after the kill: {load.statuses()}")
 
@@ -54,7 +54,7 @@ def test_a_worker_killed_mid_run_loses_no_charge_and_leaves_no_hold(tmp_path, da
     payer = fund(database_url, GRANT)
     fake_upstream.responder = slow_full_cost
     config = priced_config(database_url, fake_upstream.base_url, RESERVATION_TTL_S, key_cache_ttl_s=1)
-    with gateway_serve(config, tmp_path) as served:
+    with live_gateway(tmp_path, config, workers=3, threads=8) as served:
         sends = [post_json(served.base_url, payer, PAID), post_stream(served.base_url, payer, PAID)] * CLIENTS
         with Load(sends) as load:
             kill_one_worker_mid_run(served, load)

@@ -10,16 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.ports import free_port
+
 FIXTURES = Path(__file__).resolve().parent
 TOOL_SERVER = str(FIXTURES / "tool_server.py")
 HANG_SERVER = str(FIXTURES / "hang_server.py")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

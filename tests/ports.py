@@ -1,0 +1,12 @@
+"""Loopback ports for the servers the tests start: the one `free_port` of the tests (and the bench)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
