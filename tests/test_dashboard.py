@@ -20,19 +20,22 @@ from tests.mcp_fixtures.launch import TOOL_SERVER
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
 
 
 def csrf_token(client, path: str = "/dashboard/login") -> str:
     return CSRF.search(client.get(path).get_data(as_text=True)).group(1)
 
 
-def sign_in(client, email: str, password: str = PASSWORD):
-    return client.post("/dashboard/login", data={"email": email, "password": password,
-                                                 "csrf_token": csrf_token(client)})
+def form_tokens(client, path: str) -> dict[str, str]:
+    """The CSRF token and the one-use form token (when the page has one) of a freshly rendered page."""
+    page = client.get(path).get_data(as_text=True)
+    found = FORM_TOKEN.search(page)
+    return {"csrf_token": CSRF.search(page).group(1), **({"form_token": found.group(1)} if found else {})}
 
 
-@pytest.fixture
-def make_user(app):
+@pytest.fixture(name="make_user")
+def make_user_fixture(app):
     """Create a user (with a new account unless `account` is given) and return it."""
 
     def build(email: str, role: str = "member", account=None) -> User:
@@ -42,10 +45,15 @@ def make_user(app):
     return build
 
 
+def sign_in(client, email: str, password: str = PASSWORD):
+    return client.post("/dashboard/login", data={"email": email, "password": password,
+                                                 "csrf_token": csrf_token(client)})
+
+
 @pytest.fixture
 def dashboard_app(make_settings):
-    """An app whose sign-in limit is 3 failures (a variant of `app`)."""
-    application = create_app(make_settings(dashboard={"sign_in_attempts": 3}))
+    """An app whose sign-in limits are 3 attempts per address and email, 5 per email (a variant of `app`)."""
+    application = create_app(make_settings(dashboard={"sign_in_attempts": 3, "sign_in_attempts_per_email": 5}))
     db.upgrade()
     yield application
     lifecycle.close(application)
@@ -99,23 +107,29 @@ def test_form_without_csrf_token_is_refused(client, make_user):
     assert refused.status_code == 400 and "CSRF" in refused.get_data(as_text=True)
 
 
+def sign_in_from(application, address: str, email: str, password: str = PASSWORD):
+    """A sign-in from another client address (a fresh browser)."""
+    browser = application.test_client()
+    token = csrf_token(browser)
+    return browser.post("/dashboard/login", environ_base={"REMOTE_ADDR": address},
+                        data={"email": email, "password": password, "csrf_token": token})
+
+
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
-def test_sign_in_limit_per_email_and_per_address(dashboard_app, make_user):
+def test_sign_in_limit_per_pair_and_per_email(dashboard_app, make_user):
+    """Issue 23.9: a guesser locks out neither the user elsewhere nor other users behind the same address."""
     client = dashboard_app.test_client()
     make_user("dave@example.com")
     make_user("erin@example.com")
     for _ in range(3):
         assert sign_in(client, "dave@example.com", "guess").status_code == 401
-    limited = sign_in(client, "dave@example.com")  # the right password no longer helps
+    limited = sign_in(client, "dave@example.com")  # the right password no longer helps from this address
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) > 0
-    other_address = dashboard_app.test_client()
-    assert other_address.post("/dashboard/login", environ_base={"REMOTE_ADDR": "10.1.2.3"}, data={
-        "email": "dave@example.com", "password": PASSWORD, "csrf_token": csrf_token(other_address)}
-    ).status_code == 429  # per email, from any address
-    assert sign_in(client, "erin@example.com").status_code == 429  # per address, for any email
-    fresh = dashboard_app.test_client()
-    assert fresh.post("/dashboard/login", environ_base={"REMOTE_ADDR": "10.9.9.9"}, data={
-        "email": "erin@example.com", "password": PASSWORD, "csrf_token": csrf_token(fresh)}).status_code == 302
+    assert sign_in_from(dashboard_app, "10.1.2.3", "dave@example.com").status_code == 302  # dave, elsewhere
+    assert sign_in(client, "erin@example.com").status_code == 302  # another user at the guesser's address
+    for address in ("10.0.0.1", "10.0.0.2"):  # 5 failures for dave's email in all: its own bound
+        assert sign_in_from(dashboard_app, address, "dave@example.com", "guess").status_code == 401
+    assert sign_in_from(dashboard_app, "10.0.0.3", "dave@example.com").status_code == 429
     with db.database.connection_context():
         assert SignInFailure.select().where(SignInFailure.email == "erin@example.com").count() == 0
 
@@ -143,9 +157,10 @@ def test_members_see_and_change_only_their_own_account(client, make_user):
         other, _ = create_key("someone else's key")
         credits.grant_credits(other.account_id, 5_000_000)
     assert sign_in(client, "hank@example.com").status_code == 302
-    token = csrf_token(client, "/dashboard/keys")
-    created = client.post("/dashboard/keys", data={"name": "mine", "csrf_token": token})
+    created = client.post("/dashboard/keys", data={"name": "mine", **form_tokens(client, "/dashboard/keys")},
+                          follow_redirects=True)
     assert created.status_code == 200 and "sk-gw-" in created.get_data(as_text=True)
+    token = csrf_token(client, "/dashboard/keys")
     keys_page = client.get("/dashboard/keys").get_data(as_text=True)
     assert "mine" in keys_page and other.prefix not in keys_page and "someone else" not in keys_page
     assert client.post(f"/dashboard/keys/{other.id}/revoke", data={"csrf_token": token}).status_code == 404
@@ -171,8 +186,9 @@ def test_overview_shows_the_credit_balance_figures(client, make_user, make_key):
 def test_key_limits_are_set_and_cleared(client, make_user):
     make_user("jack@example.com")
     sign_in(client, "jack@example.com")
+    client.post("/dashboard/keys", data={"name": "limited", "rpm": "7", "spend_limit": "2.5",
+                                         **form_tokens(client, "/dashboard/keys")})
     token = csrf_token(client, "/dashboard/keys")
-    client.post("/dashboard/keys", data={"name": "limited", "rpm": "7", "spend_limit": "2.5", "csrf_token": token})
     with db.database.connection_context():
         key = User.get(User.email == "jack@example.com").account.keys.get()
     assert (key.rpm, key.tpm, key.spend_limit) == (7, None, 2_500_000)
@@ -198,7 +214,8 @@ def test_admin_pages_render_and_manage_any_account(client, make_user):
         assert response.status_code == 200, path
     token = csrf_token(client, "/dashboard/admin/users")
     granted = client.post(f"/dashboard/admin/accounts/{key.account_id}/credits", follow_redirects=True,
-                          data={"amount": "3", "expires_in_days": "10", "source": "promo", "csrf_token": token})
+                          data={"amount": "3", "expires_in_days": "10", "source": "promo",
+                                **form_tokens(client, f"/dashboard/admin/accounts/{key.account_id}")})
     assert "Granted 3 credits" in granted.get_data(as_text=True)
     client.post(f"/dashboard/admin/accounts/{key.account_id}/tier", data={"tier": "premium", "csrf_token": token})
     client.post(f"/dashboard/keys/{key.id}/revoke", data={"csrf_token": token})
@@ -211,7 +228,8 @@ def test_admin_pages_render_and_manage_any_account(client, make_user):
                                                         "account_id": key.account_id, "csrf_token": token})
     assert added.status_code == 400
     client.post("/dashboard/admin/users", data={"email": "new@example.com", "password": PASSWORD, "role": "member",
-                                                "account_id": key.account_id, "csrf_token": token})
+                                                "account_id": key.account_id,
+                                                **form_tokens(client, "/dashboard/admin/users")})
     with db.database.connection_context():
         assert User.get(User.email == "new@example.com").account_id == key.account_id
 

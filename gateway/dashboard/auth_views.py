@@ -1,6 +1,8 @@
-"""Sign-in, sign-out and (when `[dashboard] signup` is on) self sign-up."""
+"""Sign-in, sign-out, a password change and (when `[dashboard] signup` is on) self sign-up."""
 
 from __future__ import annotations
+
+import re
 
 from flask import Response, abort, flash, g, redirect, render_template, request, url_for
 
@@ -8,46 +10,65 @@ from gateway import services
 from gateway.accounting import credits
 from gateway.dashboard import signin_limit, users
 from gateway.dashboard.blueprint import bp
-from gateway.dashboard.forms import ActionForm, SignInForm, SignUpForm
+from gateway.dashboard.forms import ActionForm, PasswordForm, SignInForm, SignUpForm
 from gateway.dashboard.session import PREFIX, sign_in, sign_out
 from gateway.errors import GatewayError
 from gateway.serving.trusted_proxies import request_address
+
+SAFE_NEXT = re.compile(re.escape(PREFIX) + r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")  # printable, no backslash
 
 
 def _next_page() -> str:
     """Where to go after signing in: a dashboard path the sign-in page was sent from, else the overview."""
     target = request.args.get("next", "")
-    return target if target.startswith(PREFIX + "/") and not target.startswith("//") else url_for(".overview")
+    return target if SAFE_NEXT.fullmatch(target) and "//" not in target else url_for(".overview")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int, dict[str, str]] | str:
-    """The email and password form; failures are counted per address and per email."""
+    """The email and password form; each attempt is counted before its password is checked."""
     if g.user is not None:
         return redirect(_next_page())
     form = SignInForm()
     if not form.validate_on_submit():
         return render_template("dashboard/login.html", form=form)
-    settings = services.settings().dashboard
     address, email = request_address(), form.email.data.strip().lower()
-    wait = signin_limit.retry_after(address, email, settings)
+    wait = signin_limit.admit(address, email, services.settings().dashboard)
     if wait:
         message = f"Too many failed sign-ins. Try again in {wait} seconds."
         return render_template("dashboard/login.html", form=form, error=message), 429, {"Retry-After": str(wait)}
     user = users.authenticate(email, form.password.data)
     if user is None:
-        signin_limit.record_failure(address, email, settings)
         return render_template("dashboard/login.html", form=form, error="Wrong email or password."), 401, {}
-    signin_limit.forget_failures(email)
+    signin_limit.succeeded(address, email)
     sign_in(user)
     return redirect(_next_page())
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    """End the session (a POST with its CSRF token, so no other site can sign you out)."""
+    """End the session everywhere its cookie was copied (a POST with its CSRF token, so no other site can)."""
     sign_out()
     return redirect(url_for(".login"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def change_password() -> Response | tuple[str, int, dict[str, str]] | str:
+    """Change the signed-in user's password: every session of theirs ends, this browser gets a new one."""
+    form = PasswordForm()
+    if not form.validate_on_submit():
+        return render_template("dashboard/password.html", form=form), 400 if form.errors else 200, {}
+    wait = signin_limit.admit(request_address(), g.user.email, services.settings().dashboard)
+    if wait:  # the current password is checked like a sign-in's, so a taken session cannot guess it faster
+        message = f"Too many failed sign-ins. Try again in {wait} seconds."
+        return render_template("dashboard/password.html", form=form, error=message), 429, {"Retry-After": str(wait)}
+    if users.authenticate(g.user.email, form.current.data) is None:
+        return render_template("dashboard/password.html", form=form, error="Wrong current password."), 400, {}
+    signin_limit.succeeded(request_address(), g.user.email)
+    users.set_password(g.user, form.password.data)
+    sign_in(g.user)
+    flash("Password changed. Every other session is signed out.")
+    return redirect(url_for(".overview"))
 
 
 @bp.route("/signup", methods=["GET", "POST"])

@@ -1,28 +1,32 @@
-"""Dashboard sessions: Flask's signed cookie, only under /dashboard, keyed from the server secret, idle timeout.
+"""Dashboard sessions: a row per signed-in session, found through a token in Flask's signed cookie.
 
-The signing key is derived from the server secret (gateway.server_secret), so every worker and
-host agrees and nothing is hard-coded. It is derived at the first dashboard request (the factory does no
-DB work). The cookie is HttpOnly, SameSite=Lax, Secure when `[dashboard] secure_cookies`, scoped to
-the /dashboard path, and re-signed at every request: one older than `idle_timeout_s` fails its
-signature check, so an idle session ends on the server's side too, not only in the browser.
+The cookie (scoped to /dashboard, HttpOnly, SameSite=Lax, Secure when `[dashboard] secure_cookies`,
+re-signed at every request) carries a random token; the `dashboard_session` row holds only its
+SHA-256 digest. Every dashboard request looks the row up, so deleting it (sign-out, a password
+change, the user's deletion) ends every copy of the cookie at once, and a row unused for
+`idle_timeout_s` no longer signs anyone in. The cookie's signing key is derived from the server
+secret (gateway.server_secret) at the first dashboard request (the factory does no DB work).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import secrets
 
-from flask import Flask, Request, session
+from flask import Flask, Request, g, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
+from gateway import services
 from gateway.config import Settings
-from gateway.dashboard import users
 from gateway.db import own_connection
 from gateway.server_secret import derived_key
-from gateway.tables import Account, User
+from gateway.tables import Account, DashboardSession, User, utcnow
 
 PREFIX = "/dashboard"
 COOKIE = "gateway_dashboard"
 KEY_INFO = b"gateway/dashboard/session/v1"
+TOUCH_AFTER_S = 60  # how stale `seen_at` may get before a request writes it again
 
 
 def session_key(settings: Settings) -> str:
@@ -56,26 +60,52 @@ def init_app(app: Flask, settings: Settings) -> None:
     )
 
 
+def digest_of(token: str) -> str:
+    """The stored form of a session token (a leaked table signs nobody in)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def idle_cutoff(now: datetime.datetime) -> datetime.datetime:
+    """Sessions last seen before this are over."""
+    return now - datetime.timedelta(seconds=services.settings().dashboard.idle_timeout_s)
+
+
 def sign_in(user: User) -> None:
-    """Start a fresh session for `user` (a new cookie: nothing from before the sign-in carries over)."""
-    session.clear()
+    """Start a fresh session for `user` (a new row and cookie: nothing from before the sign-in carries over)."""
+    sign_out()
+    now = utcnow()
+    DashboardSession.delete().where(DashboardSession.seen_at < idle_cutoff(now)).execute()  # sweep idle ones
+    token = secrets.token_urlsafe(32)
+    DashboardSession.create(digest=digest_of(token), user=user, created_at=now, seen_at=now)
     session.permanent = True
-    session["user_id"] = user.id
-    session["fingerprint"] = users.fingerprint(user)
+    session["sid"] = token
 
 
 def sign_out() -> None:
-    """End the session."""
+    """End this session: its row (so every copy of the cookie) and the cookie."""
+    token = session.get("sid")
+    if isinstance(token, str):
+        DashboardSession.delete().where(DashboardSession.digest == digest_of(token)).execute()
     session.clear()
 
 
-def signed_in_user() -> User | None:
-    """The session's user, or None (also when the user was deleted or changed password since)."""
-    user_id = session.get("user_id")
-    if not isinstance(user_id, int):
+def current_session() -> DashboardSession | None:
+    """This request's session row (with `.user` and its account), or None when signed out, ended or idle."""
+    token = session.get("sid")
+    if not isinstance(token, str):
         return None
-    user = User.select(User, Account).join(Account).where(User.id == user_id).first()
-    if user is None or session.get("fingerprint") != users.fingerprint(user):
+    now = utcnow()
+    row = (DashboardSession.select(DashboardSession, User, Account).join(User).join(Account)
+           .where(DashboardSession.digest == digest_of(token), DashboardSession.seen_at >= idle_cutoff(now)).first())
+    if row is None:
         session.clear()
         return None
-    return user
+    if (now - row.seen_at).total_seconds() > TOUCH_AFTER_S:
+        DashboardSession.update(seen_at=now).where(DashboardSession.digest == row.digest).execute()
+    return row
+
+
+def signed_in_user() -> User | None:
+    """The session's user, or None; the row is kept on `g.dashboard_session` for this request."""
+    g.dashboard_session = current_session()
+    return g.dashboard_session.user if g.dashboard_session else None

@@ -1,4 +1,4 @@
-"""Dashboard users: create, find, list, delete, and check a password (werkzeug's scrypt hashes).
+"""Dashboard users: create, find, list, delete, check and change a password (werkzeug's scrypt hashes).
 
 werkzeug's `generate_password_hash` uses scrypt (memory-hard, from the standard library's
 hashlib) with a random salt: no new dependency, and the hash string names its own parameters,
@@ -8,7 +8,6 @@ so stronger ones later still verify old hashes.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import secrets
 
@@ -17,7 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from gateway.db import database
 from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.tables import Account, User
+from gateway.tables import Account, DashboardSession, User
 
 ROLES = ("member", "admin")
 MIN_PASSWORD_LENGTH = 8
@@ -68,9 +67,12 @@ def unknown_user_hash() -> str:
     return generate_password_hash(secrets.token_urlsafe(16))
 
 
-def fingerprint(user: User) -> str:
-    """A short digest of the password hash: a session made before a password change stops working."""
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+def set_password(user: User, password: str) -> None:
+    """Change a user's password and end every session they have (each copy of each cookie)."""
+    check_password_rules(password)
+    with database.atomic():
+        User.update(password_hash=generate_password_hash(password)).where(User.id == user.id).execute()
+        DashboardSession.delete().where(DashboardSession.user == user.id).execute()
 
 
 def find_user(reference: str | int) -> User:
