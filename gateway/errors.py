@@ -42,7 +42,9 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # the status a usage row records when the client went away (nginx's)
-OPENAI, OPENROUTER = "openai", "openrouter"  # error dialects, chosen by base path
+OPENAI, OPENROUTER, MCP = "openai", "openrouter", "mcp"  # error dialects, chosen by base path
+MCP_PATH = "/mcp"  # the MCP hub: errors are JSON-RPC error objects that MCP clients show
+JSONRPC_UNAUTHORIZED, JSONRPC_REFUSED = -32001, -32000  # server-defined JSON-RPC codes of the hub's refusals
 OPENROUTER_PATH, PROFILE_PATH = "/api/v1/", "/api/v1/openai/"
 
 
@@ -228,7 +230,15 @@ def openrouter_error(error: ErrorFields) -> dict[str, Any]:
     return openrouter_error_body(error.message, error.status, error.type, error.param, error.metadata)
 
 
-ERROR_BODIES: dict[str, Callable[[ErrorFields], dict[str, Any]]] = {OPENAI: openai_error, OPENROUTER: openrouter_error}
+def mcp_error(error: ErrorFields) -> dict[str, Any]:
+    """A JSON-RPC error object (MCP clients show its message); the tree's type, code and status in `data`."""
+    code = JSONRPC_UNAUTHORIZED if error.status == 401 else JSONRPC_REFUSED
+    data = {"type": error.type, "code": error.code, "param": error.param, "status": error.status}
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": error.message, "data": data}}
+
+
+ERROR_BODIES: dict[str, Callable[[ErrorFields], dict[str, Any]]] = {
+    OPENAI: openai_error, OPENROUTER: openrouter_error, MCP: mcp_error}
 # a new dialect is one more function here, which every renderer then reaches through render_error
 
 
@@ -238,7 +248,9 @@ def render_error(error: ErrorFields, dialect: str = OPENAI) -> dict[str, Any]:
 
 
 def dialect_of(path: str) -> str:
-    """The error dialect of a request path: OpenRouter's under /api/v1 (but its /openai profiles), else OpenAI's."""
+    """A path's error dialect: JSON-RPC on the MCP hub, OpenRouter's under /api/v1 (not its profiles), else OpenAI's."""
+    if path == MCP_PATH or path.startswith(MCP_PATH + "/"):
+        return MCP
     if path.startswith(OPENROUTER_PATH) and not path.startswith(PROFILE_PATH):
         return OPENROUTER
     return OPENAI

@@ -17,7 +17,6 @@ PRIVATE = {
 NOT_OPENAPI = {
     "/dashboard": "the HTML dashboard (sessions and forms, not a JSON API)",
     "/mcp": "MCP Streamable HTTP: JSON-RPC, specified by MCP itself",
-    "/.well-known/oauth-protected-resource": "RFC 9728 metadata for MCP clients",
 }
 METHODS = {"get", "post", "put", "patch", "delete"}
 

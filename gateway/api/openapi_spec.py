@@ -8,7 +8,7 @@ exact where the gateway builds the object itself. SHARED rows are served under b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -172,11 +172,16 @@ SHARED = [
               (404,)),
 ]
 
+PROFILE = "/api/v1/openai/{scope}/{profile}"
+PROFILE_RESPONSES = [  # the Responses routes again under a profile, whose servers are offered as `mcp` tools
+    replace(op, path=PROFILE + op.path, summary=f"{op.summary} (in a profile)", errors=tuple(dict.fromkeys(
+        (*op.errors, 404)))) for op in SHARED if op.path.startswith("/responses") and op.path != "/responses/compact"]
 ROOT = [
-    Operation("post", "/api/v1/openai/{scope}/{profile}/chat/completions", "Chat in an mcp.run-style profile",
+    Operation("post", f"{PROFILE}/chat/completions", "Chat in an mcp.run-style profile",
               "ChatCompletion", BODY + RELAYED, ChatRequest, streams=True),
-    Operation("get", "/api/v1/openai/{scope}/{profile}/models", "The models a profile can use", "ModelList",
+    Operation("get", f"{PROFILE}/models", "The models a profile can use", "ModelList",
               (404,)),
+    *PROFILE_RESPONSES,
     Operation("get", "/quota", "Balance overview (MCPHub)", "Quota"),
     Operation("get", "/api/v3/auth/credit-balance", "Detailed balance (MCPHub)", "CreditBalance"),
     Operation("get", "/api/v1/key", "OpenRouter's key object", "OpenRouterKey"),

@@ -1,7 +1,9 @@
-"""The hub's routes: /mcp (every server the key may use), /mcp/{scope}/{profile}, and the RFC 9728 metadata.
+"""The hub's routes: /mcp (every server the key may use) and /mcp/{scope}/{profile}.
 
-The view authenticates the key (401 with `WWW-Authenticate: Bearer resource_metadata=...`),
-decides which servers the caller may use, and hands the request to the SDK's transport on the
+The view authenticates the key: a refusal is a 401 whose body is a JSON-RPC error MCP clients show
+(gateway.errors' `mcp` dialect) and whose `WWW-Authenticate` names no protected-resource metadata:
+API keys are the only way in, so nothing sends an OAuth client on a discovery that cannot succeed.
+It then decides which servers the caller may use, and hands the request to the SDK's transport on the
 bridge loop (gateway.mcp_hub.asgi). Only POST carries MCP messages: the hub is stateless, so
 there is no GET event stream and no session to DELETE (405, as the transport spec allows).
 """
@@ -10,21 +12,20 @@ from __future__ import annotations
 
 import contextvars
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from gateway import services
 from gateway.accounting import writer as accounting_writer
 from gateway.accounting.keys import Caller, current_caller, presented_key
-from gateway.api.http import STREAM_HEADERS, request_id
-from gateway.api.profiles import profile_servers
 from gateway.errors import AuthenticationFailed, MethodNotAllowed
-from gateway.mcp.access import hub_servers, usable
+from gateway.mcp.access import hub_servers, profile_for, usable
 from gateway.mcp_hub import asgi, call_slots
 from gateway.mcp_hub.server import SCOPE_KEY, HubRequest, HubServer
-from gateway.serving.trusted_proxies import from_trusted_proxy
+from gateway.serving.http_conventions import STREAM_HEADERS, request_id
 
 EXTENSION = "gateway.mcp_hub"
-METADATA_PATH = "/.well-known/oauth-protected-resource"
+HUB_REALM = "mcp"
+KEY_HINT = "Send a gateway API key: Authorization: Bearer KEY, or X-API-Key: KEY (no OAuth)."
 ANSWER_GRACE_S = 10.0  # beyond the tool timeout, for admission and settlement
 bp = Blueprint("mcp_hub", __name__)
 
@@ -41,44 +42,21 @@ def hub() -> Response:
 def profile_hub(scope: str, profile: str) -> Response:
     """Exactly one profile's servers (404 `profile_not_found` as on the chat profile routes)."""
     caller = authenticate()
-    labels = profile_servers(scope, profile)
-    return serve(caller, usable(services.settings(), labels, caller.account.scope, caller.mcp_allow_list))
-
-
-@bp.get(METADATA_PATH)
-@bp.get(f"{METADATA_PATH}/mcp")
-@bp.get(f"{METADATA_PATH}/mcp/<scope>/<profile>")
-def resource_metadata(scope: str | None = None, profile: str | None = None) -> Response:
-    """OAuth 2.0 Protected Resource Metadata (RFC 9728): the gateway's API keys are the only grant."""
-    path = "/mcp" if scope is None else f"/mcp/{scope}/{profile}"
-    return jsonify({
-        "resource": base_url() + path,
-        "resource_name": "LLM gateway MCP hub",
-        "bearer_methods_supported": ["header"],
-        "authorization_servers": [],
-        "scopes_supported": [],
-        "resource_documentation": "Use a gateway API key: 'Authorization: Bearer KEY' or 'X-API-Key: KEY'. "
-                                  "There is no OAuth authorization server; API keys are the only grant.",
-    })
+    settings = services.settings()
+    labels = profile_for(settings, f"{scope}/{profile}", caller.account.scope).mcp_servers
+    return serve(caller, usable(settings, labels, caller.account.scope, caller.mcp_allow_list))
 
 
 def authenticate() -> Caller:
-    """The caller's key, or 401 with the challenge that points MCP clients at the metadata document."""
+    """The caller's key, or 401 with an RFC 6750 challenge that names what to send instead of OAuth."""
     try:
         return current_caller()
     except AuthenticationFailed as exc:
-        challenge = f'Bearer resource_metadata="{base_url()}{METADATA_PATH}{request.path}"'
+        challenge = f'Bearer realm="{HUB_REALM}"'
         if presented_key(request.headers):
             challenge += ', error="invalid_token"'
-        exc.headers["WWW-Authenticate"] = challenge
+        exc.headers["WWW-Authenticate"] = challenge + f', error_description="{KEY_HINT}"'
         raise
-
-
-def base_url() -> str:
-    """This gateway's external base URL (scheme as a trusted proxy forwarded it)."""
-    forwarded = request.headers.get("X-Forwarded-Proto", request.scheme) if from_trusted_proxy() else request.scheme
-    scheme = forwarded.split(",")[0].strip()
-    return f"{scheme if scheme in ('http', 'https') else request.scheme}://{request.host}"
 
 
 def serve(caller: Caller, labels: list[str]) -> Response:
