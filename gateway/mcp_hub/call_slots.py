@@ -17,11 +17,10 @@ from flask import Flask, Response, current_app, jsonify, request
 
 from gateway.accounting.keys import Caller
 from gateway.accounting.streams import StreamSlots, caps_of
-from gateway.errors import RateLimited
+from gateway.errors import MCP, RateLimited, render_error
 from gateway.observability import metrics
 
 EXTENSION = "gateway.mcp_hub.calls"
-TOO_MANY_CALLS = -32000  # JSON-RPC's range for server errors; the HTTP status says 429
 
 
 def tool_call_ids(body: bytes) -> list[Any] | None:
@@ -50,10 +49,8 @@ def hold_tool_calls(caller: Caller) -> Callable[[], None] | Response:
 
 
 def refusal(exc: RateLimited, ids: list[Any]) -> Response:
-    """HTTP 429 with a JSON-RPC error per refused call (the reason in `message`, the gateway's code in `data`)."""
-    errors = [{"jsonrpc": "2.0", "id": call_id, "error": {
-        "code": TOO_MANY_CALLS, "message": exc.message, "data": {"status": 429, "code": exc.code}}}
-        for call_id in ids]
+    """HTTP 429 with the hub's JSON-RPC error (gateway.errors' `mcp` dialect) answering each refused call's id."""
+    errors = [{**render_error(exc, MCP), "id": call_id} for call_id in ids]
     response = jsonify(errors[0] if len(errors) == 1 else errors)
     response.status_code = 429
     response.headers.update(exc.headers)
