@@ -28,6 +28,8 @@ UPWARD = [
     ("gateway.loop.run", "gateway.responses.builder"),
     ("gateway.errors", "gateway.accounting.keys"),
     ("gateway.api.chat", "gateway.mcp_hub.views"),
+    ("gateway.mcp_hub.views", "gateway.api.http"),  # faces are independent
+    ("gateway.dashboard.admin_views", "gateway.api.admin"),
 ]
 
 

@@ -6,8 +6,8 @@ import pytest
 
 from gateway.accounting.mcp_allow_list import decode_allow_list, encode_allow_list, parse_labels
 from gateway.config import build_settings
-from gateway.errors import InvalidRequest
-from gateway.mcp.access import hub_servers, profile_allowed, usable
+from gateway.errors import InvalidRequest, NotFound
+from gateway.mcp.access import hub_servers, profile_allowed, profile_for, usable
 from gateway.mcp.naming import hub_tool_name, tool_function_name
 from gateway.mcp_hub.asgi import http_scope
 
@@ -50,6 +50,18 @@ def test_a_profiles_servers_are_narrowed_the_same_way():
 ])
 def test_profile_allowed(profile, scope, allowed):
     assert profile_allowed(profile, scope) is allowed
+
+
+@pytest.mark.parametrize(("profile", "scope"), [("acme/default", "beta"), ("acme/default", None), ("acme/gone", "acme")])
+def test_profile_for_is_a_404_for_a_profile_the_scope_may_not_use(profile, scope):
+    with pytest.raises(NotFound) as refused:
+        profile_for(SETTINGS, profile, scope)
+    assert refused.value.code == "profile_not_found"
+
+
+def test_profile_for_gives_a_usable_profile():
+    assert profile_for(SETTINGS, "acme/research", "acme").mcp_servers == ["search", "time"]
+    assert profile_for(SETTINGS, "beta/default", "*").mcp_servers == ["docs", "time"]
 
 
 @pytest.mark.parametrize(("text", "labels"), [

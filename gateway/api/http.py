@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, Response, g, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import NotFound
 
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
 from gateway.api import API_PREFIXES
 from gateway.api.body import parse_body
 from gateway.errors import InvalidRequest, UnknownParameter
-from gateway.ids import new_id
 from gateway.loop.run import Run
+from gateway.serving.http_conventions import STREAM_HEADERS, assign_request_id
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # stored in 64-character columns
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def json_object() -> dict[str, Any]:
@@ -70,11 +68,6 @@ def with_headers(response: Response, meter: Meter) -> Response:
     return response
 
 
-def request_id() -> str:
-    """This request's id (the client's `x-request-id`, or a new one)."""
-    return g.request_id
-
-
 def parse_model(model: type[ModelT], body: dict[str, Any]) -> ModelT:
     """Validate a body with pydantic; the first problem becomes a 400 naming the field."""
     try:
@@ -113,9 +106,8 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _start() -> None:
-        incoming = request.headers.get("x-request-id", "")
-        g.request_id = incoming if REQUEST_ID.fullmatch(incoming) else new_id()
-        if request.routing_exception is not None and under_api_prefix(request.path):
+        assign_request_id()
+        if isinstance(request.routing_exception, NotFound) and under_api_prefix(request.path):
             current_caller()  # authentication before routing: a bad key is a 401 on any API path, known or not
 
     @app.after_request

@@ -12,22 +12,18 @@ from gateway import services
 from gateway.accounting.keys import current_caller
 from gateway.api import catalog, responses, responses_ws
 from gateway.api.chat import executed_calls_form, relay_upstream, run_with_tools, validated
-from gateway.api.http import authenticated_blueprint, json_object, request_id
+from gateway.api.http import authenticated_blueprint, json_object
 from gateway.api.openai_requests import ChatRequest
 from gateway.config import ProfileSettings
-from gateway.errors import NotFound
-from gateway.mcp.access import profile_allowed
+from gateway.mcp.access import profile_for
+from gateway.serving.http_conventions import request_id
 
 bp = authenticated_blueprint("profiles", __name__, url_prefix="/api/v1/openai/<scope>/<profile>")
 
 
 def profile_settings(scope: str, profile: str) -> ProfileSettings:
     """The profile's settings; 404 when it does not exist or the key's account may not use it."""
-    account = current_caller().account
-    settings = services.settings().profiles.get(f"{scope}/{profile}")
-    if settings is None or not profile_allowed(f"{scope}/{profile}", account.scope):
-        raise NotFound(f"No profile {scope}/{profile} for this key.", code="profile_not_found")
-    return settings
+    return profile_for(services.settings(), f"{scope}/{profile}", current_caller().account.scope)
 
 
 def profile_servers(scope: str, profile: str) -> list[str]:

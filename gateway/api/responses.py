@@ -17,10 +17,10 @@ from gateway.api.http import (
     event_stream,
     json_object,
     parse_model,
-    request_id,
     with_headers,
 )
 from gateway.responses import admission, background, compaction, store
+from gateway.serving.http_conventions import request_id
 
 bp = authenticated_blueprint("responses", __name__)
 

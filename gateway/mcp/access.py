@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.config import Settings
+from gateway.config import ProfileSettings, Settings
+from gateway.errors import NotFound
 
 
 def profile_allowed(profile: str, scope: str | None) -> bool:
     """Whether an account of `scope` may use profile `scope/name` (the profile routes' rule)."""
     return scope is not None and (scope == "*" or profile.split("/", 1)[0] == scope)
+
+
+def profile_for(settings: Settings, name: str, scope: str | None) -> ProfileSettings:
+    """The profile `scope/name` for an account of `scope`; 404 when it does not exist or the scope may not use it."""
+    profile = settings.profiles.get(name)
+    if profile is None or not profile_allowed(name, scope):
+        raise NotFound(f"No profile {name} for this key.", code="profile_not_found")
+    return profile
 
 
 def may_use(settings: Settings, label: str, scope: str | None, allow_list: list[str] | None) -> bool:
