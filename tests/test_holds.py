@@ -22,9 +22,9 @@ from gateway.config import ModelSettings, ProviderSettings
 from gateway.tables import ApiKey, LedgerEntry, Reservation, UsageEntry
 from gateway.upstream.prepared import prepare
 from gateway.upstream.routing import Route
-from tests.fake_upstream import JsonReply, StreamReply, chat_completion
+from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion
 from tests.mcp_fixtures.launch import TOOL_SERVER
-from tests.scripted_model import answer_chunks, usage
+from tests.scripted_model import answer_chunks, tool_call_chunks, usage
 
 PRICE = 1000  # micro-credits per token, input and output
 PAID = {"provider": "fake", "input_price_per_mtok": PRICE, "output_price_per_mtok": PRICE, "max_output_tokens": 10}
@@ -171,3 +171,34 @@ def test_a_short_request_is_held_at_most_twice_what_it_costs() -> None:
     prepared = prepare(route, "chat/completions", body, ProviderSettings(base_url="http://u/v1"), False)
     charged = prepared.estimate().price.cost(Usage(counted_prompt(prepared.body), 10))
     assert charged <= prepared.estimate().hold <= 2 * charged
+
+
+def test_a_stream_past_its_hold_and_debt_bound_is_stopped_at_a_chunk(client, make_key, fake_upstream):
+    """An upstream that ignores max_tokens: the stream ends at the chunk where the debt bound is passed."""
+    words = [(0, chat_chunk("forty characters of text, again and again")) for _ in range(400)]
+    fake_upstream.responder = lambda path, body: StreamReply([*words, (0, chat_chunk(finish="stop"))])
+    secret, account_id = funded_key(make_key, 10_000 * PRICE)
+    body = {"model": "paid-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10, "stream": True}
+    answer = client.post("/v1/chat/completions", json=body, headers={"X-API-Key": secret})
+    events = [json.loads(line[6:]) for line in answer.get_data(as_text=True).splitlines()
+              if line.startswith("data: {")]
+    assert events[-1]["error"]["code"] == "debt_bound_reached"
+    assert len(events) < 100  # 400 chunks were offered
+    book = books(account_id)
+    assert book["charged"] <= 2 * book["largest_hold"] + 10 * PRICE  # hold + bound, and the chunk that passed it
+
+
+def test_a_loop_past_its_hold_and_debt_bound_sends_no_further_turn(client, make_key, fake_upstream):
+    """A turn that reports far more than its hold: the loop stops before the next turn (402 debt_bound_reached)."""
+    bodies: list[dict[str, Any]] = []
+
+    def overcounting(path: str, body: dict[str, Any]) -> StreamReply:
+        bodies.append(body)
+        return StreamReply([*tool_call_chunks([("mcp__tools__echo", {"text": "x"})]), (0, usage(1_000_000, 5))])
+
+    fake_upstream.responder = overcounting
+    secret, account_id = funded_key(make_key, 10_000_000 * PRICE)
+    answer = ask(client, "chat", {"X-API-Key": secret})
+    assert answer.status_code == 402 and answer.json["error"]["code"] == "debt_bound_reached"
+    assert len(bodies) == 1
+    assert books(account_id)["charged"] == (1_000_000 + 5) * PRICE  # what was used is charged in full
