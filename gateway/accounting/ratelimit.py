@@ -9,9 +9,10 @@ account's lock (batch.py); with Redis, one Lua script call answers it (`RateLimi
 `RateLimiter.admit` answers directly with one atomic statement (scripts and tests).
 
 Requests count 1 each at admission. Tokens are recorded after the request (`record_tokens`);
-at admission the request's estimate must fit in what is left of the window. An estimate larger
-than the whole tpm is treated as exactly tpm: such a request runs only in a window with no
-tokens used yet, and then exhausts it. A key with rpm or tpm below 1 is always denied.
+at admission the request's estimate must fit in what is left of the window. A model request
+whose estimate is larger than the whole tpm never gets here: admission answers it 400
+(gateway.accounting.meter.check_fits_tpm), since no window could admit it. Here such an
+estimate is treated as exactly tpm: it runs only in a window with no tokens used yet. A key with rpm or tpm below 1 is always denied.
 Concurrent requests may together overshoot tpm (estimates are checked, not reserved); rpm is exact.
 """
 

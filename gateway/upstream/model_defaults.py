@@ -31,7 +31,7 @@ def with_model_defaults(body: dict[str, Any], model: ModelSettings) -> dict[str,
 
 @functools.cache
 def _set_parameters(parameters: DefaultParameters) -> tuple[tuple[str, Any], ...]:
-    """The parameters a model sets, once per settings object (this runs twice on every chat request)."""
+    """The parameters a model sets, once per settings object (this runs for every prepared request)."""
     return tuple(parameters.model_dump(exclude_none=True).items())
 
 
