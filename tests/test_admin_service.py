@@ -116,3 +116,26 @@ def test_a_key_past_its_stream_limit_is_told_which_and_how_to_raise_it(client, m
     assert limit["streams"] == 1 and limit["account_streams"] is None and limit["tenant_share"] == 0.75
     held.close()
     assert client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=api).status_code == 200
+
+
+def test_an_admin_sets_an_accounts_stream_limit_on_the_dashboard(client, monkeypatch):
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "adm")
+    first = client.post("/admin/keys", json={"name": "first"}, headers=ADMIN).json
+    second = client.post("/admin/keys", json={"name": "second", "account_id": first["account_id"]},
+                         headers=ADMIN).json
+    with db.database.connection_context():
+        users.create_user("root@example.com", PASSWORD, None, "admin")
+    token = CSRF.search(client.get("/dashboard/login").get_data(as_text=True)).group(1)
+    client.post("/dashboard/login", data={"email": "root@example.com", "password": PASSWORD, "csrf_token": token})
+    page = f"/dashboard/admin/accounts/{first['account_id']}"
+    token = CSRF.search(client.get(page).get_data(as_text=True)).group(1)
+    client.post(f"{page}/tier", data={"tier": "free", "max_streams": "1", "csrf_token": token})
+    assert client.get(f"/admin/accounts/{first['account_id']}", headers=ADMIN).json["max_streams"] == 1
+
+    held = client.post("/v1/chat/completions", json={**CHAT, "stream": True},
+                       headers={"Authorization": f"Bearer {first['key']}"})
+    refused = client.post("/v1/chat/completions", json={**CHAT, "stream": True},
+                          headers={"Authorization": f"Bearer {second['key']}"})
+    assert held.status_code == 200 and refused.status_code == 429
+    assert f"PATCH /admin/accounts/{first['account_id']}" in refused.json["error"]["message"]
+    held.close()

@@ -52,17 +52,19 @@ def admin_account(account_id: int) -> str:
         "dashboard/admin_account.html", account=describe_account(account),
         ledger=[describe_entry(entry) for entry in credits.ledger_of(account.id)],
         rows=key_rows(admin_service.list_keys(account.id, 500)), users=users.list_users(account.id),
-        tier_form=TierForm(tier=account.tier), grant_form=GrantForm(), action=ActionForm(),
+        tier_form=TierForm(tier=account.tier, max_streams=account.max_streams), grant_form=GrantForm(),
+        action=ActionForm(),
         default_limits=services.settings().limits)
 
 
 @bp.post("/admin/accounts/<int:account_id>/tier")
 @admin_required
 def admin_set_tier(account_id: int) -> Response:
-    """Change an account's tier (its keys' cached copies are dropped)."""
+    """Change an account's tier and stream limit (its keys' cached copies are dropped)."""
     form = TierForm()
     if form.validate():
-        keys.update_account(keys.find_account(account_id), {"tier": form.tier.data})
+        admin_service.update_account(keys.find_account(account_id),
+                                     {"tier": form.tier.data, "max_streams": form.max_streams.data})
         flash(f"Tier set to {form.tier.data}.")
     else:
         flash(form_errors(form), "error")

@@ -75,7 +75,10 @@ class AccountForm(FlaskForm):
 
 
 class TierForm(FlaskForm):
+    """An account's tier and its keys' stream limit (empty: none of its own)."""
+
     tier = SelectField("Tier", choices=TIERS)
+    max_streams = streams_field()
 
 
 class GrantForm(FlaskForm):
