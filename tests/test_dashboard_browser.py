@@ -125,7 +125,7 @@ class Pages:
 
 
 def create_key_and_read_it_once(pages: Pages) -> str:
-    """Create a key on the keys page, copy it from the one page that shows it, check it is gone after."""
+    """Create a key on the keys page, copy it from the one page that shows it, check a reload finds it gone."""
     pages.fill("name", "sdk key")
     pages.submit("#create-key")
     page = pages.rendered("key-created")
@@ -134,6 +134,10 @@ def create_key_and_read_it_once(pages: Pages) -> str:
     pages.driver.find_element(By.CSS_SELECTOR, "[data-copy=new-key]").click()
     WebDriverWait(pages.driver, WAIT_S).until(
         lambda driver: driver.find_element(By.CSS_SELECTOR, ".copied").text == "Copied.")
+    pages.driver.refresh()  # a reload asks for the page again (a GET), never the form: no second key
+    page = pages.rendered("key-page-reloaded")
+    assert "shown only once" in page and secret not in pages.driver.page_source
+    assert len(pages.driver.find_elements(By.CSS_SELECTOR, "table.keys tr[data-key-prefix]")) == 1
     pages.open("/dashboard/keys")
     page = pages.rendered("keys")
     assert "sdk key" in page and secret[:12] in page and secret not in pages.driver.page_source

@@ -8,6 +8,7 @@ out-of-range number, hostile form value or `next`.
 
 from __future__ import annotations
 
+import datetime
 import re
 import threading
 from collections import Counter
@@ -21,7 +22,7 @@ from gateway.accounting import credits
 from gateway.accounting.keys import create_key
 from gateway.dashboard import users
 from gateway.dashboard.session import COOKIE
-from gateway.tables import ApiKey, CreditGrant, DashboardSession, User
+from gateway.tables import ApiKey, CreditGrant, DashboardSession, User, utcnow
 from tests.test_dashboard import CSRF, PASSWORD, csrf_token, form_tokens, make_user_fixture, sign_in  # noqa: F401 (a fixture)
 
 SECRET = re.compile(r'id="new-key" type="text" readonly value="(sk-gw-[^"]+)"')
@@ -73,6 +74,16 @@ def test_a_password_change_ends_every_session(app, client, make_user):
     assert other.get("/dashboard/keys").status_code == 302 and thief.get("/dashboard/keys").status_code == 302
     assert sign_in(app.test_client(), "bea@example.com").status_code == 401
     assert sign_in(app.test_client(), "bea@example.com", "a new password").status_code == 302
+
+
+def test_an_idle_session_ends_on_the_server(client, make_user):
+    """23.2: the session's row, not only the cookie's signature, ends a session unused for `idle_timeout_s`."""
+    make_user("ida@example.com")
+    sign_in(client, "ida@example.com")
+    assert client.get("/dashboard/keys").status_code == 200
+    with db.database.connection_context():
+        DashboardSession.update(seen_at=utcnow() - datetime.timedelta(seconds=3601)).execute()
+    assert client.get("/dashboard/keys").status_code == 302
 
 
 def sign_in_all_at_once(base_url: str, email: str, passwords: list[str]) -> list[int]:
