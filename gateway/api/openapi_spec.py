@@ -71,10 +71,11 @@ def listing(item: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 ACCOUNT = obj(("id", "name", "tier", "balance", "reserved", "total_earned", "total_spent"),
               id=INTEGER, name=STRING, tier=STRING, scope=NULLABLE_STRING, balance=NUMBER, reserved=NUMBER,
-              total_earned=NUMBER, total_spent=NUMBER)
+              total_earned=NUMBER, total_spent=NUMBER, max_streams=NULLABLE_INTEGER)
 KEY_OBJECT = obj(("id", "name", "prefix", "account_id", "revoked", "created_at"),
                  id=INTEGER, name=STRING, prefix=STRING, account_id=INTEGER, revoked=BOOLEAN,
-                 rpm=NULLABLE_INTEGER, tpm=NULLABLE_INTEGER, spend_limit=NULLABLE_NUMBER, created_at=STRING)
+                 rpm=NULLABLE_INTEGER, tpm=NULLABLE_INTEGER, spend_limit=NULLABLE_NUMBER, created_at=STRING,
+                 max_streams=NULLABLE_INTEGER, operator_limits=ANY_OBJECT)
 ITEM = obj(("type",), type=STRING, id=STRING)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -114,7 +115,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                          tier=STRING, expiring_credits=NUMBER, next_expiration=STRING),
     "OpenRouterKey": obj(("data",), data=obj(("label", "usage", "limit", "is_free_tier"), label=STRING,
                                              usage=NUMBER, limit=NULLABLE_NUMBER, limit_remaining=NULLABLE_NUMBER,
-                                             is_free_tier=BOOLEAN, rate_limit=ANY_OBJECT)),
+                                             is_free_tier=BOOLEAN, rate_limit=ANY_OBJECT,
+                                             stream_limit=ANY_OBJECT)),
     "OpenRouterCredits": obj(("data",), data=obj(("total_credits", "total_usage"), total_credits=NUMBER,
                                                  total_usage=NUMBER)),
     "Generation": obj(("data",), data=obj(("id", "model", "total_cost", "tokens_prompt", "tokens_completion"),
