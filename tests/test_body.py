@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 from gateway import db
-from gateway.api.body import MAX_DEPTH, MAX_INT, MIN_INT, depth, parse_body
 from gateway.errors import OPENROUTER, InvalidRequest, dialect_of
+from gateway.serving.body import MAX_DEPTH, MAX_INT, MIN_INT, depth, parse_body
 from gateway.tables import ConversationItem, StoredResponse
 
-# Every route that reads a body (the HTML dashboard and MCP's JSON-RPC endpoint are not this gate's).
+# Every route that reads a body (the HTML dashboard is not this gate's; the MCP hub's is, in JSON-RPC: below).
 BODY_ROUTES = [
     *[("post", prefix + path) for prefix in ("/v1", "/api/v1") for path in (
         "/chat/completions", "/completions", "/embeddings", "/responses", "/responses/compact",
@@ -295,3 +295,16 @@ def test_a_lone_surrogate_frame_is_refused_and_nothing_is_stored(live_server, cl
     assert fake_upstream.requests == []
     with db.database.connection_context():
         assert StoredResponse.select().count() == 0 and ConversationItem.select().count() == 0
+
+
+def test_bad_bodies_are_refused_by_the_same_gate_on_the_mcp_hub(client, body_headers):
+    """The hub's JSON-RPC messages pass the gate too; its refusal is a JSON-RPC error naming the gate's code."""
+    for name, raw in BAD_BODIES:
+        code = gate_code(raw)
+        if code is None:
+            continue  # passes the gate; the MCP SDK judges it
+        answer = client.post("/mcp", data=raw, headers={**body_headers["key"], "Content-Type": "application/json",
+                                                         "Accept": "application/json, text/event-stream"})
+        assert answer.status_code == 400, (name, answer.get_data(as_text=True)[:300])
+        error = answer.json["error"]
+        assert (error["data"]["type"], error["data"]["code"]) == ("invalid_request_error", code), name

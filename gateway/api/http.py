@@ -12,16 +12,16 @@ from werkzeug.exceptions import NotFound
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
 from gateway.api import API_PREFIXES
-from gateway.api.body import parse_body
 from gateway.errors import InvalidRequest, UnknownParameter
 from gateway.loop.run import Run
+from gateway.serving.body import parse_body
 from gateway.serving.http_conventions import STREAM_HEADERS, assign_request_id
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def json_object() -> dict[str, Any]:
-    """The request body through the gate (gateway.api.body): a JSON object, or 400 with a clear message."""
+    """The request body through the gate (gateway.serving.body): a JSON object, or 400 with a clear message."""
     return parse_body(request.get_data(cache=True))
 
 

@@ -38,12 +38,12 @@ from gateway.accounting import streams
 from gateway.accounting.keys import cached_caller, current_caller, presented_key
 from gateway.accounting.meter import refusals_recorded
 from gateway.api import responses_render
-from gateway.api.body import parse_body
 from gateway.config import Settings
 from gateway.db import database, own_connection
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
 from gateway.responses import admission, store
 from gateway.responses.assembly import ResponseAssembly
+from gateway.serving.body import parse_body
 
 log = logging.getLogger(__name__)
 SLOTS = "gateway.responses.websockets"
@@ -261,7 +261,7 @@ class Session:
 def create_body(message: str | bytes) -> dict[str, Any]:
     """A `response.create` frame as a POST /v1/responses body (streaming implied, background refused).
 
-    The frame passes the same body gate as an HTTP body (gateway.api.body): strict UTF-8, depth,
+    The frame passes the same body gate as an HTTP body (gateway.serving.body): strict UTF-8, depth,
     no NaN or Infinity, 64-bit integers, no lone surrogates.
     """
     raw = message.encode("utf-8", "surrogatepass") if isinstance(message, str) else message

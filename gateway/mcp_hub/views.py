@@ -21,6 +21,7 @@ from gateway.errors import AuthenticationFailed, MethodNotAllowed
 from gateway.mcp.access import hub_servers, profile_for, usable
 from gateway.mcp_hub import asgi, call_slots
 from gateway.mcp_hub.server import SCOPE_KEY, HubRequest, HubServer
+from gateway.serving.body import parse_body
 from gateway.serving.http_conventions import STREAM_HEADERS, request_id
 
 EXTENSION = "gateway.mcp_hub"
@@ -63,6 +64,7 @@ def serve(caller: Caller, labels: list[str]) -> Response:
     """Hand an MCP POST to the SDK's transport on the bridge loop, for a caller limited to `labels`."""
     if request.method != "POST":
         raise MethodNotAllowed("The MCP hub is stateless: send MCP messages with POST.", headers={"Allow": "POST"})
+    parse_body(request.get_data(cache=True))  # the one body gate (gateway.serving.body); the SDK reads it after
     settings = services.settings()
     runtime = services.mcp()
     for label in labels:  # a worker's first request waits (bounded) for its servers to connect

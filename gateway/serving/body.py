@@ -1,4 +1,8 @@
-"""The request-body gate every route passes first: strict JSON, bounded in depth and in numbers.
+"""The JSON-body gate every transport passes first: strict JSON, bounded in depth and in numbers.
+
+HTTP bodies (gateway.api.http), Responses WebSocket frames (gateway.api.responses_ws) and the MCP
+hub's JSON-RPC messages (gateway.mcp_hub.views) all go through `parse_body`; it sits on the
+ground floor so that every face can use the one gate.
 
 A body is accepted whatever its Content-Type, as the big APIs do. It must be UTF-8 (RFC 8259),
 be a JSON object, nest at most MAX_DEPTH levels, contain no NaN or Infinity, keep every integer within 64 bits and
