@@ -229,12 +229,13 @@ class ResponseBuilder:
             "status": "in_progress",
             "server_label": event.server_label,
             "tools": [],
-            "error": None,
-        }
+        }  # `error` only when listing failed: the Vercel AI SDK refuses `"error": null` here
         events = self._close_open("completed") + self._add_item(item)
         index = len(self._output) - 1
         events.append(self._event("response.mcp_list_tools.in_progress", **self._refs(index)))
-        item.update(tools=[_listed_tool(tool) for tool in event.tools], error=event.error)
+        item["tools"] = [_listed_tool(tool) for tool in event.tools]
+        if event.error is not None:
+            item["error"] = event.error
         outcome = "failed" if event.error is not None else "completed"
         events.append(self._event(f"response.mcp_list_tools.{outcome}", **self._refs(index)))
         return [*events, self._item_done(index, outcome)]
