@@ -17,20 +17,21 @@ from gateway.api.http import (
     event_stream,
     json_object,
     parse_model,
-    request_id,
     stream_requested,
     with_headers,
 )
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
-from gateway.errors import dialect_of
+from gateway.errors import InvalidRequest, dialect_of
 from gateway.loop.run import Run
 from gateway.loop.tool_loop import first_turn
 from gateway.mcp.assemble import profile_toolset
+from gateway.serving.http_conventions import request_id
 from gateway.upstream import relay, routing
 from gateway.upstream.dialect import StreamDialect
 from gateway.upstream.prepared import prepare_candidates
 
 bp = authenticated_blueprint("chat", __name__)
+EXECUTED_CALLS_HEADER = "X-Gateway-Executed-Calls"
 
 
 @bp.post("/chat/completions")
@@ -40,7 +41,7 @@ def chat_completions() -> Response:
     if body.get("tools") == "auto":
         profile = services.settings().mcp.default_profile
         labels = services.settings().profiles[profile].mcp_servers if profile else []
-        return run_with_tools(body, labels)
+        return run_with_tools(body, labels, executed_calls_form(body))
     return relay_upstream("chat/completions", body)
 
 
@@ -78,8 +79,11 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     return with_headers(jsonify(relay.relay_json(client, candidates, meter)), meter)
 
 
-def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
-    """Run the tool loop with these built-in servers' tools; answer with the final message."""
+def run_with_tools(body: dict[str, Any], labels: list[str], form: str = chat_render.SEED_FORM) -> Response:
+    """Run the tool loop with these built-in servers' tools; answer with the final message.
+
+    `form` says where executed calls are listed (gateway.api.chat_render).
+    """
     streaming = stream_requested(body)
     caller = current_caller()
     settings = services.settings()
@@ -93,8 +97,24 @@ def run_with_tools(body: dict[str, Any], labels: list[str]) -> Response:
         plan.toolset = profile_toolset(services.mcp(), labels, caller.account.scope, caller.mcp_allow_list)
         run = Run(plan, meter, services.upstream(), settings)
     if streaming:
-        return with_headers(event_stream(chat_render.stream(run, wants_usage(body), stream_dialect()), run), meter)
-    return with_headers(jsonify(chat_render.complete(run)), meter)
+        chunks = chat_render.stream(run, wants_usage(body), stream_dialect(), form)
+        return with_headers(event_stream(chunks, run), meter)
+    return with_headers(jsonify(chat_render.complete(run, form)), meter)
+
+
+def executed_calls_form(body: dict[str, Any]) -> str:
+    """Where executed MCP calls are listed: the `X-Gateway-Executed-Calls` header, else by the request.
+
+    `tools: "auto"` keeps the seed's form (`message.tool_calls`); a request that sent its own
+    function tools, or none, gets `mcp_calls` (its `tool_calls` are only the calls it must run).
+    """
+    asked = request.headers.get(EXECUTED_CALLS_HEADER, "").strip().lower()
+    if asked not in ("", chat_render.SEED_FORM, chat_render.AGENTS_FORM):
+        raise InvalidRequest(f"{EXECUTED_CALLS_HEADER} must be `{chat_render.SEED_FORM}` or "
+                             f"`{chat_render.AGENTS_FORM}`.", param=EXECUTED_CALLS_HEADER)
+    if body.get("tools") != "auto" and body.get("tools"):
+        return chat_render.AGENTS_FORM  # executed calls beside the client's calls would be run twice
+    return asked or (chat_render.SEED_FORM if body.get("tools") == "auto" else chat_render.AGENTS_FORM)
 
 
 def validated(schema: type[BaseModel]) -> dict[str, Any]:
