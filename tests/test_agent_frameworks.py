@@ -47,8 +47,8 @@ def assert_both_tools_ran(model: AgentModel, client_calls: int) -> None:
     assert client_calls == 1
 
 
-@pytest.mark.parametrize("streamed", [False, True])
-def test_openai_agents_python(live_server, key, model, streamed):
+@pytest.mark.parametrize(("streamed", "api"), [(False, "chat"), (True, "chat"), (False, "responses")])
+def test_openai_agents_python(live_server, key, model, streamed, api):
     agents = pytest.importorskip("agents")
     from openai import AsyncOpenAI
 
@@ -62,8 +62,9 @@ def test_openai_agents_python(live_server, key, model, streamed):
 
     agents.set_tracing_disabled(True)
     client = AsyncOpenAI(base_url=live_server + BASE, api_key=key, max_retries=0)
+    kind = agents.OpenAIChatCompletionsModel if api == "chat" else agents.OpenAIResponsesModel
     agent = agents.Agent(name="helper", instructions="Use tools.", tools=[lucky_number],
-                         model=agents.OpenAIChatCompletionsModel(model="test-model", openai_client=client))
+                         model=kind(model="test-model", openai_client=client))
 
     async def run() -> str:
         if not streamed:
