@@ -44,6 +44,7 @@ def key_limits(key_id: int) -> tuple:
     return key.rpm, key.spend_limit, key.max_streams
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_a_member_cannot_lift_the_limits_an_operator_set(client, monkeypatch):
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "adm")
     created = client.post("/admin/keys", json={"name": "tenant", "rpm": 2, "spend_limit": 0.5, "credits": 10},
@@ -75,6 +76,7 @@ def test_a_member_cannot_lift_the_limits_an_operator_set(client, monkeypatch):
     assert key_limits(key_id)[0] == 100
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_a_key_and_its_credits_are_one_transaction(app):
     with db.database.connection_context():
         before = (Account.select().count(), ApiKey.select().count())
