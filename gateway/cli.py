@@ -113,7 +113,7 @@ def add_keys_commands(commands, common: argparse.ArgumentParser) -> None:
 
 
 def add_users_commands(commands, common: argparse.ArgumentParser) -> None:
-    """`gateway users create|list|delete`: the dashboard's users."""
+    """`gateway users create|list|delete|password`: the dashboard's users."""
     group = commands.add_parser("users", help="dashboard users").add_subparsers(dest="action", required=True)
     add_user = group.add_parser("create", parents=[common], help="create a user (password from a prompt or stdin)")
     add_user.add_argument("--email", required=True)
@@ -126,6 +126,10 @@ def add_users_commands(commands, common: argparse.ArgumentParser) -> None:
     delete_user = group.add_parser("delete", parents=[common], help="delete a user (the account stays)")
     delete_user.add_argument("user", help="email or id")
     delete_user.set_defaults(run=with_database(run_users_delete))
+    password = group.add_parser("password", parents=[common],
+                                help="set a user's password (from a prompt or stdin); ends all their sessions")
+    password.add_argument("user", help="email or id")
+    password.set_defaults(run=with_database(run_users_password))
 
 
 def with_database(command: Callable[[argparse.Namespace], int | None]):
@@ -192,7 +196,7 @@ def run_credits_grant(args: argparse.Namespace) -> int:
 
 
 def read_password() -> str:
-    """The new user's password: asked twice at a terminal, else the first line of stdin."""
+    """A new password: asked twice at a terminal, else the first line of stdin."""
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
     password = getpass.getpass("Password: ")
@@ -222,6 +226,13 @@ def run_users_list(args: argparse.Namespace) -> int:
 def run_users_delete(args: argparse.Namespace) -> int:
     user = users.delete_user(args.user)
     print(f"deleted user {user.id} ({user.email}); account {user.account_id} and its keys stay")
+    return 0
+
+
+def run_users_password(args: argparse.Namespace) -> int:
+    user = users.find_user(args.user)
+    users.set_password(user, read_password())
+    print(f"set the password of user {user.id} ({user.email}); every session of theirs is signed out")
     return 0
 
 

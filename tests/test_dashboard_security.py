@@ -23,7 +23,7 @@ from gateway.accounting.keys import create_key
 from gateway.dashboard import users
 from gateway.dashboard.session import COOKIE
 from gateway.tables import ApiKey, CreditGrant, DashboardSession, User, utcnow
-from tests.test_dashboard import CSRF, PASSWORD, csrf_token, form_tokens, make_user_fixture, sign_in  # noqa: F401 (a fixture)
+from tests.test_dashboard import CSRF, PASSWORD, csrf_token, form_tokens, make_user_fixture, run_cli, sign_in  # noqa: F401 (a fixture)
 
 SECRET = re.compile(r'id="new-key" type="text" readonly value="(sk-gw-[^"]+)"')
 BOTH_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -84,6 +84,17 @@ def test_an_idle_session_ends_on_the_server(client, make_user):
     with db.database.connection_context():
         DashboardSession.update(seen_at=utcnow() - datetime.timedelta(seconds=3601)).execute()
     assert client.get("/dashboard/keys").status_code == 302
+
+
+def test_the_cli_sets_a_password_and_ends_every_session(app, client, make_user, database_url, capsys, monkeypatch):
+    """23.2: `gateway users password` (an operator's reset) signs the user out everywhere too."""
+    make_user("jo@example.com")
+    sign_in(client, "jo@example.com")
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", database_url)
+    code, out = run_cli(capsys, monkeypatch, "users", "password", "jo@example.com", stdin="another password\n")
+    assert code == 0 and "another password" not in out
+    assert client.get("/dashboard/keys").status_code == 302
+    assert sign_in(app.test_client(), "jo@example.com", "another password").status_code == 302
 
 
 def sign_in_all_at_once(base_url: str, email: str, passwords: list[str]) -> list[int]:

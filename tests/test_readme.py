@@ -483,7 +483,7 @@ def check_llama_cpp_config(session: Session, settings: Settings) -> None:
 def check_cli_synopsis(session: Session, helped: list[tuple[list[str], list[str], str]]) -> None:
     assert [" ".join(path) for path, _, _ in helped] == ["serve", "keys create", "keys update", "keys list", "keys revoke",
                                                          "credits grant", "users create", "users list",
-                                                         "users delete", "db upgrade", "config show"]
+                                                         "users delete", "users password", "db upgrade", "config show"]
     for path, options, text in helped:
         assert all(option in text for option in options), (path, options)
 
