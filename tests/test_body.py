@@ -22,14 +22,16 @@ BODY_ROUTES = [
         "/chat/completions", "/completions", "/embeddings", "/responses", "/responses/compact",
         "/responses/<response_id>/cancel", "/conversations", "/conversations/<conversation_id>",
         "/conversations/<conversation_id>/items")],
-    ("post", "/api/v1/openai/<scope>/<profile>/chat/completions"),
+    *[("post", "/api/v1/openai/<scope>/<profile>" + path) for path in (
+        "/chat/completions", "/responses", "/responses/<response_id>/cancel")],
     ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),
     ("post", "/admin/accounts/<int:account_id>/credits"),
 ]
 NOT_THE_GATES = ("/dashboard", "/mcp")
 PATH_VALUES = {"response_id": "resp_x", "conversation_id": "conv_x", "scope": "acme", "profile": "default",
                "key_id": "1", "account_id": "1"}
-BODYLESS = {"/v1/responses/<response_id>/cancel", "/api/v1/responses/<response_id>/cancel"}  # 404 unread
+BODYLESS = {"/v1/responses/<response_id>/cancel", "/api/v1/responses/<response_id>/cancel",
+            "/api/v1/openai/<scope>/<profile>/responses/<response_id>/cancel"}  # 404 unread
 ADMIN_TOKEN = "admin-token-for-body-tests"
 BAD_BODIES = [
     ("deep", b'{"a": ' + b"[" * 1500 + b"]" * 1500 + b"}"),
