@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 from gateway import create_app, db
 from gateway.accounting.keys import create_key
 from gateway.config import Settings, build_settings, merge
+from gateway.observability import access_log
 from tests import live_gateway
 from tests.fake_upstream import FakeUpstream
 
@@ -140,8 +141,14 @@ def auth_headers(api_key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def live_server(app) -> Iterator[str]:
-    """The app on a real threaded WSGI server; yields its base URL."""
+def live_server(app, tmp_path) -> Iterator[str]:
+    """The app on a real threaded WSGI server; yields its base URL.
+
+    Its access log goes to a file: a request thread may write its line after the test's call
+    phase, when pytest captures no output and the line would land in pytest's own.
+    """
+    access_log.of(app).close()
+    access_log.init_app(app, str(tmp_path / "live_server_access.log"))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

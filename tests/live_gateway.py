@@ -30,7 +30,7 @@ __all__ = ["LiveGateway", "accepting", "children", "environment", "free_port", "
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
-LOG_TAIL_CHARS = 20_000  # of each log shown with a failing test
+LOG_TAIL_CHARS = 8_000  # of each log shown with a failing test
 LAUNCHED: list[LiveGateway] = []  # every gateway this session started, in order (for failure reports)
 
 
