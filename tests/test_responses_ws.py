@@ -325,7 +325,8 @@ def test_sockets_through_the_shipped_nginx(start_nginx, live_server, api_key):  
 
 
 def test_an_open_socket_counts_as_a_stream_of_its_key(app, live_server, api_key):
-    app.extensions["gateway.streams"].per_key = 1
+    with db.database.connection_context():
+        ApiKey.update(max_streams=1).execute()  # before the key's first request (and cache entry)
     with open_socket(live_server, api_key):
         with pytest.raises(InvalidStatus) as refused:
             open_socket(live_server, api_key)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting import credits, keys
+from gateway.accounting.mcp_allow_list import decode_allow_list
 from gateway.accounting.money import to_credits
 from gateway.accounting.writelock import locked_write
 from gateway.errors import InvalidRequest
@@ -78,8 +79,7 @@ def check_ceilings(changes: dict[str, int | None], ceilings: dict[str, int], acc
     for name, value in changes.items():
         ceiling = ceilings.get(name)
         if ceiling is not None and value is not None and value > ceiling:
-            shown = to_credits(ceiling) if name == "spend_limit" else ceiling
-            raise InvalidRequest(f"`{name}` may be at most {shown}, the limit an operator set for this key "
+            raise InvalidRequest(f"`{name}` may be at most {shown_limit(name, ceiling)}, the limit an operator set for this key "
                                  "or its account; ask them to raise it.", param=name)
         held[name] = ceiling if value is None else value
     return held
@@ -115,7 +115,22 @@ def grant(account_id: int, amount: int, expires_in_days: float | None = None, so
     return credits.grant_credits(account_id, amount, expires_at, source)
 
 
+def create_account(name: str, tier: str = "free", scope: str | None = None) -> Account:
+    """A new account (a tenant) with no keys and no credits."""
+    return keys.create_account(name, tier=tier, scope=scope)
+
+
 def describe_key(key: ApiKey) -> dict:
     """A key as the admin API, the CLI and the dashboard show it (never the secret or digest)."""
-    return {**keys.describe_key(key), "operator_limits": {name: to_credits(value) if name == "spend_limit" else value
-                                for name, value in operator_limits(key).items()}}
+    return {
+        "id": key.id, "name": key.name, "prefix": key.prefix, "account_id": key.account_id, "revoked": key.revoked,
+        "rpm": key.rpm, "tpm": key.tpm, "spend_limit": shown_limit("spend_limit", key.spend_limit),
+        "max_streams": key.max_streams, "mcp_servers": decode_allow_list(key.mcp_servers),
+        "operator_limits": {name: shown_limit(name, value) for name, value in operator_limits(key).items()},
+        "created_at": key.created_at.isoformat() + "Z",
+    }
+
+
+def shown_limit(name: str, value: int | None) -> float | int | None:
+    """A limit as shown: a spend limit in credits, the others as stored."""
+    return to_credits(value) if name == "spend_limit" and value is not None else value

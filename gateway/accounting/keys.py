@@ -13,7 +13,6 @@ from flask import Flask, current_app, g, has_app_context, request
 from gateway.accounting import auth_throttle
 from gateway.accounting.keycache import KeyCache
 from gateway.accounting.mcp_allow_list import decode_allow_list
-from gateway.accounting.money import to_credits
 from gateway.errors import AuthenticationFailed, NotFound
 from gateway.tables import Account, ApiKey
 
@@ -182,23 +181,6 @@ def require_admin(token_env: str) -> None:
         # bytes: compare_digest refuses non-ASCII str (a header may carry latin-1)
         if not hmac.compare_digest((bearer_token(request.headers) or "").encode(), expected.encode()):
             raise AuthenticationFailed("Invalid admin token.")
-
-
-def describe_key(key: ApiKey) -> dict:
-    """A key as the admin API and CLI show it (never the secret or digest)."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "account_id": key.account_id,
-        "revoked": key.revoked,
-        "rpm": key.rpm,
-        "tpm": key.tpm,
-        "spend_limit": to_credits(key.spend_limit) if key.spend_limit is not None else None,
-        "max_streams": key.max_streams,
-        "mcp_servers": decode_allow_list(key.mcp_servers),
-        "created_at": key.created_at.isoformat() + "Z",
-    }
 
 
 def create_account(name: str, *, tier: str = "free", scope: str | None = None) -> Account:

@@ -34,7 +34,7 @@ def admin_accounts() -> Response | str:
         with write_transaction():
             if not once.consume_form_token():
                 return once.already_done(url_for(".admin_accounts"))
-            account = keys.create_account(form.name.data.strip(), tier=form.tier.data, scope=form.scope.data or None)
+            account = admin_service.create_account(form.name.data.strip(), form.tier.data, form.scope.data or None)
         flash(f"Created account {account.id}.")
         return redirect(url_for(".admin_account", account_id=account.id))
     page = reports.page_number(request.args)
