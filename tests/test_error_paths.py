@@ -1,7 +1,7 @@
 """One failure, every path: each error has the same status, `type` and `code` on every route and transport.
 
 Paths: the plain relay (chat JSON and SSE), chat `tools: "auto"` (JSON and SSE), Responses JSON,
-SSE and WebSocket, each under `/v1` (OpenAI's error body) and `/api/v1` (OpenRouter's, where
+SSE, WebSocket and background, each under `/v1` (OpenAI's error body) and `/api/v1` (OpenRouter's, where
 `code` is the HTTP status). A failure after a stream started arrives as an event or a frame; then
 its `type` and `code` are compared (Responses events keep the spec's string `code` on both paths).
 """
@@ -24,10 +24,12 @@ from gateway.accounting import credits
 from gateway.tables import ApiKey, CreditGrant
 from tests.fake_upstream import HangReply, JsonReply, StreamReply
 from tests.mcp_fixtures.launch import TOOL_SERVER
+from tests.polling import wait_until
 from tests.scripted_model import ScriptedModel, tool_call_chunks
 
 PAID = {"provider": "fake", "input_price_per_mtok": 1000, "output_price_per_mtok": 1000, "max_output_tokens": 50}
-PATHS = ["relay json", "relay sse", "tools json", "tools sse", "responses json", "responses sse", "responses ws"]
+PATHS = ["relay json", "relay sse", "tools json", "tools sse", "responses json", "responses sse", "responses ws",
+         "responses background"]
 BASES = ["/v1", "/api/v1"]
 UPSTREAM_429 = {"error": {"message": "Slow down.", "type": "rate_limit_error", "code": "rate_limit_exceeded"}}
 
@@ -76,6 +78,8 @@ def body_of(path: str, model: str) -> dict[str, Any]:
             body["tools"] = "auto"
     if path.endswith("sse"):
         body["stream"] = True
+    if path.endswith("background"):
+        body["background"] = True
     return body
 
 
@@ -115,10 +119,25 @@ def observe(client, live_server: str, path: str, base: str, key: str, body: dict
         return observe_socket(live_server, base, key, body)
     answer = client.post(route_of(path, base), json=body, headers={"Authorization": f"Bearer {key}"})
     text = answer.get_data(as_text=True)
+    if answer.mimetype == "application/json" and answer.json.get("status") == "queued":
+        return seen_in_background(client, base, key, answer.json["id"])
     if answer.mimetype == "application/json":
         return seen_in_body(answer.status_code, answer.json)
     assert answer.status_code == 200 and answer.mimetype == "text/event-stream", text[:300]
     return seen_in_stream(text)
+
+
+def seen_in_background(client, base: str, key: str, response_id: str) -> Seen:
+    """A background response's stored failure, once its run has finished."""
+    headers = {"Authorization": f"Bearer {key}"}
+    stored: dict[str, Any] = {}
+
+    def finished() -> bool:
+        stored.update(client.get(f"{base}/responses/{response_id}", headers=headers).json)
+        return stored["status"] not in ("queued", "in_progress")
+
+    wait_until(finished, "the background response's run")
+    return seen_in_body(200, stored)
 
 
 def observe_socket(live_server: str, base: str, key: str, body: dict[str, Any]) -> Seen:
@@ -213,7 +232,7 @@ def expire_credits(name: str) -> Callable[[], None]:
     return expire
 
 
-LOOPS = ["tools json", "tools sse", "responses json", "responses sse", "responses ws"]
+LOOPS = ["tools json", "tools sse", "responses json", "responses sse", "responses ws", "responses background"]
 
 
 @pytest.mark.parametrize("base", BASES)
