@@ -31,23 +31,26 @@ def test_slots_cap_keys_and_accounts_and_release_once() -> None:
     slots.acquire(3, 10, caps)
 
 
-NO_CAPS = Caps(None, None, "", "")
+NO_CAPS = Caps(None, None, "its key's", "its account's")
+ALONE = Caps(None, None, "", "", shared=False)
 
 
-def test_a_tenant_alone_may_use_every_thread_and_beside_another_its_share() -> None:
+def test_a_single_tenant_may_use_every_thread_and_one_of_several_its_share() -> None:
     slots = StreamSlots(threads=8, share=0.5)
-    alone = [slots.acquire(1, 10, NO_CAPS) for _ in range(8)]  # a single-tenant app: every thread
+    alone = [slots.acquire(1, 10, ALONE) for _ in range(8)]  # one account with live keys: every thread
     assert slots.open_streams(1) == 8
-    other = slots.acquire(2, 20, NO_CAPS)  # another tenant arrives as a thread frees
-    with pytest.raises(RateLimited, match=r"holds 8 of this worker's 8 threads .*`\[limits\] stream_share` = 0.5"):
-        slots.acquire(1, 10, NO_CAPS)
-    for release in alone[:5]:
+    for release in alone:
         release()
-    slots.acquire(1, 10, NO_CAPS)  # 3 held, under its share of 4, with the other tenant present
-    with pytest.raises(RateLimited, match="This key holds 4"):
+    for _ in range(4):
         slots.acquire(1, 10, NO_CAPS)
-    other()
-    slots.acquire(1, 10, NO_CAPS)  # alone again
+    with pytest.raises(RateLimited, match=r"holds 4 of this worker's 8 threads .*`\[limits\] stream_share` = 0.5"):
+        slots.acquire(1, 10, NO_CAPS)
+    slots.acquire(2, 20, NO_CAPS)  # another tenant still has threads
+    own_limit = Caps(6, None, "", "")
+    slots.acquire(1, 10, own_limit)  # a key's own limit replaces the share
+    slots.acquire(1, 10, own_limit)
+    with pytest.raises(RateLimited, match="This key already has 6 streams open"):
+        slots.acquire(1, 10, own_limit)
 
 
 def test_sibling_keys_share_their_account_share() -> None:
@@ -55,8 +58,9 @@ def test_sibling_keys_share_their_account_share() -> None:
     slots.acquire(1, 10, NO_CAPS)
     slots.acquire(2, 10, NO_CAPS)
     slots.acquire(3, 20, NO_CAPS)
-    with pytest.raises(RateLimited, match="This key's account holds 2 of this worker's 4 threads"):
+    with pytest.raises(RateLimited, match="This key's account holds 2 of this worker's 4 threads") as refused:
         slots.acquire(4, 10, NO_CAPS)
+    assert "set its own limit (its account's)" in refused.value.message
 
 
 def test_a_worker_cap_bounds_every_key_together() -> None:

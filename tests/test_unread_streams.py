@@ -1,4 +1,7 @@
-"""Streams whose clients never read: capped per key, dropped after the send timeout, settled as 499 (real server)."""
+"""Streams whose clients never read: a share of the threads per key, dropped after the send timeout, settled as 499.
+
+On a real server, with two tenants (the attacker's key and the probes').
+"""
 
 from __future__ import annotations
 
@@ -98,7 +101,9 @@ def test_never_reading_streams_are_capped_dropped_and_settled(
           f"{len(results)} probes, {answered_ratio(results):.0%} answered, p99 {percentile(results, 0.99):.3f} s; "
           f"worker RSS {sorted(before.values())} KiB before, peak growth {growth_mib:.1f} MiB; "
           f"{dropped} dropped by the send timeout and settled as 499")
-    assert 8 <= admitted <= 16 and statuses.count(b"HTTP/1.1 429") == READERS - admitted  # 8 per key and worker
+    # with several tenants, a key without a stream limit holds at most [limits] stream_share (0.75) of a
+    # worker's 16 threads: 12 per worker, so 12 to 24 on 2 workers, as the connections fell
+    assert 12 <= admitted <= 24 and statuses.count(b"HTTP/1.1 429") == READERS - admitted
     assert answered_ratio(results) == 1.0
     assert fake_upstream.stream_aborted.wait(5), "the upstream streams were never cut"
     assert dropped == admitted

@@ -2,13 +2,15 @@
 
 What an open stream holds is a thread of its worker, until it ends or `[server] send_timeout_s`
 drops a client that stopped reading; threads are per worker, so streams are counted in each
-worker process, in memory (no database round trip). Three rules, checked in this order:
+worker process, in memory (no database round trip). The rules, in this order:
 
 - a key's `max_streams` (else `[limits] max_streams_per_key`) and its account's `max_streams`
-  (else `max_streams_per_account`), when set: a hard cap per worker process;
-- the tenant share: while another key (account) holds a stream on this worker, a key (account)
-  may hold at most `[limits] stream_share` of the worker's threads; a key alone on the worker
-  may use every thread, so a single-tenant app is never refused for streams it could be served;
+  (else `max_streams_per_account`), when set: a hard cap per worker process, which replaces the
+  tenant share (a key's own limit, for both the key and its account);
+- the tenant share: when the gateway serves several tenants (accounts with live keys), a key or
+  account without a limit of its own may hold at most `[limits] stream_share` of the worker's
+  threads, so one tenant cannot take them all; a single-tenant gateway's keys may use every
+  thread (the tenant count is read from the database at most every TENANTS_TTL_S seconds);
 - a worker-wide cap, for the hub's tool calls only (`[mcp] hub_thread_share` of the threads).
 
 A slot is released when the response closes, whatever ended it.
@@ -18,18 +20,23 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Flask, Response, after_this_request, current_app
+from peewee import fn
 
 from gateway.accounting.keys import Caller, current_caller
 from gateway.config import Settings
 from gateway.errors import RateLimited
+from gateway.tables import ApiKey
 
 EXTENSION = "gateway.streams"
+TENANTS = "gateway.streams.tenants"
 RETRY_AFTER_S = 1
+TENANTS_TTL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -40,20 +47,21 @@ class Caps:
     account: int | None
     key_source: str
     account_source: str
+    shared: bool = True  # the gateway serves several tenants: the share applies where no limit is set
 
 
-def caps_of(caller: Caller, settings: Settings) -> Caps:
+def caps_of(caller: Caller, settings: Settings, shared: bool = True) -> Caps:
     """A caller's stream caps: its key's and account's `max_streams`, else the `[limits]` defaults."""
     key_id, account_id = caller.key.id, caller.account.id
     key_cap = caller.key.max_streams or settings.limits.max_streams_per_key
     account_cap = caller.account.max_streams or settings.limits.max_streams_per_account
-    key_source = (f"`max_streams` of key {key_id}: `gateway keys update {key_id} --max-streams N` or "
-                  f"PATCH /admin/keys/{key_id}") if caller.key.max_streams else \
-        "`[limits] max_streams_per_key`, or the key's own `max_streams`"
-    account_source = (f"`max_streams` of account {account_id}: PATCH /admin/accounts/{account_id}"
-                      if caller.account.max_streams else "`[limits] max_streams_per_account`, or the "
-                      "account's own `max_streams`")
-    return Caps(key_cap, account_cap, key_source, account_source)
+    key_source = f"`gateway keys update {key_id} --max-streams N` or PATCH /admin/keys/{key_id}"
+    account_source = f"PATCH /admin/accounts/{account_id} with `max_streams`"
+    if not caller.key.max_streams:
+        key_source += ", or `[limits] max_streams_per_key` for every key"
+    if not caller.account.max_streams:
+        account_source += ", or `[limits] max_streams_per_account` for every account"
+    return Caps(key_cap, account_cap, key_source, account_source, shared)
 
 
 class StreamSlots:
@@ -109,19 +117,20 @@ class StreamSlots:
             raise self.refusal(f"This key's account already has {account_held} {self.what} open in this worker "
                                f"process, its limit. An operator raises it: {caps.account_source}.")
         total = sum(self._by_key.values())
-        if held >= self.fair and total > held:
-            raise self.refusal(self.share_message("This key", held))
-        if account_held >= self.fair and total > account_held:
-            raise self.refusal(self.share_message("This key's account", account_held))
+        if caps.shared and caps.key is None and held >= self.fair:
+            raise self.refusal(self.share_message("This key", held, f"set its own limit ({caps.key_source})"))
+        if caps.shared and caps.key is None and caps.account is None and account_held >= self.fair:
+            raise self.refusal(self.share_message("This key's account", account_held,
+                                                  f"set its own limit ({caps.account_source})"))
         if self.worker_cap is not None and total >= self.worker_cap:
             raise self.refusal(f"This worker already has {total} {self.what} open, the most it runs at once "
                                f"(`[mcp] hub_thread_share` of its {self.threads} threads); retry shortly.")
 
-    def share_message(self, holder: str, held: int) -> str:
+    def share_message(self, holder: str, held: int, own_limit: str) -> str:
         """Why a tenant past its share of the threads is refused, and how an operator changes it."""
-        return (f"{holder} holds {held} of this worker's {self.threads} threads with {self.what} while other "
-                f"tenants use it too, the most one tenant may (`[limits] stream_share` = {self.share:g}). "
-                "Retry shortly; an operator raises `[limits] stream_share` or `[server] threads`.")
+        return (f"{holder} holds {held} of this worker's {self.threads} threads with {self.what}, the most one "
+                f"tenant may while the gateway serves several (`[limits] stream_share` = {self.share:g}). "
+                f"Retry shortly; an operator may {own_limit}, or raise `[limits] stream_share`.")
 
     def refusal(self, message: str) -> RateLimited:
         """The 429 of one more past a cap."""
@@ -141,16 +150,41 @@ def decrement(counter: Counter[int], item: int) -> None:
         del counter[item]
 
 
+class TenantCount:
+    """Whether the gateway serves several tenants (accounts with a live key), read at most every `ttl_s`."""
+
+    def __init__(self, ttl_s: float = TENANTS_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._shared = True
+        self._expires = 0.0
+
+    def shared(self) -> bool:
+        """True unless a single account has live keys (asked of the database when the last answer is stale)."""
+        with self._lock:
+            if time.monotonic() < self._expires:
+                return self._shared
+        accounts = ApiKey.select(fn.COUNT(ApiKey.account.distinct())).where(ApiKey.revoked == False).scalar()  # noqa: E712
+        with self._lock:
+            self._shared, self._expires = accounts > 1, time.monotonic() + self.ttl_s
+            return self._shared
+
+
 def init_app(app: Flask, settings: Settings) -> None:
-    """Give the app its stream counter (one per worker process)."""
+    """Give the app its stream counter and tenant count (one each per worker process)."""
     app.extensions[EXTENSION] = StreamSlots.for_streams(settings)
+    app.extensions[TENANTS] = TenantCount()
+
+
+def current_caps(caller: Caller) -> Caps:
+    """The caller's caps in the current app, with whether it serves several tenants."""
+    shared = current_app.extensions[TENANTS].shared()
+    return caps_of(caller, current_app.extensions["gateway.settings"], shared)
 
 
 def acquire_stream(caller: Caller) -> Callable[[], None]:
     """Count one open stream of this caller (or 429); returns its release."""
-    slots: StreamSlots = current_app.extensions[EXTENSION]
-    settings = current_app.extensions["gateway.settings"]
-    return slots.acquire(caller.key.id, caller.account.id, caps_of(caller, settings))
+    return current_app.extensions[EXTENSION].acquire(caller.key.id, caller.account.id, current_caps(caller))
 
 
 def hold_stream_slot() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, request
 
 from gateway.accounting.keys import Caller
-from gateway.accounting.streams import StreamSlots, caps_of
+from gateway.accounting.streams import StreamSlots, current_caps
 from gateway.errors import MCP, RateLimited, render_error
 from gateway.observability import metrics
 
@@ -42,7 +42,7 @@ def hold_tool_calls(caller: Caller) -> Callable[[], None] | Response:
         return lambda: None
     slots: StreamSlots = current_app.extensions[EXTENSION]
     try:
-        return slots.acquire(caller.key.id, caller.account.id, caps_of(caller, current_app.extensions["gateway.settings"]))
+        return slots.acquire(caller.key.id, caller.account.id, current_caps(caller))
     except RateLimited as exc:
         metrics.refused("rate_limited")
         return refusal(exc, ids)
