@@ -186,6 +186,10 @@ class ModelSettings(Section):
         None, ge=0, description="credits per 1M cached input tokens (default: input price)"
     )
     max_output_tokens: int = Field(4096, ge=1, description="reservation size when a request sets none")
+    typical_output_tokens: int | None = Field(
+        None, ge=1, description="what a streamed request without its own output cap is held for (default: "
+        "max_output_tokens); the hold grows by as much again each time the stream passes it (402 ends it)"
+    )
     system_prompt: str | None = Field(
         None, description="system message sent first when a chat request starts with none (the model's default)"
     )

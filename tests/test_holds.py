@@ -202,3 +202,38 @@ def test_a_loop_past_its_hold_and_debt_bound_sends_no_further_turn(client, make_
     assert answer.status_code == 402 and answer.json["error"]["code"] == "debt_bound_reached"
     assert len(bodies) == 1
     assert books(account_id)["charged"] == (1_000_000 + 5) * PRICE  # what was used is charged in full
+
+
+TYPICAL = {**PAID, "max_output_tokens": 1000, "typical_output_tokens": 20}
+
+
+@pytest.fixture
+def typical_settings(make_settings):
+    return make_settings(models={"paid-model": TYPICAL})
+
+
+@pytest.mark.parametrize("funds", [10_000, 100], ids=["funded", "short"])
+def test_a_stream_is_held_for_typical_output_and_its_hold_grows(make_key, fake_upstream, typical_settings, funds):
+    """Issue 23.10: a stream without max_tokens is held for the model's typical output, not its whole cap."""
+    from gateway import create_app, lifecycle
+
+    app = create_app(typical_settings)
+    client = app.test_client()
+    chunks = [(0, chat_chunk("forty characters of text, again and again")) for _ in range(60)]  # ~600 tokens
+    fake_upstream.responder = lambda path, body: StreamReply([*chunks, (0, chat_chunk(finish="stop"))])
+    secret, account_id = funded_key(make_key, funds * PRICE)  # "short" pays the typical output, not the cap
+    body = {"model": "paid-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    answer = client.post("/v1/chat/completions", json=body, headers={"X-API-Key": secret})
+    assert answer.status_code == 200
+    events = [json.loads(line[6:]) for line in answer.get_data(as_text=True).splitlines()
+              if line.startswith("data: {")]
+    assert fake_upstream.bodies()[0]["max_tokens"] == 1000  # the upstream is still told the model's cap
+    book = books(account_id)
+    if funds == 10_000:
+        assert "error" not in events[-1] and book["largest_hold"] >= book["charged"] > 600 * PRICE
+    else:
+        assert events[-1]["error"]["code"] == "insufficient_balance"  # the hold could not grow: stopped
+        assert 0 <= book["balance"] < funds * PRICE
+        denied = client.post("/v1/chat/completions", json={**body, "stream": False}, headers={"X-API-Key": secret})
+        assert denied.status_code == 402  # a JSON answer cannot be stopped: it is held for its whole cap
+    lifecycle.close(app)

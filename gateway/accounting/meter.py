@@ -61,6 +61,7 @@ class Estimate:
     input_tokens: int  # usage estimate of the input (rate limits, rows without upstream usage)
     held_input_tokens: int  # the input as a hold assumes it
     output_tokens: int  # the output cap times `n`
+    held_output_tokens: int  # the output held at admission: the cap, or a stream's typical output
 
     @property
     def tokens(self) -> int:
@@ -69,8 +70,8 @@ class Estimate:
 
     @property
     def hold(self) -> int:
-        """Micro-credits held for it: the held input and the whole output cap at its model's prices."""
-        return self.price.cost(Usage(self.held_input_tokens, self.output_tokens))
+        """Micro-credits held for it: the held input and output at its model's prices."""
+        return self.price.cost(Usage(self.held_input_tokens, self.held_output_tokens))
 
 
 @dataclass
@@ -95,6 +96,8 @@ class Meter:
     debt_bound: int = 0  # how far the cost may run past `held` before the run is stopped
     held_input_tokens: int = 0  # the input of the next model turn that is already held
     turns_covered: int = 0
+    output_held: int = 0  # output tokens held so far; a stream held for its typical output grows it
+    output_cap: int = 0  # the output the upstream was told it may produce (times `n`)
 
     @classmethod
     def admit(
@@ -109,7 +112,8 @@ class Meter:
         """
         first, accounts = estimates[0], writer()
         meter = cls(caller, request_id, endpoint, first.model_id, first.input_tokens, limiter=limiter,
-                    price=first.price, writer=accounts, held_input_tokens=first.held_input_tokens)
+                    price=first.price, writer=accounts, held_input_tokens=first.held_input_tokens,
+                    output_held=first.held_output_tokens, output_cap=first.output_tokens)
         if generation_id is not None:
             meter.generation_id = generation_id
         hold = max(estimate.hold for estimate in estimates)
@@ -137,7 +141,19 @@ class Meter:
         """Hold the input of one more model turn (tool loops), or raise 402."""
         if self.reservation_id is None or prompt_tokens <= 0:
             return
-        amount = self.price.cost(Usage(prompt_tokens, 0))
+        self.hold_more(self.price.cost(Usage(prompt_tokens, 0)))
+
+    def cover_output(self, output_tokens: int, route: Served) -> None:
+        """Grow the hold of a stream held for its typical output, by as much again each time its output passes
+        what is held (402 when the balance cannot), up to the cap it was sent."""
+        step = max(self.output_held, 1)
+        while self.reservation_id is not None and self.output_held < min(output_tokens, self.output_cap):
+            grown = min(self.output_held + step, self.output_cap)
+            self.hold_more(self.cost_of(Usage(0, grown - self.output_held), route))
+            self.output_held = grown
+
+    def hold_more(self, amount: int) -> None:
+        """Grow the open hold by `amount` micro-credits, or raise 402."""
         key = self.caller.key
         refusal = self.writer.call(Extension(key.account_id, key.id, key.spend_limit, self.reservation_id, amount))
         if refusal:
@@ -153,6 +169,7 @@ class Meter:
         if self.reservation_id is None:
             return
         used = usage or Usage(self.prompt_estimate, tokens_of_length(generated_chars), estimated=True)
+        self.cover_output(used.output_tokens, route)
         if self.cost_of(used, route) > self.held + self.debt_bound:
             raise DebtBoundReached(
                 "This request used more than its hold and the debt it may run into; it was stopped.")

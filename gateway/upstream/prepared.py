@@ -18,7 +18,13 @@ from typing import Any
 
 from gateway.accounting.meter import Estimate
 from gateway.accounting.money import Price
-from gateway.accounting.output_cap import NO_OUTPUT_ENDPOINTS, choices, output_cap, with_output_cap
+from gateway.accounting.output_cap import (
+    NO_OUTPUT_ENDPOINTS,
+    choices,
+    output_cap,
+    requested_cap,
+    with_output_cap,
+)
 from gateway.accounting.tokens import estimate_prompt_tokens, hold_prompt_tokens
 from gateway.config import ProviderSettings
 from gateway.upstream.model_defaults import with_model_defaults
@@ -36,6 +42,7 @@ class PreparedRequest:
     input_tokens: int  # the usage estimate of its input (rows without upstream usage, rate limits)
     held_input_tokens: int  # its input as a hold assumes it (gateway.accounting.tokens)
     output_tokens: int  # the most output it may produce: the cap sent times `n` (0: embeddings)
+    held_output_tokens: int  # the output admission holds: output_tokens, or a stream's typical output
 
     @property
     def provider(self) -> str:
@@ -45,7 +52,7 @@ class PreparedRequest:
     def estimate(self) -> Estimate:
         """What the meter holds and counts for this request."""
         return Estimate(self.route.model_id, Price.of(self.route.settings), self.input_tokens,
-                        self.held_input_tokens, self.output_tokens)
+                        self.held_input_tokens, self.output_tokens, self.held_output_tokens)
 
 
 def prepare(
@@ -64,7 +71,13 @@ def prepare(
     if not provider.tool_choice_required and sent.get("tool_choice") == "required":
         sent["tool_choice"] = required_as_accepted(sent.get("tools"))
     output = 0 if path in NO_OUTPUT_ENDPOINTS else output_cap(capped, route.settings, path) * choices(body)
-    return PreparedRequest(route, path, sent, stream, estimate_prompt_tokens(sent), hold_prompt_tokens(sent), output)
+    typical = route.settings.typical_output_tokens
+    # a stream without its own cap is held for the model's typical output, and its hold grows as its output
+    # passes it (gateway.accounting.meter.Meter.cover_output); a JSON answer cannot be stopped: its whole cap
+    grows = stream and typical is not None and requested_cap(dict(body)) is None
+    held_output = min(output, typical * choices(body)) if grows else output
+    return PreparedRequest(route, path, sent, stream, estimate_prompt_tokens(sent), hold_prompt_tokens(sent), output,
+                           held_output)
 
 
 def prepare_candidates(
