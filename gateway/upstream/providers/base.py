@@ -33,7 +33,7 @@ class ProviderWire:
 
     base_url: str
     api_key: str | None = None
-    api_version: str | None = None  # Azure's `api-version` query parameter
+    api_version: str | None = None  # Azure's `api-version` query parameter; Gemini's path version
     extra_headers: Mapping[str, str] = field(default_factory=dict)
     anthropic_version: str = "2023-06-01"  # the `anthropic-version` header
     anthropic_beta: tuple[str, ...] = ()  # `anthropic-beta` flags, sent comma-separated

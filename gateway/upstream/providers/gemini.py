@@ -32,6 +32,7 @@ from gateway.upstream.providers.chat_parts import (
 from gateway.upstream.providers.gemini_schema import gemini_schema
 
 THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+DEFAULT_API_VERSION = "v1beta"  # the path version (`api_version` overrides it; google-genai 3 uses v1)
 MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
 
@@ -176,7 +177,8 @@ class GeminiAdapter:
         """POST generateContent (or streamGenerateContent?alt=sse) with x-goog-api-key."""
         stream = bool(body.get("stream"))
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        url = join_url(provider.base_url, f"v1beta/models/{quote(upstream_model, safe='')}:{method}")
+        version = provider.api_version or DEFAULT_API_VERSION
+        url = join_url(provider.base_url, f"{version}/models/{quote(upstream_model, safe='')}:{method}")
         headers = {"content-type": "application/json"}
         if provider.api_key:
             headers["x-goog-api-key"] = provider.api_key
