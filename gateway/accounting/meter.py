@@ -5,7 +5,12 @@ How a request writes its usage row (the one API for it; an endpoint adds nothing
   and `X-Generation-Id`); then exactly one `meter.finish(usage, status, route, finish_reason=...)`
   settles it and writes the row, durable on return (`closed_on_failure()` finishes on errors).
 - `refusals_recorded(...)` around routing and admission writes the row of a request refused
-  there (402, 404 unknown model, 429): cost 0, queued to the writer without waiting for it.
+  there (402, 404 unknown model, 429, 400 above its tpm): cost 0, queued to the writer without waiting.
+
+What the hold covers (the meter never sees a body: it reads `Estimate`s of prepared requests):
+admission holds the costliest candidate; `cover_turn` holds each tool-loop turn before it is sent
+(turn 1 for what its MCP tools add); `cover_output` grows the hold of a stream held for its
+model's typical output; `check_debt` stops a run whose cost passes its hold and the debt bound.
 """
 
 from __future__ import annotations
