@@ -272,8 +272,8 @@ class LimitSettings(Section):
         "worker process; unset: bounded by `stream_share` only"
     )
     stream_share: float = Field(
-        0.75, gt=0, le=1, description="share of a worker's threads one key (or account) may hold in streams "
-        "while another tenant streams on that worker too; alone, it may use every thread"
+        0.75, gt=0, le=1, description="share of a worker's threads a key (or account) without a stream limit of "
+        "its own may hold in streams while the gateway serves several tenants; a single tenant may use them all"
     )
 
 
