@@ -71,7 +71,6 @@ class ChatRender:
     form: str = SEED_FORM
     created: int = field(default_factory=lambda: int(time.time()))
     text: str = ""
-    calls: list[dict[str, Any]] = field(default_factory=list)  # executed calls as chat tool calls
     mcp_calls: dict[str, dict[str, Any]] = field(default_factory=dict)  # executed calls as mcp_call items, by id
     client_calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # calls for the client, by turn index
 
@@ -88,9 +87,6 @@ class ChatRender:
         if isinstance(event, FunctionCallDelta):
             return {"tool_calls": [self.client_call(event)]}
         if isinstance(event, McpCallStarted):
-            name = tool_function_name(event.server_label, event.name)
-            self.calls.append({"id": event.item_id, "type": "function",
-                               "function": {"name": name, "arguments": event.arguments}})
             self.mcp_calls[event.item_id] = {"id": event.item_id, "type": "mcp_call",
                                              "server_label": event.server_label, "name": event.name,
                                              "arguments": event.arguments, "output": None, "error": None}
@@ -121,9 +117,15 @@ class ChatRender:
     def usage(self, done: LoopFinished) -> dict[str, Any]:
         return with_cost(None, self.meter, done.usage, self.route)
 
+    def executed_as_tool_calls(self) -> list[dict[str, Any]]:
+        """The executed calls as chat tool calls, under the names the model called (the seed's form)."""
+        return [{"id": item["id"], "type": "function", "function": {
+            "name": tool_function_name(item["server_label"], item["name"]), "arguments": item["arguments"]}}
+            for item in self.mcp_calls.values()]
+
     def tool_calls(self) -> list[dict[str, Any]]:
         """The message's `tool_calls`: the client's calls, after the executed ones in the seed's form."""
-        executed = self.calls if self.form == SEED_FORM else []
+        executed = self.executed_as_tool_calls() if self.form == SEED_FORM else []
         return executed + list(self.client_calls.values())
 
     def message(self) -> dict[str, Any]:
@@ -184,8 +186,8 @@ def _stream_end(render: ChatRender, done: LoopFinished, wants_usage: bool, diale
     if done.failure is not None:
         yield dialect.error_event(done.failure, render.chunk({}))
         return
-    if render.calls and render.form == SEED_FORM:
-        calls = [{**call, "index": index} for index, call in enumerate(render.calls)]
+    if render.mcp_calls and render.form == SEED_FORM:
+        calls = [{**call, "index": index} for index, call in enumerate(render.executed_as_tool_calls())]
         yield sse.encode(render.chunk({"tool_calls": calls}))
     yield sse.encode(render.chunk({}, render.finish_reason(done)))
     if wants_usage:
