@@ -3,7 +3,9 @@
 `/v1` (and the `/api/v1/openai/...` profile routes) answer OpenAI's
 `{"error": {"message", "type", "param", "code"}}`; `/api/v1` answers OpenRouter's, whose `code`
 is the HTTP status as an integer, with `metadata` where OpenRouter has it, keeping `type` and
-`param` so OpenAI SDKs pointed there still classify errors.
+`param` so OpenAI SDKs pointed there still classify errors. Anthropic's Messages routes
+(`/v1/messages`, `/api/v1/messages`) answer `{"type": "error", "error": {"type", "message"}}`, the
+type chosen by status, and a 503 there is Anthropic's 529 `overloaded_error`.
 
     GatewayError (500 api_error)
     ├── InvalidRequest (400 invalid_request_error)
@@ -42,10 +44,15 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # the status a usage row records when the client went away (nginx's)
-OPENAI, OPENROUTER, MCP = "openai", "openrouter", "mcp"  # error dialects, chosen by base path
+OPENAI, OPENROUTER, MCP, ANTHROPIC = "openai", "openrouter", "mcp", "anthropic"  # error dialects, by base path
 MCP_PATH = "/mcp"  # the MCP hub: errors are JSON-RPC error objects that MCP clients show
 JSONRPC_UNAUTHORIZED, JSONRPC_REFUSED = -32001, -32000  # server-defined JSON-RPC codes of the hub's refusals
 OPENROUTER_PATH, PROFILE_PATH = "/api/v1/", "/api/v1/openai/"
+MESSAGES_PATHS = ("/v1/messages", "/api/v1/messages")  # Anthropic's Messages API and count_tokens under it
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+                   403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                   429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+DIALECT_STATUSES = {ANTHROPIC: {503: 529}}  # a status a dialect spells its own way (Anthropic's overloaded)
 
 
 class GatewayError(Exception):
@@ -237,8 +244,14 @@ def mcp_error(error: ErrorFields) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": error.message, "data": data}}
 
 
+def anthropic_error(error: ErrorFields) -> dict[str, Any]:
+    """Anthropic's error body: its type by status (other 4xx invalid_request_error, other 5xx api_error)."""
+    fallback = "invalid_request_error" if error.status < 500 else "api_error"
+    return {"type": "error", "error": {"type": ANTHROPIC_TYPES.get(error.status, fallback), "message": error.message}}
+
+
 ERROR_BODIES: dict[str, Callable[[ErrorFields], dict[str, Any]]] = {
-    OPENAI: openai_error, OPENROUTER: openrouter_error, MCP: mcp_error}
+    OPENAI: openai_error, OPENROUTER: openrouter_error, MCP: mcp_error, ANTHROPIC: anthropic_error}
 # a new dialect is one more function here, which every renderer then reaches through render_error
 
 
@@ -247,10 +260,17 @@ def render_error(error: ErrorFields, dialect: str = OPENAI) -> dict[str, Any]:
     return ERROR_BODIES[dialect](error)
 
 
+def status_in(error: ErrorFields, dialect: str) -> int:
+    """The HTTP status of an error in a dialect (Anthropic's 529 for a 503)."""
+    return DIALECT_STATUSES.get(dialect, {}).get(error.status, error.status)
+
+
 def dialect_of(path: str) -> str:
-    """A path's error dialect: JSON-RPC on the MCP hub, OpenRouter's under /api/v1 (not its profiles), else OpenAI's."""
+    """A path's error dialect: JSON-RPC on the MCP hub, Anthropic's on Messages, OpenRouter's under /api/v1, else OpenAI's."""
     if path == MCP_PATH or path.startswith(MCP_PATH + "/"):
         return MCP
+    if any(path == prefix or path.startswith(prefix + "/") for prefix in MESSAGES_PATHS):
+        return ANTHROPIC
     if path.startswith(OPENROUTER_PATH) and not path.startswith(PROFILE_PATH):
         return OPENROUTER
     return OPENAI
@@ -277,8 +297,9 @@ def init_app(app: Flask) -> None:
     """Register handlers so every error leaves as one JSON body in its base path's dialect."""
 
     def respond(error: GatewayError):
-        response = jsonify(error.body(dialect_of(request.path)))
-        response.status_code = error.status
+        dialect = dialect_of(request.path)
+        response = jsonify(error.body(dialect))
+        response.status_code = status_in(error, dialect)
         response.headers.update(error.headers)
         return response
 

@@ -1,0 +1,1 @@
+"""Client dialects as pure translations to and from the canonical chat request and its answer."""
