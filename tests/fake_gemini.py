@@ -26,9 +26,12 @@ SCHEMA_KEYS = {"type", "format", "title", "description", "nullable", "enum", "it
 TEXT = "Hello from Gemini"
 
 
-def error(status: int, message: str, retry_delay: str | None = None) -> Json:
-    """Google's error body (with a RetryInfo detail for `retry_delay`)."""
+def error(status: int, message: str, retry_delay: str | None = None, reason: str | None = None) -> Json:
+    """Google's error body (with a RetryInfo detail for `retry_delay`, an ErrorInfo one for `reason`)."""
     details = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}] if retry_delay else []
+    if reason:
+        details.append({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+                        "domain": "googleapis.com"})
     return Json({"error": {"code": status, "message": message, "status": STATUSES.get(status, "UNKNOWN"),
                            **({"details": details} if details else {})}}, status)
 
@@ -110,7 +113,7 @@ class FakeGemini(ProviderFake):
         roles = {content.get("role") for content in body.get("contents") or []}
         return first_error([
             (match is None, lambda: error(404, "Not found")),
-            (key != self.api_key, lambda: error(400, "API key not valid. Please pass a valid API key.")),
+            (key != self.api_key, lambda: error(400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID")),
             (not body.get("contents"), lambda: error(400, "* GenerateContentRequest.contents: contents is not specified")),
             (not roles <= {"user", "model"}, lambda: error(400, "Please use a valid role: user, model.")),
             (problem is not None, lambda: error(400, f'Invalid JSON payload received. Unknown name "{problem}"')),

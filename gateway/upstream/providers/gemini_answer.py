@@ -171,6 +171,8 @@ def error_of(status: int, headers: Mapping[str, str], body: Any) -> WireError:
     """The gateway error of a Google error answer (503 UNAVAILABLE: retryable, with Retry-After)."""
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {"message": str(body)[:500]}
+    if any(isinstance(item, dict) and item.get("reason") == "API_KEY_INVALID" for item in error.get("details") or []):
+        status = 401  # Google answers a bad key with 400: it is the gateway's credentials, not the client's request
     retry_after = header(headers, "retry-after") or retry_delay(error)
     if status == 503:
         retry_after = retry_after or OVERLOADED_RETRY_AFTER_S
