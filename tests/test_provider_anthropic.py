@@ -9,7 +9,6 @@ import pytest
 
 from gateway.errors import (
     InvalidRequest,
-    RateLimited,
     ServiceUnavailable,
     UpstreamError,
     UpstreamRejected,
@@ -198,7 +197,7 @@ def test_stream_error_event_and_early_end_raise():
 ERRORS = [
     (529, {}, "overloaded_error", ServiceUnavailable, 503, "1"),
     (529, {"retry-after": "30"}, "overloaded_error", ServiceUnavailable, 503, "30"),
-    (429, {"retry-after": "7"}, "rate_limit_error", RateLimited, 429, "7"),
+    (429, {"retry-after": "7"}, "rate_limit_error", UpstreamRejected, 429, "7"),
     (400, {}, "invalid_request_error", UpstreamRejected, 400, None),
     (404, {}, "not_found_error", UpstreamRejected, 404, None),
     (401, {}, "authentication_error", UpstreamError, 502, None),
@@ -215,6 +214,7 @@ def test_errors(status, headers, kind, raised, gateway_status, retry_after):
     assert error.headers.get("Retry-After") == retry_after
     if raised is UpstreamRejected:
         assert error.message == "messages.0.content: bad" and error.code == kind
+        assert error.type == ("rate_limit_error" if status == 429 else "invalid_request_error")
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +256,7 @@ def test_round_trip_errors(fake):
     provider = ProviderWire(fake.base_url, api_key="sk-test")
     body = {"max_tokens": 100, "messages": [USER]}
     fake.script.append(fake_anthropic.error(429, "rate_limit_error", "slow down", retry_after="7"))
-    with pytest.raises(RateLimited) as limited:
+    with pytest.raises(UpstreamRejected) as limited:
         send(ANTHROPIC, body, provider)
     assert limited.value.headers["Retry-After"] == "7"
     fake.script.append(fake_anthropic.error(529, "overloaded_error", "Overloaded"))

@@ -9,7 +9,6 @@ import pytest
 
 from gateway.errors import (
     InvalidRequest,
-    RateLimited,
     ServiceUnavailable,
     UpstreamError,
     UpstreamRejected,
@@ -176,7 +175,7 @@ def test_stream_errors_and_early_end_raise():
 
 
 ERRORS = [
-    (429, fake_gemini.error(429, "Quota exceeded", retry_delay="6.5s"), RateLimited, 429, "7"),
+    (429, fake_gemini.error(429, "Quota exceeded", retry_delay="6.5s"), UpstreamRejected, 429, "7"),
     (503, fake_gemini.error(503, "The model is overloaded."), ServiceUnavailable, 503, "1"),
     (400, fake_gemini.error(400, "Invalid JSON payload received."), UpstreamRejected, 400, None),
     (403, fake_gemini.error(403, "Permission denied."), UpstreamError, 502, None),
@@ -191,7 +190,7 @@ def test_errors(status, reply, raised, gateway_status, retry_after):
     assert type(error) is raised and error.status == gateway_status
     assert error.headers.get("Retry-After") == retry_after
     if raised is UpstreamRejected:
-        assert error.message == "Invalid JSON payload received." and error.code == "INVALID_ARGUMENT"
+        assert error.message == reply.body["error"]["message"] and error.code == reply.body["error"]["status"]
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +225,7 @@ def test_round_trip_stream_and_a_tool_result_with_its_signature(fake):
 def test_round_trip_errors(fake):
     provider = ProviderWire(fake.base_url, api_key="g-key")
     fake.script.append(fake_gemini.error(429, "Quota exceeded", retry_delay="7s"))
-    with pytest.raises(RateLimited) as limited:
+    with pytest.raises(UpstreamRejected) as limited:
         send(GEMINI, {"max_tokens": 50, "messages": [USER]}, provider)
     assert limited.value.headers["Retry-After"] == "7"
     with pytest.raises(UpstreamError) as refused:  # the gateway's key, not the client's request: a 502

@@ -26,7 +26,8 @@ from gateway.upstream.sse import SseEvent
 REASONING_FORMAT = "anthropic-claude-v1"  # OpenRouter's `reasoning_details[].format` for Claude's thinking
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
                   "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
-ERROR_STATUSES = {"overloaded_error": 503, "rate_limit_error": 429}  # the rest keep the upstream's status
+ERROR_TYPES = {"invalid_request_error": "invalid_request_error", "not_found_error": "invalid_request_error",
+               "request_too_large": "invalid_request_error", "rate_limit_error": "rate_limit_error"}
 
 
 def finish_reason(stop_reason: str | None) -> str | None:
@@ -160,14 +161,11 @@ class AnthropicStream:
 
 
 def error_of(status: int, headers: Mapping[str, str], body: Any) -> WireError:
-    """The gateway error of an Anthropic error answer (529 overloaded: a 503 the client may retry)."""
+    """The WireError of an Anthropic error answer (529 `overloaded_error`: overloaded, with Retry-After)."""
     error = body.get("error") if isinstance(body, dict) else None
     error = error if isinstance(error, dict) else {"type": "api_error", "message": str(body)[:500]}
     kind = str(error.get("type") or "api_error")
-    gateway_status = 503 if status == 529 else ERROR_STATUSES.get(kind, status)
-    retry_after = header(headers, "retry-after")
-    if gateway_status == 503:
-        retry_after = retry_after or OVERLOADED_RETRY_AFTER_S
-    gateway_type = kind if kind in ("invalid_request_error", "not_found_error", "rate_limit_error") else "api_error"
-    return WireError(gateway_status, "invalid_request_error" if gateway_type == "not_found_error" else gateway_type,
-                     kind, str(error.get("message") or kind), retry_after)
+    overloaded = status == 529 or kind == "overloaded_error"
+    retry_after = header(headers, "retry-after") or (OVERLOADED_RETRY_AFTER_S if overloaded else None)
+    return WireError(status, ERROR_TYPES.get(kind, "api_error"), kind, str(error.get("message") or kind),
+                     retry_after, overloaded=overloaded)

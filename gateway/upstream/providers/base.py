@@ -3,8 +3,9 @@
 An adapter is pure: `build_request` turns the prepared chat body into a `WireRequest` (method, URL,
 headers, JSON); `parse_response` turns the provider's JSON answer into a canonical `chat.completion`;
 `stream_translator` returns an object fed the provider's SSE events one at a time, giving canonical
-`chat.completion.chunk`s (reasoning in `delta.reasoning`); `parse_error` maps an error answer onto
-the gateway's error tree as a `WireError`, whose `exception()` is what the shared client raises.
+`chat.completion.chunk`s (reasoning in `delta.reasoning`); `parse_error` reads an error answer into a `WireError`,
+whose `exception()` is the gateway error the shared client raises (429s keep Retry-After; an
+overloaded provider is a retryable 503 with Retry-After).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any, Protocol
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
-    RateLimited,
     ServiceUnavailable,
     UpstreamError,
     UpstreamRejected,
@@ -52,33 +52,32 @@ class WireRequest:
 
 @dataclass(frozen=True)
 class WireError:
-    """A provider's error answer, mapped onto the gateway's error tree."""
+    """A provider's error answer: its status and what it said, and whether the provider is overloaded."""
 
-    status: int  # the status the gateway answers with
+    status: int  # the provider's HTTP status
     type: str
     code: str | None
     message: str
     retry_after: str | None = None
     param: str | None = None
+    overloaded: bool = False  # a busy provider (Anthropic's 529, Google's 503): the client may retry
 
     def exception(self, provider: str) -> GatewayError:
-        """The gateway error to raise: 429 and 503 keep Retry-After, other 4xx pass through, 5xx are 502."""
+        """The gateway error to raise (gateway.upstream.client.rejected_error's rules, plus overloaded -> 503)."""
         headers = {"Retry-After": self.retry_after} if self.retry_after else None
-        if self.status == 503:
+        metadata = {"provider_name": provider}
+        if self.overloaded:
             return ServiceUnavailable(f"Upstream {provider!r} is overloaded: {self.message}", headers=headers,
-                                      metadata={"provider_name": provider})
+                                      metadata=metadata)
         if self.status in (401, 403):
             return UpstreamError(f"Upstream {provider!r} rejected the gateway's credentials: {self.message}",
-                                 metadata={"provider_name": provider})
-        if self.status == 429:
-            return RateLimited(self.message, code=self.code, headers=headers, metadata={"provider_name": provider})
+                                 metadata=metadata)
         if 400 <= self.status < 500:
             error = UpstreamRejected(self.message, status=self.status, param=self.param, code=self.code,
-                                     headers=headers, metadata={"provider_name": provider})
+                                     headers=headers, metadata=metadata)
             error.type = self.type
             return error
-        return UpstreamError(f"Upstream {provider!r} failed with {self.status}: {self.message}",
-                             metadata={"provider_name": provider})
+        return UpstreamError(f"Upstream {provider!r} failed with {self.status}: {self.message}", metadata=metadata)
 
 
 class StreamTranslator(Protocol):

@@ -173,8 +173,7 @@ def error_of(status: int, headers: Mapping[str, str], body: Any) -> WireError:
     error = error if isinstance(error, dict) else {"message": str(body)[:500]}
     if any(isinstance(item, dict) and item.get("reason") == "API_KEY_INVALID" for item in error.get("details") or []):
         status = 401  # Google answers a bad key with 400: it is the gateway's credentials, not the client's request
-    retry_after = header(headers, "retry-after") or retry_delay(error)
-    if status == 503:
-        retry_after = retry_after or OVERLOADED_RETRY_AFTER_S
+    overloaded = status == 503
+    retry_after = header(headers, "retry-after") or retry_delay(error) or (OVERLOADED_RETRY_AFTER_S if overloaded else None)
     return WireError(status, ERROR_TYPES.get(status, "api_error"), str(error.get("status") or status),
-                     str(error.get("message") or error.get("status") or status), retry_after)
+                     str(error.get("message") or error.get("status") or status), retry_after, overloaded=overloaded)
