@@ -78,14 +78,16 @@ def test_openai_agents_python(live_server, key, model, streamed, api):
     assert_both_tools_ran(model, len(ran))
 
 
-def test_pydantic_ai(live_server, key, model):
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_pydantic_ai(live_server, key, model, api):
     pydantic_ai = pytest.importorskip("pydantic_ai")
-    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
     ran = []
     provider = OpenAIProvider(base_url=live_server + BASE, api_key=key)
-    agent = pydantic_ai.Agent(OpenAIChatModel("test-model", provider=provider), instructions="Use tools.")
+    kind = OpenAIChatModel if api == "chat" else OpenAIResponsesModel
+    agent = pydantic_ai.Agent(kind("test-model", provider=provider), instructions="Use tools.")
 
     @agent.tool_plain
     def lucky_number() -> str:
@@ -102,7 +104,7 @@ const { Agent, run, tool, setDefaultOpenAIClient, setOpenAIAPI, setTracingDisabl
 const OpenAI = require("openai");
 const { z } = require("zod");
 setTracingDisabled(true);
-setOpenAIAPI("chat_completions");
+setOpenAIAPI(process.env.API);
 setDefaultOpenAIClient(new OpenAI({ baseURL: process.env.BASE_URL, apiKey: process.env.API_KEY, maxRetries: 0 }));
 let ran = 0;
 const luckyNumber = tool({
@@ -122,10 +124,11 @@ run(agent, process.env.QUESTION, { stream: process.env.STREAM === "1" })
 @pytest.mark.skipif(not (shutil.which("node") and NODE_MODULES
                          and os.path.isdir(os.path.join(NODE_MODULES, "@openai", "agents"))),
                     reason="node with @openai/agents is not available (set AGENTS_NODE_MODULES)")
-@pytest.mark.parametrize("streamed", [False, True])
-def test_openai_agents_js(live_server, key, model, streamed):
+@pytest.mark.parametrize(("streamed", "api"), [(False, "chat_completions"), (True, "chat_completions"),
+                                               (False, "responses")])
+def test_openai_agents_js(live_server, key, model, streamed, api):
     env = {**os.environ, "NODE_PATH": NODE_MODULES, "BASE_URL": live_server + BASE, "API_KEY": key,
-           "LUCKY": LUCKY, "QUESTION": QUESTION, "STREAM": "1" if streamed else "0"}
+           "LUCKY": LUCKY, "QUESTION": QUESTION, "STREAM": "1" if streamed else "0", "API": api}
     done = subprocess.run(["node", "-e", JS_AGENT], capture_output=True, text=True, env=env, timeout=120, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result.get("output") == f"Your lucky number is {LUCKY}.", result
