@@ -79,6 +79,11 @@ REQUESTS = [
     ("thinking budget", {"thinking": {"type": "enabled", "budget_tokens": 5000}},
      {"messages": [CHAT_USER], "reasoning_effort": "medium"}),
     ("thinking disabled", {"thinking": {"type": "disabled"}}, {"messages": [CHAT_USER]}),
+    ("output_config effort", {"output_config": {"effort": "max"}},
+     {"messages": [CHAT_USER], "reasoning_effort": "xhigh"}),
+    ("strict tool", {"tools": [{"type": "custom", "name": "f", "input_schema": {"type": "object"}, "strict": True}]},
+     {"messages": [CHAT_USER], "tools": [{"type": "function", "function": {
+         "name": "f", "parameters": {"type": "object"}, "strict": True}}]}),
     ("structured output", {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}},
      {"messages": [CHAT_USER], "response_format": {"type": "json_schema", "json_schema": {
          "name": "output", "schema": {"type": "object"}, "strict": True}}}),
@@ -99,6 +104,10 @@ DROPS = [
         {"type": "text", "text": "Hello"}]}, USER]}, ["thinking", "redacted_thinking"]),
     ("cache_control", {"system": [{"type": "text", "text": "S", "cache_control": {"type": "ephemeral"}}]},
      ["cache_control"]),
+    ("tool cache_control", {"tools": [{"name": "f", "input_schema": {}, "cache_control": {"type": "ephemeral"}}]},
+     ["cache_control"]),
+    ("account-side fields", {"cache_control": {"type": "ephemeral"}, "speed": "fast", "service_tier": "auto"},
+     ["cache_control", "service_tier", "speed"]),
 ]
 
 
@@ -124,6 +133,7 @@ REFUSALS = [
     ({"thinking": {"type": "enabled"}}, "thinking"),
     ({"mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}]}, "mcp_servers"),
     ({"frequency_penalty": 1}, "frequency_penalty"),
+    ({"output_config": {"effort": "extreme"}}, "output_config.effort"),
 ]
 
 

@@ -4,8 +4,9 @@ The inverse of gateway.upstream.providers.anthropic, for a model whose provider 
 `chat_request(body)` gives the chat body and the names of what it dropped (the view may put them in
 a warning header): `top_k`, `thinking` / `redacted_thinking` blocks sent back (a chat upstream has
 no place for another model's signed thinking), `cache_control` (chat upstreams have no prompt
-cache markers) and `service_tier`. A `document` block, a server tool, or a field with a gateway-side
-meaning not built yet (`mcp_servers`, `container`, `context_management`) is a 400 naming it.
+cache markers) and Anthropic's account-side fields (`service_tier`, `inference_geo`, `speed`, ...).
+A `document` block, a server tool, or a field with a gateway-side meaning not built yet
+(`mcp_servers`, `container`, `context_management`) is a 400 naming it; so is an unknown field.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from gateway.errors import InvalidRequest
 from gateway.upstream.providers.anthropic import THINKING_BUDGETS
 
 PASSED = ("temperature", "top_p")  # same name, same meaning on chat
-DROPPED = ("top_k", "service_tier")  # no chat equivalent: dropped and named
+DROPPED = ("top_k", "cache_control", "service_tier", "inference_geo", "speed", "diagnostics", "user_profile_id",
+           "workspace_id")  # no chat equivalent: dropped and named
 REFUSED = ("mcp_servers", "container", "context_management")  # not translated: a 400 rather than a silent drop
 KNOWN = ("model", "max_tokens", "system", "messages", "tools", "tool_choice", "stop_sequences", "thinking",
          "metadata", "stream", "output_config", *PASSED, *DROPPED, *REFUSED)
 THINKING_BLOCKS = ("thinking", "redacted_thinking")
+EFFORT_WORDS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}  # output_config
 TOOL_ERROR_PREFIX = "Error: "  # chat's tool message has no is_error: a failed result says so in its text
 
 
@@ -61,7 +64,7 @@ def chat_request(body: Any) -> ChatRequest:
     for name in DROPPED:
         if body.get(name) is not None:
             request.drop(name)
-    request.body.update(tooling(body))
+    request.body.update(tooling(body, request))
     request.body.update(options(body))
     return request
 
@@ -91,7 +94,7 @@ def options(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops):
             raise invalid("stop_sequences", "must be a list of strings.")
         sent["stop"] = stops
-    if (effort := reasoning_effort(body.get("thinking"))) is not None:
+    if (effort := reasoning_effort(body.get("thinking")) or configured_effort(body.get("output_config"))):
         sent["reasoning_effort"] = effort
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
@@ -116,6 +119,14 @@ def reasoning_effort(thinking: Any) -> str | None:
     covering = [effort for effort, tokens in THINKING_BUDGETS.items() if tokens >= budget]
     return min(covering, key=THINKING_BUDGETS.__getitem__) if covering else max(THINKING_BUDGETS,
                                                                                key=THINKING_BUDGETS.__getitem__)
+
+
+def configured_effort(config: Any) -> str | None:
+    """`output_config.effort` as chat's `reasoning_effort` (Anthropic's `max` is the highest chat has)."""
+    effort = config.get("effort") if isinstance(config, dict) else None
+    if effort is not None and effort not in EFFORT_WORDS:
+        raise invalid("output_config.effort", f"must be one of {', '.join(EFFORT_WORDS)}.")
+    return EFFORT_WORDS.get(effort) if effort else None
 
 
 def output_format(config: Any) -> dict[str, Any] | None:
@@ -258,14 +269,14 @@ def tool_call(block: dict[str, Any], param: str) -> dict[str, Any]:
             "function": {"name": block["name"], "arguments": json.dumps(block.get("input") or {})}}
 
 
-def tooling(body: dict[str, Any]) -> dict[str, Any]:
+def tooling(body: dict[str, Any], request: ChatRequest) -> dict[str, Any]:
     """`tools` (custom tools only) and `tool_choice` in chat's words."""
     sent: dict[str, Any] = {}
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
             raise invalid("tools", "must be a list.")
-        sent["tools"] = [function_tool(tool, f"tools[{index}]") for index, tool in enumerate(tools)]
+        sent["tools"] = [function_tool(tool, f"tools[{index}]", request) for index, tool in enumerate(tools)]
     choice = body.get("tool_choice")
     if choice is None:
         return sent
@@ -282,7 +293,7 @@ def tooling(body: dict[str, Any]) -> dict[str, Any]:
     return sent
 
 
-def function_tool(tool: Any, param: str) -> dict[str, Any]:
+def function_tool(tool: Any, param: str, request: ChatRequest) -> dict[str, Any]:
     """A custom tool as a chat function tool; a server tool (web search, bash, ...) is a 400."""
     if not isinstance(tool, dict) or tool.get("type", "custom") != "custom":
         kind = tool.get("type") if isinstance(tool, dict) else None
@@ -290,8 +301,9 @@ def function_tool(tool: Any, param: str) -> dict[str, Any]:
     if not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
         raise invalid(param, "a tool needs a name and an input_schema object.")
     function = {"name": tool["name"], "parameters": tool["input_schema"]}
-    if isinstance(tool.get("description"), str):
-        function["description"] = tool["description"]
+    function.update({key: tool[key] for key in ("description", "strict") if tool.get(key) is not None})
+    if "cache_control" in tool:
+        request.drop("cache_control")
     return {"type": "function", "function": function}
 
 
