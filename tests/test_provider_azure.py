@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from gateway.errors import ServiceUnavailable, UpstreamError, UpstreamRejected, UpstreamStreamBroken
+from gateway.upstream.client import rejected_error
 from gateway.upstream.providers import ProviderWire, adapter
 from gateway.upstream.sse import SseEvent
 from tests.fake_upstream import FakeUpstream, JsonReply, StreamReply, chat_chunk, chat_completion
@@ -103,3 +105,22 @@ def test_round_trip_json_stream_and_content_filter(fake):
     with pytest.raises(UpstreamRejected) as refused:
         send(AZURE, body, provider, "dep")
     assert refused.value.code == "content_filter" and refused.value.status == 400
+
+
+def upstream_response(status: int, body: object, headers: dict[str, str]) -> requests.Response:
+    """A requests.Response as the shared client receives it."""
+    response = requests.Response()
+    response.status_code, response._content = status, json.dumps(body).encode()
+    response.headers.update({"Content-Type": "application/json", **headers})
+    return response
+
+
+@pytest.mark.parametrize(("status", "headers", "body"), [case[:3] for case in ERRORS] + [
+    (422, {}, {"error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": None}}),
+    (500, {}, {"error": "boom"})], ids=lambda value: str(value) if isinstance(value, int) else "")
+def test_openai_errors_become_what_the_shared_client_raises_today(status, headers, body):
+    today = rejected_error(upstream_response(status, body, headers), "up")
+    adapted = OPENAI.parse_error(status, headers, body).exception("up")
+    fields = ("status", "type", "code", "param", "message", "headers", "metadata")
+    assert type(adapted) is type(today)
+    assert {name: getattr(adapted, name) for name in fields} == {name: getattr(today, name) for name in fields}

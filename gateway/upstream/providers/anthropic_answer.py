@@ -19,6 +19,7 @@ from gateway.upstream.providers.base import (
     chunk,
     completion,
     header,
+    raw_body,
     usage,
 )
 from gateway.upstream.sse import SseEvent
@@ -168,4 +169,4 @@ def error_of(status: int, headers: Mapping[str, str], body: Any) -> WireError:
     overloaded = status == 529 or kind == "overloaded_error"
     retry_after = header(headers, "retry-after") or (OVERLOADED_RETRY_AFTER_S if overloaded else None)
     return WireError(status, ERROR_TYPES.get(kind, "api_error"), kind, str(error.get("message") or kind),
-                     retry_after, overloaded=overloaded)
+                     retry_after, overloaded=overloaded, raw=raw_body(body))

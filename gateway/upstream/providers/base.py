@@ -10,6 +10,7 @@ overloaded provider is a retryable 503 with Retry-After).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamRejected,
 )
+from gateway.upstream.client import RAW_ERROR_CHARS
 from gateway.upstream.sse import SseEvent
 
 OVERLOADED_RETRY_AFTER_S = "1"  # Retry-After of a 503 from an overloaded provider that named none
@@ -61,17 +63,18 @@ class WireError:
     retry_after: str | None = None
     param: str | None = None
     overloaded: bool = False  # a busy provider (Anthropic's 529, Google's 503): the client may retry
+    raw: str = ""  # the error body as sent, for OpenRouter's `metadata.raw`
 
     def exception(self, provider: str) -> GatewayError:
         """The gateway error to raise (gateway.upstream.client.rejected_error's rules, plus overloaded -> 503)."""
         headers = {"Retry-After": self.retry_after} if self.retry_after else None
-        metadata = {"provider_name": provider}
+        metadata = {"provider_name": provider, "raw": self.raw[:RAW_ERROR_CHARS]}
         if self.overloaded:
             return ServiceUnavailable(f"Upstream {provider!r} is overloaded: {self.message}", headers=headers,
                                       metadata=metadata)
         if self.status in (401, 403):
             return UpstreamError(f"Upstream {provider!r} rejected the gateway's credentials: {self.message}",
-                                 metadata=metadata)
+                                 metadata={"provider_name": provider})
         if 400 <= self.status < 500:
             error = UpstreamRejected(self.message, status=self.status, param=self.param, code=self.code,
                                      headers=headers, metadata=metadata)
@@ -117,6 +120,11 @@ class ProviderAdapter(Protocol):
 def refuse(param: str, why: str) -> InvalidRequest:
     """The 400 for a field the provider cannot take."""
     return InvalidRequest(f"{param}: {why}", param=param, code="unsupported_parameter")
+
+
+def raw_body(body: Any) -> str:
+    """An error body as text, for `WireError.raw`."""
+    return body if isinstance(body, str) else json.dumps(body)
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

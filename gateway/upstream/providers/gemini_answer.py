@@ -21,6 +21,7 @@ from gateway.upstream.providers.base import (
     chunk,
     completion,
     header,
+    raw_body,
     usage,
 )
 from gateway.upstream.sse import SseEvent
@@ -176,4 +177,5 @@ def error_of(status: int, headers: Mapping[str, str], body: Any) -> WireError:
     overloaded = status == 503
     retry_after = header(headers, "retry-after") or retry_delay(error) or (OVERLOADED_RETRY_AFTER_S if overloaded else None)
     return WireError(status, ERROR_TYPES.get(status, "api_error"), str(error.get("status") or status),
-                     str(error.get("message") or error.get("status") or status), retry_after, overloaded=overloaded)
+                     str(error.get("message") or error.get("status") or status), retry_after, overloaded=overloaded,
+                     raw=raw_body(body))

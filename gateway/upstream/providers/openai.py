@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.errors import UpstreamStreamBroken
 from gateway.upstream.chunks import parse_chunk
-from gateway.upstream.providers.base import ProviderWire, WireError, WireRequest, header, join_url
+from gateway.upstream.providers.base import ProviderWire, WireError, WireRequest, header, join_url, raw_body
 from gateway.upstream.sse import SseEvent
 
 
@@ -69,7 +69,7 @@ class OpenAIAdapter:
         kind = error.get("type") if isinstance(error.get("type"), str) else "invalid_request_error"
         param = error.get("param") if isinstance(error.get("param"), str) else None
         return WireError(status, kind, str(code) if code is not None else None, str(error.get("message")),
-                         header(headers, "retry-after"), param)
+                         header(headers, "retry-after"), param, raw=raw_body(body))
 
 
 OPENAI = OpenAIAdapter()
