@@ -126,8 +126,28 @@ class AuthSettings(Section):
 
 
 class ProviderSettings(Section):
-    base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1")
+    type: Literal["openai", "anthropic", "gemini", "azure"] = Field(
+        "openai", description="the provider's wire format: openai (OpenAI-compatible chat), anthropic (Messages "
+        "API), gemini (generateContent), azure (Azure OpenAI deployments)"
+    )
+    base_url: str = Field(
+        description="the API root as the provider's own SDK takes it (openai: ending in /v1; anthropic: "
+        "https://api.anthropic.com; gemini: https://generativelanguage.googleapis.com; azure: "
+        "https://RESOURCE.openai.azure.com)"
+    )
     api_key_env: str | None = Field(None, description="env var holding the upstream API key")
+    api_version: str | None = Field(
+        None, description="Azure's `api-version` query parameter (required when type = \"azure\")"
+    )
+    extra_headers: dict[str, str] = Field(
+        default_factory=dict, description="headers sent with every call to this provider (shown masked by `config show`)"
+    )
+    anthropic_version: str = Field(
+        "2023-06-01", description="the `anthropic-version` header (type = \"anthropic\")"
+    )
+    anthropic_beta: tuple[str, ...] = Field(
+        (), description="`anthropic-beta` flags, sent comma-separated (type = \"anthropic\")"
+    )
     timeout_s: float = Field(600.0, gt=0, description="read timeout for upstream calls")
     connect_timeout_s: float = Field(5.0, gt=0, description="connect timeout for upstream calls")
     command: list[str] | None = Field(
@@ -368,8 +388,10 @@ class Settings(Section):
 
 
 def check_providers(settings: Settings) -> None:
-    """Several copies of a command need a port for each: `{port}` in the command, a port in base_url."""
+    """Azure needs its api_version; several copies of a command need `{port}` in it and a port in base_url."""
     for name, provider in settings.providers.items():
+        if provider.type == "azure" and not provider.api_version:
+            raise ConfigError(f"providers.{name}.api_version: required when type = \"azure\" (e.g. \"2024-10-21\")")
         if provider.copies == 1 or not provider.command:
             continue  # without a command there is nothing to copy: requests go to base_url
         if not any("{port}" in argument for argument in provider.command):

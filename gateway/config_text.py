@@ -1,7 +1,7 @@
 """The effective settings as TOML text with secrets masked (`gateway config show`), a base to copy.
 
 Masked, as `***`: passwords and query values in URLs, the values of MCP servers' `headers` and
-`env`, and the value after a command-line option whose name mentions a key, token, secret or
+`env` and of providers' `extra_headers`, and the value after a command-line option whose name mentions a key, token, secret or
 password. Settings left unset (None) are omitted; loading the text gives the same settings.
 """
 
@@ -34,6 +34,7 @@ def masked(data: dict[str, Any]) -> dict[str, Any]:
             data[section]["url"] = masked_url(data[section]["url"])
     for provider in data.get("providers", {}).values():
         provider["base_url"] = masked_url(provider["base_url"])
+        provider["extra_headers"] = dict.fromkeys(provider.get("extra_headers", {}), MASK)
         if "command" in provider:
             provider["command"] = masked_argv(provider["command"])
     for server in data.get("mcpServers", {}).values():
