@@ -62,10 +62,12 @@ class ProviderFake:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> Self:
+        """Serve on a daemon thread."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()
 

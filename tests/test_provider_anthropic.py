@@ -107,6 +107,7 @@ def test_request_translation(body, expected):
 
 REFUSALS = [
     ({"n": 2}, "n"), ({"logprobs": True}, "logprobs"), ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ({"seed": 0}, "seed"),
     ({"response_format": {"type": "json_object"}}, "response_format"), ({"temperature": 1.5}, "temperature"),
     ({"max_tokens": 1000, "reasoning_effort": "low"}, "reasoning_effort"), ({"max_tokens": None}, "max_tokens"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
@@ -122,6 +123,11 @@ def test_untranslatable_fields_are_a_400_naming_them(body, param):
     with pytest.raises(InvalidRequest) as refused:
         wire(**body)
     assert refused.value.status == 400 and refused.value.param == param and param in refused.value.message
+
+
+def test_neutral_values_of_fields_without_an_equivalent_are_accepted():
+    sent = wire(frequency_penalty=0, presence_penalty=0, logprobs=False, logit_bias={}, modalities=["text"], n=1)
+    assert not {"frequency_penalty", "presence_penalty", "logprobs", "logit_bias", "modalities", "n"} & set(sent)
 
 
 def test_new_api_versions_refuse_temperature():

@@ -97,6 +97,7 @@ REFUSALS = [
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
         "type": "object", "properties": {"node": {"$ref": "#"}}}}}]}, "tools[0].function.parameters"),
     ({"reasoning_effort": "huge"}, "reasoning_effort"),
+    ({"messages": [USER, {"role": "tool", "tool_call_id": "call_9", "content": "x"}]}, "messages[1].tool_call_id"),
 ]
 
 

@@ -23,9 +23,9 @@ from gateway.errors import (
     UpstreamError,
     UpstreamRejected,
 )
-from gateway.upstream.client import RAW_ERROR_CHARS
 from gateway.upstream.sse import SseEvent
 
+RAW_ERROR_CHARS = 1000  # of an upstream's error body, shown as OpenRouter's `metadata.raw`
 OVERLOADED_RETRY_AFTER_S = "1"  # Retry-After of a 503 from an overloaded provider that named none
 
 

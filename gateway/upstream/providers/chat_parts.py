@@ -12,13 +12,15 @@ DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[\w=.+-]+)*;base64
 # OpenAI chat fields no other provider has; sent anyway they would be dropped silently, so they are refused
 NO_EQUIVALENT = ("logprobs", "top_logprobs", "logit_bias", "frequency_penalty", "presence_penalty", "seed",
                  "audio", "modalities", "prediction", "web_search_options", "functions", "function_call")
+NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "top_logprobs": 0, "logit_bias": {}, "modalities": ["text"]}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 
-def refuse_no_equivalent(body: dict[str, Any], provider: str, also: tuple[str, ...] = ()) -> None:
+def refuse_no_equivalent(body: dict[str, Any], provider: str) -> None:
     """Raise a 400 naming the first field this provider has no equivalent for (`n` above 1 included)."""
-    for name in (*NO_EQUIVALENT, *also):
-        if body.get(name) not in (None, False):
+    for name in NO_EQUIVALENT:
+        value = body.get(name)
+        if not (value is None or value is False or (name in NEUTRAL and value == NEUTRAL[name])):
             raise refuse(name, f"{provider} has no equivalent of this parameter.")
     if body.get("n") not in (None, 1):
         raise refuse("n", f"{provider} returns one choice per request.")

@@ -77,7 +77,9 @@ def content_of(message: dict[str, Any], param: str, names: dict[str, str],
     role = message.get("role")
     if role == "tool":
         call_id = str(message.get("tool_call_id") or "")
-        response = {"id": call_id, "name": names.get(call_id, ""), "response": {"result": text_of(message.get("content"))}}
+        if call_id not in names:
+            raise refuse(f"{param}.tool_call_id", "no earlier assistant tool call has this id.")
+        response = {"id": call_id, "name": names[call_id], "response": {"result": text_of(message.get("content"))}}
         return "user", [{"functionResponse": response}]
     if role == "user":
         return "user", [user_part(part, f"{param}.content[{number}]")
