@@ -11,12 +11,15 @@ from __future__ import annotations
 import sys
 import threading
 
+import pytest
 import requests
+from mcp.shared.exceptions import MCPError
 
 from gateway import db
 from gateway.accounting.keys import create_key
 from tests.live_gateway import live_gateway
 from tests.mcp_fixtures.launch import TOOL_SERVER
+from tests.mcp_hub_client import call
 from tests.test_graceful_restarts import wait_for
 
 CALLS = 20
@@ -60,14 +63,16 @@ def test_hanging_hub_calls_leave_threads_for_another_tenant(tmp_path, fake_upstr
     }
     with live_gateway(tmp_path, tables, workers=1, threads=8, graceful=False) as server:
         calls = [ToolCall(server.base_url, caller, call_id) for call_id in range(CALLS)]
-        for call in calls:
-            call.start()
-        wait_for(lambda: sum(call.answer is not None for call in calls) >= CALLS - HELD, "the refusals")
+        for held in calls:
+            held.start()
+        wait_for(lambda: sum(held.answer is not None for held in calls) >= CALLS - HELD, "the refusals")
         chat = requests.post(f"{server.base_url}/v1/chat/completions", timeout=60,
                              headers={"Authorization": f"Bearer {other}"},
                              json={"model": "test-model", "messages": [{"role": "user", "content": "hi"}]})
-        still_held = [call for call in calls if call.answer is None]
-        refused = [call.answer for call in calls if call.answer is not None]
+        with pytest.raises(MCPError, match="hub_thread_share") as sdk_refusal:  # the SDK shows the reason
+            call(f"{server.base_url}/mcp", caller, "tools__echo", {"text": "one more"})
+        still_held = [held for held in calls if held.answer is None]
+        refused = [held.answer for held in calls if held.answer is not None]
     assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
     assert len(still_held) == HELD, [(a.status_code, a.text[:300]) for a in refused[:3]]
     assert {answer.status_code for answer in refused} == {429}
@@ -75,3 +80,4 @@ def test_hanging_hub_calls_leave_threads_for_another_tenant(tmp_path, fake_upstr
     assert error["jsonrpc"] == "2.0" and isinstance(error["id"], int)
     assert error["error"]["code"] == -32000 and error["error"]["data"]["code"] == "too_many_tool_calls"
     assert "hub_thread_share" in error["error"]["message"] and refused[0].headers["Retry-After"] == "1"
+    assert sdk_refusal.value.error.code == -32000
