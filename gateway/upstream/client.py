@@ -27,7 +27,10 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.observability.outgoing import UpstreamCall
+from gateway.upstream import wire
 from gateway.upstream.copies import CopyBalancer
+from gateway.upstream.providers import StreamTranslator, WireRequest
+from gateway.upstream.providers.base import RAW_ERROR_CHARS
 from gateway.upstream.sse import SseDecoder, SseEvent
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,6 @@ class Timeout:
 
     def as_requests(self) -> tuple[float, float]:
         return (self.connect, self.read)
-
-
-RAW_ERROR_CHARS = 1000  # of an upstream's error body, shown as OpenRouter's `metadata.raw`
 
 
 def rejected_error(response: requests.Response, provider: str) -> GatewayError:
@@ -102,8 +102,9 @@ class UpstreamStream:
     """An upstream SSE response read on a pool thread into a bounded queue the caller drains."""
 
     def __init__(self, response: requests.Response, provider: str, executor: ThreadPoolExecutor,
-                 call: UpstreamCall | None = None):
+                 call: UpstreamCall | None = None, translate: StreamTranslator | None = None):
         self._response = response
+        self._translate = translate  # a provider's events -> OpenAI chunk events (None: they are already)
         self._provider = provider
         self._call = call
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=STREAM_QUEUE_EVENTS)
@@ -111,17 +112,18 @@ class UpstreamStream:
         executor.submit(self._read)
 
     def _read(self) -> None:
-        decoder = SseDecoder()
         last_data = ""
         try:
-            for chunk in self._response.iter_content(chunk_size=None):
-                for event in decoder.feed(chunk):
-                    last_data = event.data if event.data != "[DONE]" else last_data
-                    if not self._put(event):
-                        return
+            for event in self._events():
+                last_data = event.data if event.data != "[DONE]" else last_data
+                if not self._put(event):
+                    return
         except requests.RequestException as exc:
             if not self._closed.is_set():
                 self._failed(translate_exception(exc, self._provider))
+        except GatewayError as error:  # a translated provider's error event, or its stream cut short
+            if not self._closed.is_set():
+                self._failed(error)
         except Exception as exc:  # noqa: BLE001 - surfaced to the consumer, never lost
             if not self._closed.is_set():
                 log.warning("stream reader for %s failed: %r", self._provider, exc)
@@ -130,6 +132,12 @@ class UpstreamStream:
             if self._call is not None:
                 self._call.finished(last_data)  # its usage, when traced
             self._put(_END)
+
+    def _events(self) -> Iterator[SseEvent]:
+        """The upstream's SSE events as OpenAI chunk events."""
+        decoder = SseDecoder()
+        events = (event for chunk in self._response.iter_content(chunk_size=None) for event in decoder.feed(chunk))
+        return events if self._translate is None else wire.translated_events(self._translate, events)
 
     def _failed(self, error: GatewayError) -> None:
         if self._call is not None:
@@ -206,9 +214,11 @@ class UpstreamClient:
             return session
 
     def _auth_headers(self, provider: str) -> dict[str, str]:
-        env_name = self._providers[provider].api_key_env
-        secret = os.environ.get(env_name, "") if env_name else ""
-        return {"Authorization": f"Bearer {secret}"} if secret else {}
+        """Bearer auth of an OpenAI-compatible provider, and its extra headers (others authenticate per request)."""
+        settings = self._providers[provider]
+        secret = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+        auth = {"Authorization": f"Bearer {secret}"} if secret and settings.type == "openai" else {}
+        return {**auth, **settings.extra_headers}
 
     def _timeout(self, provider: str) -> Timeout:
         settings = self._providers[provider]
@@ -222,16 +232,15 @@ class UpstreamClient:
     def _url(base_url: str, path: str) -> str:
         return base_url.rstrip("/") + "/" + path.lstrip("/")
 
-    def _send(self, provider: str, method: str, path: str, body: Any, stream: bool,
-              call: UpstreamCall) -> requests.Response:
+    def _send(self, provider: str, sent: WireRequest, stream: bool, call: UpstreamCall) -> requests.Response:
         try:
             response = self._session(provider).request(
-                method,
-                call.url,
-                json=body,
+                sent.method,
+                sent.url,
+                json=sent.json,
                 stream=stream,
                 timeout=self._timeout(provider).as_requests(),
-                headers=call.headers,  # `traceparent` when the request is traced
+                headers={**sent.headers, **call.headers},  # `traceparent` when the request is traced
             )
         except requests.RequestException as exc:
             error = translate_exception(exc, provider)
@@ -241,25 +250,33 @@ class UpstreamClient:
             call.failed(error)
             raise
         if response.status_code >= 400:
-            error = rejected_error(response, provider)
+            settings = self._providers[provider]
+            error = wire.rejected(settings, response, provider) if wire.translated(settings) else (
+                rejected_error(response, provider))
             response.close()
             call.failed(error, status=response.status_code)
             raise error
         call.answered(response.status_code)
         return response
 
-    def _call(self, provider: str, path: str, body: Any) -> UpstreamCall:
-        base_url, release = self._copies[provider].acquire()  # the least busy copy, held until the call ends
-        call = UpstreamCall(provider, path, body, self._url(base_url, path))
+    def _call(self, provider: str, path: str, body: Any) -> tuple[WireRequest, UpstreamCall]:
+        """The provider's request for a prepared body, and its call on the least busy copy (held until it ends)."""
+        base_url, release = self._copies[provider].acquire()
+        try:
+            sent = wire.wire_request(self._providers[provider], base_url, path, body)
+        except GatewayError:
+            release()
+            raise
+        call = UpstreamCall(provider, path, body, sent.url)
         call.on_end = release
-        return call
+        return sent, call
 
     def post_json(self, provider: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST a JSON body and return the decoded JSON answer."""
-        call = self._call(provider, path, body)
-        response = self._send(provider, "POST", path, body, False, call)
+        """POST a JSON body and return the decoded JSON answer (a chat completion in OpenAI's shape)."""
+        sent, call = self._call(provider, path, body)
+        response = self._send(provider, sent, False, call)
         try:
-            answer = self._decode(response, provider)
+            answer = wire.parse_answer(self._providers[provider], path, self._decode(response, provider), provider)
         except GatewayError as error:
             call.failed(error, answered=True)
             raise
@@ -272,9 +289,10 @@ class UpstreamClient:
 
     def open_stream(self, provider: str, path: str, body: dict[str, Any]) -> UpstreamStream:
         """POST and return the SSE answer as an UpstreamStream (errors before the body raise)."""
-        call = self._call(provider, path, body)
-        response = self._send(provider, "POST", path, body, True, call)
-        return UpstreamStream(response, provider, self._executor, call)
+        sent, call = self._call(provider, path, body)
+        response = self._send(provider, sent, True, call)
+        translate = wire.translator(self._providers[provider], path, body)
+        return UpstreamStream(response, provider, self._executor, call, translate)
 
     def probe(self, provider: str) -> bool:
         """Whether the provider answers HTTP below 500 (GET models, short timeouts): for /readyz."""

@@ -1,0 +1,83 @@
+"""The shared client's seam to the provider adapters: a prepared body as its provider's request, and back.
+
+Chat completions go through the adapter of the provider's `type` (gateway.upstream.providers); the
+`openai` adapter sends the prepared body as it is. Other paths (completions, embeddings) exist on
+OpenAI-compatible upstreams only. Answers, stream events and errors of a translated provider come
+back canonical, so the relay, the tool loop and Responses read one format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from gateway.config import ProviderSettings
+from gateway.errors import GatewayError, InvalidRequest, UpstreamError
+from gateway.upstream.providers import ProviderWire, StreamTranslator, WireRequest, adapter
+from gateway.upstream.providers.base import join_url
+from gateway.upstream.sse import SseEvent
+
+CHAT_PATH = "chat/completions"
+DONE = SseEvent("[DONE]")
+
+
+def translated(settings: ProviderSettings) -> bool:
+    """Whether the provider's wire differs from OpenAI's chat (answers and events need translating)."""
+    return settings.type not in ("openai", "azure")
+
+
+def provider_wire(settings: ProviderSettings, base_url: str) -> ProviderWire:
+    """What the adapter needs: the base URL of the copy called, the secret, the provider's headers and versions."""
+    secret = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+    return ProviderWire(base_url, secret or None, settings.api_version, dict(settings.extra_headers),
+                        settings.anthropic_version, tuple(settings.anthropic_beta))
+
+
+def wire_request(settings: ProviderSettings, base_url: str, path: str, body: dict[str, Any]) -> WireRequest:
+    """The HTTP request for a prepared body (InvalidRequest: a path or field the provider cannot take)."""
+    if path == CHAT_PATH:
+        return adapter(settings.type).build_request(body, str(body.get("model")), provider_wire(settings, base_url))
+    if settings.type != "openai":
+        raise InvalidRequest(f"The model's provider ({settings.type}) serves chat completions only, not {path}.",
+                             param="model", code="unsupported_endpoint")
+    return WireRequest("POST", join_url(base_url, path), {}, body, bool(body.get("stream")))
+
+
+def parse_answer(settings: ProviderSettings, path: str, answer: dict[str, Any], provider: str) -> dict[str, Any]:
+    """A JSON answer as a canonical chat completion."""
+    if path != CHAT_PATH or not translated(settings):
+        return answer
+    try:
+        return adapter(settings.type).parse_response(200, answer)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UpstreamError(f"Upstream {provider!r} sent an answer the gateway cannot read.") from exc
+
+
+def rejected(settings: ProviderSettings, response: requests.Response, provider: str) -> GatewayError:
+    """The gateway error of a translated provider's error answer."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    return adapter(settings.type).parse_error(response.status_code, response.headers, body).exception(provider)
+
+
+def translator(settings: ProviderSettings, path: str, body: dict[str, Any]) -> StreamTranslator | None:
+    """A fresh stream translator, or None when the events are OpenAI chunks already."""
+    if path != CHAT_PATH or not translated(settings):
+        return None
+    return adapter(settings.type).stream_translator(str(body.get("model")))
+
+
+def translated_events(translate: StreamTranslator, events: Iterator[SseEvent]) -> Iterator[SseEvent]:
+    """A provider's events as OpenAI chunk events, then `[DONE]` (raises UpstreamStreamBroken when cut short)."""
+    for event in events:
+        for chunk in translate.feed(event):
+            yield SseEvent(json.dumps(chunk, separators=(",", ":")))
+    for chunk in translate.finish():
+        yield SseEvent(json.dumps(chunk, separators=(",", ":")))
+    yield DONE
