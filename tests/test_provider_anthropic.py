@@ -67,6 +67,15 @@ REQUESTS = [
      {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": [
          {"type": "thinking", "thinking": "hmm", "signature": "sig"}, {"type": "redacted_thinking", "data": "opaque"},
          {"type": "text", "text": "Hello"}]}]}),
+    ("a tool result with an image",
+     {"messages": [USER, {"role": "assistant", "tool_calls": [CALL]}, {"role": "tool", "tool_call_id": "call_1", "content": [
+         {"type": "text", "text": "chart:"}, {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]}]},
+     {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                   {"role": "assistant", "content": [
+                       {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": [
+                       {"type": "text", "text": "chart:"},
+                       {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]}]}]}),
     ("the prepared cap is max_tokens", {"max_tokens": None, "max_completion_tokens": 77}, {"max_tokens": 77}),
     ("stop, temperature, top_p", {"stop": "END", "temperature": 0.2, "top_p": 0.9},
      {"stop_sequences": ["END"], "temperature": 0.2, "top_p": 0.9}),

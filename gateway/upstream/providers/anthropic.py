@@ -92,7 +92,7 @@ def turn(message: dict[str, Any], index: int) -> tuple[str, list[dict[str, Any]]
     role = message.get("role")
     if role == "tool":
         result = {"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or ""),
-                  "content": text_blocks(message.get("content"), param)}
+                  "content": user_blocks(message.get("content"), param)}  # a tool result may hold images
         return "user", with_message_cache(message, [result])
     if role == "user":
         return "user", with_message_cache(message, user_blocks(message.get("content"), param))
