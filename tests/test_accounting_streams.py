@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway import db
-from gateway.accounting.streams import Caps, StreamSlots
+from gateway import create_app, db, lifecycle
+from gateway.accounting.keys import create_key
+from gateway.accounting.streams import TENANTS, Caps, StreamSlots, TenantCount
 from gateway.errors import RateLimited
 from gateway.tables import ApiKey
 
@@ -110,3 +111,27 @@ def test_streams_past_a_cap_get_429_until_one_closes(client, make_key: Callable[
     assert again.status_code == 200
     for answer in [*held, again]:
         answer.close()
+
+
+def test_the_tenant_share_applies_once_the_gateway_serves_several_tenants(make_settings) -> None:
+    app = create_app(make_settings(server={"threads": 4}))  # the share: 3 of 4 threads
+    db.upgrade()
+    app.extensions[TENANTS] = TenantCount(ttl_s=0)  # read the tenant count at every stream
+    try:
+        client = app.test_client()
+        with db.database.connection_context():
+            _, solo = create_key("solo app")
+        headers = {"Authorization": f"Bearer {solo}"}
+        held = [client.post("/v1/chat/completions", json=CHAT, headers=headers) for _ in range(4)]
+        assert [answer.status_code for answer in held] == [200] * 4  # a single tenant: every thread
+        for answer in held:
+            answer.close()
+        with db.database.connection_context():
+            create_key("another tenant")
+        held = [client.post("/v1/chat/completions", json=CHAT, headers=headers) for _ in range(4)]
+        assert [answer.status_code for answer in held] == [200, 200, 200, 429]
+        assert "`[limits] stream_share` = 0.75" in held[-1].json["error"]["message"]
+        for answer in held:
+            answer.close()
+    finally:
+        lifecycle.close(app)
