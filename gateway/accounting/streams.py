@@ -70,7 +70,7 @@ class StreamSlots:
     def __init__(self, threads: int, share: float, worker_cap: int | None = None, what: str = "streams") -> None:
         self.threads = threads
         self.share = share
-        self.fair = max(1, math.floor(share * threads))  # most a tenant may hold beside another
+        self.fair = max(1, math.floor(share * threads))  # most a tenant may hold while there are several
         self.worker_cap = worker_cap
         self.what = what
         self._lock = threading.Lock()
@@ -164,7 +164,8 @@ class TenantCount:
         with self._lock:
             if time.monotonic() < self._expires:
                 return self._shared
-        accounts = ApiKey.select(fn.COUNT(ApiKey.account.distinct())).where(ApiKey.revoked == False).scalar()  # noqa: E712
+        live = ApiKey.select(fn.COUNT(ApiKey.account.distinct())).where(ApiKey.revoked == False)  # noqa: E712
+        accounts = live.scalar()
         with self._lock:
             self._shared, self._expires = accounts > 1, time.monotonic() + self.ttl_s
             return self._shared
