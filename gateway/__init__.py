@@ -19,6 +19,7 @@ from gateway.api import (
     health,
     http,
     mcp,
+    messages,
     openapi,
     profiles,
     responses,
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     observability.init_app(app, settings)  # after http: it reads the request id
     responses_ws.init_app(app, settings)
     for name, prefix in API_PREFIXES.items():
-        for blueprint in (chat.bp, catalog.bp, mcp.bp, responses.bp, conversations.bp):
+        for blueprint in (chat.bp, catalog.bp, mcp.bp, messages.bp, responses.bp, conversations.bp):
             app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
     app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)

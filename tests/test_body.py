@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 from gateway import db
-from gateway.errors import OPENROUTER, InvalidRequest, dialect_of
+from gateway.errors import ANTHROPIC, OPENROUTER, InvalidRequest, dialect_of
 from gateway.serving.body import MAX_DEPTH, MAX_INT, MIN_INT, depth, parse_body
 from gateway.tables import ConversationItem, StoredResponse
 
@@ -21,7 +21,7 @@ BODY_ROUTES = [
     *[("post", prefix + path) for prefix in ("/v1", "/api/v1") for path in (
         "/chat/completions", "/completions", "/embeddings", "/responses", "/responses/compact",
         "/responses/<response_id>/cancel", "/conversations", "/conversations/<conversation_id>",
-        "/conversations/<conversation_id>/items")],
+        "/conversations/<conversation_id>/items", "/messages", "/messages/count_tokens")],
     *[("post", "/api/v1/openai/<scope>/<profile>" + path) for path in (
         "/chat/completions", "/responses", "/responses/<response_id>/cancel")],
     ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),
@@ -87,6 +87,8 @@ def assert_clear_error(answer, path: str, status: int | None = None) -> None:
     error = answer.json["error"]
     if dialect_of(path) == OPENROUTER:
         assert error["code"] == answer.status_code and error["message"]
+    elif dialect_of(path) == ANTHROPIC:
+        assert answer.json["type"] == "error" and set(error) == {"type", "message"} and error["message"]
     else:
         assert set(error) == {"message", "type", "param", "code"} and error["message"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import schemathesis
 
-from gateway.errors import OPENROUTER, dialect_of
+from gateway.errors import ANTHROPIC, OPENROUTER, dialect_of
 
 # Routes on purpose not in the document, each with the reason.
 PRIVATE = {
@@ -54,7 +54,7 @@ def test_every_public_route_is_documented_and_every_documented_route_exists(app,
 def test_errors_are_documented_in_each_base_paths_dialect(client):
     document = client.get("/openapi.json").json
     for path, item in document["paths"].items():
-        expected = "OpenRouterError" if dialect_of(path) == OPENROUTER else "OpenAIError"
+        expected = {OPENROUTER: "OpenRouterError", ANTHROPIC: "AnthropicError"}.get(dialect_of(path), "OpenAIError")
         for method, operation in item.items():
             errors = {status: answer["$ref"] for status, answer in operation["responses"].items()
                       if status.startswith(("4", "5")) and "$ref" in answer}

@@ -30,7 +30,7 @@ from gateway import create_app, db, lifecycle
 from gateway.accounting.credits import grant_credits
 from gateway.accounting.keys import create_key
 from gateway.config import build_settings
-from gateway.errors import OPENROUTER, dialect_of
+from gateway.errors import ANTHROPIC, OPENROUTER, dialect_of
 from tests.fake_upstream import FakeUpstream
 
 FUZZ_EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "40"))
@@ -102,7 +102,9 @@ def error_in_dialect(ctx: schemathesis.CheckContext, response: schemathesis.Resp
         return None
     error = response.json()["error"]
     assert isinstance(error["message"], str) and error["message"], "an empty error message"
-    if dialect_of(case.path) == OPENROUTER:
+    if dialect_of(case.path) == ANTHROPIC:
+        assert response.json()["type"] == "error" and set(error) == {"type", "message"}, f"not Anthropic's: {error}"
+    elif dialect_of(case.path) == OPENROUTER:
         assert error["code"] == response.status_code, f"OpenRouter's code is the status: {error}"
     else:
         assert set(error) == OPENAI_FIELDS, f"not OpenAI's error shape: {error}"

@@ -28,7 +28,7 @@ from gateway.mcp.assemble import profile_toolset
 from gateway.serving.http_conventions import request_id
 from gateway.upstream import relay, routing
 from gateway.upstream.dialect import StreamDialect
-from gateway.upstream.prepared import prepare_candidates
+from gateway.upstream.prepared import PreparedRequest, prepare_candidates
 
 bp = authenticated_blueprint("chat", __name__)
 EXECUTED_CALLS_HEADER = "X-Gateway-Executed-Calls"
@@ -62,14 +62,8 @@ def embeddings() -> Response:
 def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     """Authenticate, route, meter, relay upstream."""
     streaming = stream_requested(body)
-    caller = current_caller()
+    candidates, meter = admitted(path, body, streaming)
     settings = services.settings()
-    with refusals_recorded(caller, path, requested_model(body), request_id()):
-        if streaming:
-            hold_stream_slot()
-        candidates = prepare_candidates(routing.candidates(settings, body), path, body, settings.providers, streaming)
-        estimates = [prepared.estimate() for prepared in candidates]
-        meter = Meter.admit(caller, estimates, path, request_id(), settings, services.limiter())
     client = services.upstream()
     if streaming:
         route, stream = relay.open_stream(client, candidates, meter)
@@ -77,6 +71,20 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
         chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect())
         return with_headers(event_stream(chunks), meter)
     return with_headers(jsonify(relay.relay_json(client, candidates, meter)), meter)
+
+
+def admitted(path: str, body: dict[str, Any], streaming: bool, endpoint: str | None = None,
+             ) -> tuple[list[PreparedRequest], Meter]:
+    """The prepared candidates and the admitted meter (a stream slot held first); `endpoint` names the usage row."""
+    caller = current_caller()
+    settings = services.settings()
+    endpoint = endpoint or path
+    with refusals_recorded(caller, endpoint, requested_model(body), request_id()):
+        if streaming:
+            hold_stream_slot()
+        candidates = prepare_candidates(routing.candidates(settings, body), path, body, settings.providers, streaming)
+        estimates = [prepared.estimate() for prepared in candidates]
+        return candidates, Meter.admit(caller, estimates, endpoint, request_id(), settings, services.limiter())
 
 
 def run_with_tools(body: dict[str, Any], labels: list[str], form: str = chat_render.SEED_FORM) -> Response:

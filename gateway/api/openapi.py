@@ -2,7 +2,8 @@
 
 Request bodies are the JSON Schemas of the pydantic models the views validate with, so the
 document and the validation cannot drift apart. Every operation lists its errors in its base
-path's dialect (OpenAI's on /v1 and the profile routes, OpenRouter's on /api/v1).
+path's dialect (OpenAI's on /v1 and the profile routes, OpenRouter's on /api/v1, Anthropic's on the
+Messages routes, whose 503 is Anthropic's 529).
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from gateway.api.openapi_spec import (
     Operation,
     ref,
 )
-from gateway.errors import OPENAI, OPENROUTER, dialect_of
+from gateway.errors import ANTHROPIC, DIALECT_STATUSES, OPENAI, OPENROUTER, dialect_of
 from gateway.responses.compaction import COMPACT_FIELDS
 from gateway.responses.schema import CreateResponseRequest
 
 bp = Blueprint("openapi", __name__)
 PATH_PARAM = re.compile(r"{(\w+)}")
-ERROR_SCHEMA = {OPENAI: "OpenAIError", OPENROUTER: "OpenRouterError"}
+ERROR_SCHEMA = {OPENAI: "OpenAIError", OPENROUTER: "OpenRouterError", ANTHROPIC: "AnthropicError"}
 STATUS_REASONS = {
     400: "Malformed JSON, a body past the gate's limits (depth 64, 64-bit integers, no NaN), or a bad field",
     401: "Missing, unknown or revoked key",
@@ -51,6 +52,7 @@ STATUS_REASONS = {
     502: "Upstream unreachable, failed, or sent a broken stream",
     503: "The database, the MCP runtime or the rate-limit backend is unreachable",
     504: "Upstream timed out",
+    529: "Overloaded: a 503 on the Messages routes, as Anthropic spells it",
     "4XX": "The upstream's own 4xx, passed through (with Retry-After on 429)",
 }
 
@@ -106,6 +108,7 @@ def request_schemas() -> tuple[dict[str, Any], dict[Any, dict[str, Any]]]:
         "properties": {name: create["properties"][name] for name in COMPACT_FIELDS},
     }
     bodies["CompactRequest"] = ref("CompactRequest")
+    bodies.update({op.body: ref(op.body) for op in [*SHARED, *ROOT] if isinstance(op.body, str) and op.body in SCHEMAS})
     return schemas, bodies
 
 
@@ -136,6 +139,7 @@ def responses(op: Operation, dialect: str) -> dict[str, Any]:
     """The answers: the success object(s), then every error status the operation can give."""
     answers: dict[str, Any] = {str(status): success(op, dialect) for status in op.ok_statuses}
     errors = (*(CLIENT if op.auth != PUBLIC else (500,)), *op.errors)
+    errors = tuple(DIALECT_STATUSES.get(dialect, {}).get(status, status) for status in errors)
     for status in sorted({status for status in errors if status not in op.ok_statuses}, key=str):
         answers[str(status)] = {"$ref": f"#/components/responses/{ERROR_SCHEMA[dialect]}{status}"}
     return answers
@@ -171,16 +175,21 @@ def query_parameters(query: type[BaseModel] | dict[str, Any] | None) -> list[dic
 
 
 def error_schemas() -> dict[str, Any]:
-    """The two error bodies: OpenAI's, and OpenRouter's (integer `code`, optional `metadata`)."""
+    """The error bodies: OpenAI's, OpenRouter's (integer `code`, optional `metadata`), Anthropic's."""
     openai = {"type": "object", "additionalProperties": False, "required": ["message", "type", "param", "code"],
               "properties": {"message": {"type": "string", "minLength": 1}, "type": STRING,
                              "param": NULLABLE_STRING, "code": NULLABLE_STRING}}
     openrouter = {"type": "object", "additionalProperties": False, "required": ["code", "message", "type", "param"],
                   "properties": {"code": {"type": "integer"}, "message": {"type": "string", "minLength": 1},
                                  "type": STRING, "param": NULLABLE_STRING, "metadata": {"type": "object"}}}
-    return {name: {"type": "object", "additionalProperties": False, "required": ["error"],
-                   "properties": {"error": error}}
-            for name, error in ((ERROR_SCHEMA[OPENAI], openai), (ERROR_SCHEMA[OPENROUTER], openrouter))}
+    anthropic = {"type": "object", "additionalProperties": False, "required": ["type", "message"],
+                 "properties": {"type": STRING, "message": {"type": "string", "minLength": 1}}}
+    schemas = {name: {"type": "object", "additionalProperties": False, "required": ["error"],
+                      "properties": {"error": error}}
+               for name, error in ((ERROR_SCHEMA[OPENAI], openai), (ERROR_SCHEMA[OPENROUTER], openrouter))}
+    schemas[ERROR_SCHEMA[ANTHROPIC]] = {"type": "object", "additionalProperties": False, "required": ["type", "error"],
+                                        "properties": {"type": {"const": "error"}, "error": anthropic}}
+    return schemas
 
 
 def error_responses() -> dict[str, Any]:

@@ -9,11 +9,22 @@ gateway's input estimate and `message_delta` the upstream's counts, which the SD
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from gateway.dialects.anthropic_replies import anthropic_usage, event, message_id, signature_of, stop_of
+from gateway.dialects.anthropic_replies import (
+    anthropic_usage,
+    error_event,
+    event,
+    message_id,
+    ping,
+    signature_of,
+    stop_of,
+)
 from gateway.ids import new_id
+from gateway.loop.failure import Failure
+from gateway.upstream.sse import SseDecoder
 
 
 class MessagesStreamEncoder:
@@ -116,3 +127,37 @@ class MessagesStreamEncoder:
         frames.append(event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                               "usage": usage}))
         return [*frames, event("message_stop", {})]
+
+
+def messages_events(chat_sse: Iterator[bytes], encoder: MessagesStreamEncoder) -> Iterator[bytes]:
+    """The relay's chat SSE (OpenRouter's framing, whose error chunk carries the status) as Messages events.
+
+    A keep-alive comment becomes `ping`, `[DONE]` (sent once the charge is durable) the closing events,
+    and an error chunk the `error` event; closing this generator closes the relay's, which settles.
+    """
+    decoder = SseDecoder()
+    try:
+        for frame in chat_sse:
+            if frame.startswith(b":"):
+                yield ping()
+                continue
+            for sse_event in decoder.feed(frame):
+                if sse_event.data.strip() == "[DONE]":
+                    yield from encoder.finish()
+                    continue
+                data = json.loads(sse_event.data)
+                if isinstance(data.get("error"), dict):
+                    yield from encoder.start()
+                    yield error_event(failure_of(data["error"]))
+                    return
+                yield from encoder.feed(data)
+    finally:
+        close = getattr(chat_sse, "close", None)
+        if close is not None:
+            close()
+
+
+def failure_of(error: Mapping[str, Any]) -> Failure:
+    """The failure an OpenRouter error chunk describes (its `code` is the HTTP status)."""
+    status = error.get("code") if isinstance(error.get("code"), int) else 500
+    return Failure(str(error.get("message") or "Upstream failed."), status, str(error.get("type") or "api_error"))

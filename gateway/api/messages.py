@@ -1,0 +1,55 @@
+"""Anthropic's Messages API (`/v1/messages`, `/api/v1/messages`) on any model: translated to chat and back.
+
+The Messages body becomes the canonical chat request (gateway.dialects.anthropic_messages); it is
+prepared, admitted, relayed and charged as chat is (usage rows say `endpoint = "messages"`), and the
+answer is rendered as a `message` or as Anthropic's stream events. Errors are in Anthropic's shape
+(gateway.errors picks the dialect by path). Keys come as `x-api-key` or `Authorization: Bearer`.
+"""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+
+from gateway import services
+from gateway.api.chat import admitted
+from gateway.api.http import authenticated_blueprint, event_stream, json_object, with_headers
+from gateway.dialects.anthropic_messages import chat_request, count_tokens
+from gateway.dialects.anthropic_replies import message_of
+from gateway.dialects.anthropic_stream import MessagesStreamEncoder, messages_events
+from gateway.errors import OPENROUTER
+from gateway.upstream import relay, routing
+from gateway.upstream.dialect import StreamDialect
+
+bp = authenticated_blueprint("messages", __name__)
+ENDPOINT = "messages"
+DROPPED_HEADER = "X-Gateway-Dropped"  # what the chat upstream could not take (top_k, thinking blocks, ...)
+RELAY_FRAMING = StreamDialect(OPENROUTER)  # its error chunk carries the status the error event needs
+
+
+@bp.post("/messages")
+def create_message() -> Response:
+    """A Messages API call, JSON or streamed."""
+    translated = chat_request(json_object())
+    chat, model = translated.body, translated.body["model"]
+    streaming = bool(chat.get("stream"))
+    candidates, meter = admitted("chat/completions", chat, streaming, ENDPOINT)
+    client, stops = services.upstream(), chat.get("stop") or []
+    if streaming:
+        route, stream = relay.open_stream(client, candidates, meter)
+        keepalive = services.settings().server.keepalive_interval_s
+        chunks = relay.relay_stream(stream, route, True, meter, keepalive, RELAY_FRAMING)
+        encoder = MessagesStreamEncoder(model, candidates[0].input_tokens, stops)
+        response = event_stream(messages_events(chunks, encoder))
+    else:
+        response = jsonify(message_of(relay.relay_json(client, candidates, meter), model, stops))
+    if translated.dropped:
+        response.headers[DROPPED_HEADER] = ", ".join(translated.dropped)
+    return with_headers(response, meter)
+
+
+@bp.post("/messages/count_tokens")
+def count_message_tokens() -> Response:
+    """`{"input_tokens": N}`: the gateway's estimate of the translated request (not the upstream's count)."""
+    body = json_object()
+    routing.resolve(services.settings(), body.get("model"))
+    return jsonify(count_tokens(body))
