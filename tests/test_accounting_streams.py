@@ -113,6 +113,7 @@ def test_streams_past_a_cap_get_429_until_one_closes(client, make_key: Callable[
         answer.close()
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_the_tenant_share_applies_once_the_gateway_serves_several_tenants(make_settings) -> None:
     app = create_app(make_settings(server={"threads": 4}))  # the share: 3 of 4 threads
     db.upgrade()
