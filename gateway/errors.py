@@ -30,6 +30,7 @@ type chosen by status, and a 503 there is Anthropic's 529 `overloaded_error`.
     │   ├── UpstreamStreamBroken (502 upstream_error: malformed or truncated stream)
     │   └── UpstreamRejected (upstream's own 4xx status, passed through)
     └── ServiceUnavailable (503 service_unavailable)
+        └── UpstreamOverloaded (503 upstream_overloaded; also an UpstreamError, so fallbacks move on)
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ class ServiceUnavailable(GatewayError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+class UpstreamOverloaded(ServiceUnavailable, UpstreamError):
+    """A provider that said it is overloaded (Anthropic's 529, Google's 503): a 503 with Retry-After; fallbacks move on."""
+
+    code = "upstream_overloaded"
 
 
 def error_body(

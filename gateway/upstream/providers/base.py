@@ -19,8 +19,8 @@ from typing import Any, Protocol
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
-    ServiceUnavailable,
     UpstreamError,
+    UpstreamOverloaded,
     UpstreamRejected,
 )
 from gateway.upstream.sse import SseEvent
@@ -70,7 +70,7 @@ class WireError:
         headers = {"Retry-After": self.retry_after} if self.retry_after else None
         metadata = {"provider_name": provider, "raw": self.raw[:RAW_ERROR_CHARS]}
         if self.overloaded:
-            return ServiceUnavailable(f"Upstream {provider!r} is overloaded: {self.message}", headers=headers,
+            return UpstreamOverloaded(f"Upstream {provider!r} is overloaded: {self.message}", headers=headers,
                                       metadata=metadata)
         if self.status in (401, 403):
             return UpstreamError(f"Upstream {provider!r} rejected the gateway's credentials: {self.message}",
