@@ -38,6 +38,7 @@ class Account(BaseModel):
     scope = CharField(null=True)
     created_at = DateTimeField(default=utcnow)
     max_streams = IntegerField(null=True)  # open streams of all its keys, per worker (0012); None: from capacity
+    key_limits = TextField(null=True)  # JSON {limit: value} an operator set for every key: their ceilings (0013)
 
     class Meta:
         table_name = "account"

@@ -18,6 +18,7 @@ from tests.test_cli import config_file, run
 
 PASSWORD = "correct horse battery"
 CSRF = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
 ADMIN = {"Authorization": "Bearer adm"}
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -141,3 +142,31 @@ def test_an_admin_sets_an_accounts_stream_limit_on_the_dashboard(client, monkeyp
     assert held.status_code == 200 and refused.status_code == 429
     assert f"PATCH /admin/accounts/{first['account_id']}" in refused.json["error"]["message"]
     held.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_an_accounts_key_limits_bound_every_key_a_member_has_or_makes(client, monkeypatch):
+    monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", "adm")
+    created = client.post("/admin/keys", json={"name": "tenant"}, headers=ADMIN).json
+    account_id = created["account_id"]
+    patched = client.patch(f"/admin/accounts/{account_id}", json={"key_limits": {"rpm": 2, "spend_limit": 0.5}},
+                           headers=ADMIN).json
+    assert patched["key_limits"] == {"rpm": 2, "spend_limit": 0.5}
+    assert key_limits(created["id"]) == (2, 500_000, None)  # an existing key is held under them at once
+    token = signed_in_member(client, account_id)
+
+    page = client.get("/dashboard/keys").get_data(as_text=True)
+    form_token = FORM_TOKEN.search(page).group(1) if FORM_TOKEN.search(page) else ""
+    refused = client.post("/dashboard/keys", data={"name": "greedy", "rpm": "1000000000", "csrf_token": token,
+                                                   "form_token": form_token})
+    assert refused.status_code == 400 and "may be at most 2" in refused.get_data(as_text=True)
+    page = client.get("/dashboard/keys").get_data(as_text=True)
+    form_token = FORM_TOKEN.search(page).group(1) if FORM_TOKEN.search(page) else ""
+    client.post("/dashboard/keys", data={"name": "modest", "csrf_token": token, "form_token": form_token})
+    with db.database.connection_context():
+        made = ApiKey.get(ApiKey.name == "modest")
+        assert not ApiKey.select().where(ApiKey.name == "greedy").exists()
+    assert key_limits(made.id) == (2, 500_000, None)  # a member's new key starts at the account's ceilings
+    assert "may be at most 2" in post_limits(client, made.id, token, rpm="3", spend_limit="0.5")
+    post_limits(client, made.id, token, rpm="1")
+    assert key_limits(made.id) == (1, 500_000, None)

@@ -21,7 +21,7 @@ from gateway.errors import InvalidRequest
 from gateway.tables import Account, ApiKey, CreditGrant, utcnow
 
 LIMITS = ("rpm", "tpm", "spend_limit", "max_streams")  # spend_limit in micro-credits
-ACCOUNT_FIELDS = ("name", "tier", "scope", "max_streams")
+ACCOUNT_FIELDS = ("name", "tier", "scope", "max_streams", "key_limits")
 
 
 def micro_or_none(amount: Any) -> int | None:
@@ -47,6 +47,8 @@ def create_key(spec: KeySpec, *, by_operator: bool) -> tuple[ApiKey, str]:
     with locked_write():
         account = keys.find_account(spec.account_id) if spec.account_id is not None else None
         limits = {name: value for name, value in spec.limits.items() if value is not None}
+        if not by_operator and account is not None:
+            limits = {**limits_of(account), **limits}  # a member's key starts at the account's ceilings
         key, secret = keys.create_key(spec.name, account, tier=spec.tier, scope=spec.scope)
         set_key_limits(key, limits, by_operator=by_operator)
         if spec.mcp_servers is not None:
@@ -70,11 +72,19 @@ def operator_limits(key: ApiKey) -> dict[str, int]:
     return json.loads(key.operator_limits) if key.operator_limits else {}
 
 
+def limits_of(account: Account) -> dict[str, int]:
+    """The limits an operator set for every key of an account (its `max_streams` included): their ceilings."""
+    limits = json.loads(account.key_limits) if account.key_limits else {}
+    if account.max_streams is not None:
+        limits["max_streams"] = min(limits.get("max_streams", account.max_streams), account.max_streams)
+    return limits
+
+
 def check_ceilings(changes: dict[str, int | None], ceilings: dict[str, int], account: Account) -> dict[str, int | None]:
     """A member's limit changes held under the operator's and the account's: refused above, a cleared one capped."""
     ceilings = dict(ceilings)
-    if account.max_streams is not None:
-        ceilings["max_streams"] = min(ceilings.get("max_streams", account.max_streams), account.max_streams)
+    for name, ceiling in limits_of(account).items():
+        ceilings[name] = min(ceilings.get(name, ceiling), ceiling)
     held = {}
     for name, value in changes.items():
         ceiling = ceilings.get(name)
@@ -101,11 +111,26 @@ def set_key_limits(key: ApiKey, changes: dict[str, int | None], *, by_operator: 
 
 
 def update_account(account: Account, changes: dict[str, Any]) -> Account:
-    """Change some of an account's name, tier, scope, `max_streams` (None clears the scope or the limit)."""
+    """Change some of an account's name, tier, scope, `max_streams`, `key_limits` (None clears one).
+
+    New key limits are ceilings at once: every key of the account above one (or without it) is set to it.
+    """
     unknown = set(changes) - set(ACCOUNT_FIELDS)
     if unknown:
         raise ValueError(f"not an account field: {sorted(unknown)}")
-    return keys.update_account(account, changes)
+    changes = dict(changes)
+    if "key_limits" in changes:
+        given = {name: value for name, value in (changes["key_limits"] or {}).items() if value is not None}
+        changes["key_limits"] = json.dumps(given) if given else None
+    with locked_write():
+        account = keys.update_account(account, changes)
+        ceilings = limits_of(account)
+        for key in list_keys(account.id):
+            above = {name: ceiling for name, ceiling in ceilings.items()
+                     if getattr(key, name) is None or getattr(key, name) > ceiling}
+            if above:
+                keys.update_limits(key, above)
+    return account
 
 
 def grant(account_id: int, amount: int, expires_in_days: float | None = None, source: str = "grant") -> CreditGrant:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from gateway.accounting import credits
@@ -14,6 +15,8 @@ def describe_account(account: Account) -> dict[str, Any]:
     return {
         "id": account.id, "name": account.name, "tier": account.tier, "scope": account.scope,
         "max_streams": account.max_streams,
+        "key_limits": {name: credits.to_credits(value) if name == "spend_limit" else value
+                       for name, value in json.loads(account.key_limits or "{}").items()},
         "balance": credits.to_credits(summary.balance),
         "reserved": credits.to_credits(summary.reserved),
         "total_earned": credits.to_credits(summary.total_earned),

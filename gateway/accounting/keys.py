@@ -189,9 +189,9 @@ def create_account(name: str, *, tier: str = "free", scope: str | None = None) -
 
 
 def update_account(account: Account, changes: dict[str, str | None]) -> Account:
-    """Change some of an account's `name`, `tier`, `scope`, `max_streams`; its keys' cached copies are dropped here."""
+    """Change some of an account's fields (gateway.accounting.admin_service checks them); its keys' cached copies go."""
     for name, value in changes.items():
-        if name not in ("name", "tier", "scope", "max_streams"):
+        if name not in ("name", "tier", "scope", "max_streams", "key_limits"):
             raise ValueError(f"not an account field: {name}")
         setattr(account, name, value)
     account.save()

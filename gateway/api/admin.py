@@ -46,13 +46,23 @@ class UpdateKey(Strict):
     mcp_servers: list[str] | None = Field(None, description="the key's MCP allow-list; null: every server")
 
 
+class KeyLimits(Strict):
+    """Limits for every key of an account: their ceilings (a member may set a key's at or under them)."""
+
+    rpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    tpm: int | None = Field(None, ge=1, le=MAX_RATE)
+    spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS)
+    max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS)
+
+
 class UpdateAccount(Strict):
-    """Body of PATCH /admin/accounts/{id}; null clears the scope or the stream limit (not name or tier)."""
+    """Body of PATCH /admin/accounts/{id}; null clears the scope or a limit (not name or tier)."""
 
     name: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]  # absent: unchanged
     tier: Tier = None  # type: ignore[assignment]
     scope: str | None = None
     max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS, description="open streams of all its keys, per worker")
+    key_limits: KeyLimits | None = Field(None, description="ceilings for every key of the account")
 
 
 class Grant(Strict):
@@ -118,10 +128,12 @@ def show_account(account_id: int) -> Response:
 
 @bp.patch("/accounts/<int:account_id>")
 def update_account(account_id: int) -> Response:
-    """Change an account's name, tier or scope."""
+    """Change an account's name, tier, scope, stream limit or its keys' ceilings."""
     body = json_object()
     spec = parse_model(UpdateAccount, body)
     changes = {name: getattr(spec, name) for name in body}
+    if spec.key_limits is not None:
+        changes["key_limits"] = {**spec.key_limits.model_dump(), "spend_limit": micro_or_none(spec.key_limits.spend_limit)}
     account = admin_service.update_account(keys.find_account(account_id), changes)
     return jsonify(describe_account(account))
 

@@ -71,7 +71,7 @@ def listing(item: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 ACCOUNT = obj(("id", "name", "tier", "balance", "reserved", "total_earned", "total_spent"),
               id=INTEGER, name=STRING, tier=STRING, scope=NULLABLE_STRING, balance=NUMBER, reserved=NUMBER,
-              total_earned=NUMBER, total_spent=NUMBER, max_streams=NULLABLE_INTEGER)
+              total_earned=NUMBER, total_spent=NUMBER, max_streams=NULLABLE_INTEGER, key_limits=ANY_OBJECT)
 KEY_OBJECT = obj(("id", "name", "prefix", "account_id", "revoked", "created_at"),
                  id=INTEGER, name=STRING, prefix=STRING, account_id=INTEGER, revoked=BOOLEAN,
                  rpm=NULLABLE_INTEGER, tpm=NULLABLE_INTEGER, spend_limit=NULLABLE_NUMBER, created_at=STRING,
@@ -192,7 +192,7 @@ SHARED = [
 PROFILE = "/api/v1/openai/{scope}/{profile}"
 PROFILE_RESPONSES = [  # the Responses routes again under a profile, whose servers are offered as `mcp` tools
     replace(op, path=PROFILE + op.path, summary=f"{op.summary} (in a profile)", errors=tuple(dict.fromkeys(
-        (*op.errors, 404)))) for op in SHARED if op.path.startswith("/responses") and op.path != "/responses/compact"]
+        (*op.errors, 404)))) for op in SHARED if op.path.startswith("/responses")]
 ROOT = [
     Operation("post", f"{PROFILE}/chat/completions", "Chat in an mcp.run-style profile",
               "ChatCompletion", BODY + RELAYED, ChatRequest, streams=True),
