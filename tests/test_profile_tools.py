@@ -133,6 +133,9 @@ def test_responses_on_the_profile_route_offer_its_servers(live_server, headers, 
     assert follow.output_text == f"Your lucky number is {LUCKY}."
     assert [item.type for item in follow.output] == ["message"]  # the chain listed time already
     assert sdk.responses.retrieve(follow.id).output_text == follow.output_text
+    compacted = requests.post(f"{live_server}{BASE}/responses/compact", headers=headers, timeout=60,
+                              json={"model": "test-model", "previous_response_id": follow.id, "input": "more"})
+    assert compacted.status_code == 200 and compacted.json()["object"] == "response.compaction"
     with sdk.responses.stream(model="test-model", input="time?") as stream:
         events = [event.type for event in stream]
     assert "response.mcp_call.completed" in events and events[-1] == "response.completed"

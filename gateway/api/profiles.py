@@ -69,6 +69,13 @@ def responses_socket(scope: str, profile: str) -> Response:
     return responses_ws.serve(request_id(), labels)
 
 
+@bp.post("/responses/compact")
+def compact_response(scope: str, profile: str) -> Response:
+    """Compaction under the profile's base URL, as on /v1 (a chain of any route compacts the same)."""
+    profile_servers(scope, profile)
+    return responses.compact_response()
+
+
 def stored_response_view(view: Callable[..., Response]) -> Callable[..., Response]:
     """A /v1/responses/{id}... view under the profile's base URL (the same account-wide store)."""
 
