@@ -5,15 +5,18 @@ Create, stream, a tool round trip, count_tokens, the typed errors, usage rows (`
 
 from __future__ import annotations
 
+import json
+import socket
 from typing import Any
 
 import anthropic
 import pytest
 import requests
 
-from gateway import db
+from gateway import create_app, db
 from gateway.tables import UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion, usage_chunk
+from tests.polling import wait_until
 
 USER = [{"role": "user", "content": "Hi"}]
 PAID = {"provider": "fake", "upstream_model": "upstream-model", "input_price_per_mtok": 1000,
@@ -162,3 +165,31 @@ def test_typed_errors(live_server, api_key, make_key):
     assert answer.status_code == 400
     assert answer.json() == {"type": "error", "error": {"type": "invalid_request_error",
                                                         "message": "max_tokens: Field required."}}
+
+
+def test_silences_are_pings(make_settings, make_key, fake_upstream):
+    app = create_app(make_settings(server={"keepalive_interval_s": 0.1}))
+    fake_upstream.responder = lambda path, body: StreamReply([(0.6, chat_chunk("late")), (0, chat_chunk(finish="stop"))])
+    answer = app.test_client().post("/v1/messages", headers={"x-api-key": make_key()}, json={
+        "model": "test-model", "max_tokens": 10, "messages": USER, "stream": True})
+    names = [line.removeprefix("event: ") for line in answer.get_data(as_text=True).split("\n")
+             if line.startswith("event: ")]
+    assert names[:2] == ["message_start", "ping"]
+    assert names[-2:] == ["message_delta", "message_stop"]
+
+
+def test_a_dropped_stream_is_charged_for_what_was_generated(live_server, api_key, fake_upstream):
+    fake_upstream.responder = lambda path, body: StreamReply([(0, chat_chunk("x"))] + [(0.05, chat_chunk("y"))] * 400)
+    host, port = live_server.removeprefix("http://").split(":")
+    payload = json.dumps({"model": "test-model", "max_tokens": 100, "messages": USER, "stream": True})
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"x-api-key: {api_key}\r\nContent-Length: {len(payload)}\r\n\r\n{payload}").encode())
+        received = b""
+        while b"text_delta" not in received:
+            received += sock.recv(4096)
+    assert fake_upstream.stream_aborted.wait(10)
+    wait_until(usage_rows, "the dropped stream's usage row")
+    [row] = usage_rows()
+    assert (row.endpoint, row.status, row.streamed, row.cancelled) == ("messages", 499, True, True)
+    assert row.estimated and row.completion_tokens >= 1

@@ -139,6 +139,7 @@ def messages_events(chat_sse: Iterator[bytes], encoder: MessagesStreamEncoder) -
     try:
         for frame in chat_sse:
             if frame.startswith(b":"):
+                yield from encoder.start()  # message_start comes first, even before a ping
                 yield ping()
                 continue
             for sse_event in decoder.feed(frame):
