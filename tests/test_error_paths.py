@@ -4,6 +4,7 @@ Paths: the plain relay (chat JSON and SSE), chat `tools: "auto"` (JSON and SSE),
 SSE, WebSocket and background, each under `/v1` (OpenAI's error body) and `/api/v1` (OpenRouter's, where
 `code` is the HTTP status). A failure after a stream started arrives as an event or a frame; then
 its `type` and `code` are compared (Responses events keep the spec's string `code` on both paths).
+Anthropic's Messages routes show each failure with the same status and Anthropic's type for it.
 """
 
 from __future__ import annotations
@@ -262,3 +263,24 @@ def test_an_upstream_429_inside_a_tool_loop_is_the_relays_429(client, live_serve
                        body_of(path, "test-model"))
         CASES["upstream 429"].expected.check(seen, path)
         assert seen.type == relay.type, path
+
+
+ANTHROPIC_TYPES = {401: "authentication_error", 402: "billing_error", 404: "not_found_error", 429: "rate_limit_error",
+                   502: "api_error", 504: "api_error"}  # Anthropic's type for each status of CASES
+
+
+@pytest.mark.parametrize("base", BASES)
+@pytest.mark.parametrize("kind", list(CASES))
+def test_messages_show_the_same_error_in_anthropics_dialect(client, make_key, fake_upstream, kind, base):
+    """The same failures on `/messages`, JSON and streamed: the status, and Anthropic's type for it."""
+    case = CASES[kind]
+    if case.responder is not None:
+        fake_upstream.responder = case.responder
+    for number, stream in enumerate((False, True)):
+        key = case.key(make_key, f"{kind}-messages-{number}")
+        body = {"model": case.model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+                "stream": stream}
+        answer = client.post(base + "/messages", json=body, headers={"x-api-key": key})
+        assert (answer.status_code, answer.mimetype) == (case.expected.status, "application/json"), (stream, answer)
+        assert answer.json == {"type": "error", "error": {"type": ANTHROPIC_TYPES[case.expected.status],
+                                                          "message": answer.json["error"]["message"]}}
