@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
 from gateway.config import ProviderSettings
@@ -40,6 +41,7 @@ _END = object()
 STREAM_QUEUE_EVENTS = 64
 PUT_WAIT_S = 0.5  # how often a waiting reader checks whether the stream was closed
 PROBE_TIMEOUT_S = 3.0  # of a readiness probe (GET models)
+STREAM_READ_BYTES = 65536  # the most one read of a stream body delimited by its connection's close takes
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,18 @@ def translate_exception(exc: requests.RequestException, provider: str) -> Gatewa
     return UpstreamError(f"Upstream {provider!r} failed: {type(exc).__name__}.")
 
 
+def body_pieces(response: requests.Response) -> Iterator[bytes]:
+    """A streamed body as it arrives: chunk by chunk, or read by read when the connection's close delimits it."""
+    if response.raw.chunked:
+        yield from response.iter_content(chunk_size=None)
+        return
+    try:  # iter_content(None) would wait for the whole body: urllib3 reads it in one read(None)
+        while piece := response.raw.read1(STREAM_READ_BYTES, decode_content=True):
+            yield piece
+    except Urllib3Error as exc:
+        raise requests.ConnectionError(exc) from exc
+
+
 class UpstreamStream:
     """An upstream SSE response read on a pool thread into a bounded queue the caller drains."""
 
@@ -136,7 +150,7 @@ class UpstreamStream:
     def _events(self) -> Iterator[SseEvent]:
         """The upstream's SSE events as OpenAI chunk events."""
         decoder = SseDecoder()
-        events = (event for chunk in self._response.iter_content(chunk_size=None) for event in decoder.feed(chunk))
+        events = (event for chunk in body_pieces(self._response) for event in decoder.feed(chunk))
         return events if self._translate is None else wire.translated_events(self._translate, events)
 
     def _failed(self, error: GatewayError) -> None:
