@@ -5,6 +5,8 @@ block `content_block_start`, its deltas (`thinking_delta` and `signature_delta`,
 `input_json_delta`) and `content_block_stop`, then `message_delta` (stop reason, cumulative usage)
 and `message_stop`. A chat stream reports usage only at its end, so `message_start` carries the
 gateway's input estimate and `message_delta` the upstream's counts, which the SDK takes as final.
+Tool calls stream one after another on every OpenAI-compatible upstream seen so far; arguments for
+a call whose block is already closed still go to that call's index (the SDK accumulates by index).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class MessagesStreamEncoder:
             block = {"type": "tool_use", "id": str(call.get("id") or new_id("toolu")),
                      "name": str(function.get("name") or ""), "input": {}}
             frames = self.open("tool_use", block)
-            self.tool_blocks[index] = self.block or 0
+            self.tool_blocks[index] = self.blocks - 1
         if function.get("arguments"):
             frames.append(event("content_block_delta", {"index": self.tool_blocks[index], "delta": {
                 "type": "input_json_delta", "partial_json": function["arguments"]}}))
