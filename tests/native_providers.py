@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from gateway import db
+from gateway.accounting import credits
+from gateway.tables import ApiKey
 from tests import fake_anthropic, fake_gemini
 from tests.fake_anthropic import FakeAnthropic, tool_input
 from tests.fake_gemini import FakeGemini
@@ -150,3 +153,12 @@ def settings(make_settings, native: Backend):
         profiles={"default/default": {"mcp_servers": ["time"]}},
         server={"keepalive_interval_s": 0.05},
     )
+
+
+@pytest.fixture
+def key(make_key) -> str:
+    """A key in the default profile's scope, with credits."""
+    secret = make_key("native-user", scope="default")
+    with db.database.connection_context():
+        credits.grant_credits(ApiKey.get(ApiKey.name == "native-user").account_id, 10_000_000)
+    return secret

@@ -15,10 +15,12 @@ import openai
 import pytest
 
 from gateway import db
-from gateway.accounting import credits
-from gateway.tables import ApiKey, LedgerEntry, UsageEntry
-from tests.native_providers import PRICES, Backend, native, settings  # noqa: F401 (fixtures, used by name)
+from gateway.tables import LedgerEntry, UsageEntry
+from tests import native_providers
+from tests.native_providers import PRICES, Backend
 from tests.polling import wait_until
+
+native, key, settings = native_providers.native, native_providers.key, native_providers.settings  # fixtures
 
 ASK = {"model": "native-model", "messages": [{"role": "user", "content": "hi"}]}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
@@ -26,14 +28,6 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
                                                            "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}
 
-
-@pytest.fixture
-def key(make_key) -> str:
-    """A key in the default profile's scope, with credits."""
-    secret = make_key("native-user", scope="default")
-    with db.database.connection_context():
-        credits.grant_credits(ApiKey.get(ApiKey.name == "native-user").account_id, 10_000_000)
-    return secret
 
 
 @pytest.fixture
@@ -173,7 +167,7 @@ def test_client_disconnect_mid_stream_closes_the_provider_stream(live_server, ke
         received = b""
         while received.count(b"data:") < 2:
             received += sock.recv(4096)
-    wait_until(lambda: usage_rows(), "the usage row of the abandoned stream")
+    wait_until(usage_rows, "the usage row of the abandoned stream")
     [row] = usage_rows()
     assert row.status == 499 and row.cancelled and row.streamed
     if native.kind == "azure":
