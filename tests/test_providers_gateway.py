@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import json
 import socket
+import tomllib
 from typing import Any
 
 import openai
 import pytest
 
 from gateway import db
+from gateway.config import build_settings
 from gateway.tables import LedgerEntry, UsageEntry
 from tests import native_providers
+from tests.doc_pages import documented_examples
 from tests.native_providers import PRICES, Backend
 from tests.polling import wait_until
 
 native, key, settings = native_providers.native, native_providers.key, native_providers.settings  # fixtures
 
+PAGE_EXAMPLES = [example for example in documented_examples() if example.page == "docs/providers.md"
+                 and example.language == "toml"]
 ASK = {"model": "native-model", "messages": [{"role": "user", "content": "hi"}]}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
                                             "parameters": {"type": "object", "additionalProperties": False,
@@ -196,3 +201,10 @@ def test_both_catalogs_list_the_native_model(client, key):
     for path in ("/v1/models", "/api/v1/models"):
         listed = client.get(path, headers={"Authorization": f"Bearer {key}"}).json["data"]
         assert {"native-model", "openai-model"} <= {model["id"] for model in listed}
+
+
+@pytest.mark.parametrize("example", PAGE_EXAMPLES, ids=lambda example: example.name)
+def test_the_providers_page_examples_load_with_their_type(example):
+    assert not example.skip
+    loaded = build_settings(tomllib.loads(example.code))
+    assert [provider.type for provider in loaded.providers.values()] == [example.name.removeprefix("providers-")]
