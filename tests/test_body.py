@@ -23,7 +23,7 @@ BODY_ROUTES = [
         "/responses/<response_id>/cancel", "/conversations", "/conversations/<conversation_id>",
         "/conversations/<conversation_id>/items", "/messages", "/messages/count_tokens")],
     *[("post", "/api/v1/openai/<scope>/<profile>" + path) for path in (
-        "/chat/completions", "/responses", "/responses/<response_id>/cancel")],
+        "/chat/completions", "/responses", "/responses/compact", "/responses/<response_id>/cancel")],
     ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),
     ("post", "/admin/accounts/<int:account_id>/credits"),
 ]
