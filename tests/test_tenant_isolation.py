@@ -88,6 +88,10 @@ def assert_refused_like_unknown(client, method: str, path: str, unknown_path: st
     unknown = client.open(unknown_path, method=method, json=body, headers=headers)
     assert unknown.status_code == 404, (method, unknown_path)
     error, expected = refused.json["error"], unknown.json["error"]
+    if path.startswith("/mcp"):  # the hub's JSON-RPC dialect: the tree's type and code in `data`
+        assert refused.json["jsonrpc"] == "2.0" and error["data"] == expected["data"], (method, path)
+        assert (error["data"]["type"], error["data"]["status"]) == ("invalid_request_error", 404)
+        return
     assert (error["type"], error["code"]) == (expected["type"], expected["code"]), (method, path)
     if path.startswith("/api/v1/") and not path.startswith("/api/v1/openai/"):
         assert error["code"] == 404  # OpenRouter's dialect
