@@ -445,9 +445,8 @@ def check_mcp_hub_python(session: Session, run: PythonRun) -> None:
 
 
 def check_mcp_hub_curl(session: Session, run: ShellRun) -> None:
-    assert run.statuses == [200, 200]
-    metadata, listed = run.documents()
-    assert metadata["resource"].endswith("/mcp") and metadata["authorization_servers"] == []
+    assert run.statuses == [200]
+    (listed,) = run.documents()
     assert {tool["name"] for tool in listed["result"]["tools"]} == {"time__get_current_time", "time__convert_time"}
 
 
