@@ -205,6 +205,10 @@ class ModelSettings(Section):
     cached_input_price_per_mtok: float | None = Field(
         None, ge=0, description="credits per 1M cached input tokens (default: input price)"
     )
+    cache_write_price_per_mtok: float | None = Field(
+        None, ge=0, description="credits per 1M input tokens written to the provider's prompt cache "
+        "(Anthropic's cache_creation_input_tokens; default: input price)"
+    )
     max_output_tokens: int = Field(4096, ge=1, description="reservation size when a request sets none")
     typical_output_tokens: int | None = Field(
         None, ge=1, description="what a streamed request without its own output cap is held for (default: "

@@ -34,7 +34,8 @@ KEY_ENV = "NATIVE_PROVIDER_KEY"
 AZURE_TEXT = "Hello from Azure"
 AZURE_USAGE = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
                "prompt_tokens_details": {"cached_tokens": 4}}
-PRICES = {"input_price_per_mtok": 1000, "output_price_per_mtok": 2000, "cached_input_price_per_mtok": 100}
+PRICES = {"input_price_per_mtok": 1000, "output_price_per_mtok": 2000, "cached_input_price_per_mtok": 100,
+          "cache_write_price_per_mtok": 1250}
 SLOW_EVENTS = 400  # a stream the test disconnects from: far more than it reads
 Request = tuple[str, Any, dict[str, str]]  # path, JSON body, headers
 

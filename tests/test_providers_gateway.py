@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import socket
 import tomllib
+from decimal import Decimal
 from typing import Any
 
 import openai
 import pytest
 
 from gateway import db
+from gateway.accounting.money import Price
+from gateway.accounting.usage import Usage
 from gateway.config import build_settings
 from gateway.tables import LedgerEntry, UsageEntry
 from tests import native_providers
@@ -152,14 +155,28 @@ def test_billing_is_usage_times_price_cache_included(sdk, native: Backend, strea
     else:
         usage = sdk.chat.completions.create(**ask).usage
     cached = usage.prompt_tokens_details.cached_tokens
+    written = usage.prompt_tokens_details.cache_write_tokens or 0
     assert cached > 0  # Anthropic's cache read, Gemini's cachedContentTokenCount, Azure's cached_tokens
-    expected = ((usage.prompt_tokens - cached) * PRICES["input_price_per_mtok"]
+    assert (written > 0) == (native.kind == "anthropic")  # Anthropic's cache_creation_input_tokens
+    expected = ((usage.prompt_tokens - cached - written) * PRICES["input_price_per_mtok"]
                 + cached * PRICES["cached_input_price_per_mtok"]
+                + written * PRICES["cache_write_price_per_mtok"]
                 + usage.completion_tokens * PRICES["output_price_per_mtok"])
     [row] = usage_rows()
-    assert (row.prompt_tokens, row.completion_tokens, row.cost) == (usage.prompt_tokens, usage.completion_tokens,
-                                                                    expected)
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.cache_write_tokens, row.cost) == (
+        usage.prompt_tokens, usage.completion_tokens, cached, written, expected)
     assert charges() == [expected] and usage.model_extra["cost"] == expected / 1_000_000
+
+
+def test_the_generation_shows_the_token_details(sdk, client, key, native: Backend):
+    reply = sdk.chat.completions.create(model="native-model", messages=[
+        {"role": "system", "content": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]},
+        *ASK["messages"]])
+    details = reply.usage.prompt_tokens_details
+    shown = client.get(f"/api/v1/generation?id={reply.id}", headers={"Authorization": f"Bearer {key}"}).json["data"]
+    assert (shown["native_tokens_cached"], shown["native_tokens_cache_write"], shown["native_tokens_reasoning"]) == (
+        details.cached_tokens, details.cache_write_tokens or 0,
+        reply.usage.completion_tokens_details.reasoning_tokens)
 
 
 def test_client_disconnect_mid_stream_closes_the_provider_stream(live_server, key, native: Backend):
@@ -208,3 +225,10 @@ def test_the_providers_page_examples_load_with_their_type(example):
     assert not example.skip
     loaded = build_settings(tomllib.loads(example.code))
     assert [provider.type for provider in loaded.providers.values()] == [example.name.removeprefix("providers-")]
+
+
+def test_prices_cache_writes_apart_and_holds_cover_them():
+    price = Price(Decimal(1000), Decimal(2000), Decimal(100), Decimal(1250))
+    assert price.cost(Usage(132, 9, cached_tokens=100, cache_write_tokens=20)) == 12 * 1000 + 100 * 100 + 20 * 1250 + 9 * 2000
+    assert price.most(100, 10) == 100 * 1250 + 10 * 2000  # a hold: every input token may be a cache write
+    assert Price(Decimal(1000), Decimal(0), Decimal(0), Decimal(500)).most(100, 0) == 100 * 1000

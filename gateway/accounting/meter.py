@@ -75,8 +75,8 @@ class Estimate:
 
     @property
     def hold(self) -> int:
-        """Micro-credits held for it: the held input and output at its model's prices."""
-        return self.price.cost(Usage(self.held_input_tokens, self.held_output_tokens))
+        """Micro-credits held for it: the held input and output at its model's prices (cache writes included)."""
+        return self.price.most(self.held_input_tokens, self.held_output_tokens)
 
 
 @dataclass
@@ -213,7 +213,7 @@ class Meter:
         row = UsageRow(self.request_id, self.endpoint, route.model_id if route else self.model, usage.input_tokens,
                        usage.output_tokens, usage.estimated, status, milliseconds_since(self.started),
                        self.generation_id, route.provider if route else None, ttft_ms, finish_reason, streamed,
-                       status == CLIENT_CLOSED)
+                       status == CLIENT_CLOSED, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens)
         charged = self.writer.call(Settlement(
             self.caller.account.id, key_id, self.reservation_id, self.cost_of(usage, route) if route else 0,
             self.request_id, row, usage.total_tokens if in_database else 0,

@@ -38,6 +38,7 @@ class Price:
     input: Decimal
     output: Decimal
     cached_input: Decimal
+    cache_write: Decimal
 
     @classmethod
     def of(cls, model: ModelSettings) -> Price:
@@ -47,19 +48,26 @@ class Price:
     @property
     def free(self) -> bool:
         """True when every token costs nothing."""
-        return not (self.input or self.output or self.cached_input)
+        return not (self.input or self.output or self.cached_input or self.cache_write)
 
     def cost(self, usage: Usage) -> int:
         """Micro-credits for this usage, rounded up once."""
         if self.free:
             return 0
         cached = min(usage.cached_tokens, usage.input_tokens)
+        written = min(usage.cache_write_tokens, usage.input_tokens - cached)
         exact = (
-            (usage.input_tokens - cached) * self.input
+            (usage.input_tokens - cached - written) * self.input
             + cached * self.cached_input
-            + usage.output_tokens * self.output
+            + written * self.cache_write
+            + usage.output_tokens * self.output  # reasoning tokens are part of the output
         )
         return math.ceil(exact)
+
+    def most(self, input_tokens: int, output_tokens: int) -> int:
+        """The most these tokens may cost (a hold): input at the dearer of the input and cache-write prices."""
+        written = input_tokens if self.cache_write > self.input else 0
+        return self.cost(Usage(input_tokens, output_tokens, cache_write_tokens=written))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -67,5 +75,8 @@ def _price_of(model: ModelSettings) -> Price:
     cached = model.input_price_per_mtok if model.cached_input_price_per_mtok is None else (
         model.cached_input_price_per_mtok
     )
+    written = model.input_price_per_mtok if model.cache_write_price_per_mtok is None else (
+        model.cache_write_price_per_mtok
+    )
     return Price(Decimal(str(model.input_price_per_mtok)), Decimal(str(model.output_price_per_mtok)),
-                 Decimal(str(cached)))
+                 Decimal(str(cached)), Decimal(str(written)))

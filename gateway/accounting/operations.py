@@ -60,6 +60,9 @@ class UsageRow:
     finish_reason: str | None = None
     streamed: bool = False
     cancelled: bool = False  # the client disconnected before the answer finished
+    cached_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens: written to it
+    reasoning_tokens: int = 0  # of completion_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,4 +87,5 @@ def usage_from_openai(data: dict[str, Any] | None) -> Usage | None:
         output_tokens=int(completion),
         cached_tokens=int(prompt_details.get("cached_tokens") or 0),
         reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        cache_write_tokens=int(prompt_details.get("cache_write_tokens") or 0),
     )

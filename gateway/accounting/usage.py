@@ -12,8 +12,9 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
-    reasoning_tokens: int = 0
+    reasoning_tokens: int = 0  # part of output_tokens
     estimated: bool = False
+    cache_write_tokens: int = 0  # part of input_tokens: written to the provider's prompt cache
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -22,6 +23,7 @@ class Usage:
             self.cached_tokens + other.cached_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
             self.estimated or other.estimated,
+            self.cache_write_tokens + other.cache_write_tokens,
         )
 
     @property
