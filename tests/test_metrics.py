@@ -87,7 +87,8 @@ def test_requests_tokens_credits_streams_and_refusals_are_counted(app, client, f
 
 
 def test_upstream_errors_fallbacks_and_mcp_calls_are_counted(app, client, fake_upstream):
-    auth_headers = {"Authorization": f"Bearer {funded_key(1000)}"}
+    # funded for the Responses turn's hold, which covers the MCP tool definitions the gateway adds
+    auth_headers = {"Authorization": f"Bearer {funded_key(10_000)}"}
     before = scrape(client)
     fake_upstream.responder = lambda path, body: JsonReply({"error": {"message": "down"}}, status=503)
     failed = client.post("/v1/chat/completions", json={**CHAT, "models": ["backup-model"]}, headers=auth_headers,
