@@ -30,6 +30,9 @@ PNG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
 
 REQUESTS = [
     ("minimal", {}, {"messages": [CHAT_USER]}),
+    ("a system turn mid-conversation (Claude Code sends one)",
+     {"messages": [USER, {"role": "system", "content": "Agents: none."}, USER]},
+     {"messages": [CHAT_USER, {"role": "system", "content": "Agents: none."}, CHAT_USER]}),
     ("system string", {"system": "Be brief."}, {"messages": [{"role": "system", "content": "Be brief."}, CHAT_USER]}),
     ("system blocks", {"system": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}]},
      {"messages": [{"role": "system", "content": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}]},
@@ -108,6 +111,8 @@ DROPS = [
      ["cache_control"]),
     ("account-side fields", {"cache_control": {"type": "ephemeral"}, "speed": "fast", "service_tier": "auto"},
      ["cache_control", "service_tier", "speed"]),
+    ("context_management (Claude Code sends it)",
+     {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}}, ["context_management"]),
 ]
 
 
@@ -123,7 +128,9 @@ REFUSALS = [
     ({"max_tokens": 0}, "max_tokens"),
     ({"model": ""}, "model"),
     ({"messages": []}, "messages"),
-    ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [USER, {"role": "system", "content": [{"type": "image", "source": PNG}]}]},
+     "messages[1].content[0]"),
     ({"messages": [{"role": "user", "content": [{"type": "document", "source": PNG}]}]},
      "messages[0].content[0].type"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file", "file_id": "f"}}]}]},

@@ -1,4 +1,4 @@
-"""Liveness, readiness and metrics (no auth)."""
+"""Liveness, readiness, metrics and the root probe (no auth)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ bp = Blueprint("health", __name__)
 def healthz() -> Response:
     """The process answers."""
     return jsonify({"status": "ok"})
+
+
+@bp.route("/", methods=["HEAD"])
+def root_probe() -> Response:
+    """200 without a body: the reachability probe Claude Code sends to its `ANTHROPIC_BASE_URL` first."""
+    return Response(status=200)
 
 
 @bp.get("/readyz")

@@ -6,7 +6,7 @@ a warning header): `top_k`, `thinking` / `redacted_thinking` blocks sent back (a
 no place for another model's signed thinking), `cache_control` (chat upstreams have no prompt
 cache markers) and Anthropic's account-side fields (`service_tier`, `inference_geo`, `speed`, ...).
 A `document` block, a server tool, or a field with a gateway-side meaning not built yet
-(`mcp_servers`, `container`, `context_management`) is a 400 naming it; so is an unknown field.
+(`mcp_servers`, `container`) is a 400 naming it; so is an unknown field.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from gateway.errors import InvalidRequest
 from gateway.upstream.providers.anthropic import THINKING_BUDGETS
 
 PASSED = ("temperature", "top_p")  # same name, same meaning on chat
+# context_management (server-side clearing of old tool results; Claude Code sends it) is a saving, not a meaning:
+# dropped, the whole conversation goes up
 DROPPED = ("top_k", "cache_control", "service_tier", "inference_geo", "speed", "diagnostics", "user_profile_id",
-           "workspace_id")  # no chat equivalent: dropped and named
-REFUSED = ("mcp_servers", "container", "context_management")  # not translated: a 400 rather than a silent drop
+           "workspace_id", "context_management")  # no chat equivalent: dropped and named
+REFUSED = ("mcp_servers", "container")  # not translated: a 400 rather than a silent drop
 KNOWN = ("model", "max_tokens", "system", "messages", "tools", "tool_choice", "stop_sequences", "thinking",
          "metadata", "stream", "output_config", *PASSED, *DROPPED, *REFUSED)
 THINKING_BLOCKS = ("thinking", "redacted_thinking")
@@ -139,15 +141,15 @@ def output_format(config: Any) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": chosen["schema"], "strict": True}}
 
 
-def system_messages(system: Any, request: ChatRequest) -> list[dict[str, Any]]:
-    """`system`, a string or text blocks, as one system message."""
+def system_messages(system: Any, request: ChatRequest, param: str = "system") -> list[dict[str, Any]]:
+    """`system` (or a `system` turn's content), a string or text blocks, as one system message."""
     if system in (None, "", []):
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": system}]
     if not isinstance(system, list):
-        raise invalid("system", "must be a string or a list of text blocks.")
-    return [{"role": "system", "content": [text_part(block, f"system[{index}]", request)
+        raise invalid(param, "must be a string or a list of text blocks.")
+    return [{"role": "system", "content": [text_part(block, f"{param}[{index}]", request)
                                            for index, block in enumerate(system)]}]
 
 
@@ -170,7 +172,11 @@ def blocks_of(content: Any, param: str) -> list[dict[str, Any]]:
 
 
 def chat_messages(messages: Any, request: ChatRequest) -> list[dict[str, Any]]:
-    """The `messages` turns as chat messages (a user turn's tool results become `tool` messages first)."""
+    """The `messages` turns as chat messages (a user turn's tool results become `tool` messages first).
+
+    A `system` turn (Anthropic takes one anywhere in the list; Claude Code sends one) stays a system message
+    at its place.
+    """
     if not isinstance(messages, list) or not messages:
         raise invalid("messages", "Field required: a non-empty list.")
     translated: list[dict[str, Any]] = []
@@ -182,8 +188,10 @@ def chat_messages(messages: Any, request: ChatRequest) -> list[dict[str, Any]]:
         elif role == "assistant":
             translated.append(assistant_message(blocks_of(message.get("content"), f"{param}.content"), param,
                                                 request))
+        elif role == "system":
+            translated.extend(system_messages(message.get("content"), request, f"{param}.content"))
         else:
-            raise invalid(f"{param}.role", "must be 'user' or 'assistant'.")
+            raise invalid(f"{param}.role", "must be 'user', 'assistant' or 'system'.")
     return translated
 
 
