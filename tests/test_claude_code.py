@@ -2,15 +2,17 @@
 
 It runs against the fake upstream: a plain answer, and a turn that calls Claude Code's own `Read` tool
 on a file in a temp folder, then answers from the tool's result. Every request it makes is recorded
-(method, path, headers) and must have been answered with a 2xx. Runs when CLAUDE_CODE_NODE_MODULES
-names a node_modules folder that holds it (else skipped).
+(method, path, headers) and must have been answered with a 2xx: a `HEAD /` probe, then
+`POST /v1/messages?beta=true` with `x-api-key` (or `Authorization: Bearer`), `anthropic-version`,
+`anthropic-beta` (claude-code, context-management, mid-conversation-system, ...), `x-app: cli`,
+`x-claude-code-session-id` and the SDK's `x-stainless-*`. Runs when CLAUDE_CODE_NODE_MODULES names a
+node_modules folder that holds it (else skipped).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,17 +21,12 @@ import pytest
 
 from gateway import db
 from gateway.tables import UsageEntry
+from tests.claude_code import AVAILABLE, CLAUDE, MISSING, claude_environment
 from tests.fake_upstream import JsonReply, StreamReply, chat_completion, usage_chunk
 from tests.scripted_model import answer_chunks, tool_call_chunks
 
-NODE_MODULES = os.environ.get("CLAUDE_CODE_NODE_MODULES", "")
-CLAUDE = os.path.join(NODE_MODULES, ".bin", "claude")
 SECRET = "The password is swordfish."
-QUIET = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
-         "DISABLE_ERROR_REPORTING": "1", "DISABLE_BUG_COMMAND": "1", "DISABLE_COST_WARNINGS": "1"}
-pytestmark = pytest.mark.skipif(not (shutil.which("node") and NODE_MODULES and os.path.exists(CLAUDE)),
-                                reason="node with @anthropic-ai/claude-code is not available "
-                                       "(set CLAUDE_CODE_NODE_MODULES)")
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=MISSING)
 
 
 class Recorder:
@@ -89,11 +86,9 @@ def recorder(app) -> Recorder:
 def claude(live_server: str, key: str, prompt: str, folder: Path, auth: str = "ANTHROPIC_API_KEY",
            *options: str) -> dict[str, Any]:
     """`claude -p PROMPT --output-format json` in `folder` with a temp HOME, the key in `auth`; its JSON result."""
-    home = folder / "home"
-    home.mkdir()
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("ANTHROPIC_", "CLAUDE_"))}
-    env.update(QUIET, HOME=str(home), ANTHROPIC_BASE_URL=live_server, ANTHROPIC_MODEL="test-model",
-               ANTHROPIC_SMALL_FAST_MODEL="test-model", ANTHROPIC_DEFAULT_HAIKU_MODEL="test-model", CI="1")
+    env = claude_environment(dict(os.environ), folder / "home")
+    env.update(ANTHROPIC_BASE_URL=live_server, ANTHROPIC_MODEL="test-model", ANTHROPIC_SMALL_FAST_MODEL="test-model",
+               ANTHROPIC_DEFAULT_HAIKU_MODEL="test-model")
     env[auth] = key
     done = subprocess.run([CLAUDE, "-p", prompt, "--output-format", "json", *options], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, check=False)
