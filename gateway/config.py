@@ -137,7 +137,8 @@ class ProviderSettings(Section):
     )
     api_key_env: str | None = Field(None, description="env var holding the upstream API key")
     api_version: str | None = Field(
-        None, description="Azure's `api-version` query parameter (required when type = \"azure\")"
+        None, description="Azure's `api-version` query parameter (required when type = \"azure\"); "
+        "Gemini's path version (default v1beta)"
     )
     extra_headers: dict[str, str] = Field(
         default_factory=dict, description="headers sent with every call to this provider (shown masked by `config show`)"

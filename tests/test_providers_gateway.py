@@ -8,6 +8,7 @@ OpenAI-compatible model.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import tomllib
 from decimal import Decimal
@@ -19,7 +20,8 @@ import pytest
 from gateway import db
 from gateway.accounting.money import Price
 from gateway.accounting.usage import Usage
-from gateway.config import build_settings
+from gateway.config import ConfigError, build_settings
+from gateway.config_text import settings_as_toml
 from gateway.tables import LedgerEntry, UsageEntry
 from tests import native_providers
 from tests.doc_pages import documented_examples
@@ -232,3 +234,24 @@ def test_prices_cache_writes_apart_and_holds_cover_them():
     assert price.cost(Usage(132, 9, cached_tokens=100, cache_write_tokens=20)) == 12 * 1000 + 100 * 100 + 20 * 1250 + 9 * 2000
     assert price.most(100, 10) == 100 * 1250 + 10 * 2000  # a hold: every input token may be a cache write
     assert Price(Decimal(1000), Decimal(0), Decimal(0), Decimal(500)).most(100, 0) == 100 * 1000
+
+
+@pytest.mark.parametrize(("provider", "message"), [
+    ({"type": "bedrock"}, "providers.p.type: Input should be 'openai', 'anthropic', 'gemini' or 'azure'"),
+    ({"type": "azure"}, "providers.p.api_version: required when type = \"azure\""),
+    ({"type": "anthropic", "anthropic_beta": "x"}, "providers.p.anthropic_beta"),
+])
+def test_provider_settings_are_checked_at_startup(provider, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_settings({"providers": {"p": {"base_url": "https://x.example", **provider}},
+                        "models": {"m": {"provider": "p"}}})
+
+
+def test_config_show_names_each_providers_type_and_masks_its_headers():
+    shown = settings_as_toml(build_settings({
+        "providers": {"claude": {"type": "anthropic", "base_url": "https://api.anthropic.com",
+                                 "extra_headers": {"x-secret": "s3cret"}, "anthropic_beta": ["b1"]},
+                      "plain": {"base_url": "https://api.openai.com/v1"}},
+        "models": {"m": {"provider": "claude"}}}))
+    assert 'type = "anthropic"' in shown and 'type = "openai"' in shown and "s3cret" not in shown
+    assert build_settings(tomllib.loads(shown.replace("***", "x"))).providers["claude"].anthropic_beta == ("b1",)
