@@ -6,7 +6,8 @@ comment, and example names are unique across the pages:
 
     <!-- example: NAME -->               run it (bash, python) or load it (toml), then CHECKS[NAME]
     <!-- example: NAME needs="WHAT" -->  needs what the embedded defaults lack (the internet, an
-                                         embedding model): run against a loopback stand-in (REWRITES)
+                                         embedding model): run against a loopback stand-in (REWRITES),
+                                         or a program the suite finds when installed (PROGRAMS; else skipped)
     <!-- example: NAME skip="WHY" -->    not run, for the reason given
 
 The gateway is the real `gateway serve` (gunicorn, two workers) started in an empty folder on the
@@ -41,6 +42,7 @@ import requests
 
 from gateway.cli import build_parser
 from gateway.config import Settings, load_settings
+from tests import claude_code
 from tests.doc_pages import (
     README,
     REPO,
@@ -69,6 +71,10 @@ REWRITES = {
     "embeddings-curl": [("my-embedding-model", "smollm2")],  # the scripted upstream embeds
     "embeddings-python": [("my-embedding-model", "smollm2")],
     "mcp-remote-curl": [("https://mcp.example.com/mcp", "{docs_url}")],  # URL checks are off for loopback
+}
+# A `needs` example that runs a program: whether it is installed, why not, and its environment from the session's.
+PROGRAMS: dict[str, tuple[bool, str, Callable[[dict[str, str], Path], dict[str, str]]]] = {
+    "claude-code-bash": (claude_code.AVAILABLE, claude_code.MISSING, claude_code.claude_environment),
 }
 
 
@@ -262,9 +268,9 @@ class PythonRun:
     output: str
 
 
-def run_shell(session: Session, code: str) -> ShellRun:
-    """Run a shell example in bash, in the gateway's folder, with $KEY set."""
-    done = subprocess.run(["bash", "-c", CURL_STATUS + code], cwd=session.folder, env=session.env,
+def run_shell(session: Session, code: str, env: dict[str, str] | None = None) -> ShellRun:
+    """Run a shell example in bash, in the gateway's folder, with $KEY set (in `env`, else the session's)."""
+    done = subprocess.run(["bash", "-c", CURL_STATUS + code], cwd=session.folder, env=env or session.env,
                           capture_output=True, text=True, timeout=RUN_BOUND_S, check=False)
     statuses = [int(status) for status in re.findall(r"@@status (\d+)", done.stderr)]
     assert done.returncode == 0, done.stderr
@@ -487,6 +493,14 @@ def check_cli_synopsis(session: Session, helped: list[tuple[list[str], list[str]
         assert all(option in text for option in options), (path, options)
 
 
+def check_messages_python(session: Session, run: PythonRun) -> None:
+    assert run.namespace["message"].content[0].text.startswith("Hello!")
+
+
+def check_claude_code_bash(session: Session, run: ShellRun) -> None:
+    assert run.output.strip() == "Hello! I am a scripted stand-in for SmolLM2."
+
+
 def check_admin_curl(session: Session, run: ShellRun) -> None:
     assert all(200 <= status < 300 for status in run.statuses) and len(run.statuses) == 9
     created = run.documents()[0]
@@ -509,7 +523,7 @@ def test_every_example_is_marked_and_every_check_has_its_example() -> None:
     repeated = {name for name in names if names.count(name) > 1}
     assert not repeated, f"example names must be unique across README.md and docs/: {repeated}"
     assert set(CHECKS) <= set(names), f"checks without an example: {set(CHECKS) - set(names)}"
-    assert set(REWRITES) <= {example.name for example in documented_examples() if example.needs}
+    assert set(REWRITES) | set(PROGRAMS) <= {example.name for example in documented_examples() if example.needs}
 
 
 def test_every_relative_link_resolves() -> None:
@@ -527,6 +541,9 @@ def test_the_readme_links_every_docs_page() -> None:
 def test_readme_example(example: Example, session: Session) -> None:
     if example.skip:
         pytest.skip(example.skip)
+    installed, missing, environment = PROGRAMS.get(example.name, (True, "", None))
+    if not installed:
+        pytest.skip(missing)
     code = session.rewritten(example)
     check = CHECKS.get(example.name)
     if example.name == "cli-synopsis":
@@ -536,7 +553,8 @@ def test_readme_example(example: Example, session: Session) -> None:
     elif example.language == "python":
         result = run_python(session, code, example)
     else:
-        result = run_shell(session, code)
+        env = environment(session.env, session.folder / example.name) if environment else None
+        result = run_shell(session, code, env)
         assert all(status < 400 for status in result.statuses), (result.statuses, result.output[-2000:])
     if check is not None:
         check(session, result)
