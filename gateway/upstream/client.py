@@ -23,7 +23,6 @@ from gateway.errors import (
     GatewayError,
     ServiceUnavailable,
     UpstreamError,
-    UpstreamRejected,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -31,8 +30,8 @@ from gateway.observability.outgoing import UpstreamCall
 from gateway.upstream import wire
 from gateway.upstream.copies import CopyBalancer
 from gateway.upstream.providers import StreamTranslator, WireRequest
-from gateway.upstream.providers.base import RAW_ERROR_CHARS
 from gateway.upstream.sse import SseDecoder, SseEvent
+from gateway.upstream.wire import rejected_error  # noqa: F401 (its home was here: importers keep working)
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -53,41 +52,6 @@ class Timeout:
 
     def as_requests(self) -> tuple[float, float]:
         return (self.connect, self.read)
-
-
-def rejected_error(response: requests.Response, provider: str) -> GatewayError:
-    """Translate a non-2xx upstream answer into the gateway's error tree."""
-    message, kind, code, param = _upstream_error_fields(response)
-    status = response.status_code
-    metadata = {"provider_name": provider, "raw": response.text[:RAW_ERROR_CHARS]}
-    if status in (401, 403):
-        return UpstreamError(f"Upstream {provider!r} rejected the gateway's credentials: {message}",
-                             metadata={"provider_name": provider})
-    if 400 <= status < 500:
-        headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
-        error = UpstreamRejected(message, status=status, param=param, code=code, headers=headers, metadata=metadata)
-        if kind:
-            error.type = kind
-        return error
-    return UpstreamError(f"Upstream {provider!r} failed with {status}: {message}", metadata=metadata)
-
-
-def _upstream_error_fields(response: requests.Response) -> tuple[str, str | None, str | None, str | None]:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
-    if isinstance(error, dict):
-        code = error.get("code")
-        return (
-            str(error.get("message") or response.reason),
-            error.get("type") if isinstance(error.get("type"), str) else None,
-            str(code) if code is not None else None,
-            error.get("param") if isinstance(error.get("param"), str) else None,
-        )
-    if isinstance(error, str):
-        return error, None, None, None
-    return (response.text[:500] or str(response.reason)), None, None, None
 
 
 def translate_exception(exc: requests.RequestException, provider: str) -> GatewayError:
@@ -264,9 +228,7 @@ class UpstreamClient:
             call.failed(error)
             raise
         if response.status_code >= 400:
-            settings = self._providers[provider]
-            error = wire.rejected(settings, response, provider) if wire.translated(settings) else (
-                rejected_error(response, provider))
+            error = wire.rejected(self._providers[provider], response, provider)
             response.close()
             call.failed(error, status=response.status_code)
             raise error

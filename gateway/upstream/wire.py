@@ -3,7 +3,8 @@
 Chat completions go through the adapter of the provider's `type` (gateway.upstream.providers); the
 `openai` adapter sends the prepared body as it is. Other paths (completions, embeddings) exist on
 OpenAI-compatible upstreams only. Answers, stream events and errors of a translated provider come
-back canonical, so the relay, the tool loop and Responses read one format.
+back canonical, so the relay, the tool loop and Responses read one format. An OpenAI-shaped
+error answer (the `openai` and `azure` types) is read by `rejected_error`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 import requests
 
 from gateway.config import ProviderSettings
-from gateway.errors import GatewayError, InvalidRequest, UpstreamError
+from gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from gateway.upstream.providers import ProviderWire, StreamTranslator, WireRequest, adapter
-from gateway.upstream.providers.base import join_url
+from gateway.upstream.providers.base import RAW_ERROR_CHARS, join_url
 from gateway.upstream.sse import SseEvent
 
 CHAT_PATH = "chat/completions"
@@ -58,12 +59,49 @@ def parse_answer(settings: ProviderSettings, path: str, answer: dict[str, Any], 
 
 
 def rejected(settings: ProviderSettings, response: requests.Response, provider: str) -> GatewayError:
-    """The gateway error of a translated provider's error answer."""
+    """The gateway error of a provider's error answer (OpenAI's wire: rejected_error, as it always was)."""
+    if not translated(settings):
+        return rejected_error(response, provider)
     try:
         body: Any = response.json()
     except ValueError:
         body = response.text
     return adapter(settings.type).parse_error(response.status_code, response.headers, body).exception(provider)
+
+
+def rejected_error(response: requests.Response, provider: str) -> GatewayError:
+    """Translate a non-2xx upstream answer into the gateway's error tree."""
+    message, kind, code, param = _upstream_error_fields(response)
+    status = response.status_code
+    metadata = {"provider_name": provider, "raw": response.text[:RAW_ERROR_CHARS]}
+    if status in (401, 403):
+        return UpstreamError(f"Upstream {provider!r} rejected the gateway's credentials: {message}",
+                             metadata={"provider_name": provider})
+    if 400 <= status < 500:
+        headers = {"Retry-After": response.headers["Retry-After"]} if "Retry-After" in response.headers else {}
+        error = UpstreamRejected(message, status=status, param=param, code=code, headers=headers, metadata=metadata)
+        if kind:
+            error.type = kind
+        return error
+    return UpstreamError(f"Upstream {provider!r} failed with {status}: {message}", metadata=metadata)
+
+
+def _upstream_error_fields(response: requests.Response) -> tuple[str, str | None, str | None, str | None]:
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if isinstance(error, dict):
+        code = error.get("code")
+        return (
+            str(error.get("message") or response.reason),
+            error.get("type") if isinstance(error.get("type"), str) else None,
+            str(code) if code is not None else None,
+            error.get("param") if isinstance(error.get("param"), str) else None,
+        )
+    if isinstance(error, str):
+        return error, None, None, None
+    return (response.text[:500] or str(response.reason)), None, None, None
 
 
 def translator(settings: ProviderSettings, path: str, body: dict[str, Any]) -> StreamTranslator | None:
