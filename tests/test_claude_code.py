@@ -108,7 +108,8 @@ def assert_every_call_answered(recorder: Recorder, auth_header: str, key: str) -
 
     Returns the number of Messages calls.
     """
-    assert {(method, path) for method, path, _, _ in recorder.calls} <= {("HEAD", "/"), ("POST", "/v1/messages")}
+    assert {(method, path) for method, path, _, _ in recorder.calls} <= {
+        ("HEAD", "/"), ("POST", "/v1/messages"), ("HEAD", "/api"), ("POST", "/api/v1/messages")}
     assert all(status.startswith("2") for _, _, _, status in recorder.calls), recorder.calls
     posts = [headers for method, _, headers, _ in recorder.calls if method == "POST"]
     for headers in posts:
@@ -117,14 +118,16 @@ def assert_every_call_answered(recorder: Recorder, auth_header: str, key: str) -
     return len(posts)
 
 
-@pytest.mark.parametrize(("auth", "header"), [("ANTHROPIC_API_KEY", "x-api-key"),
-                                              ("ANTHROPIC_AUTH_TOKEN", "authorization")])
-def test_claude_code_gets_its_answer(live_server, api_key, fake_upstream, recorder, tmp_path, auth, header):
+@pytest.mark.parametrize(("auth", "header", "prefix"), [("ANTHROPIC_API_KEY", "x-api-key", ""),
+                                                        ("ANTHROPIC_AUTH_TOKEN", "authorization", "/api")])
+def test_claude_code_gets_its_answer(live_server, api_key, fake_upstream, recorder, tmp_path, auth, header, prefix):
+    """On `/` or, as OpenRouter documents it, on `/api`, with the key as either variable."""
     fake_upstream.responder = ClaudeModel(None)
-    result = claude(live_server, api_key, "Say hello.", tmp_path, auth)
+    result = claude(live_server + prefix, api_key, "Say hello.", tmp_path, auth)
     assert (result["is_error"], result["result"]) == (False, "Hello from the gateway."), result
     calls = assert_every_call_answered(recorder, header, api_key)
-    assert ("HEAD", "/") in {(method, path) for method, path, _, _ in recorder.calls}
+    assert {(method, path) for method, path, _, _ in recorder.calls} == {
+        ("HEAD", prefix or "/"), ("POST", prefix + "/v1/messages")}
     assert usage_rows() == [("messages", 200, 30, 6)] * calls
 
 

@@ -17,8 +17,9 @@ def healthz() -> Response:
 
 
 @bp.route("/", methods=["HEAD"])
+@bp.route("/api", methods=["HEAD"])
 def root_probe() -> Response:
-    """200 without a body: the reachability probe Claude Code sends to its `ANTHROPIC_BASE_URL` first."""
+    """200 without a body: the reachability probe Claude Code sends to its `ANTHROPIC_BASE_URL` (`/` or `/api`)."""
     return Response(status=200)
 
 
