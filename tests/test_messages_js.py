@@ -40,9 +40,9 @@ def messages_settings(make_settings):
     return make_settings(models={"paid-model": PAID})
 
 
-def run_node(script: str, modules: str, live_server: str, key: str) -> dict[str, Any]:
-    """Run `script` with NODE_PATH=modules, BASE_URL and API_KEY; the JSON object it printed last."""
-    env = {**os.environ, "NODE_PATH": modules, "BASE_URL": live_server, "API_KEY": key}
+def run_node(script: str, modules: str, live_server: str, key: str, **extra: str) -> dict[str, Any]:
+    """Run `script` with NODE_PATH=modules, BASE_URL, API_KEY and `extra`; the JSON object it printed last."""
+    env = {**os.environ, "NODE_PATH": modules, "BASE_URL": live_server, "API_KEY": key, **extra}
     done = subprocess.run(["node", "-e", script], capture_output=True, text=True, env=env, timeout=BOUND_S,
                           check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -83,7 +83,11 @@ async function main() {
   const unauthenticated = await failure(() => wrongKey.messages.create({ model: "test-model", max_tokens: 10,
                                                                          messages: user }));
   const unpaid = await failure(() => client.messages.create({ model: "paid-model", max_tokens: 10, messages: user }));
-  console.log(JSON.stringify({ created, deltas, streamed, used, answered, counted, unauthenticated, unpaid }));
+  const slow = new Anthropic({ baseURL: process.env.BASE_URL, apiKey: process.env.SLOW_KEY, maxRetries: 0 });
+  await slow.messages.create({ model: "test-model", max_tokens: 10, messages: user });
+  const limited = await failure(() => slow.messages.create({ model: "test-model", max_tokens: 10, messages: user }));
+  console.log(JSON.stringify({ created, deltas, streamed, used, answered, counted, unauthenticated, unpaid,
+                               limited }));
 }
 main().catch((error) => { console.error(error); process.exit(1); });
 """
@@ -91,9 +95,9 @@ main().catch((error) => { console.error(error); process.exit(1); });
 
 @pytest.mark.skipif(not node_with(ANTHROPIC_SDK, "@anthropic-ai/sdk"),
                     reason="node with @anthropic-ai/sdk is not available (set ANTHROPIC_SDK_NODE_MODULES)")
-def test_anthropic_sdk_js(live_server, api_key, fake_upstream):
+def test_anthropic_sdk_js(live_server, api_key, make_key, fake_upstream):
     fake_upstream.responder = responder
-    got = run_node(ANTHROPIC_SCRIPT, ANTHROPIC_SDK, live_server, api_key)
+    got = run_node(ANTHROPIC_SCRIPT, ANTHROPIC_SDK, live_server, api_key, SLOW_KEY=make_key("slow", rpm=1))
     created, streamed, used, answered = got["created"], got["streamed"], got["used"], got["answered"]
     assert (created["type"], created["content"], created["stop_reason"]) == (
         "message", [{"type": "text", "text": "Hello from upstream"}], "end_turn")
@@ -104,11 +108,13 @@ def test_anthropic_sdk_js(live_server, api_key, fake_upstream):
     assert [(block["type"], block["name"], block["input"]) for block in used["content"]] == [
         ("tool_use", "weather", {"city": "Oslo"})]
     assert answered["content"][0]["text"] == "It is sunny in Oslo."
-    assert fake_upstream.bodies()[-1]["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    answered_body = next(body for body in fake_upstream.bodies() if len(body.get("messages") or []) == 3)
+    assert answered_body["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
     assert got["counted"]["input_tokens"] >= 100
     assert got["unauthenticated"] == {"name": "AuthenticationError", "status": 401, "api": True,
                                       "type": "authentication_error"}
     assert got["unpaid"]["status"] == 402 and got["unpaid"]["api"] and got["unpaid"]["type"] == "billing_error"
+    assert got["limited"] == {"name": "RateLimitError", "status": 429, "api": True, "type": "rate_limit_error"}
     assert usage_rows()[:4] == [("messages", 200)] * 4
 
 
