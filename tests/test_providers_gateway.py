@@ -22,11 +22,13 @@ from gateway.accounting.money import Price
 from gateway.accounting.usage import Usage
 from gateway.config import ConfigError, build_settings
 from gateway.config_text import settings_as_toml
+from gateway.dashboard import users
 from gateway.tables import LedgerEntry, UsageEntry
 from tests import native_providers
 from tests.doc_pages import documented_examples
 from tests.native_providers import PRICES, Backend
 from tests.polling import wait_until
+from tests.test_dashboard import PASSWORD, sign_in
 
 native, key, settings = native_providers.native, native_providers.key, native_providers.settings  # fixtures
 
@@ -255,3 +257,16 @@ def test_config_show_names_each_providers_type_and_masks_its_headers():
         "models": {"m": {"provider": "claude"}}}))
     assert 'type = "anthropic"' in shown and 'type = "openai"' in shown and "s3cret" not in shown
     assert build_settings(tomllib.loads(shown.replace("***", "x"))).providers["claude"].anthropic_beta == ("b1",)
+
+
+def test_the_dashboards_request_table_shows_the_token_details(client, key, native: Backend):
+    with db.database.connection_context():
+        users.create_user("admin@example.com", PASSWORD, None, "admin")
+    answer = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
+        **ASK, "messages": [{"role": "system", "content": [{"type": "text", "text": "Be brief.",
+                                                            "cache_control": {"type": "ephemeral"}}]}, *ASK["messages"]]})
+    details = answer.json["usage"]["prompt_tokens_details"]
+    assert sign_in(client, "admin@example.com").status_code == 302
+    page = client.get("/dashboard/admin/usage").get_data(as_text=True)
+    shown = f"{details['cached_tokens']} / {details.get('cache_write_tokens', 0)} / 0</td>"
+    assert shown in page and "Cached / cache writes / reasoning" in page
