@@ -86,9 +86,9 @@ class UsageEntry(BaseModel):
     finish_reason = CharField(max_length=32, null=True)
     streamed = BooleanField(default=False)
     cancelled = BooleanField(default=False)  # the client disconnected (status 499)
-    cached_tokens = IntegerField(default=0)  # of prompt_tokens: read from a prompt cache (0013)
-    cache_write_tokens = IntegerField(default=0)  # of prompt_tokens: written to a prompt cache (0013)
-    reasoning_tokens = IntegerField(default=0)  # of completion_tokens (0013)
+    cached_tokens = IntegerField(default=0)  # of prompt_tokens: read from a prompt cache (0014)
+    cache_write_tokens = IntegerField(default=0)  # of prompt_tokens: written to a prompt cache (0014)
+    reasoning_tokens = IntegerField(default=0)  # of completion_tokens (0014)
 
     class Meta:
         table_name = "usage_entry"
