@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.dialects.anthropic_messages import invalid
 from gateway.dialects.anthropic_replies import tool_input
+from gateway.mcp.naming import tool_function_name
 
 BUILTIN_SCHEME = "gateway:"  # `url: "gateway:time"` names the built-in server `time`
 TOOLSET = "mcp_toolset"
@@ -70,6 +71,9 @@ def mcp_request(body: dict[str, Any]) -> tuple[list[McpServer], dict[str, Any]]:
         if [server.server_label for server in servers].count(label) > 1:
             raise invalid("mcp_servers", f"two servers are named (or are) {label!r}.")
     rest = {key: value for key, value in body.items() if key != "mcp_servers"}
+    if isinstance(body.get("messages"), list):
+        labels = {server.name: server.server_label for server in servers}
+        rest["messages"] = [turn for message in body["messages"] for turn in replayed(message, labels)]
     if "tools" in body:
         rest["tools"] = [tool for tool in tools if not (isinstance(tool, dict) and tool.get("type") == TOOLSET)]
     return [server for server in servers if server.allowed_tools is not False], rest
@@ -131,3 +135,29 @@ def tool_result_block(item_id: str, output: str | None, error: str | None) -> di
     return {"type": "mcp_tool_result", "tool_use_id": item_id, "is_error": error is not None,
             "content": [{"type": "text", "text": text}]}
 
+
+
+def replayed(message: Any, labels: dict[str, str]) -> list[Any]:
+    """An assistant turn sent back with executed calls, split as the loop ran them (a call, its result, the rest)."""
+    content = message.get("content") if isinstance(message, dict) and message.get("role") == "assistant" else None
+    if not isinstance(content, list) or not any(isinstance(block, dict) and str(block.get("type")).startswith(
+            "mcp_tool_") for block in content):
+        return [message]
+    turns: list[dict[str, Any]] = [{"role": "assistant", "content": []}]
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "mcp_tool_result":
+            turns.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.get("tool_use_id"),
+                                                       "content": block.get("content"),
+                                                       "is_error": bool(block.get("is_error"))}]})
+            turns.append({"role": "assistant", "content": []})
+            continue
+        turns[-1]["content"].append(called(block, labels) if kind == "mcp_tool_use" else block)
+    return [turn for turn in turns if turn["content"]]
+
+
+def called(block: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """An `mcp_tool_use` block as the `tool_use` the model made (gateway.mcp.naming's name)."""
+    label = labels.get(str(block.get("server_name")), str(block.get("server_name")))
+    return {"type": "tool_use", "id": block.get("id"), "name": tool_function_name(label, str(block.get("name"))),
+            "input": block.get("input") or {}}
