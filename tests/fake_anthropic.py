@@ -1,11 +1,12 @@
-"""A loopback Anthropic Messages API (`POST /v1/messages`), written from Anthropic's API reference.
+"""A loopback Anthropic Messages API (`POST /v1/messages`, `/v1/messages/count_tokens`), from Anthropic's API reference.
 
 It checks what the real API checks first (the key in `x-api-key` or `Authorization: Bearer`, the
 `anthropic-version` header, `model` / `max_tokens` / `messages`, the thinking budget, tool_result
 ids, and temperature / top_p on API versions that refuse them), then answers a `message` or its SSE
 event sequence: text, a tool_use of the first offered tool, a thinking block when thinking is on,
 usage with cache reads and writes when the request marks `cache_control`. `script` takes errors
-(`error(429, "rate_limit_error", ..., retry_after="7")`, 529 `overloaded_error`) or any reply.
+(`error(429, "rate_limit_error", ..., retry_after="7")`, 529 `overloaded_error`) or any reply. Its
+count_tokens answers `counted_tokens(body)` (1000 and up: never the gateway's estimate).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from tests.provider_fake import Events, Json, ProviderFake, Received, Reply, fir
 
 SAMPLING_DROPPED_VERSION = "2026-10-21"
 TEXT = "Hello from Claude"
+MESSAGES_PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
 
 
 def error(status: int, kind: str, message: str, retry_after: str | None = None) -> Json:
@@ -33,6 +36,11 @@ def message(content: list[dict[str, Any]], stop_reason: str = "end_turn", model:
              "cache_creation_input_tokens": written}
     return {"id": "msg_fake01", "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": stop_reason, "stop_sequence": None, "usage": usage}
+
+
+def counted_tokens(body: dict[str, Any]) -> int:
+    """The fake's token count of a request: 1000 plus one per character of its system, messages and tools."""
+    return 1000 + sum(len(json.dumps(body.get(name) or "")) for name in ("system", "messages", "tools"))
 
 
 def pieces(text: str, count: int) -> list[str]:
@@ -91,6 +99,8 @@ class FakeAnthropic(ProviderFake):
         refused = self.refusal(request, body)
         if refused is not None:
             return refused
+        if request.path.split("?")[0] == COUNT_PATH:
+            return Json({"input_tokens": counted_tokens(body)})
         answer = self.message_for(body)
         return stream_events(answer) if body.get("stream") else Json(answer, headers={"request-id": "req_fake"})
 
@@ -100,12 +110,16 @@ class FakeAnthropic(ProviderFake):
         version = request.header("anthropic-version") or ""
         thinking = body.get("thinking") or {}
         budget = thinking.get("budget_tokens", 0) if thinking.get("type") == "enabled" else None
+        counting = request.path.split("?")[0] == COUNT_PATH
         return first_error([
-            (request.path.split("?")[0] != "/v1/messages", lambda: error(404, "not_found_error", "Not found")),
+            (request.path.split("?")[0] not in (MESSAGES_PATH, COUNT_PATH),
+             lambda: error(404, "not_found_error", "Not found")),
             (key != self.api_key, lambda: error(401, "authentication_error", "invalid x-api-key")),
             (not version, lambda: error(400, "invalid_request_error", "anthropic-version: header is required")),
             (not isinstance(body.get("model"), str), lambda: error(400, "invalid_request_error", "model: Field required")),
-            (not isinstance(body.get("max_tokens"), int),
+            (counting and "max_tokens" in body,
+             lambda: error(400, "invalid_request_error", "max_tokens: Extra inputs are not permitted")),
+            (not counting and not isinstance(body.get("max_tokens"), int),
              lambda: error(400, "invalid_request_error", "max_tokens: Field required")),
             (not body.get("messages"), lambda: error(400, "invalid_request_error", "messages: Field required")),
             (version >= SAMPLING_DROPPED_VERSION and ("temperature" in body or "top_p" in body),

@@ -19,7 +19,7 @@ from gateway.accounting.tokens import estimate_prompt_tokens
 from gateway.errors import InvalidRequest
 from gateway.upstream.providers.anthropic import THINKING_BUDGETS
 
-PASSED = ("temperature", "top_p")  # same name, same meaning on chat
+PASSED = ("temperature", "top_p", "models")  # same name, same meaning on chat (`models`: the fallback list)
 # context_management (server-side clearing of old tool results; Claude Code sends it) is a saving, not a meaning:
 # dropped, the whole conversation goes up
 DROPPED = ("top_k", "cache_control", "service_tier", "inference_geo", "speed", "diagnostics", "user_profile_id",

@@ -235,11 +235,11 @@ class UpstreamClient:
         call.answered(response.status_code)
         return response
 
-    def _call(self, provider: str, path: str, body: Any) -> tuple[WireRequest, UpstreamCall]:
+    def _call(self, provider: str, path: str, body: Any, beta: tuple[str, ...] = ()) -> tuple[WireRequest, UpstreamCall]:
         """The provider's request for a prepared body, and its call on the least busy copy (held until it ends)."""
         base_url, release = self._copies[provider].acquire()
         try:
-            sent = wire.wire_request(self._providers[provider], base_url, path, body)
+            sent = wire.wire_request(self._providers[provider], base_url, path, body, beta)
         except GatewayError:
             release()
             raise
@@ -247,9 +247,12 @@ class UpstreamClient:
         call.on_end = release
         return sent, call
 
-    def post_json(self, provider: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST a JSON body and return the decoded JSON answer (a chat completion in OpenAI's shape)."""
-        sent, call = self._call(provider, path, body)
+    def post_json(self, provider: str, path: str, body: dict[str, Any], beta: tuple[str, ...] = ()) -> dict[str, Any]:
+        """POST a JSON body and return the decoded JSON answer (a chat completion in OpenAI's shape).
+
+        `beta`: a client's `anthropic-beta` flags, for the native Messages paths (gateway.upstream.wire).
+        """
+        sent, call = self._call(provider, path, body, beta)
         response = self._send(provider, sent, False, call)
         try:
             answer = wire.parse_answer(self._providers[provider], path, self._decode(response, provider), provider)
@@ -263,9 +266,9 @@ class UpstreamClient:
         """post_json on the reader pool, so the caller can wait with keep-alives (in the caller's trace)."""
         return self._executor.submit(contextvars.copy_context().run, self.post_json, provider, path, body)
 
-    def open_stream(self, provider: str, path: str, body: dict[str, Any]) -> UpstreamStream:
-        """POST and return the SSE answer as an UpstreamStream (errors before the body raise)."""
-        sent, call = self._call(provider, path, body)
+    def open_stream(self, provider: str, path: str, body: dict[str, Any], beta: tuple[str, ...] = ()) -> UpstreamStream:
+        """POST and return the SSE answer as an UpstreamStream (errors before the body raise; `beta` as post_json)."""
+        sent, call = self._call(provider, path, body, beta)
         response = self._send(provider, sent, True, call)
         translate = wire.translator(self._providers[provider], path, body)
         return UpstreamStream(response, provider, self._executor, call, translate)

@@ -19,10 +19,12 @@ import requests
 from gateway.config import ProviderSettings
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from gateway.upstream.providers import ProviderWire, StreamTranslator, WireRequest, adapter
+from gateway.upstream.providers.anthropic import wire_headers
 from gateway.upstream.providers.base import RAW_ERROR_CHARS, join_url
 from gateway.upstream.sse import SseEvent
 
 CHAT_PATH = "chat/completions"
+NATIVE_PATHS = {"messages": "v1/messages", "messages/count_tokens": "v1/messages/count_tokens"}  # Anthropic's own
 DONE = SseEvent("[DONE]")
 
 
@@ -38,8 +40,16 @@ def provider_wire(settings: ProviderSettings, base_url: str) -> ProviderWire:
                         settings.anthropic_version, tuple(settings.anthropic_beta))
 
 
-def wire_request(settings: ProviderSettings, base_url: str, path: str, body: dict[str, Any]) -> WireRequest:
-    """The HTTP request for a prepared body (InvalidRequest: a path or field the provider cannot take)."""
+def wire_request(settings: ProviderSettings, base_url: str, path: str, body: dict[str, Any],
+                 beta: tuple[str, ...] = ()) -> WireRequest:
+    """The HTTP request for a prepared body (InvalidRequest: a path or field the provider cannot take).
+
+    A native Messages path (NATIVE_PATHS) sends the body as it is to an Anthropic-type provider, with its
+    headers and the client's `anthropic-beta` flags (`beta`) after the provider's.
+    """
+    if path in NATIVE_PATHS and settings.type == "anthropic":
+        headers = wire_headers(provider_wire(settings, base_url), beta)
+        return WireRequest("POST", join_url(base_url, NATIVE_PATHS[path]), headers, body, bool(body.get("stream")))
     if path == CHAT_PATH:
         return adapter(settings.type).build_request(body, str(body.get("model")), provider_wire(settings, base_url))
     if settings.type != "openai":

@@ -223,6 +223,16 @@ def thinking_config(effort: str | None, cap: int) -> dict[str, Any] | None:
     return {"type": "enabled", "budget_tokens": budget}
 
 
+def wire_headers(provider: ProviderWire, beta: tuple[str, ...] = ()) -> dict[str, str]:
+    """x-api-key, anthropic-version and anthropic-beta (the provider's flags, then `beta`'s), then extra headers."""
+    headers = {"anthropic-version": provider.anthropic_version, "content-type": "application/json"}
+    if provider.api_key:
+        headers["x-api-key"] = provider.api_key
+    if flags := list(dict.fromkeys((*provider.anthropic_beta, *beta))):
+        headers["anthropic-beta"] = ",".join(flags)
+    return {**headers, **provider.extra_headers}
+
+
 class AnthropicAdapter:
     """Claude's Messages API."""
 
@@ -230,14 +240,8 @@ class AnthropicAdapter:
 
     def build_request(self, body: dict[str, Any], upstream_model: str, provider: ProviderWire) -> WireRequest:
         """POST {base_url}/v1/messages with x-api-key, anthropic-version and anthropic-beta."""
-        headers = {"anthropic-version": provider.anthropic_version, "content-type": "application/json"}
-        if provider.api_key:
-            headers["x-api-key"] = provider.api_key
-        if provider.anthropic_beta:
-            headers["anthropic-beta"] = ",".join(provider.anthropic_beta)
-        return WireRequest("POST", join_url(provider.base_url, "v1/messages"),
-                           {**headers, **provider.extra_headers}, translate_request(body, upstream_model, provider),
-                           bool(body.get("stream")))
+        return WireRequest("POST", join_url(provider.base_url, "v1/messages"), wire_headers(provider),
+                           translate_request(body, upstream_model, provider), bool(body.get("stream")))
 
     def parse_response(self, status: int, body: dict[str, Any]) -> dict[str, Any]:
         """The canonical completion of a `message`."""
