@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -74,15 +75,19 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
 
 
 def admitted(path: str, body: dict[str, Any], streaming: bool, endpoint: str | None = None,
-             ) -> tuple[list[PreparedRequest], Meter]:
-    """The prepared candidates and the admitted meter (a stream slot held first); `endpoint` names the usage row."""
+             prepared: Callable[[], list[PreparedRequest]] | None = None) -> tuple[list[PreparedRequest], Meter]:
+    """The prepared candidates and the admitted meter (a stream slot held first); `endpoint` names the usage row.
+
+    `prepared` prepares the candidates another way (the native Messages path); by default, prepare_candidates.
+    """
     caller = current_caller()
     settings = services.settings()
     endpoint = endpoint or path
     with refusals_recorded(caller, endpoint, requested_model(body), request_id()):
         if streaming:
             hold_stream_slot()
-        candidates = prepare_candidates(routing.candidates(settings, body), path, body, settings.providers, streaming)
+        candidates = prepared() if prepared is not None else prepare_candidates(
+            routing.candidates(settings, body), path, body, settings.providers, streaming)
         estimates = [prepared.estimate() for prepared in candidates]
         return candidates, Meter.admit(caller, estimates, endpoint, request_id(), settings, services.limiter())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from gateway import services
+from gateway.api import messages_native
 from gateway.api.chat import admitted
 from gateway.api.http import authenticated_blueprint, event_stream, json_object, with_headers
 from gateway.dialects.anthropic_messages import chat_request, count_tokens
@@ -28,8 +29,11 @@ RELAY_FRAMING = StreamDialect(OPENROUTER)  # its error chunk carries the status 
 
 @bp.post("/messages")
 def create_message() -> Response:
-    """A Messages API call, JSON or streamed."""
-    translated = chat_request(json_object())
+    """A Messages API call, JSON or streamed: native on Anthropic-type models, else translated."""
+    body = json_object()
+    if (routes := messages_native.native_routes(body)) is not None:
+        return messages_native.create(body, routes, ENDPOINT)
+    translated = chat_request(body)
     chat, model = translated.body, translated.body["model"]
     streaming = bool(chat.get("stream"))
     candidates, meter = admitted("chat/completions", chat, streaming, ENDPOINT)
@@ -49,7 +53,9 @@ def create_message() -> Response:
 
 @bp.post("/messages/count_tokens")
 def count_message_tokens() -> Response:
-    """`{"input_tokens": N}`: the gateway's estimate of the translated request (not the upstream's count)."""
+    """`{"input_tokens": N}`: the provider's own count on an Anthropic-type model, else the gateway's estimate."""
     body = json_object()
-    routing.resolve(services.settings(), body.get("model"))
+    route = routing.resolve(services.settings(), body.get("model"))
+    if services.settings().providers[route.provider].type == messages_native.NATIVE_TYPE:
+        return messages_native.count_tokens(body, route)
     return jsonify(count_tokens(body))
