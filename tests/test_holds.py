@@ -31,6 +31,8 @@ PAID = {"provider": "fake", "input_price_per_mtok": PRICE, "output_price_per_mto
 CHAT = {"model": "paid-model", "messages": [{"role": "user", "content": "use tools"}], "tools": "auto"}
 RESPONSE = {"model": "paid-model", "input": "use tools",
             "tools": [{"type": "mcp", "server_label": "tools", "require_approval": "never"}]}
+MESSAGES = {"model": "paid-model", "max_tokens": 10, "messages": [{"role": "user", "content": "use tools"}],
+            "mcp_servers": [{"type": "url", "url": "gateway:tools", "name": "tools"}]}  # Anthropic's MCP connector
 OUTPUT = 5  # what the counting upstream generates
 
 
@@ -88,10 +90,12 @@ def books(account_id: int) -> dict[str, Any]:
 def ask(client, family: str, headers: dict[str, str]):
     if family == "chat":
         return client.post("/v1/chat/completions", json=CHAT, headers=headers)
+    if family == "messages":
+        return client.post("/v1/messages", json=MESSAGES, headers=headers)
     return client.post("/v1/responses", json=RESPONSE, headers=headers)
 
 
-FAMILIES = ["chat", "responses"]
+FAMILIES = ["chat", "responses", "messages"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -105,7 +109,8 @@ def test_the_first_turn_holds_the_mcp_tool_definitions(client, make_key, fake_up
         assert answer.json["status"] == "failed"
     else:
         assert answer.status_code == 402, answer.get_data(as_text=True)
-    assert answer.json["error"]["code"] == "insufficient_balance"
+    error = answer.json["error"]
+    assert (error["type"] == "billing_error") if family == "messages" else (error["code"] == "insufficient_balance")
     assert model.counted == []  # refused before turn 1 was sent
     assert books(account_id)["balance"] == 100 * PRICE
 

@@ -9,7 +9,7 @@ from flask import Response, jsonify, request
 from pydantic import BaseModel
 
 from gateway import services
-from gateway.accounting.keys import current_caller
+from gateway.accounting.keys import Caller, current_caller
 from gateway.accounting.meter import Meter, refusals_recorded
 from gateway.accounting.streams import hold_stream_slot
 from gateway.api import chat_render
@@ -26,6 +26,7 @@ from gateway.errors import InvalidRequest, dialect_of
 from gateway.loop.run import Run
 from gateway.loop.tool_loop import first_turn
 from gateway.mcp.assemble import profile_toolset
+from gateway.mcp.toolset import Toolset
 from gateway.serving.http_conventions import request_id
 from gateway.upstream import relay, routing
 from gateway.upstream.dialect import StreamDialect
@@ -97,22 +98,28 @@ def run_with_tools(body: dict[str, Any], labels: list[str], form: str = chat_ren
 
     `form` says where executed calls are listed (gateway.api.chat_render).
     """
-    streaming = stream_requested(body)
+    run = loop_run(body, lambda caller: profile_toolset(services.mcp(), labels, caller.account.scope,
+                                                         caller.mcp_allow_list))
+    if stream_requested(body):
+        chunks = chat_render.stream(run, wants_usage(body), stream_dialect(), form)
+        return with_headers(event_stream(chunks, run), run.meter)
+    return with_headers(jsonify(chat_render.complete(run, form)), run.meter)
+
+
+def loop_run(body: dict[str, Any], open_toolset: Callable[[Caller], Toolset | None],
+             endpoint: str = "chat/completions") -> Run:
+    """The admitted run of a chat body's tool loop; `open_toolset(caller)` opens its MCP servers after admission."""
     caller = current_caller()
     settings = services.settings()
-    with refusals_recorded(caller, "chat/completions", body.get("model"), request_id()):
-        if streaming:
+    with refusals_recorded(caller, endpoint, body.get("model"), request_id()):
+        if stream_requested(body):
             hold_stream_slot()
         plan = chat_render.loop_plan(body, routing.resolve(settings, body.get("model")), None)
         first = first_turn(plan, settings).estimate()  # MCP tools are held when turn 1 is sent
-        meter = Meter.admit(caller, [first], "chat/completions", request_id(), settings, services.limiter())
+        meter = Meter.admit(caller, [first], endpoint, request_id(), settings, services.limiter())
     with meter.closed_on_failure():
-        plan.toolset = profile_toolset(services.mcp(), labels, caller.account.scope, caller.mcp_allow_list)
-        run = Run(plan, meter, services.upstream(), settings)
-    if streaming:
-        chunks = chat_render.stream(run, wants_usage(body), stream_dialect(), form)
-        return with_headers(event_stream(chunks, run), meter)
-    return with_headers(jsonify(chat_render.complete(run, form)), meter)
+        plan.toolset = open_toolset(caller)
+        return Run(plan, meter, services.upstream(), settings)
 
 
 def executed_calls_form(body: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ The Messages body becomes the canonical chat request (gateway.dialects.anthropic
 prepared, admitted, relayed and charged as chat is (usage rows say `endpoint = "messages"`), and the
 answer is rendered as a `message` or as Anthropic's stream events. Errors are in Anthropic's shape
 (gateway.errors picks the dialect by path). Keys come as `x-api-key` or `Authorization: Bearer`.
+A body with `mcp_servers` runs in the gateway's tool loop on any model (gateway.api.messages_mcp).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from gateway import services
-from gateway.api import messages_native
+from gateway.api import messages_mcp, messages_native
 from gateway.api.chat import admitted
 from gateway.api.http import authenticated_blueprint, event_stream, json_object, with_headers
 from gateway.dialects.anthropic_messages import chat_request, count_tokens
@@ -31,6 +32,8 @@ RELAY_FRAMING = StreamDialect(OPENROUTER)  # its error chunk carries the status 
 def create_message() -> Response:
     """A Messages API call, JSON or streamed: native on Anthropic-type models, else translated."""
     body = json_object()
+    if "mcp_servers" in body:  # the gateway runs the servers, on any model (gateway.api.messages_mcp)
+        return messages_mcp.create(body, ENDPOINT, DROPPED_HEADER)
     if (routes := messages_native.native_routes(body)) is not None:
         return messages_native.create(body, routes, ENDPOINT)
     translated = chat_request(body)
