@@ -158,3 +158,21 @@ def test_a_conversation_continues_with_the_mcp_blocks_sent_back(live_server, api
     assert [message["role"] for message in sent] == ["user", "assistant", "tool", "assistant", "user"]
     assert sent[1]["tool_calls"][0]["function"]["name"] == "mcp__time__get_current_time"
     assert sent[2]["tool_call_id"] == sent[1]["tool_calls"][0]["id"] and '"timezone": "UTC"' in sent[2]["content"]
+
+
+def test_a_builtin_server_by_name_alone_and_a_failing_call(live_server, api_key, fake_upstream):
+    fake_upstream.responder = ScriptedModel([("mcp__tools__fail", {"message": "no luck"})])
+    message = beta(live_server, api_key).messages.create(
+        model="test-model", max_tokens=100, messages=USER, mcp_servers=[{"type": "url", "name": "tools"}],
+        betas=[OLD_BETA])
+    use, result, text = blocks(message)
+    assert (use["server_name"], use["name"], use["input"]) == ("tools", "fail", {"message": "no luck"})
+    assert result["is_error"] is True and "no luck" in result["content"][0]["text"]
+    assert text["text"].startswith("Tools said: Error:")
+
+
+def test_count_tokens_takes_mcp_servers(client, api_key):
+    answer = client.post("/v1/messages/count_tokens", headers={"x-api-key": api_key}, json={
+        "model": "test-model", "messages": USER, "mcp_servers": [TIME]})
+    assert answer.status_code == 200, answer.json
+    assert answer.json["input_tokens"] > 0

@@ -15,6 +15,7 @@ from gateway import services
 from gateway.api import messages_mcp, messages_native
 from gateway.api.chat import admitted
 from gateway.api.http import authenticated_blueprint, event_stream, json_object, with_headers
+from gateway.dialects.anthropic_mcp import mcp_request
 from gateway.dialects.anthropic_messages import chat_request, count_tokens
 from gateway.dialects.anthropic_replies import message_of
 from gateway.dialects.anthropic_stream import MessagesStreamEncoder, messages_events
@@ -61,4 +62,6 @@ def count_message_tokens() -> Response:
     route = routing.resolve(services.settings(), body.get("model"))
     if services.settings().providers[route.provider].type == messages_native.NATIVE_TYPE:
         return messages_native.count_tokens(body, route)
+    if "mcp_servers" in body:  # estimated without the servers' tools (they are listed only when the loop runs)
+        body = mcp_request(body)[1]
     return jsonify(count_tokens(body))

@@ -24,7 +24,7 @@ PASSED = ("temperature", "top_p", "models")  # same name, same meaning on chat (
 # dropped, the whole conversation goes up
 DROPPED = ("top_k", "cache_control", "service_tier", "inference_geo", "speed", "diagnostics", "user_profile_id",
            "workspace_id", "context_management")  # no chat equivalent: dropped and named
-REFUSED = ("mcp_servers", "container")  # not translated: a 400 rather than a silent drop
+REFUSED = ("mcp_servers", "container")  # not translated: a 400 (mcp_servers is taken off first: dialects.anthropic_mcp)
 KNOWN = ("model", "max_tokens", "system", "messages", "tools", "tool_choice", "stop_sequences", "thinking",
          "metadata", "stream", "output_config", *PASSED, *DROPPED, *REFUSED)
 THINKING_BLOCKS = ("thinking", "redacted_thinking")
