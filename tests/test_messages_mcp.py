@@ -75,9 +75,10 @@ def test_builtin_server_runs_in_the_loop_and_answers_mcp_blocks(live_server, api
         ("messages", 200, 40, 10)]
 
 
-def test_streamed_mcp_blocks_are_accumulated_by_the_sdk(live_server, api_key, fake_upstream):
+@pytest.mark.parametrize("prefix", ["", "/api"])
+def test_streamed_mcp_blocks_are_accumulated_by_the_sdk(live_server, api_key, fake_upstream, prefix):
     fake_upstream.responder = ScriptedModel([("mcp__time__get_current_time", {"timezone": "UTC"})])
-    with beta(live_server, api_key).messages.stream(
+    with beta(live_server + prefix, api_key).messages.stream(
             model="test-model", max_tokens=100, messages=USER, mcp_servers=[TIME], betas=[OLD_BETA]) as stream:
         events = [event.type for event in stream]
         message = stream.get_final_message()
