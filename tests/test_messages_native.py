@@ -22,7 +22,7 @@ from gateway.tables import ApiKey, LedgerEntry, UsageEntry
 from tests import fake_anthropic
 from tests.native_providers import PRICES, Backend, start_backend
 from tests.polling import wait_until
-from tests.provider_fake import Json
+from tests.provider_fake import Events, Json
 
 USER = [{"role": "user", "content": "hi"}]
 PROVIDER_BETA = "provider-flag-2025-01-01"
@@ -225,3 +225,43 @@ def test_count_tokens_errors_come_back_in_anthropics_shape(sdk, native: Backend)
     with pytest.raises(anthropic.BadRequestError) as refused:
         sdk.messages.count_tokens(model="native-model", messages=USER)
     assert refused.value.body["error"]["type"] == "invalid_request_error"
+
+
+def test_the_openrouter_route_is_native_too(live_server, key, native: Backend):
+    body = {"model": "native-model", "max_tokens": 100, "messages": THINKING_TURNS, "top_k": 2}
+    answer = requests.post(f"{live_server}/api/v1/messages", json=body, timeout=20,
+                           headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 200 and answer.json()["model"] == "native-model"
+    assert native.requests()[0][1] == {**body, "model": "native-upstream"}
+
+
+def test_a_provider_error_mid_stream_is_relayed_and_the_input_charged(live_server, key, native: Backend):
+    start = fake_anthropic.stream_events(fake_anthropic.message([{"type": "text", "text": "x"}])).events[:3]
+    failure = ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    native.fake.script.append(Events([*start, failure]))
+    answer = requests.post(f"{live_server}/v1/messages", stream=True, timeout=20, headers={"x-api-key": key},
+                           json={"model": "native-model", "max_tokens": 100, "messages": USER, "stream": True})
+    lines = list(answer.iter_lines(decode_unicode=True))
+    names = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert names == ["message_start", "ping", "content_block_start", "error"]
+    data = [json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")]
+    assert data[-1] == failure[1]  # the provider's own error event, as sent
+    [row] = usage_rows()
+    assert (row.status, row.prompt_tokens) == (502, 12) and charges() == [cost(12, 1, 0, 0)]
+
+
+def test_a_missing_max_tokens_is_refused_before_the_provider(live_server, key, native: Backend):
+    answer = post(live_server, key, {"model": "native-model", "messages": USER})
+    assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+    assert "max_tokens" in answer.json()["error"]["message"] and native.requests() == []
+
+
+def test_a_stream_cut_short_ends_with_the_gateways_error_event(live_server, key, native: Backend):
+    native.fake.script.append(Events(fake_anthropic.stream_events(fake_anthropic.message(
+        [{"type": "text", "text": "x"}])).events[:4]))  # no message_delta, no message_stop
+    answer = requests.post(f"{live_server}/v1/messages", stream=True, timeout=20, headers={"x-api-key": key},
+                           json={"model": "native-model", "max_tokens": 100, "messages": USER, "stream": True})
+    data = [json.loads(line.removeprefix("data: ")) for line in answer.iter_lines(decode_unicode=True)
+            if line.startswith("data: ")]
+    assert [item["type"] for item in data][-2:] == ["content_block_delta", "error"]
+    assert data[-1]["error"]["type"] == "api_error" and "message_stop" in data[-1]["error"]["message"]

@@ -4,8 +4,9 @@ Every event goes out as the provider sent it (`ping` included), except `message_
 `message.model` becomes the public model id. Usage is read from `message_start` and `message_delta`
 (cache reads and writes included) and priced as chat's; until the final `message_delta`, output is
 at least the estimate of the text generated so far, so a client that leaves mid-stream is charged
-for what was generated. Silences get `ping` events; a failure (the provider's `error` event, a
-stream cut short before `message_stop`) ends with an `error` event in Anthropic's shape.
+for what was generated. Silences get `ping` events; the provider's own `error` event goes out as
+sent, and any other failure (a stream cut short before `message_stop`) ends with the gateway's
+`error` event in Anthropic's shape.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ from gateway.upstream.providers.anthropic_answer import finish_reason, usage_of
 from gateway.upstream.routing import Route
 
 DELTA_TEXT = ("text", "thinking", "partial_json")  # the generated text of a content_block_delta
+
+
+class ProviderErrorEvent(UpstreamStreamBroken):
+    """The provider's own `error` event: the client gets it as sent (`sent`)."""
+
+    def __init__(self, message: str, sent: bytes) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 def anthropic_usage(counts: Any) -> Usage | None:
@@ -98,7 +107,7 @@ def relay_events(stream: UpstreamStream, route: Route, meter: Meter, keepalive_s
     except GatewayError as exc:
         status = exc.status
         meter.finish(tally.usage(meter), status, route, "error")
-        yield error_event(exc)
+        yield exc.sent if isinstance(exc, ProviderErrorEvent) else error_event(exc)
     except Exception:
         status = 500
         raise
@@ -118,7 +127,8 @@ def parsed(event: sse.SseEvent) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise UpstreamStreamBroken("Upstream sent a stream event that is not a JSON object.")
     if event.event == "error" or payload.get("type") == "error":
-        raise UpstreamStreamBroken(f"Upstream failed mid-stream: {error_message(payload.get('error'))}")
+        raise ProviderErrorEvent(f"Upstream failed mid-stream: {error_message(payload.get('error'))}",
+                                 sse.encode(event.data, event="error"))
     return payload
 
 
