@@ -1,7 +1,8 @@
 """`/v1/messages` on models of each native provider (Anthropic, Gemini, Azure fakes), through the `anthropic` SDK.
 
-The Messages body is translated to chat and then to the provider's wire (for Anthropic too, until the
-native pass-through exists): the text, the stop reason and a usage row per call come back.
+On Gemini and Azure the Messages body is translated to chat and then to the provider's wire; on
+Anthropic it goes through natively (tests/test_messages_native.py): the text, the stop reason and a
+usage row per call come back either way.
 """
 
 from __future__ import annotations
