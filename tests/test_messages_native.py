@@ -204,7 +204,13 @@ def test_a_fallback_list_with_another_provider_is_translated(live_server, key, n
     answer = post(live_server, key, body)
     assert answer.status_code == 200 and answer.json()["type"] == "message", answer.text
     assert answer.headers["X-Gateway-Dropped"] == "top_k"  # the translated path
+    assert answer.json()["model"] == "openai-model"  # the model that answered
     assert "top_k" not in native.requests()[0][1] and fake_upstream.requests
+    native.fake.script.append(fake_anthropic.error(529, "overloaded_error", "Overloaded"))
+    sdk = anthropic.Anthropic(base_url=live_server, api_key=key, max_retries=0, timeout=20)
+    with sdk.messages.stream(model="native-model", max_tokens=100, messages=USER,
+                             extra_body={"models": ["openai-model"]}) as stream:
+        assert stream.get_final_message().model == "openai-model"
 
 
 def test_count_tokens_is_the_providers_own_count(sdk, native: Backend):

@@ -1,6 +1,7 @@
-"""Anthropic's Messages API (`/v1/messages`, `/api/v1/messages`) on any model: translated to chat and back.
+"""Anthropic's Messages API (`/v1/messages`, `/api/v1/messages`) on any model: native, or translated to chat and back.
 
-The Messages body becomes the canonical chat request (gateway.dialects.anthropic_messages); it is
+On a model of an Anthropic-type provider the body goes through natively (gateway.api.messages_native);
+otherwise the Messages body becomes the canonical chat request (gateway.dialects.anthropic_messages); it is
 prepared, admitted, relayed and charged as chat is (usage rows say `endpoint = "messages"`), and the
 answer is rendered as a `message` or as Anthropic's stream events. Errors are in Anthropic's shape
 (gateway.errors picks the dialect by path). Keys come as `x-api-key` or `Authorization: Bearer`.
@@ -46,10 +47,11 @@ def create_message() -> Response:
         route, stream = relay.open_stream(client, candidates, meter)
         keepalive = services.settings().server.keepalive_interval_s
         chunks = relay.relay_stream(stream, route, True, meter, keepalive, RELAY_FRAMING)
-        encoder = MessagesStreamEncoder(model, candidates[0].input_tokens, stops)
+        encoder = MessagesStreamEncoder(route.model_id, candidates[0].input_tokens, stops)  # a fallback's, maybe
         response = event_stream(messages_events(chunks, encoder))
     else:
-        response = jsonify(message_of(relay.relay_json(client, candidates, meter), model, stops))
+        completion = relay.relay_json(client, candidates, meter)
+        response = jsonify(message_of(completion, completion.get("model") or model, stops))
     if translated.dropped:
         response.headers[DROPPED_HEADER] = ", ".join(translated.dropped)
     return with_headers(response, meter)
