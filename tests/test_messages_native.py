@@ -271,3 +271,9 @@ def test_a_stream_cut_short_ends_with_the_gateways_error_event(live_server, key,
             if line.startswith("data: ")]
     assert [item["type"] for item in data][-2:] == ["content_block_delta", "error"]
     assert data[-1]["error"]["type"] == "api_error" and "message_stop" in data[-1]["error"]["message"]
+
+
+def test_count_tokens_with_mcp_servers_is_the_gateways_estimate(sdk, native: Backend):
+    servers = [{"type": "url", "name": "remote", "url": "https://mcp.example.com/mcp", "authorization_token": "s3"}]
+    counted = sdk.messages.count_tokens(model="native-model", messages=USER, extra_body={"mcp_servers": servers})
+    assert 0 < counted.input_tokens < 1000 and native.requests() == []  # the servers' token never leaves

@@ -61,9 +61,9 @@ def create_message() -> Response:
 def count_message_tokens() -> Response:
     """`{"input_tokens": N}`: the provider's own count on an Anthropic-type model, else the gateway's estimate."""
     body = json_object()
-    route = routing.resolve(services.settings(), body.get("model"))
-    if services.settings().providers[route.provider].type == messages_native.NATIVE_TYPE:
-        return messages_native.count_tokens(body, route)
+    routing.resolve(services.settings(), body.get("model"))
+    if (routes := messages_native.native_routes(body)) is not None:
+        return messages_native.count_tokens(body, routes[0])
     if "mcp_servers" in body:  # estimated without the servers' tools (they are listed only when the loop runs)
         body = mcp_request(body)[1]
     return jsonify(count_tokens(body))
