@@ -5,7 +5,7 @@ documents, server tools, `top_k` and fields the gateway does not know go through
 becomes the upstream model id (the `models` fallback list is the gateway's and is not sent); the
 provider's key, `anthropic-version` and `anthropic-beta` flags are sent, the client's own
 `anthropic-beta` flags after them. The answer comes back as sent except `model` (the public id); a
-stream is relayed event by event (gateway.upstream.native_stream). Admission, holds (the input
+stream is relayed event by event (gateway.api.messages_native_stream). Admission, holds (the input
 estimated from the text of `system`, `messages` and `tools`; the output held for `max_tokens`),
 rate limits, stream slots, usage rows and prices are chat's. The path is taken when every candidate
 model (`model` and its `models` fallbacks) is served by an Anthropic-type provider and the body
@@ -22,10 +22,10 @@ from gateway import services
 from gateway.accounting.tokens import estimate_prompt_tokens, hold_prompt_tokens
 from gateway.api.chat import admitted
 from gateway.api.http import event_stream, with_headers
+from gateway.api.messages_native_stream import anthropic_usage, relay_events
 from gateway.dialects.anthropic_messages import invalid, required_cap
 from gateway.errors import GatewayError
 from gateway.upstream import relay, routing
-from gateway.upstream.native_stream import anthropic_usage, relay_events
 from gateway.upstream.prepared import PreparedRequest
 from gateway.upstream.providers.anthropic_answer import finish_reason
 from gateway.upstream.routing import Route
