@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from bench.upstream import SLOW_MODEL, completion_body
+from tests.live_gateway import children
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,22 +110,8 @@ class Service:
         """The serving processes: the children of the master, else the master itself."""
         if self.process is None or self.process.poll() is not None:
             return []
-        children = [pid for pid in child_pids(self.process.pid) if not _is_helper(pid)]
-        return children or [self.process.pid]
-
-
-def child_pids(parent: int) -> list[int]:
-    """Direct children of a process, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                found.append(int(entry.name))
-    return found
+        workers = [pid for pid in children(self.process.pid) if not _is_helper(pid)]
+        return workers or [self.process.pid]
 
 
 def _is_helper(pid: int) -> bool:

@@ -33,7 +33,7 @@ from gateway.upstream.routing import Route
 NATIVE_TYPE = "anthropic"
 MESSAGES_PATH = "messages"  # gateway.upstream.wire.NATIVE_PATHS
 COUNT_PATH = "messages/count_tokens"
-GATEWAY_ONLY = ("models",)  # the gateway's extensions, never sent upstream
+NOT_SENT_UPSTREAM = ("models",)  # the gateway's extensions, never sent upstream
 BETA_HEADER = "anthropic-beta"
 
 
@@ -58,7 +58,7 @@ def client_beta() -> tuple[str, ...]:
 
 def upstream_body(body: dict[str, Any], route: Route) -> dict[str, Any]:
     """The body the provider gets: the client's, with the upstream model id and without the gateway's fields."""
-    return {**{name: value for name, value in body.items() if name not in GATEWAY_ONLY}, "model": route.upstream_model}
+    return {**{name: value for name, value in body.items() if name not in NOT_SENT_UPSTREAM}, "model": route.upstream_model}
 
 
 def estimate_form(body: dict[str, Any]) -> dict[str, Any]:
