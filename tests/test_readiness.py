@@ -1,4 +1,7 @@
-"""/healthz and /readyz: the database, a reachable upstream (cached probe), required MCP servers."""
+"""/healthz and /readyz: the database, each model's reachable deployments (cached probe), required MCP servers.
+
+The deployments' cooldowns in readiness: tests/test_deployment_ops.py.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ def test_ready_with_the_database_and_a_reachable_upstream(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     response = client.get("/readyz")
     assert response.status_code == 200
+    one_of_one = {"ready": True, "deployments": 1, "ready_deployments": 1}
     assert response.get_json() == {"status": "ready", "checks": {"database": True, "upstream:fake": True},
-                                   "down": []}
+                                   "down": [], "models": {"test-model": one_of_one, "backup-model": one_of_one}}
 
 
 def test_ready_while_one_upstream_of_two_answers(make_settings):
@@ -43,7 +47,9 @@ def test_unready_when_no_upstream_answers_and_ready_once_one_does(make_settings,
     settings = make_settings(providers={"fake": gone}, models={"backup-model": {"provider": "fake"}})
     status, body = readiness(settings)
     assert status == 503
-    assert body["status"] == "unavailable" and body["down"] == ["upstream:fake"]
+    assert body["status"] == "unavailable" and body["down"] == ["model:test-model", "model:backup-model"]
+    assert body["checks"]["upstream:fake"] is False
+    assert body["models"]["test-model"] == {"ready": False, "deployments": 1, "ready_deployments": 0}
 
 
 def test_a_required_mcp_server_that_is_down_is_named(make_settings):

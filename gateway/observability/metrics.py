@@ -6,8 +6,8 @@ adds up every worker's, the live and the dead. So they are created once per proc
 use (after the fork), by `metrics()`. Without `PROMETHEUS_MULTIPROC_DIR` (tests, a plain
 development server) they live in this process's memory.
 
-Labels only ever take values from the config or the code (routes, configured model ids and
-providers, statuses), never a client's raw input, so their number stays bounded.
+Labels only ever take values from the config or the code (routes, configured model ids,
+deployments and providers, statuses), never a client's raw input, so their number stays bounded.
 """
 
 from __future__ import annotations
@@ -84,6 +84,22 @@ class Metrics:
         self.batch_seconds = histogram("gateway_db_write_batch_duration_seconds",
                                        "Time one accounting batch took: write lock, statements and commit.",
                                        (), BATCH_BUCKETS)
+        self.deployment_requests = counter("gateway_deployment_requests",
+                                           "Attempts on each deployment of a model, by outcome: ok, or the "
+                                           "upstream error's kind (timeout, unavailable, http_429, error, ...).",
+                                           ("model", "deployment", "outcome"))
+        self.deployment_seconds = histogram("gateway_deployment_request_duration_seconds",
+                                            "Time one attempt on a deployment took, to its answer (to the first "
+                                            "event, for streams), whatever its outcome.",
+                                            ("model", "deployment"), UPSTREAM_BUCKETS)
+        self.deployment_retries = counter("gateway_deployment_retries",
+                                          "Failed attempts on a deployment after which the request was tried "
+                                          "again (on another deployment, or the same one).", ("model", "deployment"))
+        # livemax: 1 while any live worker sees it cooling; a dead worker's last view goes with it
+        self.deployment_cooling = Gauge("gateway_deployment_cooling",
+                                        "1 while a deployment is cooling down or on its half-open trial, 0 while "
+                                        "healthy (the highest view of the live workers).",
+                                        ("deployment",), registry=registry, multiprocess_mode="livemax")
 
 
 _metrics: Metrics | None = None
@@ -190,6 +206,23 @@ def mcp_server_state(server: str, status: str) -> None:
 def refused(reason: str) -> None:
     """A request refused with 429 (rate_limited) or 402 (insufficient_balance)."""
     metrics().refusals.labels(reason).inc()
+
+
+def deployment_request(model: str, deployment: str, seconds: float, error: str | None) -> None:
+    """One attempt on one of a model's deployments: its time and outcome (`error`: the failure's kind, None: ok)."""
+    current = metrics()
+    current.deployment_requests.labels(model, deployment, error or "ok").inc()
+    current.deployment_seconds.labels(model, deployment).observe(seconds)
+
+
+def deployment_retry(model: str, deployment: str) -> None:
+    """An attempt on `deployment` failed and the request goes on to another attempt."""
+    metrics().deployment_retries.labels(model, deployment).inc()
+
+
+def deployment_status(deployment: str, status: str) -> None:
+    """This worker's view of a deployment's health changed: healthy (0), or cooling, half_open or trial (1)."""
+    metrics().deployment_cooling.labels(deployment).set(0 if status == "healthy" else 1)
 
 
 @contextlib.contextmanager
