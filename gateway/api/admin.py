@@ -1,6 +1,10 @@
-"""Admin API behind the admin token: keys, accounts, credits, ledgers."""
+"""Admin API behind the admin token: keys, accounts, credits, ledgers, the deployments' routing states."""
 
 from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +17,9 @@ from gateway.accounting.descriptions import describe_account, describe_entry
 from gateway.accounting.mcp_allow_list import encode_allow_list
 from gateway.api.http import json_object, parse_model
 from gateway.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from gateway.upstream.router import DeploymentState
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -154,3 +161,18 @@ def ledger(account_id: int) -> Response:
     entries = credits.ledger_of(account_id, limit)
     return jsonify({"object": "list", "data": [describe_entry(entry) for entry in entries]})
 
+
+
+@bp.get("/deployments")
+def deployments() -> Response:
+    """Every deployment of every model: its shared health (status, cooldown, failures) and this worker's load."""
+    return jsonify({"object": "list", "data": [describe_deployment(state)
+                                               for state in services.router().deployment_states()]})
+
+
+def describe_deployment(state: DeploymentState) -> dict[str, Any]:
+    """A DeploymentState (gateway.upstream.router) as JSON: its fields, `cooling_until` in ISO 8601 UTC or null."""
+    until = state.cooling_until
+    moment = None if until is None else datetime.datetime.fromtimestamp(until, datetime.UTC)
+    return {**dataclasses.asdict(state),
+            "cooling_until": None if moment is None else moment.isoformat(timespec="seconds").replace("+00:00", "Z")}

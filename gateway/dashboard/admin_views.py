@@ -1,10 +1,14 @@
-"""Admin pages: accounts (create, tier, grants with expiry, ledger), users, every key, MCP servers, all usage.
+"""Admin pages: accounts (create, tier, grants with expiry, ledger), users, every key, MCP servers, deployments,
+all usage.
 
 They call the admin API's services (gateway.accounting.keys and credits, describe_account and
 describe_entry of gateway.accounting.descriptions), so a page and the API never disagree.
 """
 
 from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
 
 from flask import Response, flash, g, redirect, render_template, request, url_for
 
@@ -18,6 +22,12 @@ from gateway.dashboard.member_views import key_rows, usage_page
 from gateway.db import write_transaction
 from gateway.errors import GatewayError
 from gateway.mcp.toolset import listed_tool
+
+if TYPE_CHECKING:
+    from gateway.upstream.router import DeploymentState
+
+
+STATE_CLASSES = {"healthy": "available", "cooling": "unavailable"}  # a deployment status -> its badge's style
 
 
 def form_errors(form) -> str:
@@ -146,6 +156,21 @@ def admin_mcp() -> str:
             tools = []
         servers.append({**status, "tools": tools})
     return render_template("dashboard/admin_mcp.html", servers=servers)
+
+
+@bp.get("/admin/deployments")
+@admin_required
+def admin_deployments() -> str:
+    """Every deployment of every model with its routing state (GET /admin/deployments)."""
+    rows = [deployment_row(state) for state in services.router().deployment_states()]
+    return render_template("dashboard/admin_deployments.html", deployments=rows)
+
+
+def deployment_row(state: DeploymentState) -> dict[str, Any]:
+    """A DeploymentState (gateway.upstream.router) with its badge style and its cooldown's end as a UTC time."""
+    until = state.cooling_until
+    return {"state": state, "state_class": STATE_CLASSES.get(state.status, ""),
+            "cooling_until": None if until is None else datetime.datetime.fromtimestamp(until, datetime.UTC)}
 
 
 @bp.get("/admin/usage")
