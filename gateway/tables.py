@@ -11,6 +11,7 @@ from peewee import (
     CharField,
     CompositeKey,
     DateTimeField,
+    DoubleField,
     ForeignKeyField,
     IntegerField,
     Model,
@@ -264,3 +265,22 @@ class FormToken(BaseModel):
 
     class Meta:
         table_name = "dashboard_form_token"
+
+
+class DeploymentHealth(BaseModel):
+    """A deployment's health shared by every worker and host (0015; gateway.upstream.health_store).
+
+    Times are epoch seconds. A row is written only when the state changes (a failure, a trial, the
+    success that ends them); a deployment without a row is healthy.
+    """
+
+    name = CharField(primary_key=True, max_length=200)
+    failures = IntegerField(default=0)  # failures counted in the window that started at window_start
+    window_start = DoubleField(default=0.0)
+    cooling_until = DoubleField(default=0.0)
+    half_open = BooleanField(default=False)
+    trial_until = DoubleField(default=0.0)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "deployment_health"
