@@ -18,7 +18,7 @@ from gateway.dashboard import users
 from gateway.observability import multiprocess
 from gateway.observability.readiness import Readiness, model_readiness
 from gateway.upstream.client import UpstreamClient
-from gateway.upstream.health_checks import HealthChecks, check_targets, jittered
+from gateway.upstream.health_checks import HealthChecks, check_cooldown_s, check_targets, jittered
 from gateway.upstream.health_store import health_board
 from tests.fake_upstream import JsonReply, default_responder
 from tests.polling import wait_until
@@ -244,6 +244,7 @@ def test_checked_providers_and_their_jittered_waits(make_settings):
     assert [deployment.name for deployment in target.deployments] == [DEAD]
     assert check_targets(make_settings()) == []  # no provider sets health_check
     assert jittered(10, 0.0) == 9 and jittered(10, 0.5) == 10 and jittered(10, 0.999) < 11
+    assert check_cooldown_s(10) == pytest.approx(11)  # a failed check cools until the latest next check
 
 
 def test_a_models_check_cools_every_deployment_of_a_provider_that_fails_and_clears_it_once_it_answers(
@@ -260,7 +261,8 @@ def test_a_models_check_cools_every_deployment_of_a_provider_that_fails_and_clea
         assert board.calls == []  # nothing to clear: the checks cooled nothing
         fake_upstream.responder = lambda path, body: JsonReply({"error": "down"}, status=503)
         checks.check(target)
-        assert ("failed", "fake/a", 7) in board.calls and ("failed", "fake/b", 7) in board.calls  # until the next
+        cooled_s = check_cooldown_s(7)  # until the next check
+        assert ("failed", "fake/a", cooled_s) in board.calls and ("failed", "fake/b", cooled_s) in board.calls
         board.calls.clear()
         fake_upstream.responder = default_responder
         checks.check(target)
@@ -293,7 +295,7 @@ def test_a_completion_check_asks_each_deployment_for_one_token_and_fails_only_th
                                         "fake/backup-upstream": True}
     finally:
         client.close()
-    assert board.calls == [("failed", "fake/a", 3)]
+    assert board.calls == [("failed", "fake/a", check_cooldown_s(3))]
     sent = [body for path, body, _ in fake_upstream.requests if path.endswith("/chat/completions")]
     assert {body["model"] for body in sent} == {"a", "b", "upstream-model", "backup-upstream"}
     assert all(body["max_tokens"] == 1 and "stream" not in body for body in sent)

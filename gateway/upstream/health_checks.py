@@ -7,10 +7,11 @@ would retry (gateway.upstream.router.retryable: a connection failure, a timeout,
 rejected credential); a 400 means the provider answered.
 
 A failed check cools the deployment in the shared health (gateway.upstream.health_store) until the
-next check is due (`failed(name, health_interval_s)`, as a Retry-After would), so a dead provider
-stops taking traffic after one check, not after `failures_to_cool` of them. The next passing check
-ends it (`succeeded`). A passing check never clears a cooldown the checks did not cause (a 429's
-Retry-After stays honoured).
+next check is due at the latest (`failed(name, check_cooldown_s(interval))`, as a Retry-After
+would), so a dead provider stops taking traffic after one check. Counted as a plain failure instead,
+checks alone would never cool it with the defaults: three failures within `window_s` (60 s) from
+checks every 30 s. The next passing check ends the cooldown (`succeeded`). A passing check never
+clears a cooldown the checks did not cause (a 429's Retry-After stays honoured).
 
 One daemon thread per worker process runs every check; each wait is the interval with ±10 %
 jitter, and the first ones are spread over the first interval, so workers do not check in step.
@@ -69,6 +70,11 @@ def check_targets(settings: Settings) -> list[CheckTarget]:
 def jittered(interval_s: float, draw: float) -> float:
     """The wait before a check: the interval, off by up to ±JITTER of it (draw: uniform in [0, 1))."""
     return interval_s * (1 - JITTER + 2 * JITTER * draw)
+
+
+def check_cooldown_s(interval_s: float) -> float:
+    """How long a failed check cools its deployments: until the next check, however late its jitter makes it."""
+    return interval_s * (1 + JITTER)
 
 
 def completion_timeout_s(deployment: Deployment, provider: ProviderSettings, interval_s: float) -> float:
@@ -153,7 +159,7 @@ class HealthChecks:
         """Cool a failing deployment until the next check; clear one the checks cooled once it passes."""
         if not ok:
             self._failing.add(name)
-            self._board.failed(name, interval_s)
+            self._board.failed(name, check_cooldown_s(interval_s))
         elif name in self._failing:
             self._failing.discard(name)
             self._board.succeeded(name)
