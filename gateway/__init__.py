@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     lifecycle.init_app(app, settings)
     http.init_app(app)
     cors.init_app(app, settings.server.cors_origins)  # after http, before the blueprints authenticate
-    observability.init_app(app, settings)  # after http: it reads the request id
+    # after http: it reads the request id
+    observability.init_app(app, settings, app.extensions["gateway.router"].deployment_states)
     responses_ws.init_app(app, settings)
     for name, prefix in API_PREFIXES.items():
         for blueprint in (chat.bp, catalog.bp, mcp.bp, messages.bp, responses.bp, conversations.bp):

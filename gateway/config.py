@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.serving.client_address import parse_networks
 
 ENV_PREFIX = "GATEWAY_"
-ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "billing", "responses", "tracing",
-                "dashboard")
+ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "routing", "billing", "responses",
+                "tracing", "dashboard")
 LOCAL_MODEL_PORT = 18081
 EMBEDDED_SCOPE = "default"  # the scope of the first key on embedded defaults
 EMBEDDED_PROFILE = f"{EMBEDDED_SCOPE}/default"
@@ -172,6 +172,11 @@ class ProviderSettings(Section):
         True, description="false: `tool_choice: \"required\"` is sent as the one offered tool by name, "
         "or \"auto\" when several are offered (llama-cpp-python accepts only those)"
     )
+    health_check: Literal["none", "models", "completion"] = Field(
+        "none", description="an active check every `health_interval_s` that feeds its deployments' cooldowns: "
+        "none, models (GET the model list), completion (a 1-token chat completion per deployment)"
+    )
+    health_interval_s: float = Field(30.0, ge=1, description="seconds between active health checks")
 
     def copy_base_urls(self) -> list[str]:
         """The base_url of each copy of `command`: base_url's port, then the next ones (no command: base_url)."""
@@ -198,9 +203,47 @@ class DefaultParameters(Section):
     )
 
 
-class ModelSettings(Section):
+class DeploymentSettings(Section):
+    """One place a model is served: a provider and its model id there, with its share and its quotas."""
+
     provider: str = Field(description="name of a [providers.X] table")
+    upstream_model: str | None = Field(None, description="model id sent upstream (default: the public model id)")
+    name: str | None = Field(
+        None, max_length=120, description="the deployment's name in metrics, usage rows and the admin API "
+        "(default: provider/upstream_model, with #2, #3 ... where that repeats in the model); models that list "
+        "the same name share its health (cooldowns)"
+    )
+    weight: float = Field(1.0, ge=0, description="`weighted` routing: its share of requests against the others' "
+                          "weights (0: only when the others are cooling down or at their limits)")
+    priority: int = Field(0, ge=0, description="0 is tried first; a higher number is used only while every "
+                          "deployment of a lower number is cooling down or at its limits")
+    rpm: int | None = Field(None, ge=1, description="the provider's requests-per-minute quota for it; the gateway "
+                            "sends it no more (split evenly among the host's workers), while others have room")
+    tpm: int | None = Field(None, ge=1, description="the provider's tokens-per-minute quota for it (counted as "
+                            "the held estimate), split like rpm")
+    max_concurrency: int | None = Field(None, ge=1, description="requests in flight at once on it, split among "
+                                        "the host's workers like rpm")
+    timeout_s: float | None = Field(None, gt=0, description="read timeout of calls to it, so a retry can go "
+                                    "elsewhere sooner (default: its provider's timeout_s)")
+
+
+class ModelSettings(Section):
+    provider: str | None = Field(
+        None, description="name of a [providers.X] table: the one-deployment shorthand (or list `deployments`)"
+    )
     upstream_model: str | None = Field(None, description="model id sent upstream (default: same)")
+    deployments: tuple[DeploymentSettings, ...] = Field(
+        (), description="where the model is served, when more than one place: [[models.X.deployments]] tables"
+    )
+    routing: Literal["weighted", "least_busy", "latency", "ordered"] = Field(
+        "weighted", description="how a request picks among the deployments: weighted (by weight), least_busy "
+        "(fewest in flight on this worker), latency (fastest time to first token, with exploration), ordered "
+        "(the first available in the listed order)"
+    )
+    retries: int = Field(2, ge=0, le=10, description="further attempts after a connection failure, a timeout "
+                         "before the first byte, a 429 or a 5xx: on another deployment, else the same one")
+    retry_budget_s: float = Field(30.0, gt=0, description="no further attempt starts this long after the first "
+                                  "(backoff waits included)")
     input_price_per_mtok: float = Field(0.0, ge=0, description="credits per 1M input tokens")
     output_price_per_mtok: float = Field(0.0, ge=0, description="credits per 1M output tokens")
     cached_input_price_per_mtok: float | None = Field(
@@ -281,6 +324,30 @@ class McpSettings(Section):
         0.5, gt=0, le=1, description="share of a worker's threads the hub's `tools/call` requests may hold "
         "at once, all keys together (429 beyond)"
     )
+
+
+class RoutingSettings(Section):
+    """Retries' backoff and the cooldowns of deployments, shared by every worker and host."""
+
+    failures_to_cool: int = Field(3, ge=1, description="failures (connection, timeout, 429, 5xx) within `window_s` "
+                                  "that put a deployment in cooldown, counted over every worker and host")
+    window_s: float = Field(60.0, gt=0, description="the window failures are counted in, in seconds")
+    cooldown_s: float = Field(30.0, gt=0, description="seconds a failing deployment is skipped (a 429's "
+                              "Retry-After instead, when it sends one); then one trial request goes through "
+                              "before it takes its full share again")
+    max_retry_after_s: float = Field(300.0, gt=0, description="the longest upstream Retry-After honoured as a "
+                                     "cooldown")
+    backoff_s: float = Field(0.25, ge=0, description="the first backoff before retrying the same deployment; "
+                             "it doubles per attempt, with full jitter")
+    max_backoff_s: float = Field(4.0, ge=0, description="the cap of one backoff wait (a Retry-After within the "
+                                 "model's retry_budget_s is honoured in full)")
+    state_refresh_s: float = Field(1.0, gt=0, le=60, description="seconds a worker trusts its copy of the shared "
+                                   "deployment states (a cooldown set elsewhere takes this long to reach it)")
+    latency_exploration: float = Field(0.05, ge=0, le=1, description="`latency` routing: the share of requests "
+                                       "sent to a deployment other than the fastest, so a recovered one is measured "
+                                       "again")
+    latency_decay: float = Field(0.3, gt=0, le=1, description="`latency` routing: the weight of the newest time "
+                                 "to first token in a deployment's moving average")
 
 
 class LimitSettings(Section):
@@ -378,6 +445,7 @@ class Settings(Section):
     profiles: dict[str, ProfileSettings] = Field(default_factory=dict)
     mcp: McpSettings = McpSettings()
     limits: LimitSettings = LimitSettings()
+    routing: RoutingSettings = RoutingSettings()
     billing: BillingSettings = BillingSettings()
     responses: ResponsesSettings = ResponsesSettings()
     tracing: TracingSettings = TracingSettings()
@@ -407,10 +475,38 @@ def check_providers(settings: Settings) -> None:
 
 
 def check_models(settings: Settings) -> None:
-    """Each model names a configured provider."""
+    """Each model has `provider` or `deployments` (not both), each naming a configured provider."""
     for model_id, model in settings.models.items():
-        if model.provider not in settings.providers:
+        if (model.provider is None) == (not model.deployments):
+            raise ConfigError(f"models.{model_id}: set exactly one of provider (one deployment) or deployments")
+        if model.deployments and model.upstream_model is not None:
+            raise ConfigError(f"models.{model_id}.upstream_model: set it on each of its deployments")
+        for index, deployment in enumerate(model.deployments):
+            if deployment.provider not in settings.providers:
+                raise ConfigError(f"models.{model_id}.deployments.{index}.provider: no provider named "
+                                  f"{deployment.provider!r}")
+        if model.provider is not None and model.provider not in settings.providers:
             raise ConfigError(f"models.{model_id}.provider: no provider named {model.provider!r}")
+
+
+def model_deployments(model_id: str, model: ModelSettings) -> tuple[DeploymentSettings, ...]:
+    """A model's deployments: its `deployments`, or the one its `provider` and `upstream_model` describe."""
+    if model.deployments:
+        return model.deployments
+    return (DeploymentSettings(provider=model.provider or "", upstream_model=model.upstream_model),)
+
+
+def deployment_names(model_id: str, model: ModelSettings) -> list[str]:
+    """Each deployment's name: its own, else provider/upstream_model (#2, #3 ... where that repeats in the model)."""
+    names: list[str] = []
+    for deployment in model_deployments(model_id, model):
+        base = deployment.name or f"{deployment.provider}/{deployment.upstream_model or model_id}"
+        name, count = base, 1
+        while name in names:
+            count += 1
+            name = f"{base}#{count}"
+        names.append(name)
+    return names
 
 
 def check_mcp_servers(settings: Settings) -> None:

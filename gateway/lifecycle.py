@@ -23,7 +23,11 @@ from gateway.observability import close as close_observers
 from gateway.responses import background as responses_background
 from gateway.serving import trusted_proxies
 from gateway.upstream.client import UpstreamClient
+from gateway.upstream.health_checks import HealthChecks
+from gateway.upstream.health_store import health_board
+from gateway.upstream.load import LoadBoard
 from gateway.upstream.model_process import ManagedProcess
+from gateway.upstream.router import Router
 
 
 class StartOnce:
@@ -75,6 +79,10 @@ def server_spec(label: str, server: McpServerSettings) -> ServerSpec:
 def init_app(app: Flask, settings: Settings) -> None:
     """Create the services; nothing starts until `start(app)` (after gunicorn forks)."""
     app.extensions["gateway.upstream"] = UpstreamClient(settings.providers, settings.server.threads)
+    app.extensions["gateway.router"] = Router(settings, app.extensions["gateway.upstream"], health_board(settings),
+                                              LoadBoard(settings.server.workers))
+    app.extensions["gateway.health_checks"] = HealthChecks(settings, app.extensions["gateway.upstream"],
+                                                           app.extensions["gateway.router"].health)
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
     streams.init_app(app, settings)
     keys.init_app(app, settings.auth.key_cache_ttl_s)
@@ -116,6 +124,7 @@ def start_services(app: Flask) -> None:
         process.start()
     if app.extensions["gateway.mcp"].servers.labels:
         app.extensions["gateway.mcp"].servers.start()
+    app.extensions["gateway.health_checks"].start()
 
 
 def close(app: Flask) -> None:
@@ -126,8 +135,10 @@ def close(app: Flask) -> None:
     runtime = app.extensions["gateway.mcp"]
     runtime.servers.close()
     runtime.bridge.close()
+    app.extensions["gateway.health_checks"].close()
     app.extensions["gateway.tasks"].shutdown(wait=False, cancel_futures=True)
     app.extensions["gateway.upstream"].close()
+    app.extensions["gateway.router"].health.close()
     accounting_writer.writer(app).close()
     app.extensions["gateway.ratelimit"].close()
     close_observers(app)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from gateway.config import Settings
     from gateway.mcp.assemble import McpRuntime
     from gateway.upstream.client import UpstreamClient
+    from gateway.upstream.router import Router
 
 
 def settings() -> Settings:
@@ -21,6 +22,11 @@ def settings() -> Settings:
 def upstream() -> UpstreamClient:
     """The current app's upstream client."""
     return current_app.extensions["gateway.upstream"]
+
+
+def router() -> Router:
+    """The current app's router: deployments, retries and cooldowns (its `client` is upstream())."""
+    return current_app.extensions["gateway.router"]
 
 
 def limiter() -> RateLimiter:

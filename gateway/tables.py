@@ -90,6 +90,8 @@ class UsageEntry(BaseModel):
     cached_tokens = IntegerField(default=0)  # of prompt_tokens: read from a prompt cache (0014)
     cache_write_tokens = IntegerField(default=0)  # of prompt_tokens: written to a prompt cache (0014)
     reasoning_tokens = IntegerField(default=0)  # of completion_tokens (0014)
+    deployment = CharField(max_length=200, null=True)  # the deployment that answered (0016)
+    attempts = IntegerField(default=0)  # upstream attempts, retries included (0016)
 
     class Meta:
         table_name = "usage_entry"

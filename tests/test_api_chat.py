@@ -105,8 +105,12 @@ def test_fallback_models_on_upstream_failure(client, auth_headers, fake_upstream
     )
     assert answer.status_code == 200
     assert answer.json["model"] == "backup-model"
-    assert [body["model"] for body in fake_upstream.bodies()] == ["upstream-model", "backup-upstream"]
+    # the model's own retries (2 by default, on its one deployment) come before the client's fallback
+    assert [body["model"] for body in fake_upstream.bodies()] == ["upstream-model"] * 3 + ["backup-upstream"]
     assert "models" not in fake_upstream.bodies()[-1]
+    with db.database.connection_context():
+        row = UsageEntry.get(UsageEntry.generation_id == answer.json["id"])
+    assert (row.model, row.deployment, row.attempts) == ("backup-model", "fake/backup-upstream", 4)
 
 
 def test_a_fallback_list_skips_models_this_gateway_does_not_serve(client, auth_headers, fake_upstream):

@@ -97,10 +97,18 @@ def test_with_trial(health: Health, claimed: Health | None) -> None:
     assert with_trial(health, NOW, 7.0) == claimed
 
 
-@pytest.mark.parametrize("health", [HEALTHY, Health(failures=2, window_start=NOW),
-                                    Health(cooling_until=NOW - 1, half_open=True, trial_until=NOW + 1)])
-def test_after_success_is_healthy(health: Health) -> None:
-    assert after_success(health) == HEALTHY
+@pytest.mark.parametrize(("health", "after"), [
+    (HEALTHY, HEALTHY),
+    (Health(failures=2, window_start=NOW), Health(failures=2, window_start=NOW)),  # the window's count stays
+    (Health(cooling_until=NOW - 1, half_open=True, trial_until=NOW + 1), HEALTHY),  # a trial that passed
+])
+def test_a_success_ends_a_cooldown_and_keeps_the_windows_count(health: Health, after: Health) -> None:
+    assert after_success(health) == after
+
+
+def test_failures_between_successes_still_cool_within_the_window() -> None:
+    cooled = after_failure(after_success(after_failure(HEALTHY, NOW, POLICY, None)), NOW + 1, POLICY, None)
+    assert after_failure(cooled, NOW + 2, POLICY, None).status(NOW + 2) == "cooling"
 
 
 def test_policy_of_the_routing_section() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,7 +21,8 @@ from gateway.observability.readiness import Readiness, model_readiness
 from gateway.upstream.client import UpstreamClient
 from gateway.upstream.health_checks import HealthChecks, check_cooldown_s, check_targets, jittered
 from gateway.upstream.health_store import health_board
-from tests.fake_upstream import JsonReply, default_responder
+from tests.fake_upstream import FakeUpstream, JsonReply, default_responder
+from tests.live_gateway import live_gateway
 from tests.polling import wait_until
 from tests.ports import free_port
 
@@ -328,3 +330,62 @@ def test_the_checking_thread_cools_a_provider_that_goes_down_and_brings_it_back(
         lifecycle.close(app)
     checks.start()  # refused once closed
     assert "gateway-health-checks" not in [thread.name for thread in threading.enumerate()]
+
+
+# -- on a live gateway ----------------------------------------------------------------------
+
+
+def live_config(database_url: str, live_url: str, flaky_url: str) -> str:
+    """Two gunicorn workers; "pooled" on the fake and on a flaky fake checked every second (its models list)."""
+    return f"""
+[server]
+workers = 2
+[database]
+url = "{database_url}"
+[routing]
+state_refresh_s = 0.2
+[providers.fake]
+base_url = "{live_url}"
+[providers.flaky]
+base_url = "{flaky_url}"
+health_check = "models"
+health_interval_s = 1
+[models.pooled]
+[[models.pooled.deployments]]
+provider = "fake"
+upstream_model = "upstream-model"
+[[models.pooled.deployments]]
+provider = "flaky"
+upstream_model = "upstream-model"
+"""
+
+
+def test_every_worker_sees_a_checked_provider_go_down_and_come_back(tmp_path, database_url, fake_upstream):
+    flaky = FakeUpstream().start()
+    flaky_name = "flaky/upstream-model"
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    try:
+        with live_gateway(tmp_path, live_config(database_url, fake_upstream.base_url, flaky.base_url),
+                          env={"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}) as served:
+            def statuses() -> set[str]:
+                """The flaky deployment's status as a few answers (from either worker) give it."""
+                return {next(row["status"] for row in requests.get(f"{served.base_url}/admin/deployments",
+                                                                    headers=admin, timeout=10).json()["data"]
+                             if row["deployment"] == flaky_name) for _ in range(6)}
+
+            def cooling_gauge() -> float:
+                text = requests.get(f"{served.base_url}/metrics", timeout=10).text
+                return value(scrape_text(text), "gateway_deployment_cooling", deployment=flaky_name)
+
+            wait_until(lambda: statuses() == {"healthy"}, "the flaky deployment healthy on both workers")
+            flaky.responder = lambda path, body: JsonReply({"error": "down"}, status=503)
+            wait_until(lambda: statuses() == {"cooling"}, "both workers to see it cooling")
+            ready = requests.get(f"{served.base_url}/readyz", timeout=10)
+            assert ready.status_code == 200  # the fake still serves "pooled"
+            assert ready.json()["models"]["pooled"] == {"ready": True, "deployments": 2, "ready_deployments": 1}
+            wait_until(lambda: cooling_gauge() == 1, "the cooling gauge")
+            flaky.responder = default_responder
+            wait_until(lambda: statuses() == {"healthy"}, "both workers to see it healthy again")
+            wait_until(lambda: cooling_gauge() == 0, "the cooling gauge back to 0")
+    finally:
+        flaky.stop()

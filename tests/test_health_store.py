@@ -241,7 +241,10 @@ def test_redis_hashes_expire_and_a_healthy_one_is_deleted(clock: Clock) -> None:
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
     board.failed(NAME, None)
     assert 0 < client.ttl(prefix + NAME) <= KEEP_S
-    board.succeeded(NAME)
+    board.succeeded(NAME)  # one failure in the window: it stays counted, nothing is written
+    assert client.exists(prefix + NAME)
+    board.failed(NAME, 5.0)  # a Retry-After cools it
+    board.succeeded(NAME)  # the success ends the cooldown: healthy, so the hash goes
     assert not client.exists(prefix + NAME)
     board.close()
     client.close()

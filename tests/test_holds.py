@@ -171,7 +171,7 @@ def test_a_request_above_the_keys_tpm_is_a_400_naming_the_limit(client, make_key
 
 def test_a_short_request_is_held_at_most_twice_what_it_costs() -> None:
     """Issue 23.10: a hold far above cost refuses payable requests (the old margins held 2.8 times it)."""
-    route = Route("paid-model", "fake", "upstream", ModelSettings(**PAID))
+    route = Route.of("paid-model", ModelSettings(**PAID, upstream_model="upstream"))
     body = {"model": "paid-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
     prepared = prepare(route, "chat/completions", body, ProviderSettings(base_url="http://u/v1"), False)
     charged = prepared.estimate().price.cost(Usage(counted_prompt(prepared.body), 10))

@@ -52,12 +52,14 @@ def native(monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
 
 @pytest.fixture
 def settings(make_settings, native: Backend):
-    """Two models on the Anthropic provider, one on the OpenAI-compatible fake."""
+    """Two models on the Anthropic provider, one on the OpenAI-compatible fake; errors reach the client at once
+    (no retries: tests/test_routing_* test them)."""
+    once = {**PRICES, "retries": 0}
     return make_settings(
         providers={"native": native.settings},
-        models={"native-model": {"provider": "native", "upstream_model": "native-upstream", **PRICES},
-                "native-backup": {"provider": "native", "upstream_model": "native-upstream-2", **PRICES},
-                "openai-model": {"provider": "fake", "upstream_model": "upstream-model", **PRICES}},
+        models={"native-model": {"provider": "native", "upstream_model": "native-upstream", **once},
+                "native-backup": {"provider": "native", "upstream_model": "native-upstream-2", **once},
+                "openai-model": {"provider": "fake", "upstream_model": "upstream-model", **once}},
         server={"keepalive_interval_s": 0.05},
     )
 

@@ -44,8 +44,9 @@ def scrape(client) -> dict:
 @pytest.fixture
 def settings(make_settings):
     return make_settings(
-        models={"test-model": {"provider": "fake", "upstream_model": "upstream-model",
-                               "input_price_per_mtok": 1_000_000, "output_price_per_mtok": 2_000_000}},
+        models={"test-model": {"provider": "fake", "upstream_model": "upstream-model", "retries": 0,
+                               "input_price_per_mtok": 1_000_000, "output_price_per_mtok": 2_000_000},
+                "backup-model": {"retries": 0}},  # one upstream error per failed attempt, no retries
         mcpServers={"tools": {"command": sys.executable, "args": [TOOL_SERVER]}},
     )
 

@@ -44,8 +44,8 @@ def test_a_model_without_defaults_sends_the_body_as_is() -> None:
 
 def test_the_hold_counts_the_system_prompt() -> None:
     priced = {"provider": "fake", "input_price_per_mtok": 1_000_000.0, "max_output_tokens": 1}
-    plain = Route("m", "fake", "m", ModelSettings(**priced))
-    prompted = Route("m", "fake", "m", ModelSettings(**priced, system_prompt="x" * 200))
+    plain = Route.of("m", ModelSettings(**priced))
+    prompted = Route.of("m", ModelSettings(**priced, system_prompt="x" * 200))
     body, provider = {"messages": [USER]}, ProviderSettings(base_url="http://upstream/v1")
 
     def hold(route: Route) -> int:

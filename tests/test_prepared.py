@@ -17,7 +17,7 @@ LLAMA_CPP = ProviderSettings(base_url="http://upstream/v1", text_content=True, e
                              tool_choice_required=False)
 MODEL = ModelSettings(provider="fake", upstream_model="up", max_output_tokens=100, system_prompt="Be brief.",
                       default_parameters={"temperature": 0.2})
-ROUTE = Route("public", "fake", "up", MODEL)
+ROUTE = Route.of("public", MODEL)
 USER = {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "x"}}]}
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {}}}
 
@@ -63,7 +63,7 @@ def test_the_output_cap_is_the_sent_cap_times_n_and_none_for_embeddings() -> Non
 def test_each_fallback_candidate_is_prepared_with_its_own_model() -> None:
     costly = ModelSettings(provider="other", input_price_per_mtok=10.0, output_price_per_mtok=10.0,
                            max_output_tokens=1000)
-    routes = [ROUTE, Route("costly", "other", "costly-up", costly)]
+    routes = [ROUTE, Route.of("costly", costly.model_copy(update={"upstream_model": "costly-up"}))]
     providers = {"fake": PLAIN, "other": PLAIN}
     first, second = prepare_candidates(routes, "chat/completions", {"models": ["public", "costly"],
                                                                     "messages": [USER]}, providers, False)

@@ -55,6 +55,8 @@ class Served(Protocol):
     model_id: str
     provider: str
     settings: ModelSettings
+    deployment: Any  # its `name` is the deployment that answered
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,8 @@ class Meter:
         row = UsageRow(self.request_id, self.endpoint, route.model_id if route else self.model, usage.input_tokens,
                        usage.output_tokens, usage.estimated, status, milliseconds_since(self.started),
                        self.generation_id, route.provider if route else None, ttft_ms, finish_reason, streamed,
-                       status == CLIENT_CLOSED, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens)
+                       status == CLIENT_CLOSED, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
+                       route.deployment.name if route else None, route.attempts if route else 0)
         charged = self.writer.call(Settlement(
             self.caller.account.id, key_id, self.reservation_id, self.cost_of(usage, route) if route else 0,
             self.request_id, row, usage.total_tokens if in_database else 0,

@@ -63,6 +63,8 @@ class UsageRow:
     cached_tokens: int = 0  # of prompt_tokens: read from the provider's prompt cache
     cache_write_tokens: int = 0  # of prompt_tokens: written to it
     reasoning_tokens: int = 0  # of completion_tokens
+    deployment: str | None = None  # the deployment that answered (gateway.upstream.routing.Deployment.name)
+    attempts: int = 0  # upstream attempts the request made, retries included (0: none was made)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,8 @@ RESERVATION_RETURNING = " RETURNING id, api_key_id, amount, request_id"
 LEDGER_COLUMNS = ("account_id", "api_key_id", "kind", "amount", "request_id", "note", "created_at")
 USAGE_COLUMNS = ("request_id", "api_key_id", "account_id", "endpoint", "model", "prompt_tokens", "completion_tokens",
                  "estimated", "status", "latency_ms", "cost", "created_at", "generation_id", "provider", "ttft_ms",
-                 "finish_reason", "streamed", "cancelled", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
+                 "finish_reason", "streamed", "cancelled", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
+                 "deployment", "attempts")
 GRANT_COLUMNS = ("account_id", "amount", "remaining", "source", "expires_at", "created_at")
 
 

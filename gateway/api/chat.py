@@ -66,13 +66,13 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
     streaming = stream_requested(body)
     candidates, meter = admitted(path, body, streaming)
     settings = services.settings()
-    client = services.upstream()
+    router = services.router()
     if streaming:
-        route, stream = relay.open_stream(client, candidates, meter)
+        route, stream = relay.open_stream(router, candidates, meter)
         keepalive = settings.server.keepalive_interval_s
         chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect())
         return with_headers(event_stream(chunks), meter)
-    return with_headers(jsonify(relay.relay_json(client, candidates, meter)), meter)
+    return with_headers(jsonify(relay.relay_json(router, candidates, meter)), meter)
 
 
 def admitted(path: str, body: dict[str, Any], streaming: bool, endpoint: str | None = None,
@@ -119,7 +119,7 @@ def loop_run(body: dict[str, Any], open_toolset: Callable[[Caller], Toolset | No
         meter = Meter.admit(caller, [first], endpoint, request_id(), settings, services.limiter())
     with meter.closed_on_failure():
         plan.toolset = open_toolset(caller)
-        return Run(plan, meter, services.upstream(), settings)
+        return Run(plan, meter, services.router(), settings)
 
 
 def executed_calls_form(body: dict[str, Any]) -> str:

@@ -42,15 +42,15 @@ def create_message() -> Response:
     chat, model = translated.body, translated.body["model"]
     streaming = bool(chat.get("stream"))
     candidates, meter = admitted("chat/completions", chat, streaming, ENDPOINT)
-    client, stops = services.upstream(), chat.get("stop") or []
+    router, stops = services.router(), chat.get("stop") or []
     if streaming:
-        route, stream = relay.open_stream(client, candidates, meter)
+        route, stream = relay.open_stream(router, candidates, meter)
         keepalive = services.settings().server.keepalive_interval_s
         chunks = relay.relay_stream(stream, route, True, meter, keepalive, RELAY_FRAMING)
         encoder = MessagesStreamEncoder(route.model_id, candidates[0].input_tokens, stops)  # a fallback's, maybe
         response = event_stream(messages_events(chunks, encoder))
     else:
-        completion = relay.relay_json(client, candidates, meter)
+        completion = relay.relay_json(router, candidates, meter)
         response = jsonify(message_of(completion, completion.get("model") or model, stops))
     if translated.dropped:
         response.headers[DROPPED_HEADER] = ", ".join(translated.dropped)

@@ -8,7 +8,7 @@ provider's key, `anthropic-version` and `anthropic-beta` flags are sent, the cli
 stream is relayed event by event (gateway.api.messages_native_stream). Admission, holds (the input
 estimated from the text of `system`, `messages` and `tools`; the output held for `max_tokens`),
 rate limits, stream slots, usage rows and prices are chat's. The path is taken when every candidate
-model (`model` and its `models` fallbacks) is served by an Anthropic-type provider and the body
+model (`model` and its `models` fallbacks) has only Anthropic-type deployments and the body
 has no `mcp_servers` (which the gateway runs itself); otherwise the Messages body is translated.
 """
 
@@ -23,9 +23,10 @@ from gateway.accounting.tokens import estimate_prompt_tokens, hold_prompt_tokens
 from gateway.api.chat import admitted
 from gateway.api.http import event_stream, with_headers
 from gateway.api.messages_native_stream import anthropic_usage, relay_events
+from gateway.config import ProviderSettings
 from gateway.dialects.anthropic_messages import invalid, required_cap
 from gateway.errors import GatewayError
-from gateway.upstream import relay, routing
+from gateway.upstream import routing
 from gateway.upstream.prepared import PreparedRequest
 from gateway.upstream.providers.anthropic_answer import finish_reason
 from gateway.upstream.routing import Route
@@ -46,7 +47,8 @@ def native_routes(body: Any) -> list[Route] | None:
         routes = routing.candidates(settings, body)
     except GatewayError:
         return None  # the translated path names the problem
-    native = all(settings.providers[route.provider].type == NATIVE_TYPE for route in routes)
+    native = all(settings.providers[deployment.provider].type == NATIVE_TYPE
+                 for route in routes for deployment in route.deployments)
     return routes if native else None
 
 
@@ -73,8 +75,10 @@ def prepared(routes: list[Route], body: dict[str, Any], streaming: bool) -> list
     cap = required_cap(body)
     form = estimate_form(body)
     prompt, held = estimate_prompt_tokens(form), hold_prompt_tokens(form)
-    return [PreparedRequest(route, MESSAGES_PATH, upstream_body(body, route), streaming, prompt, held, cap, cap)
-            for route in routes]
+    def on(route: Route, _provider: ProviderSettings | None = None) -> PreparedRequest:
+        return PreparedRequest(route, MESSAGES_PATH, upstream_body(body, route), streaming, prompt, held, cap, cap, on)
+
+    return [on(route) for route in routes]
 
 
 def create(body: dict[str, Any], routes: list[Route], endpoint: str) -> Response:
@@ -84,16 +88,17 @@ def create(body: dict[str, Any], routes: list[Route], endpoint: str) -> Response
         raise invalid("stream", "must be true or false.")
     candidates, meter = admitted(MESSAGES_PATH, body, streaming, endpoint,
                                  lambda: prepared(routes, body, streaming))
-    client, beta = services.upstream(), client_beta()
+    router, beta = services.router(), client_beta()
+    client = router.client
     if streaming:
         with meter.closed_on_failure():
-            route, stream = relay.with_fallback(
-                candidates, lambda sent: client.open_stream(sent.provider, sent.path, sent.body, beta))
+            route, stream = router.call(candidates, lambda sent: client.open_stream(
+                sent.provider, sent.path, sent.body, beta, sent.read_timeout_s))
         keepalive = services.settings().server.keepalive_interval_s
         return with_headers(event_stream(relay_events(stream, route, meter, keepalive)), meter)
     with meter.closed_on_failure():
-        route, answer = relay.with_fallback(
-            candidates, lambda sent: client.post_json(sent.provider, sent.path, sent.body, beta))
+        route, answer = router.call(candidates, lambda sent: client.post_json(
+            sent.provider, sent.path, sent.body, beta, sent.read_timeout_s))
         answer["model"] = route.model_id
         usage = anthropic_usage(answer.get("usage")) or meter.estimate(generated_text(answer))
         meter.finish(usage, 200, route, finish_reason(answer.get("stop_reason")))

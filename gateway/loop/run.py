@@ -24,7 +24,7 @@ from gateway.loop.events import FunctionCallDelta, LoopEvent, LoopFinished, Reas
 from gateway.loop.failure import Failure
 from gateway.loop.tool_loop import LoopPlan, LoopState, loop_events
 from gateway.observability.wsgi_middleware import first_token
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.router import Router
 
 INTERNAL_ERROR = 500
 Finisher = Callable[[LoopFinished], None]
@@ -36,7 +36,7 @@ class Run:
 
     plan: LoopPlan
     meter: Meter
-    client: UpstreamClient
+    router: Router
     settings: Settings
     state: LoopState = field(default_factory=LoopState)
     outcome: LoopFinished | None = None
@@ -46,7 +46,7 @@ class Run:
 
     def events(self) -> Iterator[LoopEvent]:
         """The loop's events; the last is LoopFinished, which becomes the outcome."""
-        self.loop = loop_events(self.plan, self.client, self.settings, self.meter, self.state)
+        self.loop = loop_events(self.plan, self.router, self.settings, self.meter, self.state)
         for event in self.loop:
             if isinstance(event, LoopFinished):
                 self.outcome = event
@@ -80,7 +80,8 @@ class Run:
                 finisher(outcome)
         finally:
             with own_connection():
-                self.meter.finish(outcome.usage, outcome.http_status, self.plan.route, outcome.finish_reason)
+                self.meter.finish(outcome.usage, outcome.http_status, self.state.route(self.plan.route),
+                                  outcome.finish_reason)
 
     @contextlib.contextmanager
     def finished_on_error(self) -> Iterator[None]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.accounting.meter import Meter
 from gateway.accounting.tokens import estimate_text_tokens
 from gateway.accounting.usage import Usage
-from gateway.config import Settings
+from gateway.config import ProviderSettings, Settings
 from gateway.errors import GatewayError, UpstreamRejected
 from gateway.ids import new_id
 from gateway.loop.events import (
@@ -43,8 +43,9 @@ from gateway.mcp.naming import is_reserved
 from gateway.mcp.tools import ToolOutcome
 from gateway.mcp.toolset import Toolset
 from gateway.upstream.chunks import read_chunks
-from gateway.upstream.client import UpstreamClient
+from gateway.upstream.client import UpstreamClient, UpstreamStream
 from gateway.upstream.prepared import PreparedRequest, prepare
+from gateway.upstream.router import Router
 from gateway.upstream.routing import Route
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -99,6 +100,12 @@ class LoopState:
     open_turn: OpenTurn | None = None
     calls_run: set[tuple[str, str]] = field(default_factory=set)  # call_signature of every call run
     tools_withdrawn: bool = False  # the model repeated a call: its next turns are offered no MCP tools
+    answered: Route | None = None  # the route (deployment) that answered the last turn
+    attempts: int = 0  # upstream attempts over every turn (the router's retries included)
+
+    def route(self, planned: Route) -> Route:
+        """The route a usage row records: the last answering deployment, with every turn's attempts."""
+        return planned if self.answered is None else self.answered.after(self.attempts)
 
     def usage_so_far(self) -> Usage:
         """Reported usage of finished turns plus an estimate of the unfinished one (the abort rule)."""
@@ -106,7 +113,7 @@ class LoopState:
 
 
 def loop_events(
-    plan: LoopPlan, client: UpstreamClient, settings: Settings, meter: Meter, state: LoopState
+    plan: LoopPlan, router: Router, settings: Settings, meter: Meter, state: LoopState
 ) -> Iterator[LoopEvent]:
     """Run model turns and MCP calls until the model answers; the last event is LoopFinished."""
     messages = list(plan.messages)
@@ -115,7 +122,7 @@ def loop_events(
             yield from (McpToolsListed(label, tools) for label, tools in plan.toolset.listings())
         yield from run_approved_calls(plan, messages, state, settings)
         while True:
-            finished = yield from model_turn(plan, messages, state, client, settings, meter)
+            finished = yield from model_turn(plan, messages, state, router, settings, meter)
             if finished is not None:
                 yield finished
                 return
@@ -124,7 +131,7 @@ def loop_events(
 
 
 def model_turn(
-    plan: LoopPlan, messages: list[dict[str, Any]], state: LoopState, client: UpstreamClient,
+    plan: LoopPlan, messages: list[dict[str, Any]], state: LoopState, router: Router,
     settings: Settings, meter: Meter,
 ) -> Iterator[LoopEvent]:
     """Stream one model turn; run its MCP calls; return LoopFinished when the loop should end."""
@@ -139,10 +146,12 @@ def model_turn(
     reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
     turn = OpenTurn(prepared.input_tokens, reader)
     try:
-        if prepared.stream:
-            yield from stream_turn(client, settings, prepared, turn, state)
+        route, opened = router.call([prepared], lambda sent: open_turn(router.client, sent))
+        state.answered, state.attempts = route, state.attempts + route.attempts
+        if isinstance(opened, Future):
+            yield from fetch_turn(opened, settings, prepared, turn, state)
         else:
-            yield from fetch_turn(client, settings, prepared, turn, state)
+            yield from stream_turn(opened, settings, turn, state)
     except UpstreamRejected as exc:
         if not state.turns or not overflows_context(exc):
             raise  # the client's own prompt is too long: its error
@@ -195,10 +204,23 @@ def turn_body(
 
 
 def prepare_turn(plan: LoopPlan, body: dict[str, Any], settings: Settings) -> PreparedRequest:
-    """One turn as its upstream gets it: streamed, unless it offers tools to an upstream that can't stream them."""
-    provider = settings.providers[plan.route.provider]
+    """One turn as its upstream gets it (on the model's first deployment; the router may move it)."""
+    return turn_on(plan.route, body, settings.providers[plan.route.provider])
+
+
+def turn_on(route: Route, body: dict[str, Any], provider: ProviderSettings) -> PreparedRequest:
+    """One turn for a deployment: streamed, unless it offers tools to an upstream that can't stream them."""
     streams = not (body.get("tools") and not provider.streams_tool_calls)
-    return prepare(plan.route, "chat/completions", body, provider, streams)
+    prepared = prepare(route, "chat/completions", body, provider, streams)
+    return replace(prepared, remake=lambda other, settings: turn_on(other, body, settings))
+
+
+def open_turn(client: UpstreamClient, prepared: PreparedRequest) -> UpstreamStream | Future[dict[str, Any]]:
+    """Send one turn: its stream, or its JSON answer being fetched on the reader pool."""
+    if prepared.stream:
+        return client.open_stream(prepared.provider, prepared.path, prepared.body,
+                                  read_timeout_s=prepared.read_timeout_s)
+    return client.submit_json(prepared.provider, prepared.path, prepared.body, prepared.read_timeout_s)
 
 
 def first_turn(plan: LoopPlan, settings: Settings) -> PreparedRequest:
@@ -225,11 +247,8 @@ def tool_budget_spent(plan: LoopPlan, state: LoopState) -> bool:
     return plan.max_tool_calls is not None and state.tool_calls >= plan.max_tool_calls
 
 
-def stream_turn(
-    client: UpstreamClient, settings: Settings, prepared: PreparedRequest, turn: OpenTurn, state: LoopState
-) -> Iterator[LoopEvent]:
+def stream_turn(stream: UpstreamStream, settings: Settings, turn: OpenTurn, state: LoopState) -> Iterator[LoopEvent]:
     """Relay one upstream stream into the turn's reader, yielding its events and keep-alives."""
-    stream = client.open_stream(prepared.provider, prepared.path, prepared.body)
     state.open_turn = turn
     try:
         for chunk in read_chunks(stream.events(settings.server.keepalive_interval_s)):
@@ -242,10 +261,9 @@ def stream_turn(
 
 
 def fetch_turn(
-    client: UpstreamClient, settings: Settings, prepared: PreparedRequest, turn: OpenTurn, state: LoopState
+    future: Future[dict[str, Any]], settings: Settings, prepared: PreparedRequest, turn: OpenTurn, state: LoopState
 ) -> Iterator[LoopEvent]:
     """One turn as a JSON request (for upstreams that cannot stream tool choice), with keep-alives."""
-    future = client.submit_json(prepared.provider, prepared.path, prepared.body)
     state.open_turn = turn  # the upstream works on it while we wait
     while not wait([future], timeout=settings.server.keepalive_interval_s).done:
         yield KeepAlive()

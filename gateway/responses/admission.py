@@ -103,7 +103,7 @@ def admit(
     with meter.closed_on_failure():
         plan.toolset = open_toolset(req, history, caller)
         builder = ResponseBuilder(response_id, request_echo(req), int(time.time()), route.model_id)
-        run = Run(plan, meter, services.upstream(), settings)
+        run = Run(plan, meter, services.router(), settings)
         return ResponseAssembly(run, req, caller, builder, own, history=history, conversation_id=req.conversation_id)
 
 

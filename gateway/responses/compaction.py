@@ -151,7 +151,9 @@ def compact_response(body: dict[str, Any], caller: Caller, request_id: str) -> d
     sent = prepare(route, "chat/completions", {"messages": messages}, settings.providers[route.provider], False)
     meter = Meter.admit(caller, [sent.estimate()], "responses/compact", request_id, settings, services.limiter())
     with meter.closed_on_failure():
-        answer = services.upstream().post_json(sent.provider, sent.path, sent.body)
+        router = services.router()
+        route, answer = router.call([sent], lambda prepared: router.client.post_json(
+            prepared.provider, prepared.path, prepared.body, read_timeout_s=prepared.read_timeout_s))
     summary = _answer_text(answer)
     usage = usage_from_openai(answer.get("usage")) or meter.estimate(summary)
     meter.finish(usage, 200, route)

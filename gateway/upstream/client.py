@@ -8,7 +8,7 @@ import os
 import queue
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +87,8 @@ class UpstreamStream:
         self._call = call
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=STREAM_QUEUE_EVENTS)
         self._closed = threading.Event()
+        self._first: list[Any] = []  # the first item, when wait_first_event took it off the queue
+        self._on_close: list[Callable[[], None]] = []
         executor.submit(self._read)
 
     def _read(self) -> None:
@@ -132,11 +134,30 @@ class UpstreamStream:
             return True
         return False
 
+    def wait_first_event(self, wait_s: float) -> None:
+        """Wait up to `wait_s` for the first event; raise (and close) when the stream failed before it.
+
+        The router calls it before anything reaches the client, so a stream that breaks before its
+        first event is retried elsewhere; after `wait_s` the stream is the client's (keep-alives start).
+        """
+        try:
+            item = self._queue.get(timeout=wait_s)
+        except queue.Empty:
+            return
+        if isinstance(item, GatewayError):
+            self.close()
+            raise item
+        self._first.append(item)
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once when the stream is closed (the router's in-flight count)."""
+        self._on_close.append(callback)
+
     def events(self, idle_timeout: float) -> Iterator[SseEvent | None]:
         """Yield events as they arrive; None after `idle_timeout` seconds of silence."""
         while True:
             try:
-                item = self._queue.get(timeout=idle_timeout)
+                item = self._first.pop() if self._first else self._queue.get(timeout=idle_timeout)
             except queue.Empty:
                 yield None
                 continue
@@ -151,6 +172,8 @@ class UpstreamStream:
         if self._closed.is_set():
             return
         self._closed.set()
+        for callback in self._on_close:
+            callback()
         # urllib3's HTTPResponse.connection: None once the connection went back to the pool.
         connection = getattr(self._response.raw, "connection", None)
         sock = getattr(connection, "sock", None)
@@ -198,9 +221,9 @@ class UpstreamClient:
         auth = {"Authorization": f"Bearer {secret}"} if secret and settings.type == "openai" else {}
         return {**auth, **settings.extra_headers}
 
-    def _timeout(self, provider: str) -> Timeout:
+    def _timeout(self, provider: str, read_timeout_s: float | None = None) -> Timeout:
         settings = self._providers[provider]
-        return Timeout(settings.connect_timeout_s, settings.timeout_s)
+        return Timeout(settings.connect_timeout_s, read_timeout_s or settings.timeout_s)
 
     def in_flight(self, provider: str) -> list[int]:
         """Calls this worker has in flight on each copy of the provider (one number without copies)."""
@@ -210,14 +233,15 @@ class UpstreamClient:
     def _url(base_url: str, path: str) -> str:
         return base_url.rstrip("/") + "/" + path.lstrip("/")
 
-    def _send(self, provider: str, sent: WireRequest, stream: bool, call: UpstreamCall) -> requests.Response:
+    def _send(self, provider: str, sent: WireRequest, stream: bool, call: UpstreamCall,
+              read_timeout_s: float | None = None) -> requests.Response:
         try:
             response = self._session(provider).request(
                 sent.method,
                 sent.url,
                 json=sent.json,
                 stream=stream,
-                timeout=self._timeout(provider).as_requests(),
+                timeout=self._timeout(provider, read_timeout_s).as_requests(),
                 headers={**sent.headers, **call.headers},  # `traceparent` when the request is traced
             )
         except requests.RequestException as exc:
@@ -247,13 +271,15 @@ class UpstreamClient:
         call.on_end = release
         return sent, call
 
-    def post_json(self, provider: str, path: str, body: dict[str, Any], beta: tuple[str, ...] = ()) -> dict[str, Any]:
+    def post_json(self, provider: str, path: str, body: dict[str, Any], beta: tuple[str, ...] = (),
+                  read_timeout_s: float | None = None) -> dict[str, Any]:
         """POST a JSON body and return the decoded JSON answer (a chat completion in OpenAI's shape).
 
-        `beta`: a client's `anthropic-beta` flags, for the native Messages paths (gateway.upstream.wire).
+        `beta`: a client's `anthropic-beta` flags, for the native Messages paths (gateway.upstream.wire);
+        `read_timeout_s`: a deployment's own read timeout (default: the provider's).
         """
         sent, call = self._call(provider, path, body, beta)
-        response = self._send(provider, sent, False, call)
+        response = self._send(provider, sent, False, call, read_timeout_s)
         try:
             answer = wire.parse_answer(self._providers[provider], path, self._decode(response, provider), provider)
         except GatewayError as error:
@@ -262,14 +288,17 @@ class UpstreamClient:
         call.finished(answer)
         return answer
 
-    def submit_json(self, provider: str, path: str, body: dict[str, Any]) -> Future[dict[str, Any]]:
+    def submit_json(self, provider: str, path: str, body: dict[str, Any],
+                    read_timeout_s: float | None = None) -> Future[dict[str, Any]]:
         """post_json on the reader pool, so the caller can wait with keep-alives (in the caller's trace)."""
-        return self._executor.submit(contextvars.copy_context().run, self.post_json, provider, path, body)
+        return self._executor.submit(contextvars.copy_context().run, self.post_json, provider, path, body, (),
+                                     read_timeout_s)
 
-    def open_stream(self, provider: str, path: str, body: dict[str, Any], beta: tuple[str, ...] = ()) -> UpstreamStream:
-        """POST and return the SSE answer as an UpstreamStream (errors before the body raise; `beta` as post_json)."""
+    def open_stream(self, provider: str, path: str, body: dict[str, Any], beta: tuple[str, ...] = (),
+                    read_timeout_s: float | None = None) -> UpstreamStream:
+        """POST and return the SSE answer as an UpstreamStream (errors before the body raise; others as post_json)."""
         sent, call = self._call(provider, path, body, beta)
-        response = self._send(provider, sent, True, call)
+        response = self._send(provider, sent, True, call, read_timeout_s)
         translate = wire.translator(self._providers[provider], path, body)
         return UpstreamStream(response, provider, self._executor, call, translate)
 

@@ -87,8 +87,9 @@ def cooled(health: Health, now: float, seconds: float) -> Health:
 
 
 def after_success(health: Health) -> Health:
-    """A success makes a deployment healthy again (and ends a half-open trial)."""
-    return HEALTHY
+    """A success ends a cooldown and its half-open trial; failures already counted in the window stay counted
+    (a deployment failing every other request still reaches `failures_to_cool`)."""
+    return Health(failures=health.failures, window_start=health.window_start)
 
 
 def with_trial(health: Health, now: float, lease_s: float) -> Health | None:

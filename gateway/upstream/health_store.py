@@ -199,8 +199,10 @@ class HealthBoard:
         return self._change(name, lambda health: after_failure(health, now, self.policy, retry_after_s))
 
     def succeeded(self, name: str) -> None:
-        """A success: make the deployment healthy again, writing only when this worker's copy says it is not."""
-        if self.health(name) != HEALTHY:
+        """A success ends a cooldown or trial; it writes only when this worker's copy has one (never on a healthy
+        request)."""
+        health = self.health(name)
+        if health.half_open or health.cooling_until:
             self._change(name, after_success)
 
     def claim_trial(self, name: str, lease_s: float) -> bool:

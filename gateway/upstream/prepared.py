@@ -12,8 +12,8 @@ model has its own settings, and the hold covers the costliest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting.meter import Estimate
@@ -43,11 +43,27 @@ class PreparedRequest:
     held_input_tokens: int  # its input as a hold assumes it (gateway.accounting.tokens)
     output_tokens: int  # the most output it may produce: the cap sent times `n` (0: embeddings)
     held_output_tokens: int  # the output admission holds: output_tokens, or a stream's typical output
+    # prepares the same source body for another route (None: only this one); set by whoever prepared it
+    remake: Callable[[Route, ProviderSettings], PreparedRequest] | None = field(default=None, compare=False,
+                                                                               repr=False)
 
     @property
     def provider(self) -> str:
         """The provider table the request goes to."""
         return self.route.provider
+
+    @property
+    def read_timeout_s(self) -> float | None:
+        """Its deployment's own read timeout (None: the provider's)."""
+        return self.route.deployment.settings.timeout_s
+
+    def on(self, route: Route, providers: Mapping[str, ProviderSettings]) -> PreparedRequest:
+        """The same request prepared for another deployment of its model (the router's retries and choices)."""
+        if route == self.route:
+            return self
+        if self.remake is None:
+            raise ValueError("this request cannot be prepared for another deployment")
+        return self.remake(route, providers[route.provider])
 
     def estimate(self) -> Estimate:
         """What the meter holds and counts for this request."""
@@ -77,7 +93,7 @@ def prepare(
     grows = stream and typical is not None and requested_cap(dict(body)) is None
     held_output = min(output, typical * choices(body)) if grows else output
     return PreparedRequest(route, path, sent, stream, estimate_prompt_tokens(sent), hold_prompt_tokens(sent), output,
-                           held_output)
+                           held_output, lambda other, settings: prepare(other, path, body, settings, stream))
 
 
 def prepare_candidates(

@@ -1,4 +1,4 @@
-"""Relays OpenAI-compatible requests upstream (JSON or SSE), with fallbacks and usage rows.
+"""Relays OpenAI-compatible requests upstream (JSON or SSE), routed and retried, with usage rows.
 
 Every answer and chunk leaves with the gateway's generation id as its `id` (the meter's, also
 sent as `X-Generation-Id` and stored on the usage row), whatever id the upstream gave it: chunks
@@ -7,42 +7,23 @@ are parsed and re-encoded anyway (public model id, usage), so the rewrite costs 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
 from gateway.accounting.tokens import usage_from_openai
 from gateway.accounting.usage import Usage
 from gateway.db import own_connection
-from gateway.errors import CLIENT_CLOSED, GatewayError, UpstreamError, UpstreamRejected
-from gateway.observability.wsgi_middleware import fallback_taken, first_token
+from gateway.errors import CLIENT_CLOSED, GatewayError
+from gateway.observability.wsgi_middleware import first_token
 from gateway.upstream import sse
 from gateway.upstream.chunks import read_chunks
-from gateway.upstream.client import UpstreamClient, UpstreamStream
+from gateway.upstream.client import UpstreamStream
 from gateway.upstream.dialect import OPENAI_STREAMS, StreamDialect
 from gateway.upstream.prepared import PreparedRequest
+from gateway.upstream.router import Router
 from gateway.upstream.routing import Route
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def with_fallback(candidates: list[PreparedRequest], attempt: Callable[[PreparedRequest], T]) -> tuple[Route, T]:
-    """Try each candidate in order; move on after 5xx, timeouts and connection failures only."""
-    for position, prepared in enumerate(candidates):
-        try:
-            return prepared.route, attempt(prepared)
-        except UpstreamRejected:
-            raise
-        except UpstreamError as exc:
-            if position == len(candidates) - 1:
-                raise
-            after = candidates[position + 1].route.model_id
-            log.warning("model %s failed (%s); trying %s", prepared.route.model_id, exc.code, after)
-            fallback_taken(prepared.route.model_id, after)
-    raise AssertionError("candidates must not be empty")
 
 
 def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict[str, Any]:
@@ -67,10 +48,12 @@ def with_answer_fields(answer: dict[str, Any], route: Route, generation_id: str)
     return answer
 
 
-def relay_json(client: UpstreamClient, candidates: list[PreparedRequest], meter: Meter) -> dict[str, Any]:
-    """One JSON round trip with fallbacks, each candidate sent as prepared; settles the meter either way."""
+def relay_json(router: Router, candidates: list[PreparedRequest], meter: Meter) -> dict[str, Any]:
+    """One JSON round trip, routed and retried (gateway.upstream.router); settles the meter either way."""
+    client = router.client
     with meter.closed_on_failure():
-        route, data = with_fallback(candidates, lambda sent: client.post_json(sent.provider, sent.path, sent.body))
+        route, data = router.call(candidates, lambda sent: client.post_json(
+            sent.provider, sent.path, sent.body, read_timeout_s=sent.read_timeout_s))
         with_answer_fields(data, route, meter.generation_id)
         usage = usage_from_openai(data.get("usage")) or meter.estimate(
             "".join(_choice_text(choice) for choice in data.get("choices") or [])
@@ -96,12 +79,12 @@ def _choice_text(choice: dict[str, Any]) -> str:
     return "".join(piece for piece in pieces if isinstance(piece, str))
 
 
-def open_stream(
-    client: UpstreamClient, candidates: list[PreparedRequest], meter: Meter
-) -> tuple[Route, UpstreamStream]:
-    """Open the upstream stream (with fallbacks, each candidate sent as prepared) before any byte goes out."""
+def open_stream(router: Router, candidates: list[PreparedRequest], meter: Meter) -> tuple[Route, UpstreamStream]:
+    """Open the upstream stream (routed and retried until its first event) before any byte goes out."""
+    client = router.client
     with meter.closed_on_failure():
-        return with_fallback(candidates, lambda sent: client.open_stream(sent.provider, sent.path, sent.body))
+        return router.call(candidates, lambda sent: client.open_stream(
+            sent.provider, sent.path, sent.body, read_timeout_s=sent.read_timeout_s))
 
 
 def relay_stream(
