@@ -34,7 +34,7 @@ RETRY_AFTER_S = 2
 # Long failure cooldowns and a short state refresh: only the Retry-After cools the fake, and every worker
 # reads the shared state often.
 ROUTING = {"failures_to_cool": 3, "cooldown_s": 30, "max_retry_after_s": 300, "state_refresh_s": 0.2}
-CLOCK_SLACK_S = 0.01  # cooling_until is shown to the millisecond
+CLOCK_SLACK_S = 0.002  # a millisecond's rounding of a shown instant
 PROBES_PER_HOST = 40  # requests a host may take before the recovered fake answers one of its own
 
 
@@ -51,8 +51,10 @@ def reached(fake: RoutingFake, marker: str) -> bool:
     return any(marker in json.dumps(body) for body in list(fake.bodies))
 
 
-def epoch(iso: str) -> float:
-    return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+def epoch(iso: str) -> tuple[float, float]:
+    """An ISO 8601 instant as (epoch seconds, its resolution): cut to whole seconds when it shows no fraction."""
+    moment = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return moment, 0.001 if "." in iso else 1.0
 
 
 def views_everywhere(hosts: list[LiveGateway], name: str) -> list[dict[str, Any]]:
@@ -60,13 +62,12 @@ def views_everywhere(hosts: list[LiveGateway], name: str) -> list[dict[str, Any]
     return [view for host in hosts for view in deployment_views(host, name).values()]
 
 
-def cooled_everywhere(hosts: list[LiveGateway], name: str) -> float | None:
-    """The one instant every worker of every host skips the deployment until, once they all agree on it."""
+def cooled_everywhere(hosts: list[LiveGateway], name: str, untils: set[str]) -> bool:
+    """Whether every worker of every host skips the deployment (cooling, or past it awaiting a trial);
+    adds the instants they show it cooling until (null once passed) to `untils`."""
     views = views_everywhere(hosts, name)
-    untils = {view["cooling_until"] for view in views}
-    if any(view["status"] == HEALTHY for view in views) or len(untils) != 1 or None in untils:
-        return None
-    return epoch(untils.pop())
+    untils.update(view["cooling_until"] for view in views if view["cooling_until"])
+    return all(view["status"] != HEALTHY for view in views)
 
 
 def hit_with_a_429(fake: RoutingFake, host: LiveGateway, payer: Payer) -> tuple[float, float]:
@@ -83,23 +84,24 @@ def hit_with_a_429(fake: RoutingFake, host: LiveGateway, payer: Payer) -> tuple[
 def skipped_until_then_used_again(hosts: list[LiveGateway], a: RoutingFake, name: str, payer: Payer) -> None:
     """The scenario of the module docstring: fake `a` (deployment `name`) answers the 429, host A = hosts[0]."""
     sent, ended = hit_with_a_429(a, hosts[0], payer)
-    until: list[float] = []
-    wait_until(lambda: until.append(cooled_everywhere(hosts, name)) or until[-1], "every worker cooling the fake")
-    cooling_until = until[-1]
-    assert sent + RETRY_AFTER_S - CLOCK_SLACK_S <= cooling_until <= ended + RETRY_AFTER_S + CLOCK_SLACK_S
+    untils: set[str] = set()
+    wait_until(lambda: cooled_everywhere(hosts, name, untils), "every worker cooling the fake")
+    assert len(untils) == 1, untils  # one shared cooldown, seen before it ended
+    shown, resolution = epoch(untils.pop())  # the cooldown ends in [shown, shown + resolution)
+    assert sent + RETRY_AFTER_S - resolution - CLOCK_SLACK_S < shown <= ended + RETRY_AFTER_S + CLOCK_SLACK_S
 
-    during = [probe(host, payer) for _ in range(20) for host in hosts if time.time() < cooling_until - 0.1]
-    inside = [marker for marker, finished in during if finished < cooling_until]
+    during = [probe(host, payer) for _ in range(20) for host in hosts if time.time() < shown - 0.1]
+    inside = [marker for marker, finished in during if finished < shown]
     assert not [marker for marker in inside if reached(a, marker)], "a cooling fake got traffic"
     assert a.received == 1  # only the 429
 
-    time.sleep(max(0.0, cooling_until - time.time()))
+    time.sleep(max(0.0, shown + resolution - time.time()))
     for host in hosts:
         assert any(reached(a, probe(host, payer)[0]) for _ in range(PROBES_PER_HOST)), \
             f"{PROBES_PER_HOST} requests to {host.base_url} after the cooldown and none reached the fake"
     wait_until(lambda: {view["status"] for view in views_everywhere(hosts, name)} == {HEALTHY},
                "the fake healthy on every worker of every host")
-    print(f"\n429 Retry-After {RETRY_AFTER_S}: cooling until {cooling_until - sent:.2f} s after the request; "
+    print(f"\n429 Retry-After {RETRY_AFTER_S}: cooling until {shown - sent:.2f} s (+{resolution:g}) after the request; "
           f"{len(inside)} requests on {len(hosts)} host(s) inside the window, none to the fake")
 
 
