@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.serving.client_address import parse_networks
 
 ENV_PREFIX = "GATEWAY_"
-ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "routing", "billing", "responses",
-                "tracing", "dashboard")
+ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "routing", "cache", "budget_alerts",
+                "attribution", "billing", "responses", "tracing", "dashboard")
 LOCAL_MODEL_PORT = 18081
 EMBEDDED_SCOPE = "default"  # the scope of the first key on embedded defaults
 EMBEDDED_PROFILE = f"{EMBEDDED_SCOPE}/default"
@@ -244,6 +244,8 @@ class ModelSettings(Section):
                          "before the first byte, a 429 or a 5xx: on another deployment, else the same one")
     retry_budget_s: float = Field(30.0, gt=0, description="no further attempt starts this long after the first "
                                   "(backoff waits included)")
+    cache_ttl_s: float | None = Field(None, ge=0, description="seconds its answers stay in the response cache "
+                                      "(default: [cache] ttl_s; 0: never cached)")
     input_price_per_mtok: float = Field(0.0, ge=0, description="credits per 1M input tokens")
     output_price_per_mtok: float = Field(0.0, ge=0, description="credits per 1M output tokens")
     cached_input_price_per_mtok: float | None = Field(
@@ -369,6 +371,44 @@ class LimitSettings(Section):
     )
 
 
+class CacheSettings(Section):
+    """The exact-match response cache (gateway.cache): off unless enabled."""
+
+    enabled: bool = Field(False, description="answer a repeated identical request from the cache (per account)")
+    ttl_s: float = Field(3600.0, gt=0, description="seconds an answer stays fresh (a model's cache_ttl_s wins)")
+    backend: Literal["database", "redis"] = Field("database", description="where entries live")
+    url: str | None = Field(None, description="redis://host:port/db when backend = \"redis\" (default: [limits] url)")
+    max_entries: int = Field(10_000, ge=1, description="entries kept; the least recently used go first beyond it")
+    max_entry_bytes: int = Field(1_000_000, ge=1024, description="answers larger than this are not stored")
+    hit_price_fraction: float = Field(0.0, ge=0, le=1, description="share of the stored answer's price a hit is "
+                                      "charged (0: hits are free)")
+    shared_scope: str | None = Field(None, max_length=64, description="entries shared by every account under this "
+                                     "name instead of per account (an operator's explicit choice; unset: never "
+                                     "shared across accounts)")
+
+
+class BudgetAlertSettings(Section):
+    """One POST when a budget passes 80% and when it reaches 100%, per period (never on the request path)."""
+
+    url: str | None = Field(None, description="the webhook URL; unset: no alerts")
+    thresholds: tuple[float, ...] = Field((0.8, 1.0), description="shares of a budget that send an alert")
+    timeout_s: float = Field(5.0, gt=0, description="timeout of one POST")
+    retries: int = Field(5, ge=0, le=20, description="further tries of a failed POST, with exponential backoff")
+    secret_env: str | None = Field(None, description="env var whose value signs each POST "
+                                   "(X-Gateway-Signature: sha256 HMAC of the body)")
+
+
+class AttributionSettings(Section):
+    """Tags and end users recorded on usage rows (GET /api/v1/usage groups by them)."""
+
+    max_tags: int = Field(10, ge=0, le=64, description="tags one request may carry (X-Gateway-Tags and metadata)")
+    max_tag_length: int = Field(64, ge=1, le=256, description="characters one tag may have")
+    metadata_keys: tuple[str, ...] = Field(
+        (), description="keys of OpenAI's `metadata` object recorded as tags `key:value` (e.g. [\"team\", "
+        "\"feature\"])"
+    )
+
+
 class BillingSettings(Section):
     reservation_ttl_s: int = Field(
         900, ge=1, description="open reservations older than this are swept (crashed workers)"
@@ -446,6 +486,9 @@ class Settings(Section):
     mcp: McpSettings = McpSettings()
     limits: LimitSettings = LimitSettings()
     routing: RoutingSettings = RoutingSettings()
+    cache: CacheSettings = CacheSettings()
+    budget_alerts: BudgetAlertSettings = BudgetAlertSettings()
+    attribution: AttributionSettings = AttributionSettings()
     billing: BillingSettings = BillingSettings()
     responses: ResponsesSettings = ResponsesSettings()
     tracing: TracingSettings = TracingSettings()
@@ -534,9 +577,11 @@ def check_mcp(settings: Settings) -> None:
 
 
 def check_limits(settings: Settings) -> None:
-    """The redis backend needs its URL."""
+    """The redis backends need their URL."""
     if settings.limits.backend == "redis" and not settings.limits.url:
         raise ConfigError('limits.url: required when backend = "redis"')
+    if settings.cache.enabled and settings.cache.backend == "redis" and not (settings.cache.url or settings.limits.url):
+        raise ConfigError('cache.url: required when backend = "redis" (or set [limits] url)')
 
 
 def check_tracing(settings: Settings) -> None:

@@ -92,6 +92,9 @@ class UsageEntry(BaseModel):
     reasoning_tokens = IntegerField(default=0)  # of completion_tokens (0014)
     deployment = CharField(max_length=200, null=True)  # the deployment that answered (0016)
     attempts = IntegerField(default=0)  # upstream attempts, retries included (0016)
+    cache_hit = BooleanField(default=False)  # answered from the response cache (0017)
+    end_user = CharField(max_length=256, null=True)  # OpenAI's `user` / Anthropic's metadata.user_id (0017)
+    tags = CharField(max_length=2048, null=True)  # the request's tags, comma-separated (0017)
 
     class Meta:
         table_name = "usage_entry"

@@ -208,7 +208,8 @@ class Book:
                            row.completion_tokens, row.estimated, row.status, row.latency_ms, cost,
                            self.stamp, row.generation_id, row.provider, row.ttft_ms, row.finish_reason,
                            row.streamed, row.cancelled, row.cached_tokens, row.cache_write_tokens,
-                           row.reasoning_tokens, row.deployment, row.attempts))
+                           row.reasoning_tokens, row.deployment, row.attempts, row.cache_hit, row.end_user,
+                           ",".join(row.tags) or None))
 
     def flush(self) -> list[int]:
         """Write everything back (on PostgreSQL in one round trip); returns the new reservations' ids, in order."""

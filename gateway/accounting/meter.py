@@ -101,6 +101,7 @@ class Meter:
     writer: AccountingWriter | None = None
     held: int = 0  # micro-credits held so far (admission and extensions)
     debt_bound: int = 0  # how far the cost may run past `held` before the run is stopped
+    hit_price_fraction: float = 0.0  # of a cached answer's price, charged for a cache hit ([cache])
     held_input_tokens: int = 0  # the input of the next model turn that is already held
     turns_covered: int = 0
     output_held: int = 0  # output tokens held so far; a stream held for its typical output grows it
@@ -128,6 +129,7 @@ class Meter:
             caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s)
         meter.held = hold if meter.reservation_id is not None else 0
         meter.debt_bound = math.ceil(meter.held * settings.billing.debt_bound_ratio)
+        meter.hit_price_fraction = settings.cache.hit_price_fraction
         return meter
 
     def estimate(self, completion_text: str) -> Usage:
@@ -195,12 +197,14 @@ class Meter:
             self.finish(Usage(), exc.status if isinstance(exc, GatewayError) else INTERNAL_ERROR, None)
             raise
 
-    def finish(self, usage: Usage, status: int, route: Served | None, finish_reason: str | None = None) -> int:
+    def finish(self, usage: Usage, status: int, route: Served | None, finish_reason: str | None = None,
+               cache_hit: bool = False) -> int:
         """Settle (charge the full cost, release the hold) with the usage row and tokens; durable on return.
 
         Whether the answer streamed and when its first token came are read from the request's
         record (gateway.observability.wsgi_middleware), which the stream relays already keep; the row's
-        time to first token counts from admission, as its latency does.
+        time to first token counts from admission, as its latency does; so are its tags and end user. A
+        cache hit (`usage`: the stored answer's) is charged `hit_price_fraction` of that usage's price.
         """
         if self.finished:
             return 0
@@ -216,9 +220,11 @@ class Meter:
                        usage.output_tokens, usage.estimated, status, milliseconds_since(self.started),
                        self.generation_id, route.provider if route else None, ttft_ms, finish_reason, streamed,
                        status == CLIENT_CLOSED, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
-                       route.deployment.name if route else None, route.attempts if route else 0)
+                       route.deployment.name if route else None, route.attempts if route else 0, cache_hit,
+                       record.end_user if record else None, record.tags if record else ())
+        cost = self.cost_of(usage, route) if route else 0
         charged = self.writer.call(Settlement(
-            self.caller.account.id, key_id, self.reservation_id, self.cost_of(usage, route) if route else 0,
+            self.caller.account.id, key_id, self.reservation_id, round(cost * self.hit_price_fraction) if cache_hit else cost,
             self.request_id, row, usage.total_tokens if in_database else 0,
             self.limiter.current_window() if in_database else None,
         ))

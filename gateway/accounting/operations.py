@@ -65,6 +65,9 @@ class UsageRow:
     reasoning_tokens: int = 0  # of completion_tokens
     deployment: str | None = None  # the deployment that answered (gateway.upstream.routing.Deployment.name)
     attempts: int = 0  # upstream attempts the request made, retries included (0: none was made)
+    cache_hit: bool = False  # answered from the response cache
+    end_user: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ class RequestRecord:
     first_token_s: float | None = None
     duration_s: float = 0.0
     fallbacks: list[str] = field(default_factory=list)
+    tags: tuple[str, ...] = ()  # the request's attribution tags (gateway.accounting.attribution), on its usage row
+    end_user: str | None = None  # the end user it names (OpenAI's `user`, Anthropic's `metadata.user_id`)
+    cache: str | None = None  # "HIT" or "MISS" when the response cache was asked
     span: Any = None
 
     def elapsed(self) -> float:
