@@ -54,13 +54,16 @@ THREADS = 8  # client threads of the mixed load
 LOAD_REQUESTS = 200
 KILL_AFTER = 60  # chat requests the fakes have received when one of them crashes
 GRANT = 1_000_000_000  # micro-credits: holds of 8 requests in flight and every charge fit many times over
+BACKUP_MODEL = "backup-model"
+BACKUP_DEPLOYMENT = "d/backup-upstream"  # its one deployment's default name: provider/upstream_model
 ADMIN_TOKEN = "routing-failover-admin"
 ADMIN_ENV = {"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
-PRICES = {ROUTED_MODEL: ModelSettings(provider="a", input_price_per_mtok=INPUT_PRICE,
-                                      output_price_per_mtok=OUTPUT_PRICE)}
+PRICES = {model: ModelSettings(provider="a", input_price_per_mtok=INPUT_PRICE, output_price_per_mtok=OUTPUT_PRICE)
+          for model in (ROUTED_MODEL, BACKUP_MODEL)}
 HEALTHY = "healthy"
 PROBE_CONNECTIONS = 64  # fresh connections tried before every worker has answered one
 RETRIED_STATUSES = (429, 500, 502, 503, 529, 401, 403)  # each goes on to the next deployment
+A_TIMEOUT_S = 1  # fake a's read timeout in the retry test
 FAST_COOLDOWN = {"failures_to_cool": 2, "cooldown_s": 2, "window_s": 60, "state_refresh_s": 0.2}
 
 
@@ -126,10 +129,9 @@ def ask_every_worker(server: LiveGateway, path: str, headers: dict[str, str]) ->
 
 
 def deployment_views(server: LiveGateway, name: str) -> dict[int, dict[str, Any]]:
-    """Each worker's view of one deployment of ROUTED_MODEL (GET /admin/deployments): {pid: its state}."""
+    """Each worker's view of a deployment, by name (GET /admin/deployments): {worker pid: its state}."""
     answers = ask_every_worker(server, "/admin/deployments", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    return {pid: next(state for state in answer["data"]
-                      if state["model_id"] == ROUTED_MODEL and state["deployment"] == name)
+    return {pid: next(state for state in answer["data"] if state["deployment"] == name)
             for pid, answer in answers.items()}
 
 
@@ -243,21 +245,32 @@ def test_what_is_retried_what_is_not_and_what_it_costs(tmp_path, database_url, f
     a, b, c = fakes
     payer = fund(database_url, GRANT)
     no_cooling = {"failures_to_cool": 100, "state_refresh_s": 0.2, "backoff_s": 0.01}
-    config = routing_config(database_url, fakes, strategy="ordered", tables={"routing": no_cooling})
+    config = routing_config(database_url, fakes, strategy="ordered", deployments=[{"timeout_s": A_TIMEOUT_S}],
+                            tables={"routing": no_cooling})
     with live_gateway(tmp_path, config, workers=WORKERS, threads=16, env=ADMIN_ENV) as server:
         url = f"{server.base_url}/v1/chat/completions"
 
         def post(body: dict[str, Any]) -> requests.Response:
             return requests.post(url, json=body, headers=payer.headers, timeout=30)
 
-        expected: list[tuple[int, str, int]] = []  # (status, deployment, attempts) of each request, in order
-        for status in RETRIED_STATUSES:
+        expected: list[tuple[int, str | None, int]] = []  # (status, deployment, attempts) of each request, in order
+
+        def retried_on_b(fault: str) -> None:
             for stream in (False, True):
-                a.fail(status, count=1)
                 answer = post(chat(stream))
-                assert answer.status_code == 200, (status, stream, answer.text)
-                assert answer.text.rstrip().endswith("[DONE]") if stream else answer.json()["choices"], status
+                assert answer.status_code == 200, (fault, stream, answer.text)
+                assert answer.text.rstrip().endswith("[DONE]") if stream else answer.json()["choices"], fault
                 expected.append((200, "b", 2))
+
+        for status in RETRIED_STATUSES:
+            a.fail(status, count=2)  # the JSON request's and the stream's
+            retried_on_b(f"status {status}")
+        a.stop()
+        retried_on_b("connection refused")
+        a.start()
+        a.slow(A_TIMEOUT_S * 3)
+        retried_on_b("read timeout before the first byte")
+        a.clear()
 
         a.fail(400, count=1)  # the request's own fault: the client's answer, on the first attempt
         refused = post(chat())
@@ -280,8 +293,9 @@ def test_what_is_retried_what_is_not_and_what_it_costs(tmp_path, database_url, f
         rows = settled_rows(payer, len(expected))
 
     assert [(row.status, row.deployment, row.attempts) for row in rows] == expected
-    refused_attempts = 1  # the 400's: an attempt its row does not count
-    assert sum(row.attempts for row in rows) + refused_attempts == a.received + b.received + c.received
+    not_in_rows = 1  # the 400's attempt: its row counts none
+    not_received = 2  # the attempts on the stopped fake
+    assert sum(row.attempts for row in rows) + not_in_rows == a.received + b.received + c.received + not_received
     assert c.received == 0
     stream_row = rows[-2]
     assert stream_row.estimated and stream_row.cost > 0  # charged for the chunk it relayed, not retried
@@ -289,3 +303,55 @@ def test_what_is_retried_what_is_not_and_what_it_costs(tmp_path, database_url, f
                                                                         estimate_text_tokens(STREAM_PIECES[0]))
     assert rows[-3].cost == 0  # the 400
     assert all(row.cost == rows[0].cost > 0 for row in rows if row.status == 200)  # one answer's usage, once
+
+
+def test_every_deployment_cooling_is_a_503_with_retry_after_or_the_clients_fallback_model(tmp_path, database_url,
+                                                                                          fakes):
+    """a, b and c fail and cool down: 503 no_available_deployment without a fallback, else `backup-model` on d,
+    whose one deployment is never skipped for cooling."""
+    a, b, c = fakes
+    d = RoutingFake("d").start()
+    payer = fund(database_url, GRANT)
+    backup = {"provider": "d", "upstream_model": "backup-upstream", "retries": 0, "input_price_per_mtok": INPUT_PRICE,
+              "output_price_per_mtok": OUTPUT_PRICE}
+    tables = {"routing": {"failures_to_cool": 1, "cooldown_s": 30, "state_refresh_s": 0.2},
+              "providers": {"d": {"base_url": d.base_url, "timeout_s": 10}}, "models": {BACKUP_MODEL: backup}}
+    try:
+        with live_gateway(tmp_path, routing_config(database_url, fakes, tables=tables), workers=WORKERS,
+                          threads=16, env=ADMIN_ENV) as server:
+            url = f"{server.base_url}/v1/chat/completions"
+
+            def post(body: dict[str, Any]) -> requests.Response:
+                return requests.post(url, json=body, headers=payer.headers, timeout=30)
+
+            for fake in fakes:
+                fake.fail(500)
+            assert post(chat()).status_code == 502  # three attempts, three failures: each deployment cools
+            assert (a.received, b.received, c.received) == (1, 1, 1)
+            wait_until(lambda: all(statuses_on_every_worker(server, fake.name) == {"cooling"} for fake in fakes),
+                       "a, b and c cooling on every worker")
+
+            for stream in (False, True):
+                refused = post(chat(stream))
+                assert refused.status_code == 503 and refused.json()["error"]["code"] == "no_available_deployment"
+                assert 0 < int(refused.headers["Retry-After"]) <= tables["routing"]["cooldown_s"]
+                fallen_back = post({**chat(stream), "models": [ROUTED_MODEL, BACKUP_MODEL]})
+                assert fallen_back.status_code == 200, fallen_back.text
+                assert fallen_back.text.rstrip().endswith("[DONE]") if stream else fallen_back.json()["choices"]
+            assert (a.received, b.received, c.received, d.answered) == (1, 1, 1, 2)
+
+            d.fail(500, count=1)
+            assert post({**chat(), "model": BACKUP_MODEL}).status_code == 502  # d cools down (failures_to_cool 1)
+            wait_until(lambda: statuses_on_every_worker(server, BACKUP_DEPLOYMENT) == {"cooling"}, "d cooling everywhere")
+            assert post({**chat(), "model": BACKUP_MODEL}).status_code == 200  # its model's only deployment
+            assert d.answered == 3
+            rows = settled_rows(payer, 7)
+    finally:
+        d.stop()
+    assert [(row.status, row.model, row.deployment) for row in rows] == [
+        (502, ROUTED_MODEL, None),
+        (503, ROUTED_MODEL, None), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),
+        (503, ROUTED_MODEL, None), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),
+        (502, BACKUP_MODEL, None), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),
+    ]
+    assert [row.attempts for row in rows if row.status == 200] == [1, 1, 1]  # the cooling model's skip is no attempt
