@@ -60,6 +60,7 @@ class ApiKey(BaseModel):
     mcp_servers = TextField(null=True)  # JSON list of built-in MCP server labels this key may use (0009); None: all
     max_streams = IntegerField(null=True)  # open streams per worker (0012); None: the account's or capacity's
     operator_limits = TextField(null=True)  # JSON {limit: value} an operator set: a member's ceiling (0012)
+    limit_reset = CharField(max_length=16, null=True)  # spend_limit's period: daily | weekly | monthly; None: lifetime (0019)
 
     class Meta:
         table_name = "api_key"
@@ -128,10 +129,13 @@ class LedgerEntry(BaseModel):
     request_id = CharField(max_length=64, null=True)
     note = CharField(null=True)
     created_at = DateTimeField(default=utcnow, index=True)
+    model = CharField(null=True)  # a charge's public model, for model budgets (0019)
+    tags = CharField(max_length=2048, null=True)  # a charge's request tags, comma-separated, for tag budgets (0019)
 
     class Meta:
         table_name = "ledger_entry"
-        indexes = ((("account", "kind"), False), (("api_key", "kind"), False))  # they lead, so no FK indexes
+        # they lead, so no FK indexes; created_at last: a budget period's charges are a range (0019)
+        indexes = ((("account", "kind", "created_at"), False), (("api_key", "kind", "created_at"), False))
 
 
 class Reservation(BaseModel):
@@ -144,9 +148,31 @@ class Reservation(BaseModel):
     request_id = CharField(max_length=64)
     created_at = DateTimeField(default=utcnow)
     expires_at = DateTimeField()
+    model = CharField(null=True)  # the requested public model, for model budgets (0019)
+    tags = CharField(max_length=2048, null=True)  # the request's tags, comma-separated, for tag budgets (0019)
 
     class Meta:
         table_name = "reservation"  # + a partial index of open holds (migration 0007)
+
+
+class Budget(BaseModel):
+    """A cap on an account's spend per period (0019; gateway.accounting.budgets): what it counts is every charge and
+    open hold of the account that matches all of its set filters (a key, a model, a tag).
+
+    The shapes the gateway offers: the account's (no filter), a key's per-model budget (key and model), a tag's
+    (tag: every key of the account that sends it). A key's own spend limit lives on the key (spend_limit, limit_reset).
+    """
+
+    account = ForeignKeyField(Account, backref="budgets", on_delete="CASCADE")
+    api_key = ForeignKeyField(ApiKey, null=True, backref="budgets", on_delete="CASCADE")
+    model = CharField(null=True)  # a public model id
+    tag = CharField(max_length=64, null=True)
+    period = CharField(max_length=16, null=True)  # daily | weekly | monthly (UTC, weeks from Monday); None: lifetime
+    amount = BigIntegerField()  # micro-credits
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "budget"
 
 
 class RateWindow(BaseModel):
@@ -289,3 +315,48 @@ class DeploymentHealth(BaseModel):
 
     class Meta:
         table_name = "deployment_health"
+
+
+class BudgetAlert(BaseModel):
+    """A budget alert claimed for sending (0021; gateway.accounting.budget_alerts): once per budget, period, threshold.
+
+    The unique index is the claim across workers and hosts; `body` is the exact JSON every try sends.
+    """
+
+    budget = CharField(max_length=200)  # the budget's identity, e.g. "budget:17" or "key:12"
+    period_start = DateTimeField()  # naive UTC; 1970-01-01 for a budget that never resets
+    threshold = IntegerField()  # basis points of the budget's amount (0.8 -> 8000)
+    account_id = IntegerField(index=True)
+    status = CharField(max_length=16, default="sending")  # sending | sent | failed
+    attempts = IntegerField(default=0)
+    body = TextField()
+    last_error = CharField(max_length=500, null=True)
+    claimed_at = DateTimeField(default=utcnow)
+    sent_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "budget_alert"
+        indexes = ((("budget", "period_start", "threshold"), True),)
+
+
+class ResponseCacheEntry(BaseModel):
+    """One cached answer (0018; gateway.cache.database_cache), filed under the hash of its request.
+
+    Times are epoch seconds. A lookup is one primary-key SELECT; an expired row is a miss, overwritten by
+    the next answer stored under its key or deleted by the next eviction pass, which also keeps at most
+    `[cache] max_entries` rows (the least recently used go first).
+    """
+
+    key = CharField(primary_key=True, max_length=64)  # sha256 hex (gateway.cache.key.cache_key)
+    scope = CharField(max_length=100, null=True)  # "account:ID" or "shared:NAME": who may hit it
+    model = CharField(max_length=200)  # the public model id
+    endpoint = CharField(max_length=32)
+    answer = TextField()  # the answer's JSON, as the client got it
+    usage = TextField()  # JSON of the original answer's Usage fields
+    bytes = IntegerField()
+    created_at = DoubleField()
+    expires_at = DoubleField(index=True)
+    last_used_at = DoubleField(index=True)
+
+    class Meta:
+        table_name = "response_cache"

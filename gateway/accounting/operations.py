@@ -10,7 +10,7 @@ from gateway.accounting.window_stores import WindowCounts
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Admit one request: its rate-limit window (when counted in the database), then its hold."""
+    """Admit one request: its rate-limit window (when counted in the database), then its hold (balance, budgets)."""
 
     account_id: int
     key_id: int
@@ -19,6 +19,9 @@ class Admission:
     request_id: str
     ttl_s: int
     ask: WindowAsk | None = None
+    model: str | None = None  # the public model asked for (its budgets count the hold)
+    tags: tuple[str, ...] = ()  # the request's tags (their budgets count the hold)
+    limit_reset: str | None = None  # the period of `spend_limit` (gateway.accounting.budgets); None: lifetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class Extension:
     spend_limit: int | None
     reservation_id: int
     amount: int
+    limit_reset: str | None = None  # the period of `spend_limit`; the hold's model and tags come from its row
 
 
 @dataclass(frozen=True, slots=True)
