@@ -15,12 +15,12 @@ Rules, in order:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class DeploymentView:
-    """What the choice needs to know about one deployment, at the moment of the request."""
+class DeploymentView(NamedTuple):
+    """What the choice needs to know about one deployment, at the moment of the request (a tuple: one per
+    deployment per request, so cheap to make)."""
 
     name: str
     weight: float

@@ -101,10 +101,9 @@ class LoadBoard:
         return release
 
     def in_flight(self, name: str) -> int:
-        """Requests in flight on the deployment from this worker."""
-        with self._lock:
-            load = self._loads.get(name)
-            return load.in_flight if load else 0
+        """Requests in flight on the deployment from this worker (one attribute read: no lock needed)."""
+        load = self._loads.get(name)
+        return load.in_flight if load else 0
 
     def minute(self, name: str) -> tuple[int, int]:
         """Requests and tokens this worker sent the deployment in the last minute."""
@@ -144,6 +143,5 @@ class LoadBoard:
 
     def ttft(self, name: str) -> float | None:
         """The deployment's moving average time to first token on this worker; None before its first sample."""
-        with self._lock:
-            load = self._loads.get(name)
-            return load.ttft_s if load else None
+        load = self._loads.get(name)
+        return load.ttft_s if load else None

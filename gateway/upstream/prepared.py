@@ -58,12 +58,21 @@ class PreparedRequest:
         return self.route.deployment.settings.timeout_s
 
     def on(self, route: Route, providers: Mapping[str, ProviderSettings]) -> PreparedRequest:
-        """The same request prepared for another deployment of its model (the router's retries and choices)."""
-        if route == self.route:
+        """The same request prepared for another deployment of its model (the router's retries and choices).
+
+        When both deployments' providers prepare a body alike (PREPARATION), only the upstream model id
+        differs (the estimates never count it): the body is copied with it; else it is prepared again.
+        """
+        if route is self.route:
             return self
         if self.remake is None:
             raise ValueError("this request cannot be prepared for another deployment")
-        return self.remake(route, providers[route.provider])
+        provider = providers[route.provider]
+        if "model" in self.body and preparation(provider) == preparation(providers[self.route.provider]):
+            return PreparedRequest(route, self.path, {**self.body, "model": route.upstream_model}, self.stream,
+                                   self.input_tokens, self.held_input_tokens, self.output_tokens,
+                                   self.held_output_tokens, self.remake)
+        return self.remake(route, provider)
 
     def estimate(self) -> Estimate:
         """What the meter holds and counts for this request."""
@@ -101,6 +110,12 @@ def prepare_candidates(
 ) -> list[PreparedRequest]:
     """One prepared request per candidate route (the model, then its fallbacks), in order."""
     return [prepare(route, path, body, providers[route.provider], stream) for route in routes]
+
+
+def preparation(provider: ProviderSettings) -> tuple[bool, ...]:
+    """The provider settings that change how a body is prepared for it (here and for loop turns)."""
+    return (provider.text_content, provider.empty_tool_call_content, provider.tool_choice_required,
+            provider.streams_tool_calls)
 
 
 def provider_messages(messages: Any, provider: ProviderSettings) -> Any:

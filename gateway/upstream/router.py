@@ -133,11 +133,13 @@ class Router:
                         break
                     self._sleep(wait)
                 attempts += 1
-                outcome = self._attempt(route.on(deployment), prepared, send)
+                chosen = route.on(deployment)
+                outcome = self._attempt(chosen, prepared, send)
                 if not isinstance(outcome, GatewayError):
-                    return route.on(deployment).after(attempts), outcome
+                    return chosen.after(attempts), outcome
                 error = outcome
-                failed[deployment.name] = retry_after_s(outcome, self._clock())
+                failed[deployment.name] = retry_after = retry_after_s(outcome, self._clock())
+                self.health.failed(deployment.name, retry_after)
                 if time.monotonic() - started >= route.settings.retry_budget_s:
                     break
                 if retry < route.settings.retries:
@@ -150,7 +152,10 @@ class Router:
         raise error
 
     def _attempt(self, route: Route, prepared: PreparedRequest, send: Callable[[PreparedRequest], T]) -> T | GatewayError:
-        """One call on the route's deployment: its answer, or the retryable error it failed with (others raise)."""
+        """One call on the route's deployment: its answer, or the retryable error it failed with (others raise).
+
+        The caller tells the health of a failure (with its Retry-After); a success here ends a cooldown.
+        """
         deployment = route.deployment
         sent = prepared.on(route, self._providers)
         release = self.load.begin(deployment, sent.held_input_tokens + sent.held_output_tokens)
@@ -164,7 +169,6 @@ class Router:
             metrics.deployment_request(route.model_id, deployment.name, time.monotonic() - began, error_kind(error))
             if not retryable(error):
                 raise
-            self.health.failed(deployment.name, retry_after_s(error, self._clock()))
             log.warning("deployment %s of %s failed (%s)", deployment.name, route.model_id, error.code)
             return error
         except BaseException:

@@ -52,7 +52,9 @@ class Route:
 
     def on(self, deployment: Deployment) -> Route:
         """The same model on another of its deployments."""
-        return self if deployment == self.deployment else replace(self, deployment=deployment)
+        if deployment is self.deployment:
+            return self
+        return Route(self.model_id, self.settings, self.deployments, deployment, self.attempts)
 
     def after(self, attempts: int) -> Route:
         """The route that answered after `attempts` attempts (over every candidate model of the request)."""
