@@ -2,7 +2,8 @@
 
 The real `gateway serve` (gunicorn gthread, one worker by default) on a SQLite file, every model on
 the same fast stub (`bench.upstream`): `route-one` has one deployment; `route-three-<strategy>` has
-three (three providers with the stub's address), one model per strategy. Requests go one at a time
+three (three providers with the stub's address), one model per strategy; `route-one-again` is a copy of
+`route-one`, a control: what it "adds" over `route-one` is the measurement's noise. Requests go one at a time
 on one keep-alive connection, the models taking turns in a shuffled order each cycle, so drift and
 background work fall on all of them alike; workers are never recycled during the run. A request's CPU is what every thread of the gateway's processes (master and workers)
 spent on a CPU between just before it was sent and just after its answer was read
@@ -24,6 +25,8 @@ from bench.stats import percentile
 from tests.live_gateway import children
 
 ONE = "route-one"
+CONTROL = "route-one-again"  # the same as ONE: the difference between them is noise
+BOOTSTRAP_ROUNDS = 400
 STRATEGIES = ("weighted", "least_busy", "latency", "ordered")
 REPLICAS = ("json", "replica-b", "replica-c")  # `json` is the bench config's own provider
 BODY = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
@@ -40,7 +43,8 @@ def routing_config(database_url: str, port: int) -> str:
     lines = [processes.gateway_config(database_url, port), "[server]\nmax_requests = 0\n"]
     lines += [f'[providers."{name}"]\nbase_url = "http://127.0.0.1:{port}/v1"\ntimeout_s = 60\n'
               for name in REPLICAS[1:]]
-    lines.append(f'[models."{ONE}"]\nprovider = "json"\nupstream_model = "{ONE}"\n{prices}\nmax_output_tokens = 64\n')
+    lines += [f'[models."{model}"]\nprovider = "json"\nupstream_model = "{model}"\n{prices}\nmax_output_tokens = 64\n'
+              for model in (ONE, CONTROL)]
     for strategy in STRATEGIES:
         lines.append(f'[models."{three(strategy)}"]\nrouting = "{strategy}"\n{prices}\nmax_output_tokens = 64\n')
         # its own upstream model id, so its deployments' names (and health) are its own; the stub answers any
@@ -100,17 +104,30 @@ def measure(client: Client, master: int, models: list[str], requests: int, seed:
     return samples
 
 
+def added_interval(values: list[float], base: list[float], seed: int = 27) -> tuple[float, float]:
+    """A 95 % bootstrap interval of median(values) - median(base)."""
+    draw = random.Random(seed).choices
+    differences = sorted(percentile(draw(values, k=len(values)), 0.5) - percentile(draw(base, k=len(base)), 0.5)
+                         for _ in range(BOOTSTRAP_ROUNDS))
+    return percentile(differences, 0.025), percentile(differences, 0.975)
+
+
 def summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """p50, p99 and mean per model, and the p50 added over the one-deployment model."""
-    base = percentile(samples[ONE], 0.5)
-    return {model: {"p50_us": percentile(values, 0.5), "p99_us": percentile(values, 0.99),
-                    "mean_us": sum(values) / len(values), "p50_added_us": percentile(values, 0.5) - base}
-            for model, values in samples.items()}
+    """p50, p99 and mean per model, and the p50 added over the one-deployment model with its 95 % interval."""
+    base = samples[ONE]
+    found = {}
+    for model, values in samples.items():
+        low, high = added_interval(values, base) if model != ONE else (0.0, 0.0)
+        found[model] = {"p50_us": percentile(values, 0.5), "p99_us": percentile(values, 0.99),
+                        "mean_us": sum(values) / len(values),
+                        "p50_added_us": percentile(values, 0.5) - percentile(base, 0.5),
+                        "added_low_us": low, "added_high_us": high}
+    return found
 
 
 def run(requests: int = 1000, warmup: int = 100, workers: int = 1, threads: int = 8) -> dict[str, dict[str, float]]:
     """Start the stub and the gateway, warm up, measure every model; the summary per model."""
-    models = [ONE, *(three(strategy) for strategy in STRATEGIES)]
+    models = [ONE, CONTROL, *(three(strategy) for strategy in STRATEGIES)]
     upstream, port = processes.start_upstream()
     service, client = None, None
     try:

@@ -12,12 +12,13 @@ SELECT is not a request's cost), minus the median cost of reading that clock twi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,24 @@ def router_config(database_url: str) -> dict[str, Any]:
     return tomllib.loads(f'[database]\nurl = "{database_url}"\n{providers}\n' + "\n".join(models))
 
 
+@contextlib.contextmanager
+def multiprocess_metrics() -> Iterator[None]:
+    """Metrics file-backed, as under gunicorn: a temporary PROMETHEUS_MULTIPROC_DIR unless one is set already.
+
+    The folder must outlive every use of the metrics in this process (they are created once, on first use).
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="gateway-routing-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def clock_overhead_ns(samples: int) -> float:
     """The median cost of two back-to-back thread_time_ns reads."""
     costs = []
@@ -76,12 +95,11 @@ def time_calls(call: Callable[[], object], count: int, overhead_ns: float) -> li
 def run(calls: int = 20000, warmup: int = 2000) -> dict[str, dict[str, float]]:
     """p50, p99 and mean microseconds of `Router.call` per model (one deployment, then three per strategy)."""
     folder = Path(tempfile.mkdtemp(prefix="gateway-routing-bench-"))
-    metrics_folder = folder / "metrics"
-    metrics_folder.mkdir()
-    previous = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_folder)  # read when metrics are first used
     board = None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+        stack.enter_context(multiprocess_metrics())
+        stack.callback(lambda: board is not None and board.close())
         from gateway import db
         from gateway.config import build_settings
         from gateway.upstream.client import UpstreamClient
@@ -121,11 +139,3 @@ def run(calls: int = 20000, warmup: int = 2000) -> dict[str, dict[str, float]]:
         time_calls(lambda: prepared.on(other, settings.providers), warmup, overhead)
         results[PREPARE] = summary(time_calls(lambda: prepared.on(other, settings.providers), calls, overhead))
         return results
-    finally:
-        if board is not None:
-            board.close()
-        if previous is None:
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        else:
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous
-        shutil.rmtree(folder, ignore_errors=True)
