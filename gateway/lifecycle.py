@@ -13,6 +13,7 @@ from flask import Flask
 from gateway.accounting import auth_throttle, keys, streams
 from gateway.accounting import writer as accounting_writer
 from gateway.accounting.ratelimit import RateLimiter
+from gateway.cache.store import response_cache
 from gateway.config import McpServerSettings, ProviderSettings, Settings
 from gateway.db import database
 from gateway.mcp.assemble import McpRuntime
@@ -84,6 +85,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["gateway.health_checks"] = HealthChecks(settings, app.extensions["gateway.upstream"],
                                                            app.extensions["gateway.router"].health)
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
+    app.extensions["gateway.cache"] = response_cache(settings)  # None when [cache] enabled is false
     streams.init_app(app, settings)
     keys.init_app(app, settings.auth.key_cache_ttl_s)
     trusted_proxies.init_app(app, settings)
@@ -141,6 +143,8 @@ def close(app: Flask) -> None:
     app.extensions["gateway.router"].health.close()
     accounting_writer.writer(app).close()
     app.extensions["gateway.ratelimit"].close()
+    if app.extensions.get("gateway.cache") is not None:
+        app.extensions["gateway.cache"].close()
     close_observers(app)
 
 

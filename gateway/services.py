@@ -8,6 +8,7 @@ from flask import current_app
 
 if TYPE_CHECKING:
     from gateway.accounting.ratelimit import RateLimiter
+    from gateway.cache.store import ResponseCache
     from gateway.config import Settings
     from gateway.mcp.assemble import McpRuntime
     from gateway.upstream.client import UpstreamClient
@@ -32,6 +33,11 @@ def router() -> Router:
 def limiter() -> RateLimiter:
     """The current app's per-key rate limiter."""
     return current_app.extensions["gateway.ratelimit"]
+
+
+def cache() -> ResponseCache | None:
+    """The current app's response cache; None when `[cache] enabled` is false."""
+    return current_app.extensions.get("gateway.cache")
 
 
 def mcp() -> McpRuntime:

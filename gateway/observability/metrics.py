@@ -100,6 +100,18 @@ class Metrics:
                                         "1 while a deployment is cooling down or on its half-open trial, 0 while "
                                         "healthy (the highest view of the live workers).",
                                         ("deployment",), registry=registry, multiprocess_mode="livemax")
+        self.cache_hits = counter("gateway_cache_hits", "Response cache lookups answered from the cache.")
+        self.cache_misses = counter("gateway_cache_misses", "Response cache lookups that found no fresh answer "
+                                    "(backend errors included).")
+        self.cache_stored_bytes = counter("gateway_cache_stored_bytes", "Bytes of answers stored in the response "
+                                          "cache (answer and usage JSON).")
+        self.cache_not_stored = counter("gateway_cache_not_stored", "Answers the response cache declined, by "
+                                        "reason (too_large).", ("reason",))
+        self.cache_evictions = counter("gateway_cache_evictions", "Entries removed from the response cache, by "
+                                       "reason: expired, or size (the least recently used beyond max_entries).",
+                                       ("reason",))
+        self.cache_errors = counter("gateway_cache_errors", "Response cache operations skipped after a backend "
+                                    "error, by operation (get, put, decode).", ("operation",))
 
 
 _metrics: Metrics | None = None
@@ -235,3 +247,29 @@ def observed_write_batch(size: int) -> Iterator[None]:
         current = metrics()
         current.batch_size.observe(size)
         current.batch_seconds.observe(time.perf_counter() - started)
+
+
+def cache_lookup(hit: bool) -> None:
+    """One response cache lookup: a hit or a miss."""
+    current = metrics()
+    (current.cache_hits if hit else current.cache_misses).inc()
+
+
+def cache_stored(size: int, expired: int, evicted: int) -> None:
+    """An answer of `size` bytes stored; the store removed `expired` and `evicted` (beyond the bound) entries."""
+    current = metrics()
+    current.cache_stored_bytes.inc(size)
+    if expired:
+        current.cache_evictions.labels("expired").inc(expired)
+    if evicted:
+        current.cache_evictions.labels("size").inc(evicted)
+
+
+def cache_not_stored(reason: str) -> None:
+    """An answer the cache declined (too_large)."""
+    metrics().cache_not_stored.labels(reason).inc()
+
+
+def cache_error(operation: str) -> None:
+    """A cache operation skipped after an error (get, put or decode)."""
+    metrics().cache_errors.labels(operation).inc()
