@@ -1,0 +1,93 @@
+"""Every budget with what it has spent in its current period: read by the admin views and the budget alerts.
+
+Spend is what the ledger charged in the period (holds of requests in flight are not spend yet): the
+charges of the budget's account that match its key, model and tag (gateway.accounting.budgets.Scope).
+The admission (batch.py) counts the same charges plus the open holds.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from peewee import SQL, NodeList, Value, fn
+
+from gateway.accounting.budgets import Budget, Scope, key_limit, next_reset, period_start
+from gateway.tables import ApiKey, LedgerEntry
+from gateway.tables import Budget as BudgetRow
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """One budget in its current period: when the period started and resets, and what it spent (micro-credits)."""
+
+    budget: Budget
+    spent: int
+    period_start: datetime.datetime | None  # naive UTC; None for a lifetime budget
+    resets_at: datetime.datetime | None
+
+    @property
+    def identity(self) -> str:
+        """The budget's stable name: "key:12" for a key's spend limit, "budget:17" for a `budget` row."""
+        return f"key:{self.budget.key_id}" if self.budget.key_limit else f"budget:{self.budget.id}"
+
+    @property
+    def target(self) -> str:
+        """What it caps, in words: "key 12", "key 12, model gpt-4o", "tag team-a", "account 3"."""
+        budget = self.budget
+        if budget.tag is not None:
+            return f"tag {budget.tag}"
+        if budget.key_id is not None:
+            return f"key {budget.key_id}" + (f", model {budget.model}" if budget.model is not None else "")
+        return f"account {budget.account_id}" + (f", model {budget.model}" if budget.model is not None else "")
+
+
+def budget_of(row: BudgetRow) -> Budget:
+    """A `budget` row as the pure Budget."""
+    return Budget(row.account_id, row.amount, row.period, row.api_key_id, row.model, row.tag, id=row.id)
+
+
+def budgets_of(account_ids: Iterable[int] | None) -> list[Budget]:
+    """The budgets of these accounts (of every account for None): the keys' spend limits, then the `budget` rows."""
+    keys = ApiKey.select(ApiKey.id, ApiKey.account, ApiKey.spend_limit, ApiKey.limit_reset).where(
+        ApiKey.spend_limit.is_null(False), ApiKey.revoked == False)  # noqa: E712 (SQL, not Python)
+    rows = BudgetRow.select().order_by(BudgetRow.id)
+    if account_ids is not None:
+        accounts = list(account_ids)
+        keys, rows = keys.where(ApiKey.account.in_(accounts)), rows.where(BudgetRow.account.in_(accounts))
+    limits = [key_limit(key.account_id, key.id, key.spend_limit, key.limit_reset) for key in keys.order_by(ApiKey.id)]
+    return [budget for budget in limits if budget is not None] + [budget_of(row) for row in rows]
+
+
+def tag_matches(tag: str) -> NodeList:
+    """A SQL condition: a charge's comma-joined `tags` hold this tag (LIKE's wildcards in it escaped)."""
+    escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    joined = Value(",").concat(LedgerEntry.tags).concat(",")
+    return NodeList((joined, SQL("LIKE"), Value(f"%,{escaped},%"), SQL("ESCAPE '\\'")))
+
+
+def spent(scope: Scope) -> int:
+    """Micro-credits charged within a budget's scope (its account, key, model, tag, since its period's start)."""
+    query = LedgerEntry.select(fn.COALESCE(fn.SUM(LedgerEntry.amount), 0)).where(
+        LedgerEntry.account == scope.account_id, LedgerEntry.kind == "charge")
+    if scope.key_id is not None:
+        query = query.where(LedgerEntry.api_key == scope.key_id)
+    if scope.model is not None:
+        query = query.where(LedgerEntry.model == scope.model)
+    if scope.tag is not None:
+        query = query.where(tag_matches(scope.tag))
+    if scope.since is not None:
+        query = query.where(LedgerEntry.created_at >= scope.since)
+    return int(query.scalar())
+
+
+def state_of(budget: Budget, now: datetime.datetime) -> BudgetState:
+    """A budget's spend in the period holding `now`."""
+    return BudgetState(budget, spent(budget.scope(now)), period_start(budget.period, now),
+                       next_reset(budget.period, now))
+
+
+def budget_states(account_ids: Iterable[int] | None, now: datetime.datetime) -> list[BudgetState]:
+    """Every budget of these accounts (every account's for None) with its spend in its current period."""
+    return [state_of(budget, now) for budget in budgets_of(account_ids)]
