@@ -5,7 +5,11 @@ transaction one after the other, but they share one read of each account and one
 - **Admission**: the key's rate window (when windows are in the database) must have room for one
   request and the request's token estimate; the request is then counted. Its hold must fit in
   the account's available credits (balance minus open holds; stale holds are swept first when
-  short) and in the key's spend limit, else the answer carries the 402 message.
+  short) and in every budget the request answers to (the key's limit over its period, the account's,
+  the key's for the model asked for, the tags'; gateway.accounting.budgets): what a budget's scope spent
+  in its period plus its open holds plus this hold must stay within its amount, else the answer carries
+  the 402 message. Exact under concurrency: the batch holds its accounts' locks (every budget lies
+  within one account) and tracks each hold and charge it adds in the scopes it read.
 - **Extension**: the same availability check for one more tool-loop turn, then the hold grows.
 - **Settlement**: the hold is closed (once: a settled hold is never charged again), the full
   cost is charged, never cut to the balance: if it exceeds the hold and the balance, the
@@ -19,6 +23,7 @@ import datetime
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.accounting import budgets
 from gateway.accounting.book import Book
 from gateway.accounting.money import to_credits
 from gateway.accounting.operations import Admission, Admitted, Extension, Operation, Settlement
@@ -27,6 +32,8 @@ from gateway.accounting.window_stores import WindowCounts
 
 SHORT_TO_START = "Insufficient balance: this request"
 SHORT_TO_CONTINUE = "Insufficient balance to continue: the next model turn"
+OVER_TO_START = "This request"
+OVER_TO_CONTINUE = "The next model turn"
 
 
 def apply_batch(statements: Statements, operations: Sequence[Operation], now: datetime.datetime) -> list[Any]:
@@ -67,26 +74,29 @@ def admit(book: Book, op: Admission) -> tuple[Admitted, int | None]:
         counts = WindowCounts(*window)
     if op.amount <= 0:
         return Admitted(counts=counts), None
-    refusal = refuse(book, op.account_id, op.key_id, op.spend_limit, op.amount, SHORT_TO_START)
+    key_limit = budgets.key_limit(op.account_id, op.key_id, op.spend_limit, op.limit_reset)
+    refusal = refuse(book, op.account_id, op.key_id, key_limit, op.model, op.tags, op.amount, starting=True)
     if refusal is not None:
         return Admitted(counts=counts, refusal=refusal), None
     book.account(op.account_id).held += op.amount
-    book.commit_to_key(op.key_id, op.amount)
-    return Admitted(counts=counts), book.hold(op.account_id, op.key_id, op.amount, op.request_id, op.ttl_s)
+    return Admitted(counts=counts), book.hold(op.account_id, op.key_id, op.amount, op.request_id, op.ttl_s,
+                                              op.model, op.tags)
 
 
 def extend(book: Book, op: Extension) -> str | None:
     """Grow an open hold, or answer why not (402)."""
     if op.amount <= 0:
         return None
-    refusal = refuse(book, op.account_id, op.key_id, op.spend_limit, op.amount, SHORT_TO_CONTINUE)
+    hold = book.holds.get(op.reservation_id)
+    model, tags = (hold.model, hold.tags) if hold is not None else (None, ())
+    key_limit = budgets.key_limit(op.account_id, op.key_id, op.spend_limit, op.limit_reset)
+    refusal = refuse(book, op.account_id, op.key_id, key_limit, model, tags, op.amount, starting=False)
     if refusal is not None:
         return refusal
-    hold = book.holds.get(op.reservation_id)
     if hold is not None and hold.status == "open":
         hold.amount += op.amount
         book.account(op.account_id).held += op.amount
-        book.commit_to_key(op.key_id, op.amount)
+        book.commit(op.account_id, op.key_id, model, tags, op.amount)
         book.grown.append((op.amount, op.reservation_id))
     return None
 
@@ -100,14 +110,15 @@ def settle(book: Book, op: Settlement) -> int:
         if chargeable:
             if hold.status == "open":
                 book.account(op.account_id).held -= hold.amount
-                book.commit_to_key(hold.key_id, -hold.amount)
+                book.commit(op.account_id, hold.key_id, hold.model, hold.tags, -hold.amount)
             hold.status = "settled"
             book.settled.append(op.reservation_id)
     charged = op.cost if chargeable and op.cost > 0 else 0
     if charged:
         book.account(op.account_id).charge(charged)
-        book.charge_row(op.account_id, op.key_id, charged, op.request_id)
-        book.commit_to_key(op.key_id, charged)
+        usage = op.usage
+        book.charge_row(op.account_id, op.key_id, charged, op.request_id, usage.model if usage else None,
+                        usage.tags if usage else ())
     if op.usage is not None:
         book.usage_row(op.account_id, op.key_id, op.usage, charged)
     if op.tokens > 0 and op.key_id is not None and op.token_window is not None:
@@ -115,17 +126,33 @@ def settle(book: Book, op: Settlement) -> int:
     return charged
 
 
-def refuse(book: Book, account_id: int, key_id: int, spend_limit: int | None, amount: int, what: str) -> str | None:
-    """Why the account (or the key's spend limit) cannot hold `amount` more, or None if it can."""
+def refuse(book: Book, account_id: int, key_id: int, key_limit: budgets.Budget | None, model: str | None,
+           tags: tuple[str, ...], amount: int, starting: bool) -> str | None:
+    """Why the account's balance or a budget cannot hold `amount` more, or None if they can.
+
+    Holds past their TTL (a killed worker's) are swept first when they would decide it.
+    """
     account = book.account(account_id)
     if account.available < amount and not account.swept:
         book.sweep(account)
     if account.available < amount:
-        return (f"{what} may cost up to {to_credits(amount)} credits and "
-                f"{to_credits(max(account.available, 0))} are available.")
-    if spend_limit is not None:
-        committed = book.key_committed(key_id)
-        if committed + amount > spend_limit:
-            return (f"This key's spend limit of {to_credits(spend_limit)} credits would be exceeded "
-                    f"(committed {to_credits(committed)}, this request may cost up to {to_credits(amount)}).")
+        return (f"{SHORT_TO_START if starting else SHORT_TO_CONTINUE} may cost up to {to_credits(amount)} credits "
+                f"and {to_credits(max(account.available, 0))} are available.")
+    answering = budgets.applicable([*book.budgets(account_id), *([key_limit] if key_limit else [])],
+                                   key_id, model, tags)
+    passed = first_passed(book, answering, amount)
+    if passed is not None and not account.swept:
+        book.sweep(account)
+        passed = first_passed(book, answering, amount)
+    if passed is None:
+        return None
+    return budgets.refusal(passed, book.spent(passed.scope(book.now)), amount, book.now,
+                           OVER_TO_START if starting else OVER_TO_CONTINUE)
+
+
+def first_passed(book: Book, answering: list[budgets.Budget], amount: int) -> budgets.Budget | None:
+    """The first budget that `amount` more would pass in its current period, if any."""
+    for budget in answering:
+        if book.spent(budget.scope(book.now)) + amount > budget.amount:
+            return budget
     return None

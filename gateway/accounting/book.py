@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.accounting import statements as sql
+from gateway.accounting.budgets import Budget, Scope
 from gateway.accounting.operations import UsageRow
 from gateway.accounting.statements import Statements
 
@@ -92,6 +93,8 @@ class Hold:
     amount: int
     status: str
     key_id: int | None
+    model: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -104,7 +107,8 @@ class Book:
     holds: dict[int, Hold] = field(default_factory=dict)
     windows: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     window_deltas: dict[tuple[int, int], list[int]] = field(default_factory=dict)
-    committed: dict[int, int] = field(default_factory=dict)
+    budget_rows: dict[int, list[Budget]] = field(default_factory=dict)  # each account's `budget` rows
+    committed: dict[Scope, int] = field(default_factory=dict)  # budget scopes' spend and holds, as read and changed
     new_holds: list[tuple] = field(default_factory=list)
     settled: list[int] = field(default_factory=list)
     grown: list[tuple[int, int]] = field(default_factory=list)
@@ -121,8 +125,8 @@ class Book:
         wanted = [rid for rid in set(reservation_ids) if rid not in self.holds]
         if not wanted:
             return
-        for rid, amount, status, key_id in self.statements.in_list(sql.RESERVATIONS, wanted):
-            self.holds[rid] = Hold(amount, status, key_id)
+        for rid, amount, status, key_id, model, tags in self.statements.in_list(sql.RESERVATIONS, wanted):
+            self.holds[rid] = Hold(amount, status, key_id, model, split_tags(tags))
 
     def account(self, account_id: int) -> AccountBook:
         """The account's grants (expiring what is due) and open holds, read on first use."""
@@ -138,7 +142,8 @@ class Book:
             if grant_id is None:
                 held = int(remaining)
             elif expired and remaining > 0:
-                self.ledger.append((account_id, None, "expiry", remaining, None, f"grant {grant_id} expired", now))
+                self.ledger.append((account_id, None, "expiry", remaining, None, f"grant {grant_id} expired", now,
+                                    None, None))
                 live.append(Grant(grant_id, 0, expires_at, dirty=True))
             else:
                 live.append(Grant(grant_id, remaining, expires_at))
@@ -149,25 +154,43 @@ class Book:
         """Release the account's holds older than their TTL (a killed worker's), once per batch."""
         book.swept = True
         swept = self.statements.rows(sql.SWEEP_ACCOUNT, (book.id, self.stamp))
-        for rid, amount, key_id in swept:
+        for rid, amount, key_id, model, tags in swept:
             hold = self.holds.get(rid)
             if hold is not None and hold.status != "open":
                 continue  # settled earlier in this batch: flush() marks it settled
             book.held -= amount
-            self.commit_to_key(key_id, -amount)
+            self.commit(book.id, key_id, model, split_tags(tags), -amount)
             if hold is not None:
                 hold.status = "swept"
 
-    def key_committed(self, key_id: int) -> int:
-        """What a key has spent plus what it holds (for its spend limit), read on first use."""
-        if key_id not in self.committed:
-            self.committed[key_id] = sum(int(row[0]) for row in self.statements.rows(sql.KEY_COMMITTED, (key_id, key_id)))
-        return self.committed[key_id]
+    def budgets(self, account_id: int) -> list[Budget]:
+        """The account's `budget` rows, read on first use."""
+        rows = self.budget_rows.get(account_id)
+        if rows is None:
+            rows = self.budget_rows[account_id] = [
+                Budget(account_id, int(amount), period, key_id, model, tag, id=budget_id)
+                for budget_id, key_id, model, tag, period, amount in self.statements.rows(sql.BUDGETS, (account_id,))]
+        return rows
 
-    def commit_to_key(self, key_id: int | None, amount: int) -> None:
-        """Track a change of a key's commitments, if its spend limit was read."""
-        if key_id in self.committed:
-            self.committed[key_id] += amount
+    def spent(self, scope: Scope) -> int:
+        """A budget scope's charges in its period plus its open holds, read on first use."""
+        if scope not in self.committed:
+            filters = [value for value in (scope.key_id, scope.model) if value is not None]
+            if scope.tag is not None:
+                filters.append(sql.tag_pattern(scope.tag))
+            since = [self.statements.time(scope.since)] if scope.since is not None else []
+            text = sql.scope_spend(scope.key_id is not None, scope.model is not None, scope.tag is not None,
+                                   scope.since is not None)
+            rows = self.statements.rows(text, (scope.account_id, *filters, *since, scope.account_id, *filters))
+            self.committed[scope] = sum(int(row[0]) for row in rows)
+        return self.committed[scope]
+
+    def commit(self, account_id: int, key_id: int | None, model: str | None, tags: tuple[str, ...],
+               amount: int) -> None:
+        """Track a hold or charge (negative: a release) in every budget scope read so far that counts it."""
+        for scope in self.committed:
+            if scope.covers(account_id, key_id, model, tags):
+                self.committed[scope] += amount
 
     def window(self, key_id: int, window: int) -> list[int]:
         """[requests, tokens] of a key's window, read on first use."""
@@ -190,17 +213,22 @@ class Book:
             counts[0] += requests
             counts[1] += tokens
 
-    def hold(self, account_id: int, key_id: int, amount: int, request_id: str, ttl_s: int) -> int:
-        """Queue a new reservation row; returns its position in `new_holds`."""
+    def hold(self, account_id: int, key_id: int, amount: int, request_id: str, ttl_s: int, model: str | None = None,
+             tags: tuple[str, ...] = ()) -> int:
+        """Queue a new reservation row (tracked in the budget scopes that count it); returns its position."""
         expires = self.expiries.get(ttl_s)
         if expires is None:
             expires = self.expiries[ttl_s] = self.statements.time(self.now + datetime.timedelta(seconds=ttl_s))
-        self.new_holds.append((account_id, key_id, amount, "open", request_id, self.stamp, expires))
+        self.new_holds.append((account_id, key_id, amount, "open", request_id, self.stamp, expires, model,
+                               join_tags(tags)))
+        self.commit(account_id, key_id, model, tags, amount)
         return len(self.new_holds) - 1
 
-    def charge_row(self, account_id: int, key_id: int | None, amount: int, request_id: str) -> None:
-        """Queue a `charge` ledger row."""
-        self.ledger.append((account_id, key_id, "charge", amount, request_id, None, self.stamp))
+    def charge_row(self, account_id: int, key_id: int | None, amount: int, request_id: str, model: str | None = None,
+                   tags: tuple[str, ...] = ()) -> None:
+        """Queue a `charge` ledger row (tracked in the budget scopes that count it)."""
+        self.ledger.append((account_id, key_id, "charge", amount, request_id, None, self.stamp, model, join_tags(tags)))
+        self.commit(account_id, key_id, model, tags, amount)
 
     def usage_row(self, account_id: int, key_id: int | None, row: UsageRow, cost: int) -> None:
         """Queue a usage row."""
@@ -209,7 +237,7 @@ class Book:
                            self.stamp, row.generation_id, row.provider, row.ttft_ms, row.finish_reason,
                            row.streamed, row.cancelled, row.cached_tokens, row.cache_write_tokens,
                            row.reasoning_tokens, row.deployment, row.attempts, row.cache_hit, row.end_user,
-                           ",".join(row.tags) or None))
+                           join_tags(row.tags)))
 
     def flush(self) -> list[int]:
         """Write everything back (on PostgreSQL in one round trip); returns the new reservations' ids, in order."""
@@ -230,3 +258,13 @@ class Book:
                 st.insert("credit_grant", sql.GRANT_COLUMNS, [(book.id, 0, grant.remaining, "overdraft", None, now)])
             elif grant.dirty:
                 st.write(sql.SET_REMAINING, (grant.remaining, grant.id))
+
+
+def join_tags(tags: tuple[str, ...]) -> str | None:
+    """Tags as a row stores them: comma-joined, None for none."""
+    return ",".join(tags) or None
+
+
+def split_tags(stored: str | None) -> tuple[str, ...]:
+    """A row's tags back as a tuple."""
+    return tuple(stored.split(",")) if stored else ()

@@ -126,7 +126,8 @@ class Meter:
             meter.generation_id = generation_id
         hold = max(estimate.hold for estimate in estimates)
         meter.reservation_id, meter.rate_limit_headers = admission(
-            caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s)
+            caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s,
+            model=first.model_id)
         meter.held = hold if meter.reservation_id is not None else 0
         meter.debt_bound = math.ceil(meter.held * settings.billing.debt_bound_ratio)
         meter.hit_price_fraction = settings.cache.hit_price_fraction
@@ -164,7 +165,8 @@ class Meter:
     def hold_more(self, amount: int) -> None:
         """Grow the open hold by `amount` micro-credits, or raise 402."""
         key = self.caller.key
-        refusal = self.writer.call(Extension(key.account_id, key.id, key.spend_limit, self.reservation_id, amount))
+        refusal = self.writer.call(Extension(key.account_id, key.id, key.spend_limit, self.reservation_id, amount,
+                                             key.limit_reset))
         if refusal:
             raise InsufficientBalance(refusal)
         self.held += amount
@@ -237,12 +239,14 @@ class Meter:
 
 def admission(
     caller: Caller, limiter: RateLimiter, accounts: AccountingWriter, tokens: int, amount: int, request_id: str,
-    reservation_ttl_s: int,
+    reservation_ttl_s: int, model: str | None = None,
 ) -> tuple[int | None, dict[str, str]]:
-    """The key's rate limits for `tokens` (429) and a hold of `amount` (402), in one accounting wait.
+    """The key's rate limits for `tokens` (429) and a hold of `amount` (402: the balance or a budget), in one
+    accounting wait.
 
     Returns the hold's id (None when nothing was held) and the rate-limit headers for the answer.
-    The one admission rule: model requests (Meter.admit) and MCP hub tool calls both come here.
+    The one admission rule: model requests (Meter.admit) and MCP hub tool calls both come here. The hold
+    counts against the budgets of `model` (the public model asked for) and of the request record's tags.
     """
     key = caller.key
     rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
@@ -255,8 +259,9 @@ def admission(
         headers, ask = decision.headers, None
     if ask is None and amount <= 0:
         return None, headers
+    record = current()
     admitted = accounts.call(Admission(key.account_id, key.id, key.spend_limit, amount, request_id,
-                                       reservation_ttl_s, ask))
+                                       reservation_ttl_s, ask, model, record.tags if record else (), key.limit_reset))
     if ask is not None:
         decision = ask.decision(not admitted.rate_limited, admitted.counts)
         decision.raise_if_denied()

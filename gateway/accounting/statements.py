@@ -25,12 +25,10 @@ ACCOUNT = ("SELECT id, remaining, expires_at, (expires_at IS NOT NULL AND expire
            "WHERE account_id = ? AND remaining <> 0 UNION ALL "
            "SELECT NULL, CAST(COALESCE(SUM(amount), 0) AS BIGINT), NULL, NULL FROM reservation "
            "WHERE account_id = ? AND status = 'open'")  # the grants, then one row (id NULL) with what is held
-KEY_COMMITTED = ("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entry WHERE api_key_id = ? "
-                 "AND kind = 'charge' UNION ALL SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM reservation "
-                 "WHERE api_key_id = ? AND status = 'open'")
-RESERVATIONS = "SELECT id, amount, status, api_key_id FROM reservation WHERE id IN ({})"
+BUDGETS = "SELECT id, api_key_id, model, tag, period, amount FROM budget WHERE account_id = ?"
+RESERVATIONS = "SELECT id, amount, status, api_key_id, model, tags FROM reservation WHERE id IN ({})"
 SWEEP_ACCOUNT = ("UPDATE reservation SET status = 'swept' WHERE account_id = ? AND status = 'open' "
-                 "AND expires_at <= ? RETURNING id, amount, api_key_id")
+                 "AND expires_at <= ? RETURNING id, amount, api_key_id, model, tags")
 SWEEP_ALL = "UPDATE reservation SET status = 'swept' WHERE status = 'open' AND expires_at <= ?"
 SETTLE = "UPDATE reservation SET status = 'settled' WHERE id IN ({})"
 GROW = "UPDATE reservation SET amount = amount + ? WHERE id = ? AND status = 'open'"
@@ -40,14 +38,40 @@ WINDOW_ADD = ("INSERT INTO rate_window (key_id, window_start, requests, tokens) 
               "ON CONFLICT (key_id, window_start) DO UPDATE SET requests = rate_window.requests + "
               "excluded.requests, tokens = rate_window.tokens + excluded.tokens")
 WINDOW_SWEEP = "DELETE FROM rate_window WHERE window_start < ?"
-RESERVATION_COLUMNS = ("account_id", "api_key_id", "amount", "status", "request_id", "created_at", "expires_at")
+RESERVATION_COLUMNS = ("account_id", "api_key_id", "amount", "status", "request_id", "created_at", "expires_at",
+                       "model", "tags")
 RESERVATION_RETURNING = " RETURNING id, api_key_id, amount, request_id"
-LEDGER_COLUMNS = ("account_id", "api_key_id", "kind", "amount", "request_id", "note", "created_at")
+LEDGER_COLUMNS = ("account_id", "api_key_id", "kind", "amount", "request_id", "note", "created_at", "model", "tags")
 USAGE_COLUMNS = ("request_id", "api_key_id", "account_id", "endpoint", "model", "prompt_tokens", "completion_tokens",
                  "estimated", "status", "latency_ms", "cost", "created_at", "generation_id", "provider", "ttft_ms",
                  "finish_reason", "streamed", "cancelled", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
                  "deployment", "attempts", "cache_hit", "end_user", "tags")
 GRANT_COLUMNS = ("account_id", "amount", "remaining", "source", "expires_at", "created_at")
+TAG_PATTERN_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
+
+
+def scope_spend(key: bool, model: bool, tag: bool, since: bool) -> str:
+    """A budget scope's charges (since its period's start) and open holds, as two rows (BIGINT sums).
+
+    Parameters, in order, for each of the two parts: account id, then the key id, model, tag pattern
+    (`tag_pattern`) of the filters set, then (charges only) the period's start.
+    """
+    filters = "account_id = ?"
+    if key:
+        filters += " AND api_key_id = ?"
+    if model:
+        filters += " AND model = ?"
+    if tag:
+        filters += " AND ',' || tags || ',' LIKE ? ESCAPE '\\'"
+    period = " AND created_at >= ?" if since else ""
+    return (f"SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entry WHERE {filters} AND kind = 'charge'"
+            f"{period} UNION ALL SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM reservation WHERE {filters} "
+            "AND status = 'open'")
+
+
+def tag_pattern(tag: str) -> str:
+    """The LIKE pattern that finds `tag` in a comma-joined tag list (wrapped in commas)."""
+    return f"%,{tag.translate(TAG_PATTERN_ESCAPE)},%"
 
 
 class Statements:
