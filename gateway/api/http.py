@@ -9,11 +9,14 @@ from flask import Blueprint, Flask, Response, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import NotFound
 
+from gateway import services
+from gateway.accounting.attribution import TAGS_HEADER, attribution_of
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import Meter
 from gateway.api import API_PREFIXES
 from gateway.errors import InvalidRequest, UnknownParameter
 from gateway.loop.run import Run
+from gateway.observability.wsgi_middleware import current
 from gateway.serving.body import parse_body
 from gateway.serving.http_conventions import STREAM_HEADERS, assign_request_id
 
@@ -21,8 +24,22 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def json_object() -> dict[str, Any]:
-    """The request body through the gate (gateway.serving.body): a JSON object, or 400 with a clear message."""
-    return parse_body(request.get_data(cache=True))
+    """The request body through the gate (gateway.serving.body): a JSON object, or 400 with a clear message.
+
+    Every face that admits a request reads its body here, so here its tags and end user are set on the
+    request record, before admission (budgets read them) and before its usage row (the meter writes them).
+    """
+    body = parse_body(request.get_data(cache=True))
+    attribute(body)
+    return body
+
+
+def attribute(body: dict[str, Any]) -> None:
+    """Set the request's tags (`X-Gateway-Tags`, `metadata`) and end user on its record; bad tags are a 400."""
+    attribution = attribution_of(request.headers.getlist(TAGS_HEADER), body, services.settings().attribution)
+    record = current()
+    if record is not None:
+        record.tags, record.end_user = attribution.tags, attribution.end_user
 
 
 def stream_requested(body: dict[str, Any]) -> bool:

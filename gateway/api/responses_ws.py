@@ -38,6 +38,7 @@ from gateway.accounting import streams
 from gateway.accounting.keys import cached_caller, current_caller, presented_key
 from gateway.accounting.meter import refusals_recorded
 from gateway.api import responses_render
+from gateway.api.http import attribute
 from gateway.config import Settings
 from gateway.db import database, own_connection
 from gateway.errors import GatewayError, InvalidRequest, ServiceUnavailable
@@ -215,6 +216,7 @@ class Session:
         previous = None
         try:
             body = create_body(message)
+            attribute(body)  # this turn's tags and end user, on the connection's record
             previous = body.get("previous_response_id") if isinstance(body.get("previous_response_id"), str) else None
             caller = cached_caller(self.secret)
             request_id = f"{self.upgrade_id[:48]}.{self.turns}"
