@@ -3,9 +3,13 @@ that the official SDKs accumulate back into the stored answer."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +28,7 @@ from gateway.config import CacheSettings, build_settings
 from gateway.observability.metrics import metrics
 from gateway.tables import ResponseCacheEntry
 from tests.fake_upstream import FakeUpstream, StreamReply
+from tests.polling import wait_until
 from tests.ports import free_port
 
 TEST_DATABASE_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
@@ -253,6 +258,105 @@ def test_a_stopped_redis_is_a_miss_and_a_skipped_store(caplog: pytest.LogCapture
     assert errors.labels("put")._value.get() == before[1]  # paused after the first error: not even tried
     assert len([record for record in caplog.records if "unavailable" in record.message]) == 1
     cache.close()
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free port, stopped and started again at will."""
+
+    def __init__(self, binary: str, folder: str) -> None:
+        self.binary, self.folder, self.port = binary, folder, free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", self.folder],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.listening, "redis-server listening")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def listening(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1):
+            return True
+        return False
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    pytest.importorskip("redis")
+    server = RedisServer(binary, str(tmp_path))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_redis_stopped_mid_run_is_skipped_then_used_again(redis_server: RedisServer) -> None:
+    now = [0.0]
+    cache = ResponseCache(RedisCache(redis_server.url, 10), 10_000, monotonic=lambda: now[0])
+    cache.put(key_of("hi"), answer_of(), 60)
+    assert cache.get(key_of("hi")) is not None  # the pool now holds a live connection
+    redis_server.stop()
+    assert cache.get(key_of("hi")) is None
+    cache.put(key_of("other"), answer_of(), 60)
+    now[0] += 60  # past the pause: tried again, still down
+    assert cache.get(key_of("hi")) is None
+    redis_server.start()  # a fresh, empty server on the same port
+    now[0] += 60
+    cache.put(key_of("hi"), answer_of(), 60)
+    assert cache.get(key_of("hi")) is not None
+    cache.close()
+
+
+def test_hits_reach_the_database_as_last_use_in_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("gateway.cache.database_cache.TOUCH_BATCH", 2)
+    pool = db.bind(f"sqlite:///{tmp_path / 'gateway.db'}")
+    db.upgrade()
+    try:
+        clock = Clock()
+        cache = ResponseCache(DatabaseCache(100, evict_every=1000), 10_000, clock)
+        for name in ("a", "b"):
+            cache.put(key_of(name), answer_of(), 600)
+        clock.value += 10
+        cache.get(key_of("a"))
+        assert last_use(key_of("a")) == START  # remembered, not written
+        clock.value += 10
+        cache.get(key_of("b"))  # the second waiting hit: both written in one UPDATE
+        assert (last_use(key_of("a")), last_use(key_of("b"))) == (START + 10, START + 20)
+    finally:
+        pool.close_all()
+
+
+def last_use(key: str) -> float:
+    with db.database.connection_context():
+        return ResponseCacheEntry.get_by_id(key).last_used_at
+
+
+def test_an_eviction_pass_deletes_expired_rows(tmp_path) -> None:
+    pool = db.bind(f"sqlite:///{tmp_path / 'gateway.db'}")
+    db.upgrade()
+    try:
+        clock, expired = Clock(), metrics().cache_evictions.labels("expired")
+        before = expired._value.get()
+        cache = ResponseCache(DatabaseCache(100, evict_every=1), 10_000, clock)
+        cache.put(key_of("old"), answer_of(), 10)
+        clock.value += 11
+        cache.put(key_of("new"), answer_of(), 10)
+        with db.database.connection_context():
+            assert [row.key for row in ResponseCacheEntry.select()] == [key_of("new")]
+        assert expired._value.get() == before + 1
+    finally:
+        pool.close_all()
 
 
 def test_a_broken_database_is_a_miss_and_a_skipped_store(tmp_path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from peewee import Case, PeeweeException
+from peewee import Case, Cast, PeeweeException
 from playhouse.pool import MaxConnectionsExceeded
 
 from gateway.cache.entry import StoredEntry
@@ -44,7 +44,9 @@ class DatabaseCache:
     def read(self, key: str, now: float) -> StoredEntry | None:
         """The row filed under `key`, expired or not; remembers its use."""
         with own_connection():
-            row = database.execute_sql(self._select(), (key,)).fetchone()
+            cursor = database.execute_sql(self._select(), (key,))
+            row = cursor.fetchone()
+            cursor.close()
         if row is None:
             return None
         with self._lock:
@@ -91,7 +93,7 @@ class DatabaseCache:
         with self._lock:
             touched, self._touched = self._touched, {}
         if touched:
-            last_use = Case(ResponseCacheEntry.key, list(touched.items()))
+            last_use = Cast(Case(ResponseCacheEntry.key, list(touched.items())), "double precision")
             (ResponseCacheEntry.update(last_used_at=last_use)
              .where(ResponseCacheEntry.key.in_(list(touched))).execute())
 
