@@ -68,7 +68,8 @@ def router_rows(found: Summary) -> list[list[str]]:
                      fmt(numbers["p99_us"]), fmt(numbers["mean_us"]), signed(numbers["p50_us"] - base),
                      verdict(numbers["p50_us"])])
     prepare = found[routing_router.PREPARE]
-    rows.append(["preparing again for another deployment (`PreparedRequest.on`)", "", "", fmt(prepare["p50_us"]),
+    rows.append(["the prepared request moved to another deployment (`PreparedRequest.on`)", "", "",
+                 fmt(prepare["p50_us"]),
                  fmt(prepare["p99_us"]), fmt(prepare["mean_us"]), "", ""])
     return rows
 
@@ -140,7 +141,9 @@ def render(router: Summary, app: Summary | None, gateway: Summary | None, args: 
         f"{args.calls:,} calls per model after a warm-up; each call's CPU with `time.thread_time_ns`, minus the "
         f"clock's own cost ({router[routing_router.CLOCK]['p50_us']:.2f} us). Health on SQLite through the "
         "cached copy, the worker's load board, metrics in multiprocess mode (file-backed). With three "
-        "deployments, a pick other than the one the request was prepared for prepares it again (last row).", "",
+        "deployments, a pick other than the one the request was prepared for moves the request there "
+        "(last row: a copy with the new model id, or preparing again for a provider that prepares bodies "
+        "differently).", "",
         *table(["model", "deployments", "routing", "p50 us", "p99 us", "mean us", "p50 vs one us", "p50 <= 50 us"],
                router_rows(router), left=3),
     ]

@@ -4,7 +4,7 @@
 the shared health on a SQLite file through its cached copy (refreshed by its own thread, every
 `state_refresh_s`), this worker's load board, and the per-deployment metrics in prometheus_client's
 multiprocess mode (file-backed, as under gunicorn). `send` returns at once, so what is timed is
-the choice (health copy, load, `balance.choose`), preparing the request for the chosen deployment
+the choice (health copy, load, `balance.choose`), moving the request to the chosen deployment
 (`PreparedRequest.on`), the load count and release, the metrics, and the health's success path.
 Each call is timed with `time.thread_time_ns` (this thread's CPU only; the refresh thread's
 SELECT is not a request's cost), minus the median cost of reading that clock twice.
@@ -29,7 +29,7 @@ PROVIDERS = ("replica-a", "replica-b", "replica-c")
 BODY = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
 ONE = "one"
 CLOCK = "clock"  # the cost of reading the clock twice (taken off every sample)
-PREPARE = "prepare"  # PreparedRequest.on: the request prepared again for another deployment
+PREPARE = "prepare"  # PreparedRequest.on: the request moved to another deployment of the model
 
 
 def three(strategy: str) -> str:
@@ -132,7 +132,7 @@ def run(calls: int = 20000, warmup: int = 2000) -> dict[str, dict[str, float]]:
             time_calls(call, warmup, overhead)
             samples = time_calls(call, calls, overhead)
             results[model] = summary(samples)
-        # what the router adds when it picks a deployment other than the prepared one: preparing again
+        # what the router adds when it picks a deployment other than the prepared one: moving the request there
         route = resolve(settings, three(STRATEGIES[0]))
         prepared = prepare(route, "chat/completions", BODY, settings.providers[route.provider], False)
         other = route.on(route.deployments[1])
