@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, keys, credits, users, db, config."""
+"""The `gateway` command: serve, keys, budgets, credits, users, db, config."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if not __package__:  # run as a file, as gunicorn's USR2 upgrade re-runs `python
 
 from gateway import db
 from gateway.accounting import admin_service, credits, keys
-from gateway.accounting.admin_service import KeySpec, micro_or_none
+from gateway.accounting.admin_service import BudgetSpec, KeySpec, micro_or_none
 from gateway.accounting.mcp_allow_list import encode_allow_list, parse_labels
 from gateway.config import ConfigError, Settings, find_config_file, load_settings
 from gateway.dashboard import users
@@ -25,6 +25,8 @@ from gateway.errors import GatewayError, InvalidRequest
 
 MCP_SERVERS_HELP = "built-in MCP servers the key may use, e.g. time,docs (default: all its scope allows)"
 MAX_STREAMS_HELP = "streams the key may have open at once, per worker process (default: from capacity)"
+PERIODS = ("daily", "weekly", "monthly")
+LIMIT_RESET_HELP = "the spend limit's period (UTC): daily, weekly or monthly (default: lifetime)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=run_serve)
 
     add_keys_commands(commands, common)
+    add_budgets_commands(commands, common)
     credits = commands.add_parser("credits", help="manage credits").add_subparsers(dest="action", required=True)
     grant = credits.add_parser("grant", parents=[common], help="grant credits to an account")
     grant.add_argument("id", type=int, help="account id")
@@ -91,6 +94,7 @@ def add_keys_commands(commands, common: argparse.ArgumentParser) -> None:
     create.add_argument("--rpm", type=int)
     create.add_argument("--tpm", type=int)
     create.add_argument("--spend-limit", help="credits this key may spend (OpenRouter's key limit)")
+    create.add_argument("--limit-reset", choices=PERIODS, help=LIMIT_RESET_HELP)
     create.add_argument("--max-streams", type=int, help=MAX_STREAMS_HELP)
     create.add_argument("--mcp-servers", type=parse_labels, help=MCP_SERVERS_HELP)
     create.add_argument("--json", action="store_true", help="print one JSON object")
@@ -100,6 +104,9 @@ def add_keys_commands(commands, common: argparse.ArgumentParser) -> None:
     update.add_argument("--rpm", type=int)
     update.add_argument("--tpm", type=int)
     update.add_argument("--max-streams", type=int, help=MAX_STREAMS_HELP)
+    update.add_argument("--spend-limit", help="credits this key may spend in its period")
+    update.add_argument("--limit-reset", choices=(*PERIODS, "none"), default=argparse.SUPPRESS,
+                        help=LIMIT_RESET_HELP + "; `none`: lifetime")
     update.add_argument("--mcp-servers", type=parse_labels, default=argparse.SUPPRESS,
                         help=MCP_SERVERS_HELP + "; `none` lifts it")
     update.add_argument("--json", action="store_true", help="print the key as one JSON object")
@@ -110,6 +117,33 @@ def add_keys_commands(commands, common: argparse.ArgumentParser) -> None:
     revoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
     revoke.add_argument("id", type=int)
     revoke.set_defaults(run=with_database(run_keys_revoke))
+
+
+def add_budgets_commands(commands, common: argparse.ArgumentParser) -> None:
+    """`gateway budgets create|update|list|delete`: an account's budget, a key's for one model, a tag's."""
+    group = commands.add_parser("budgets", help="manage budgets").add_subparsers(dest="action", required=True)
+    create = group.add_parser("create", parents=[common], help="set a budget on an account, a key's model or a tag")
+    create.add_argument("--account", type=int, required=True)
+    create.add_argument("--amount", required=True, help="credits per period")
+    create.add_argument("--period", choices=PERIODS, help="daily, weekly or monthly in UTC (default: lifetime)")
+    create.add_argument("--key", type=int, help="with --model: that key's spend on the model")
+    create.add_argument("--model", help="a public model id")
+    create.add_argument("--tag", help="every key of the account, on requests that carry this tag")
+    create.add_argument("--json", action="store_true", help="print the budget as one JSON object")
+    create.set_defaults(run=with_database(run_budgets_create))
+    update = group.add_parser("update", parents=[common], help="change a budget's amount or period")
+    update.add_argument("id", type=int)
+    update.add_argument("--amount", help="credits per period")
+    update.add_argument("--period", choices=(*PERIODS, "none"), help="`none`: lifetime")
+    update.add_argument("--json", action="store_true", help="print the budget as one JSON object")
+    update.set_defaults(run=with_database(run_budgets_update))
+    listing = group.add_parser("list", parents=[common], help="list budgets with their spend this period")
+    listing.add_argument("--account", type=int)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=with_database(run_budgets_list))
+    delete = group.add_parser("delete", parents=[common], help="remove a budget")
+    delete.add_argument("id", type=int)
+    delete.set_defaults(run=with_database(run_budgets_delete))
 
 
 def add_users_commands(commands, common: argparse.ArgumentParser) -> None:
@@ -150,7 +184,8 @@ def run_keys_create(args: argparse.Namespace) -> int:
     allow_list = None
     if args.mcp_servers is not None:
         allow_list = encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers")
-    spec = KeySpec(args.name, args.account, args.tier, args.scope, limits, allow_list, micro_or_none(args.credits) or 0)
+    spec = KeySpec(args.name, args.account, args.tier, args.scope, limits, allow_list, micro_or_none(args.credits) or 0,
+                   args.limit_reset)
     key, secret = admin_service.create_key(spec, by_operator=True)
     shown = {**admin_service.describe_key(key), "key": secret}
     print(json.dumps(shown) if args.json else f"created key {key.id} for account {key.account_id}: {secret}")
@@ -172,18 +207,66 @@ def run_keys_update(args: argparse.Namespace) -> int:
     key = keys.find_key(args.id)
     if "mcp_servers" in args:
         keys.set_mcp_servers(key, encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers"))
+    if "limit_reset" in args:
+        admin_service.set_limit_reset(key, None if args.limit_reset == "none" else args.limit_reset)
     limits = {name: getattr(args, name) for name in ("rpm", "tpm", "max_streams") if getattr(args, name) is not None}
+    if args.spend_limit is not None:
+        limits["spend_limit"] = micro_or_none(args.spend_limit)
     if limits:
         admin_service.set_key_limits(key, limits, by_operator=True)
     shown = admin_service.describe_key(key)
     print(json.dumps(shown) if args.json else f"updated key {key.id}: mcp_servers {shown['mcp_servers']}, "
-          f"rpm {shown['rpm']}, tpm {shown['tpm']}, max_streams {shown['max_streams']}")
+          f"rpm {shown['rpm']}, tpm {shown['tpm']}, max_streams {shown['max_streams']}, "
+          f"spend_limit {shown['spend_limit']} ({shown['limit_reset'] or 'lifetime'})")
     return 0
 
 
 def run_keys_revoke(args: argparse.Namespace) -> int:
     keys.revoke_key(args.id)
     print(f"revoked key {args.id}")
+    return 0
+
+
+def print_budget(row, as_json: bool, verb: str) -> None:
+    """One budget as JSON, or as a line: what it caps, its spend this period and when it resets."""
+    shown = admin_service.describe_budget(row)
+    if as_json:
+        print(json.dumps(shown))
+        return
+    resets = f"resets {shown['resets_at']}" if shown["resets_at"] else "never resets"
+    print(f"{verb}budget {shown['id']} (account {shown['account_id']}): {shown['description']}; "
+          f"spent {shown['spent']}, {resets}")
+
+
+def run_budgets_create(args: argparse.Namespace) -> int:
+    spec = BudgetSpec(args.account, credits.to_micro(args.amount), args.period, args.key, args.model, args.tag)
+    print_budget(admin_service.create_budget(spec, load_settings(args.config).models), args.json, "created ")
+    return 0
+
+
+def run_budgets_update(args: argparse.Namespace) -> int:
+    changes: dict[str, object] = {}
+    if args.amount is not None:
+        changes["amount"] = credits.to_micro(args.amount)
+    if args.period is not None:
+        changes["period"] = None if args.period == "none" else args.period
+    print_budget(admin_service.update_budget(args.id, changes), args.json, "updated ")
+    return 0
+
+
+def run_budgets_list(args: argparse.Namespace) -> int:
+    rows = admin_service.list_budgets(args.account)
+    if args.json:
+        print(json.dumps([admin_service.describe_budget(row) for row in rows]))
+        return 0
+    for row in rows:
+        print_budget(row, False, "")
+    return 0
+
+
+def run_budgets_delete(args: argparse.Namespace) -> int:
+    admin_service.delete_budget(args.id)
+    print(f"deleted budget {args.id}")
     return 0
 
 

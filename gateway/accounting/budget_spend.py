@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from peewee import SQL, NodeList, Value, fn
 
 from gateway.accounting.budgets import Budget, Scope, key_limit, next_reset, period_start
+from gateway.accounting.statements import tag_pattern
 from gateway.tables import ApiKey, LedgerEntry
 from gateway.tables import Budget as BudgetRow
 
@@ -48,23 +49,28 @@ def budget_of(row: BudgetRow) -> Budget:
     return Budget(row.account_id, row.amount, row.period, row.api_key_id, row.model, row.tag, id=row.id)
 
 
-def budgets_of(account_ids: Iterable[int] | None) -> list[Budget]:
-    """The budgets of these accounts (of every account for None): the keys' spend limits, then the `budget` rows."""
+def key_limits(account_ids: Iterable[int] | None) -> list[Budget]:
+    """The spend limits of these accounts' live keys (every account's for None), as budgets."""
     keys = ApiKey.select(ApiKey.id, ApiKey.account, ApiKey.spend_limit, ApiKey.limit_reset).where(
         ApiKey.spend_limit.is_null(False), ApiKey.revoked == False)  # noqa: E712 (SQL, not Python)
+    if account_ids is not None:
+        keys = keys.where(ApiKey.account.in_(list(account_ids)))
+    limits = [key_limit(key.account_id, key.id, key.spend_limit, key.limit_reset) for key in keys.order_by(ApiKey.id)]
+    return [budget for budget in limits if budget is not None]
+
+
+def budget_rows(account_ids: Iterable[int] | None) -> list[Budget]:
+    """The `budget` rows of these accounts (every account's for None), oldest first."""
     rows = BudgetRow.select().order_by(BudgetRow.id)
     if account_ids is not None:
-        accounts = list(account_ids)
-        keys, rows = keys.where(ApiKey.account.in_(accounts)), rows.where(BudgetRow.account.in_(accounts))
-    limits = [key_limit(key.account_id, key.id, key.spend_limit, key.limit_reset) for key in keys.order_by(ApiKey.id)]
-    return [budget for budget in limits if budget is not None] + [budget_of(row) for row in rows]
+        rows = rows.where(BudgetRow.account.in_(list(account_ids)))
+    return [budget_of(row) for row in rows]
 
 
 def tag_matches(tag: str) -> NodeList:
-    """A SQL condition: a charge's comma-joined `tags` hold this tag (LIKE's wildcards in it escaped)."""
-    escaped = tag.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    """A SQL condition: a charge's comma-joined `tags` hold this tag (as the admission's statements match it)."""
     joined = Value(",").concat(LedgerEntry.tags).concat(",")
-    return NodeList((joined, SQL("LIKE"), Value(f"%,{escaped},%"), SQL("ESCAPE '\\'")))
+    return NodeList((joined, SQL("LIKE"), Value(tag_pattern(tag)), SQL("ESCAPE '\\'")))
 
 
 def spent(scope: Scope) -> int:
@@ -89,5 +95,6 @@ def state_of(budget: Budget, now: datetime.datetime) -> BudgetState:
 
 
 def budget_states(account_ids: Iterable[int] | None, now: datetime.datetime) -> list[BudgetState]:
-    """Every budget of these accounts (every account's for None) with its spend in its current period."""
-    return [state_of(budget, now) for budget in budgets_of(account_ids)]
+    """Every budget of these accounts (every account's for None), the keys' limits first, with its current spend."""
+    accounts = None if account_ids is None else list(account_ids)
+    return [state_of(budget, now) for budget in key_limits(accounts) + budget_rows(accounts)]

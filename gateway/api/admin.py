@@ -1,4 +1,4 @@
-"""Admin API behind the admin token: keys, accounts, credits, ledgers, the deployments' routing states."""
+"""Admin API behind the admin token: keys, accounts, credits, ledgers, budgets, the deployments' routing states."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway import services
 from gateway.accounting import admin_service, credits, keys
 from gateway.accounting.admin_limits import MAX_CREDITS, MAX_DAYS, MAX_ID, MAX_RATE, MAX_STREAMS, Tier
-from gateway.accounting.admin_service import KeySpec, micro_or_none
+from gateway.accounting.admin_service import BudgetSpec, KeySpec, Period, micro_or_none
 from gateway.accounting.descriptions import describe_account, describe_entry
 from gateway.accounting.mcp_allow_list import encode_allow_list
 from gateway.api.http import json_object, parse_model
@@ -41,6 +41,7 @@ class CreateKey(Strict):
     max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS, description="open streams, per worker process")
     credits: float | None = Field(None, ge=0, le=MAX_CREDITS, description="credits granted to the account")
     mcp_servers: list[str] | None = Field(None, description="built-in MCP servers the key may use (default: all)")
+    limit_reset: Period | None = Field(None, description="the spend limit's period (UTC); null: lifetime")
 
 
 class UpdateKey(Strict):
@@ -51,6 +52,7 @@ class UpdateKey(Strict):
     spend_limit: float | None = Field(None, ge=0, le=MAX_CREDITS)
     max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS)
     mcp_servers: list[str] | None = Field(None, description="the key's MCP allow-list; null: every server")
+    limit_reset: Period | None = Field(None, description="the spend limit's period (UTC); null: lifetime")
 
 
 class KeyLimits(Strict):
@@ -70,6 +72,25 @@ class UpdateAccount(Strict):
     scope: str | None = None
     max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS, description="open streams of all its keys, per worker")
     key_limits: KeyLimits | None = Field(None, description="ceilings for every key of the account")
+
+
+class CreateBudget(Strict):
+    """Body of POST /admin/budgets: the account's budget, a key's budget for one model, or a tag's."""
+
+    account_id: int = Field(ge=1, le=MAX_ID)
+    amount: float = Field(ge=0, le=MAX_CREDITS, description="credits per period")
+    period: Period | None = Field(None, description="daily, weekly or monthly (UTC); null: lifetime")
+    key_id: int | None = Field(None, ge=1, le=MAX_ID, description="with `model`: that key's spend on the model")
+    model: str | None = Field(None, min_length=1, max_length=200, description="a public model id")
+    tag: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$",
+                            description="every key of the account, on requests that carry the tag")
+
+
+class UpdateBudget(Strict):
+    """Body of PATCH /admin/budgets/{id}."""
+
+    amount: float = Field(None, ge=0, le=MAX_CREDITS)  # type: ignore[assignment]  # absent: unchanged
+    period: Period | None = None
 
 
 class Grant(Strict):
@@ -96,7 +117,7 @@ def create_key() -> tuple[Response, int]:
               "max_streams": spec.max_streams}
     key, secret = admin_service.create_key(KeySpec(
         spec.name, spec.account_id, spec.tier, spec.scope, limits,
-        encode_allow_list(services.settings(), spec.mcp_servers), micro_or_none(spec.credits) or 0,
+        encode_allow_list(services.settings(), spec.mcp_servers), micro_or_none(spec.credits) or 0, spec.limit_reset,
     ), by_operator=True)
     return jsonify({**admin_service.describe_key(key), "key": secret}), 201
 
@@ -109,14 +130,16 @@ def list_keys() -> Response:
 
 @bp.patch("/keys/<int:key_id>")
 def update_key(key_id: int) -> Response:
-    """Change a key's limits (they become its member's ceilings) or MCP allow-list."""
+    """Change a key's limits (they become its member's ceilings), its limit's reset period or MCP allow-list."""
     body = json_object()
     spec = parse_model(UpdateKey, body)
     key = keys.find_key(key_id)
     if "mcp_servers" in body:
         keys.set_mcp_servers(key, encode_allow_list(services.settings(), spec.mcp_servers))
+    if "limit_reset" in body:
+        admin_service.set_limit_reset(key, spec.limit_reset)
     changes = {name: micro_or_none(spec.spend_limit) if name == "spend_limit" else getattr(spec, name)
-               for name in body if name != "mcp_servers"}
+               for name in body if name not in ("mcp_servers", "limit_reset")}
     return jsonify(admin_service.describe_key(admin_service.set_key_limits(key, changes, by_operator=True)))
 
 
@@ -161,6 +184,46 @@ def ledger(account_id: int) -> Response:
     entries = credits.ledger_of(account_id, limit)
     return jsonify({"object": "list", "data": [describe_entry(entry) for entry in entries]})
 
+
+@bp.get("/budgets")
+def list_budgets() -> Response:
+    """Every budget (of one account: `?account_id=`), with its spend in the current period."""
+    account_id = request.args.get("account_id", type=int)
+    if account_id is not None:
+        keys.find_account(min(account_id, MAX_ID))
+    rows = admin_service.list_budgets(account_id)
+    return jsonify({"object": "list", "data": [admin_service.describe_budget(row) for row in rows]})
+
+
+@bp.post("/budgets")
+def create_budget() -> tuple[Response, int]:
+    """Set a budget: an account's, a key's for one model, or a tag's, per period or for its lifetime."""
+    spec = parse_model(CreateBudget, json_object())
+    row = admin_service.create_budget(BudgetSpec(spec.account_id, credits.to_micro(spec.amount), spec.period,
+                                                 spec.key_id, spec.model, spec.tag), services.settings().models)
+    return jsonify(admin_service.describe_budget(row)), 201
+
+
+@bp.get("/budgets/<int:budget_id>")
+def show_budget(budget_id: int) -> Response:
+    """One budget with its spend in the current period."""
+    return jsonify(admin_service.describe_budget(admin_service.find_budget(budget_id)))
+
+
+@bp.patch("/budgets/<int:budget_id>")
+def update_budget(budget_id: int) -> Response:
+    """Change a budget's amount or period."""
+    body = json_object()
+    spec = parse_model(UpdateBudget, body)
+    changes = {name: credits.to_micro(spec.amount) if name == "amount" else getattr(spec, name) for name in body}
+    return jsonify(admin_service.describe_budget(admin_service.update_budget(budget_id, changes)))
+
+
+@bp.delete("/budgets/<int:budget_id>")
+def delete_budget(budget_id: int) -> Response:
+    """Remove a budget; requests stop answering to it at once."""
+    row = admin_service.delete_budget(budget_id)
+    return jsonify({"id": row.id, "object": "budget", "deleted": True})
 
 
 @bp.get("/deployments")

@@ -1,5 +1,5 @@
-"""Admin pages: accounts (create, tier, grants with expiry, ledger), users, every key, MCP servers, deployments,
-all usage.
+"""Admin pages: accounts (create, tier, grants with expiry, ledger, budgets and keys' limit periods), users,
+every key, MCP servers, deployments, all usage.
 
 They call the admin API's services (gateway.accounting.keys and credits, describe_account and
 describe_entry of gateway.accounting.descriptions), so a page and the API never disagree.
@@ -14,13 +14,23 @@ from flask import Response, flash, g, redirect, render_template, request, url_fo
 
 from gateway import services
 from gateway.accounting import admin_service, credits, keys
+from gateway.accounting.admin_service import BudgetSpec
 from gateway.accounting.descriptions import describe_account, describe_entry
 from gateway.dashboard import once, reports, users
 from gateway.dashboard.blueprint import admin_required, bp
-from gateway.dashboard.forms import AccountForm, ActionForm, GrantForm, TierForm, UserForm
+from gateway.dashboard.forms import (
+    AccountForm,
+    ActionForm,
+    BudgetForm,
+    GrantForm,
+    LimitResetForm,
+    TierForm,
+    UserForm,
+    period_of,
+)
 from gateway.dashboard.member_views import key_rows, usage_page
 from gateway.db import write_transaction
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NotFound
 from gateway.mcp.toolset import listed_tool
 
 if TYPE_CHECKING:
@@ -64,7 +74,9 @@ def admin_account(account_id: int) -> str:
         rows=key_rows(admin_service.list_keys(account.id, 500)), users=users.list_users(account.id),
         tier_form=TierForm(tier=account.tier, max_streams=account.max_streams), grant_form=GrantForm(),
         action=ActionForm(),
-        default_limits=services.settings().limits)
+        default_limits=services.settings().limits,
+        budgets=[admin_service.describe_budget(row) for row in admin_service.list_budgets(account.id)],
+        budget_form=BudgetForm(), limit_reset_form=LimitResetForm())
 
 
 @bp.post("/admin/accounts/<int:account_id>/tier")
@@ -100,6 +112,57 @@ def admin_grant(account_id: int) -> Response:
     except GatewayError as exc:
         flash(exc.message, "error")
     return redirect(url_for(".admin_account", account_id=account.id))
+
+
+@bp.post("/admin/accounts/<int:account_id>/budgets")
+@admin_required
+def admin_set_budget(account_id: int) -> Response:
+    """Set a budget on the account: its own, one of its keys' for a model, or a tag's (POST /admin/budgets)."""
+    account = keys.find_account(account_id)
+    back = redirect(url_for(".admin_account", account_id=account.id))
+    form = BudgetForm()
+    if not form.validate():
+        flash(form_errors(form), "error")
+        return back
+    spec = BudgetSpec(account.id, credits.to_micro(form.amount.data), period_of(form.period.data), form.key_id.data,
+                      form.model.data.strip() or None, form.tag.data.strip() or None)
+    try:
+        with write_transaction():
+            if not once.consume_form_token():
+                return once.already_done(url_for(".admin_account", account_id=account.id))
+            row = admin_service.create_budget(spec, services.settings().models)
+        flash(f"Set budget {row.id}: {admin_service.describe_budget(row)['description']}.")
+    except GatewayError as exc:
+        flash(exc.message, "error")
+    return back
+
+
+@bp.post("/admin/accounts/<int:account_id>/budgets/<int:budget_id>/delete")
+@admin_required
+def admin_delete_budget(account_id: int, budget_id: int) -> Response:
+    """Remove one of the account's budgets."""
+    if admin_service.find_budget(budget_id).account_id != account_id:
+        raise NotFound(f"No budget with id {budget_id} on account {account_id}.", param="id")
+    admin_service.delete_budget(budget_id)
+    flash(f"Deleted budget {budget_id}.")
+    return redirect(url_for(".admin_account", account_id=account_id))
+
+
+@bp.post("/admin/accounts/<int:account_id>/limit_reset")
+@admin_required
+def admin_set_limit_reset(account_id: int) -> Response:
+    """Set when one of the account's keys' spend limit resets (daily, weekly, monthly) or not (lifetime)."""
+    form = LimitResetForm()
+    if not form.validate():
+        flash(form_errors(form), "error")
+    else:
+        key = keys.find_key(form.key_id.data)
+        if key.account_id != account_id:
+            flash(f"Key {key.id} is not a key of account {account_id}.", "error")
+        else:
+            admin_service.set_limit_reset(key, period_of(form.limit_reset.data))
+            flash(f"The spend limit of key {key.prefix}… now counts {form.limit_reset.data}.")
+    return redirect(url_for(".admin_account", account_id=account_id))
 
 
 @bp.route("/admin/users", methods=["GET", "POST"])

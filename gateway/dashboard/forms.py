@@ -88,6 +88,32 @@ class GrantForm(FlaskForm):
     source = StringField("Source", default="grant", validators=[DataRequired(), Length(max=32)])
 
 
+PERIOD_CHOICES = ["lifetime", "daily", "weekly", "monthly"]  # periods in UTC, weeks from Monday; lifetime: no reset
+
+
+def period_of(choice: str) -> str | None:
+    """A period field's choice as a budget's period (None: lifetime)."""
+    return None if choice == "lifetime" else choice
+
+
+class BudgetForm(FlaskForm):
+    """A budget on an account page: the account's (no key, model or tag), a key's for one model, or a tag's."""
+
+    amount = DecimalField("Credits per period", places=None,
+                          validators=[DataRequired(), finite, NumberRange(0, MAX_CREDITS)])
+    period = SelectField("Period (UTC)", choices=PERIOD_CHOICES, default="lifetime")
+    key_id = IntegerField("Key id (with a model)", validators=[Optional(), NumberRange(1, MAX_ID)])
+    model = StringField("Model (optional)", validators=[Optional(), Length(max=200)])
+    tag = StringField("Tag (optional)", validators=[Optional(), Length(max=64)])
+
+
+class LimitResetForm(FlaskForm):
+    """When a key's spend limit starts again from zero."""
+
+    key_id = IntegerField("Key id", validators=[DataRequired(), NumberRange(1, MAX_ID)])
+    limit_reset = SelectField("Spend limit period (UTC)", choices=PERIOD_CHOICES, default="lifetime")
+
+
 class UserForm(FlaskForm):
     email = StringField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[
