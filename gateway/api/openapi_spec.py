@@ -75,7 +75,13 @@ ACCOUNT = obj(("id", "name", "tier", "balance", "reserved", "total_earned", "tot
 KEY_OBJECT = obj(("id", "name", "prefix", "account_id", "revoked", "created_at"),
                  id=INTEGER, name=STRING, prefix=STRING, account_id=INTEGER, revoked=BOOLEAN,
                  rpm=NULLABLE_INTEGER, tpm=NULLABLE_INTEGER, spend_limit=NULLABLE_NUMBER, created_at=STRING,
-                 max_streams=NULLABLE_INTEGER, operator_limits=ANY_OBJECT)
+                 max_streams=NULLABLE_INTEGER, operator_limits=ANY_OBJECT,
+                 limit_reset={"enum": ["daily", "weekly", "monthly", None]})
+BUDGET = obj(("id", "object", "account_id", "period", "kind", "amount", "spent", "remaining", "resets_at"),
+             id=INTEGER, object=const("budget"), account_id=INTEGER, key_id=NULLABLE_INTEGER, model=NULLABLE_STRING,
+             tag=NULLABLE_STRING, period={"enum": ["daily", "weekly", "monthly", None]},
+             kind={"enum": ["account", "model", "tag"]}, description=STRING, amount=NUMBER, spent=NUMBER,
+             remaining=NUMBER, period_start=NULLABLE_STRING, resets_at=NULLABLE_STRING, created_at=STRING)
 ITEM = obj(("type",), type=STRING, id=STRING)
 
 SCHEMAS: dict[str, dict[str, Any]] = {
@@ -126,6 +132,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "CreatedKey": {**KEY_OBJECT, "required": [*KEY_OBJECT["required"], "key"],
                    "properties": {**KEY_OBJECT["properties"], "key": STRING}},
     "KeyList": listing(ref("Key")),
+    "Budget": BUDGET,
+    "BudgetList": listing(ref("Budget")),
+    "BudgetDeleted": obj(("id", "object", "deleted"), id=INTEGER, object=const("budget"), deleted={"const": True}),
     "DeploymentList": listing(obj(
         ("model_id", "deployment", "provider", "upstream_model", "weight", "priority", "status", "cooling_until",
          "failures", "in_flight", "ttft_ms"),
@@ -226,6 +235,15 @@ ROOT = [
               admin.Grant, auth=ADMIN, ok_statuses=(201,)),
     Operation("get", "/admin/accounts/{account_id}/ledger", "An account's credit movements", "Ledger",
               (400, 404), query={"limit": {"type": "integer", "description": "clamped to 1..1000"}}, auth=ADMIN),
+    Operation("get", "/admin/budgets", "Every budget with its spend this period", "BudgetList", (404,),
+              query={"account_id": {"type": "integer", "description": "only this account's"}}, auth=ADMIN),
+    Operation("post", "/admin/budgets", "Set a budget: an account's, a key's for one model, or a tag's", "Budget",
+              (*BODY, 404, 409), admin.CreateBudget, auth=ADMIN, ok_statuses=(201,)),
+    Operation("get", "/admin/budgets/{budget_id}", "A budget with its spend this period", "Budget", (400, 404),
+              auth=ADMIN),
+    Operation("patch", "/admin/budgets/{budget_id}", "Change a budget's amount or period", "Budget", (*BODY, 404),
+              admin.UpdateBudget, auth=ADMIN),
+    Operation("delete", "/admin/budgets/{budget_id}", "Remove a budget", "BudgetDeleted", (400, 404), auth=ADMIN),
     Operation("get", "/admin/deployments", "Every deployment's routing state (shared health, this worker's load)",
               "DeploymentList", (404,), auth=ADMIN),
     Operation("get", "/healthz", "Liveness", "Health", auth=PUBLIC),
@@ -233,5 +251,5 @@ ROOT = [
               ok_statuses=(200, 503)),
     Operation("get", "/openapi.json", "This document", "OpenApiDocument", auth=PUBLIC),
 ]
-INTEGER_PARAMS = {"key_id", "account_id"}  # `<int:...>` in the Flask rule
+INTEGER_PARAMS = {"key_id", "account_id", "budget_id"}  # `<int:...>` in the Flask rule
 
