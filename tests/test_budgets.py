@@ -19,6 +19,7 @@ from gateway import db
 from gateway.accounting import budgets, credits
 from gateway.accounting.budgets import Budget
 from gateway.accounting.keys import create_key
+from gateway.accounting.operations import Admission, Extension
 from gateway.tables import ApiKey, LedgerEntry, Reservation
 from gateway.tables import Budget as BudgetRow
 from tests.live_gateway import live_gateway, toml_text
@@ -119,6 +120,34 @@ def test_which_budgets_a_request_answers_to_and_how_a_refusal_names_them():
     message = budgets.refusal(key_limit, 4_990_000, 20_000, LATE_SUNDAY, "This request")
     assert message == ("This request may cost up to 0.02 credits, which would pass the key's daily limit of 5.0 "
                        "credits (4.99 spent or held this day); it resets at 2026-12-07T00:00:00Z.")
+
+
+@both_databases
+def test_a_turn_answers_to_its_holds_budgets_and_a_dead_workers_hold_is_swept_when_it_decides(database_url):
+    db.bind(database_url)
+    db.upgrade()
+    [(key, _)] = funded_keys(1)
+    add_budget(key.account_id, 100, "daily", api_key=key.id, model="m")
+    add_budget(key.account_id, 100, "daily", tag="t")
+
+    def apply(operation, moment=LATE_SUNDAY):
+        with db.database.connection_context():
+            [answer] = credits.apply_now([operation], moment)
+        return answer
+
+    held = apply(Admission(key.account_id, key.id, None, 60, "a", 60, model="m"))
+    assert held.refusal is None
+    refusal = apply(Extension(key.account_id, key.id, None, held.reservation_id, 50))  # the hold's model: m
+    assert refusal.startswith("The next model turn may cost up to 5e-05 credits, which would pass the key's daily "
+                              "budget for model 'm' of 0.0001 credits (6e-05 spent or held this day)")
+    assert apply(Extension(key.account_id, key.id, None, held.reservation_id, 40)) is None
+    assert apply(Admission(key.account_id, key.id, None, 500, "b", 60, model="n")).refusal is None
+    dead = apply(Admission(key.account_id, key.id, None, 100, "c", 1, tags=("t",)))  # its worker never settles
+    assert "the tag 't''s daily budget" in apply(Admission(key.account_id, key.id, None, 1, "d", 60, tags=("t",))).refusal
+    later = LATE_SUNDAY + datetime.timedelta(seconds=2)  # past the dead hold's TTL
+    assert apply(Admission(key.account_id, key.id, None, 100, "e", 60, tags=("t",)), later).refusal is None
+    with db.database.connection_context():
+        assert Reservation.get_by_id(dead.reservation_id).status == "swept"
 
 
 # -- the race, across gunicorn workers --------------------------------------------------------------------------

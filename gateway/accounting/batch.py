@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.accounting import budgets
+from gateway.accounting import statements as sql
 from gateway.accounting.book import Book
 from gateway.accounting.money import to_credits
 from gateway.accounting.operations import Admission, Admitted, Extension, Operation, Settlement
@@ -39,7 +40,9 @@ OVER_TO_CONTINUE = "The next model turn"
 def apply_batch(statements: Statements, operations: Sequence[Operation], now: datetime.datetime) -> list[Any]:
     """Decide and write `operations` inside the caller's write transaction; one answer each, in order."""
     book = Book(statements, now)
-    statements.lock_accounts(operation.account_id for operation in operations)
+    holding = any(not isinstance(op, Settlement) and op.amount > 0 for op in operations)
+    book.load_budgets(statements.lock_accounts((op.account_id for op in operations),
+                                               then=sql.BUDGETS if holding else None))
     book.load_holds([op.reservation_id for op in operations
                      if not isinstance(op, Admission) and op.reservation_id is not None])
     answers: list[Any] = []

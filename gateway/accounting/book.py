@@ -163,14 +163,15 @@ class Book:
             if hold is not None:
                 hold.status = "swept"
 
+    def load_budgets(self, rows: list[tuple]) -> None:
+        """Keep the `budget` rows read with the accounts' locks (statements.BUDGETS)."""
+        for account_id, budget_id, key_id, model, tag, period, amount in rows:
+            self.budget_rows.setdefault(account_id, []).append(
+                Budget(account_id, int(amount), period, key_id, model, tag, id=budget_id))
+
     def budgets(self, account_id: int) -> list[Budget]:
-        """The account's `budget` rows, read on first use."""
-        rows = self.budget_rows.get(account_id)
-        if rows is None:
-            rows = self.budget_rows[account_id] = [
-                Budget(account_id, int(amount), period, key_id, model, tag, id=budget_id)
-                for budget_id, key_id, model, tag, period, amount in self.statements.rows(sql.BUDGETS, (account_id,))]
-        return rows
+        """The account's `budget` rows (read with the batch's locks)."""
+        return self.budget_rows.get(account_id, [])
 
     def spent(self, scope: Scope) -> int:
         """A budget scope's charges in its period plus its open holds, read on first use."""

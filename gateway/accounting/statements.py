@@ -25,7 +25,7 @@ ACCOUNT = ("SELECT id, remaining, expires_at, (expires_at IS NOT NULL AND expire
            "WHERE account_id = ? AND remaining <> 0 UNION ALL "
            "SELECT NULL, CAST(COALESCE(SUM(amount), 0) AS BIGINT), NULL, NULL FROM reservation "
            "WHERE account_id = ? AND status = 'open'")  # the grants, then one row (id NULL) with what is held
-BUDGETS = "SELECT id, api_key_id, model, tag, period, amount FROM budget WHERE account_id = ?"
+BUDGETS = "SELECT account_id, id, api_key_id, model, tag, period, amount FROM budget WHERE account_id IN ({})"
 RESERVATIONS = "SELECT id, amount, status, api_key_id, model, tags FROM reservation WHERE id IN ({})"
 SWEEP_ACCOUNT = ("UPDATE reservation SET status = 'swept' WHERE account_id = ? AND status = 'open' "
                  "AND expires_at <= ? RETURNING id, amount, api_key_id, model, tags")
@@ -142,12 +142,18 @@ class Statements:
         self._writes = []
         self.db.cursor().execute("ROLLBACK")
 
-    def lock_accounts(self, account_ids: Iterable[int]) -> None:
-        """PostgreSQL: lock these account rows in id order (SQLite's BEGIN IMMEDIATE already holds the database)."""
+    def lock_accounts(self, account_ids: Iterable[int], then: str | None = None) -> list[tuple]:
+        """PostgreSQL: lock these account rows in id order (SQLite's BEGIN IMMEDIATE already holds the database).
+
+        `then`, a query whose `IN ({})` takes the ids, runs once they are locked (on PostgreSQL in the same
+        round trip); its rows are returned.
+        """
         ids = sorted(set(account_ids))
         if self.postgres and ids:
             self._writes.append(self.db.cursor().mogrify(LOCK_ACCOUNTS, (ids,)))
-            self._send_all(fetch=True)
+            if then is None:
+                self._send_all(fetch=True)
+        return self.in_list(then, ids) if then is not None and ids else []
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         """A write: at once on SQLite, collected on PostgreSQL."""
