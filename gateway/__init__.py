@@ -24,6 +24,7 @@ from gateway.api import (
     profiles,
     responses,
     responses_ws,
+    usage,
 )
 from gateway.config import Settings, load_settings
 from gateway.mcp_hub import views as mcp_hub
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)
     app.register_blueprint(generations.bp)
+    app.register_blueprint(usage.bp)  # GET /api/v1/usage, GET /admin/usage
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)

@@ -296,8 +296,10 @@ def refusals_recorded(caller: Caller, endpoint: str, model: Any, request_id: str
     try:
         yield
     except REFUSALS as refusal:
+        record = current()  # a refusal is attributed as an answer is (its tags and end user)
         row = UsageRow(request_id, endpoint, model[:MODEL_COLUMN_LENGTH] if isinstance(model, str) else None,
-                       0, 0, False, refusal.status, milliseconds_since(started))
+                       0, 0, False, refusal.status, milliseconds_since(started),
+                       end_user=record.end_user if record else None, tags=record.tags if record else ())
         try:
             pending = writer().submit(Settlement(caller.account.id, caller.key.id, None, 0, request_id, row))
             if wait:

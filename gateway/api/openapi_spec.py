@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.api import admin, conversations, generations, responses
+from gateway.api import admin, conversations, generations, responses, usage
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.responses.schema import CreateResponseRequest
 
@@ -148,6 +148,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                           api_key_id=NULLABLE_INTEGER, request_id=NULLABLE_STRING, note=NULLABLE_STRING,
                           created_at=STRING)),
     "Health": obj(("status",), status=STRING),
+    "UsageReport": obj(  # GET /api/v1/usage: the group's value under the `group_by` name (`day`, `model`, ...)
+        ("object", "group_by", "from", "to", "data", "total"), object=const("usage_report"), group_by=STRING,
+        **{"from": STRING, "to": STRING}, account_id=NULLABLE_INTEGER,
+        data={"type": "array", "items": obj(("requests", "spend", "input_tokens", "output_tokens"),
+                                            requests=INTEGER, spend=NUMBER, input_tokens=INTEGER,
+                                            output_tokens=INTEGER)},
+        total=obj(("requests", "spend", "input_tokens", "output_tokens"), requests=INTEGER, spend=NUMBER,
+                  input_tokens=INTEGER, output_tokens=INTEGER)),
     "Readiness": obj(("status", "checks", "down"), status={"enum": ["ready", "unavailable"]}, checks=ANY_OBJECT,
                      down={"type": "array", "items": STRING}),
     "OpenApiDocument": obj(("openapi", "info", "paths"), openapi=STRING, info=ANY_OBJECT, paths=ANY_OBJECT),
@@ -221,6 +229,8 @@ ROOT = [
     Operation("get", "/api/v1/credits", "OpenRouter's account credits", "OpenRouterCredits"),
     Operation("get", "/api/v1/generation", "OpenRouter's stats of one generation of the caller's account",
               "Generation", (400, 404), query=generations.GenerationQuery),
+    Operation("get", "/api/v1/usage", "The account's spend, requests and tokens grouped by day, model, key, tag or "
+              "user (JSON, or CSV with format=csv)", "UsageReport", (400,), query=usage.UsageArgs),
     Operation("post", "/admin/keys", "Create a key", "CreatedKey", (*BODY, 404), admin.CreateKey,
               auth=ADMIN, ok_statuses=(201,)),
     Operation("get", "/admin/keys", "Every key", "KeyList", (404,), auth=ADMIN),
@@ -246,6 +256,8 @@ ROOT = [
     Operation("delete", "/admin/budgets/{budget_id}", "Remove a budget", "BudgetDeleted", (400, 404), auth=ADMIN),
     Operation("get", "/admin/deployments", "Every deployment's routing state (shared health, this worker's load)",
               "DeploymentList", (404,), auth=ADMIN),
+    Operation("get", "/admin/usage", "Any account's spend, requests and tokens, grouped (JSON or CSV)",
+              "UsageReport", (400, 404), query=usage.AdminUsageArgs, auth=ADMIN),
     Operation("get", "/healthz", "Liveness", "Health", auth=PUBLIC),
     Operation("get", "/readyz", "Readiness (503 names what is down)", "Readiness", auth=PUBLIC,
               ok_statuses=(200, 503)),
