@@ -12,14 +12,17 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 
 from gateway import db
-from gateway.accounting import budget_alerts
+from gateway.accounting import admin_service, budget_alerts
 from gateway.accounting.budget_alerts import BudgetAlerts, alert_body, backoff_s, crossed, signature
 from gateway.accounting.budget_spend import BudgetState
 from gateway.accounting.budgets import Budget
 from gateway.config import BudgetAlertSettings
 from gateway.tables import BudgetAlert
+from tests.fake_upstream import JsonReply, chat_completion
+from tests.live_gateway import live_gateway
 from tests.polling import wait_until
 
 DAY = datetime.datetime(2026, 12, 7)
@@ -42,7 +45,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver.lock:
                     status = receiver.fail_with.pop(0) if receiver.fail_with else 204
@@ -132,7 +135,7 @@ def test_fires_once_at_80_and_once_at_100_with_two_workers(database, receiver, m
     for spent in (5, 8.2, 8.9, 10, 10):
         states[:] = [state(spent)]
         barrier = threading.Barrier(2)
-        threads = [threading.Thread(target=lambda w=w: (barrier.wait(), w.scan())) for w in workers]
+        threads = [threading.Thread(target=lambda w=w, b=barrier: (b.wait(), w.scan())) for w in workers]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -190,3 +193,48 @@ def test_the_thread_scans_until_closed(database, receiver) -> None:
     worker.close()
     worker.close()
     assert not worker._thread.is_alive()
+
+
+PRICE_PER_TOKEN = 1000  # micro-credits per output token
+COST = PRICE_PER_TOKEN * 10  # each request below: 10 output tokens
+PAID = {"model": "paid-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+
+
+def full_cost_responder(path, body):
+    usage = {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
+    return JsonReply(chat_completion(model=body["model"], usage=usage))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_two_gunicorn_workers_send_each_alert_once(tmp_path, database_url, app, fake_upstream, receiver):
+    """A key's daily limit worth 10 requests: the 8th sends the 80 % alert (retried after a 500), the 10th the
+    100 % one, the 11th is refused; the receiver gets each once, though both workers scan."""
+    if budget_alerts.EXTENSION not in app.extensions:
+        pytest.skip("gateway/lifecycle.py does not start the budget alerts yet (see the budget-admin report)")
+    with db.database.connection_context():
+        key, secret = admin_service.create_key(admin_service.KeySpec(
+            "alerted", limits={"spend_limit": 10 * COST}, credits=100 * COST, limit_reset="daily"), by_operator=True)
+    fake_upstream.responder = full_cost_responder
+    receiver.fail_with = [500]
+    config = (f'[database]\nurl = "{database_url}"\n[providers.fake]\nbase_url = "{fake_upstream.base_url}"\n'
+              f'[models.paid-model]\nprovider = "fake"\noutput_price_per_mtok = {PRICE_PER_TOKEN}\n'
+              f'[budget_alerts]\nurl = "{receiver.url}"\nretries = 2\n')
+    headers = {"Authorization": f"Bearer {secret}"}
+    with live_gateway(tmp_path, config, workers=2, threads=4) as served:
+        send = lambda: requests.post(f"{served.base_url}/v1/chat/completions", json=PAID, headers=headers, timeout=30)  # noqa: E731
+        assert [send().status_code for _ in range(8)] == [200] * 8
+        wait_until(lambda: len(receiver.alerts()) == 2, "the 80 % alert, once refused with a 500")
+        assert [send().status_code for _ in range(3)] == [200, 200, 402]
+        wait_until(lambda: sent_alerts() == 2, "the 100 % alert")
+    alerts = receiver.alerts()
+    assert [(alert["threshold"], alert["spent"]) for alert in alerts] == [(0.8, 0.08), (0.8, 0.08), (1.0, 0.1)]
+    assert alerts[0] == alerts[1]  # the retry sent the same alert
+    assert alerts[2]["budget"] | {"description": None} == {
+        "id": f"key:{key.id}", "kind": "key", "target": f"key {key.id}", "key_id": key.id, "model": None, "tag": None,
+        "period": "daily", "amount": 0.1, "description": None}
+    assert alerts[2]["account_id"] == key.account_id
+
+
+def sent_alerts() -> int:
+    with db.database.connection_context():
+        return BudgetAlert.select().where(BudgetAlert.status == "sent").count()
