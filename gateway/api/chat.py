@@ -12,7 +12,7 @@ from gateway import services
 from gateway.accounting.keys import Caller, current_caller
 from gateway.accounting.meter import Meter, refusals_recorded
 from gateway.accounting.streams import hold_stream_slot
-from gateway.api import chat_render
+from gateway.api import cached, chat_render
 from gateway.api.http import (
     authenticated_blueprint,
     event_stream,
@@ -62,17 +62,24 @@ def embeddings() -> Response:
 
 
 def relay_upstream(path: str, body: dict[str, Any]) -> Response:
-    """Authenticate, route, meter, relay upstream."""
+    """Authenticate, meter, then answer from the response cache or route and relay upstream (a miss is stored)."""
     streaming = stream_requested(body)
+    lookup = cached.look_up(path, body, requested_model(body))
     candidates, meter = admitted(path, body, streaming)
+    if cached.hit(lookup):
+        hit = cached.openai_hit(lookup, candidates, meter, streaming, wants_usage(body), stream_dialect())
+        return cached.marked(with_headers(hit, meter), lookup)
     settings = services.settings()
     router = services.router()
     if streaming:
         route, stream = relay.open_stream(router, candidates, meter)
         keepalive = settings.server.keepalive_interval_s
-        chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect())
-        return with_headers(event_stream(chunks), meter)
-    return with_headers(jsonify(relay.relay_json(router, candidates, meter)), meter)
+        chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect(),
+                                    cached.recorder(lookup, path, meter.generation_id))
+        return cached.marked(with_headers(event_stream(chunks), meter), lookup)
+    answer = relay.relay_json(router, candidates, meter)
+    cached.store_openai(lookup, answer)
+    return cached.marked(with_headers(jsonify(answer), meter), lookup)
 
 
 def admitted(path: str, body: dict[str, Any], streaming: bool, endpoint: str | None = None,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from gateway import services
-from gateway.api import messages_mcp, messages_native
-from gateway.api.chat import admitted
+from gateway.api import cached, messages_mcp, messages_native
+from gateway.api.chat import admitted, requested_model
 from gateway.api.http import authenticated_blueprint, event_stream, json_object, with_headers
 from gateway.dialects.anthropic_mcp import mcp_request
 from gateway.dialects.anthropic_messages import chat_request, count_tokens
@@ -41,20 +41,27 @@ def create_message() -> Response:
     translated = chat_request(body)
     chat, model = translated.body, translated.body["model"]
     streaming = bool(chat.get("stream"))
+    lookup = cached.look_up(ENDPOINT, body, requested_model(body))  # stored as the message the client got
     candidates, meter = admitted("chat/completions", chat, streaming, ENDPOINT)
     router, stops = services.router(), chat.get("stop") or []
-    if streaming:
+    if cached.hit(lookup):
+        response = cached.message_hit(lookup, candidates, meter, streaming)
+    elif streaming:
         route, stream = relay.open_stream(router, candidates, meter)
         keepalive = services.settings().server.keepalive_interval_s
-        chunks = relay.relay_stream(stream, route, True, meter, keepalive, RELAY_FRAMING)
+        recorder = cached.recorder(lookup, "chat/completions", meter.generation_id,
+                                   lambda completion: message_of(completion, completion["model"], stops))
+        chunks = relay.relay_stream(stream, route, True, meter, keepalive, RELAY_FRAMING, recorder)
         encoder = MessagesStreamEncoder(route.model_id, candidates[0].input_tokens, stops)  # a fallback's, maybe
         response = event_stream(messages_events(chunks, encoder))
     else:
         completion = relay.relay_json(router, candidates, meter)
-        response = jsonify(message_of(completion, completion.get("model") or model, stops))
+        message = message_of(completion, completion.get("model") or model, stops)
+        cached.store_message(lookup, message, cached.openai_usage(completion))
+        response = jsonify(message)
     if translated.dropped:
         response.headers[DROPPED_HEADER] = ", ".join(translated.dropped)
-    return with_headers(response, meter)
+    return cached.marked(with_headers(response, meter), lookup)
 
 
 @bp.post("/messages/count_tokens")

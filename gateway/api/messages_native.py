@@ -20,7 +20,8 @@ from flask import Response, jsonify, request
 
 from gateway import services
 from gateway.accounting.tokens import estimate_prompt_tokens, hold_prompt_tokens
-from gateway.api.chat import admitted
+from gateway.api import cached
+from gateway.api.chat import admitted, requested_model
 from gateway.api.http import event_stream, with_headers
 from gateway.api.messages_native_stream import anthropic_usage, relay_events
 from gateway.config import ProviderSettings
@@ -86,8 +87,11 @@ def create(body: dict[str, Any], routes: list[Route], endpoint: str) -> Response
     streaming = body.get("stream", False)
     if not isinstance(streaming, bool):
         raise invalid("stream", "must be true or false.")
+    lookup = cached.look_up(endpoint, body, requested_model(body))
     candidates, meter = admitted(MESSAGES_PATH, body, streaming, endpoint,
                                  lambda: prepared(routes, body, streaming))
+    if cached.hit(lookup):
+        return cached.marked(with_headers(cached.message_hit(lookup, candidates, meter, streaming), meter), lookup)
     router, beta = services.router(), client_beta()
     client = router.client
     if streaming:
@@ -95,14 +99,16 @@ def create(body: dict[str, Any], routes: list[Route], endpoint: str) -> Response
             route, stream = router.call(candidates, lambda sent: client.open_stream(
                 sent.provider, sent.path, sent.body, beta, sent.read_timeout_s))
         keepalive = services.settings().server.keepalive_interval_s
-        return with_headers(event_stream(relay_events(stream, route, meter, keepalive)), meter)
+        events = cached.recorded_events(relay_events(stream, route, meter, keepalive), lookup)
+        return cached.marked(with_headers(event_stream(events), meter), lookup)
     with meter.closed_on_failure():
         route, answer = router.call(candidates, lambda sent: client.post_json(
             sent.provider, sent.path, sent.body, beta, sent.read_timeout_s))
         answer["model"] = route.model_id
         usage = anthropic_usage(answer.get("usage")) or meter.estimate(generated_text(answer))
         meter.finish(usage, 200, route, finish_reason(answer.get("stop_reason")))
-    return with_headers(jsonify(answer), meter)
+    cached.store_message(lookup, answer, usage)
+    return cached.marked(with_headers(jsonify(answer), meter), lookup)
 
 
 def generated_text(message: dict[str, Any]) -> str:

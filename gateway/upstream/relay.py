@@ -8,7 +8,7 @@ are parsed and re-encoded anyway (public model id, usage), so the rewrite costs 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.accounting.credits import to_credits
 from gateway.accounting.meter import Meter
@@ -46,6 +46,16 @@ def with_answer_fields(answer: dict[str, Any], route: Route, generation_id: str)
     answer["provider"] = route.provider
     answer.setdefault("system_fingerprint", None)
     return answer
+
+
+class StreamObserver(Protocol):
+    """Sees a relayed stream as it goes (the response cache assembles a miss with one)."""
+
+    def chunk(self, chunk: dict[str, Any]) -> None:
+        """One upstream chunk as parsed (its usage priced), before the client's form is made of it."""
+
+    def completed(self, route: Route, usage: Usage) -> None:
+        """The stream ended without error and was charged `usage`; called before its last byte goes out."""
 
 
 def relay_json(router: Router, candidates: list[PreparedRequest], meter: Meter) -> dict[str, Any]:
@@ -94,8 +104,12 @@ def relay_stream(
     meter: Meter,
     keepalive_s: float,
     dialect: StreamDialect = OPENAI_STREAMS,
+    observer: StreamObserver | None = None,
 ) -> Iterator[bytes]:
-    """Relay upstream SSE chunk by chunk; keep-alives on silence; an error event in the dialect on failure."""
+    """Relay upstream SSE chunk by chunk; keep-alives on silence; an error event in the dialect on failure.
+
+    An `observer` sees every chunk and, when the stream ended without error, its charged usage.
+    """
     reported: Usage | None = None
     generated: list[str] = []
     generated_chars = 0
@@ -117,11 +131,16 @@ def relay_stream(
                 generated_chars += len(generated[-1])
             meter.check_debt(reported, route, generated_chars)  # a debt past its bound ends the stream here
             reason = finish_reason(chunk) or reason
+            if observer is not None:
+                observer.chunk(chunk)
             outgoing = _client_chunk(chunk, route, client_wants_usage, meter.generation_id)
             if outgoing is not None:
                 yield sse.encode(outgoing)
         status = 200
-        meter.finish(reported or meter.estimate("".join(generated)), status, route, reason)  # durable before the last byte
+        used = reported or meter.estimate("".join(generated))
+        meter.finish(used, status, route, reason)  # durable before the last byte
+        if observer is not None:
+            observer.completed(route, used)
         yield sse.DONE
     except GatewayError as exc:
         status, reason = exc.status, "error"
