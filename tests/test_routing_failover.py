@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import db
 from gateway.accounting.tokens import estimate_prompt_tokens, estimate_text_tokens
@@ -61,6 +62,9 @@ ADMIN_ENV = {"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
 PRICES = {model: ModelSettings(provider="a", input_price_per_mtok=INPUT_PRICE, output_price_per_mtok=OUTPUT_PRICE)
           for model in (ROUTED_MODEL, BACKUP_MODEL)}
 HEALTHY = "healthy"
+COOLING = "gateway_deployment_cooling"
+ATTEMPTS = "gateway_deployment_requests_total"
+RETRIES = "gateway_deployment_retries_total"
 PROBE_CONNECTIONS = 64  # fresh connections tried before every worker has answered one
 RETRIED_STATUSES = (429, 500, 502, 503, 529, 401, 403)  # each goes on to the next deployment
 A_TIMEOUT_S = 1  # fake a's read timeout in the retry test
@@ -133,6 +137,13 @@ def deployment_views(server: LiveGateway, name: str) -> dict[int, dict[str, Any]
     answers = ask_every_worker(server, "/admin/deployments", {"Authorization": f"Bearer {ADMIN_TOKEN}"})
     return {pid: next(state for state in answer["data"] if state["deployment"] == name)
             for pid, answer in answers.items()}
+
+
+def metric(server: LiveGateway, name: str, **labels: str) -> float:
+    """The sum of a series' samples over every worker (GET /metrics) whose labels include `labels`."""
+    text = requests.get(f"{server.base_url}/metrics", timeout=10).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
 
 
 def statuses_on_every_worker(server: LiveGateway, name: str) -> set[str]:
@@ -215,16 +226,23 @@ def test_a_fake_killed_mid_load_costs_no_client_an_error_cools_on_every_worker_a
         errors = [answer for answer in seen if not answer.completed]
         assert not errors, errors[:5]
 
-        assert statuses_on_every_worker(server, "a") & {HEALTHY} == set()  # dead, so cooling (or awaiting a trial)
+        # Dead, so cooling (or awaiting its trial) on every worker, once each has refreshed its copy of the state.
+        wait_until(lambda: HEALTHY not in statuses_on_every_worker(server, "a"), "the dead fake cooling everywhere")
         assert statuses_on_every_worker(server, "b") == statuses_on_every_worker(server, "c") == {HEALTHY}
+        wait_until(lambda: metric(server, COOLING, deployment="a") == 1, "the cooling gauge of the dead fake")
+        assert metric(server, COOLING, deployment="b") == metric(server, COOLING, deployment="c") == 0
 
         a.start()  # the same port
         before = a.answered
         back: list[Seen] = []
         wait_until(lambda: back.append(send(0)) or a.answered > before, "traffic back on the restarted fake")
         wait_until(lambda: statuses_on_every_worker(server, "a") == {HEALTHY}, "the restarted fake healthy everywhere")
+        wait_until(lambda: metric(server, COOLING, deployment="a") == 0, "the cooling gauge back to 0")
         assert all(answer.completed for answer in back)
         rows = settled_rows(payer, LOAD_REQUESTS + len(back))
+        answered = {name: metric(server, ATTEMPTS, deployment=name, outcome="ok") for name in "abc"}
+        failed_attempts = metric(server, ATTEMPTS) - sum(answered.values())
+        retries = metric(server, RETRIES)
 
     assert {row.request_id for row in rows} == {answer.request_id for answer in seen + back}
     assert all(row.status == 200 and not row.estimated for row in rows)
@@ -233,11 +251,13 @@ def test_a_fake_killed_mid_load_costs_no_client_an_error_cools_on_every_worker_a
     assert counts["b"] == b.answered and counts["c"] == c.answered  # never cut: every answer is a row
     assert 0 < counts["a"] <= a.answered  # an answer the crash cut is retried elsewhere
     retried = [row for row in rows if row.attempts > 1]
+    assert answered == {name: counts[name] for name in "abc"}  # the metrics' answers are the rows'
+    assert failed_attempts == retries == sum(row.attempts - 1 for row in rows)
     assert len(retried) >= FAST_COOLDOWN["failures_to_cool"]  # each failure on the dead fake was retried
     assert {row.deployment for row in retried} <= {"b", "c"}  # the dead fake never answered one
     print(f"\nfailover: {len(seen)} requests under load ({len(seen) // 2} streams), {len(errors)} client errors, "
           f"{len(retried)} answered after more than one attempt ({sum(row.attempts for row in rows) - len(rows)} "
-          f"extra attempts), answered by {dict(counts)}; {len(back)} requests until the restarted fake answered")
+          f"extra attempts, {sum(row.streamed for row in retried)} of them streams), answered by {dict(counts)}; {len(back)} requests until the restarted fake answered")
 
 
 def test_what_is_retried_what_is_not_and_what_it_costs(tmp_path, database_url, fakes):
