@@ -46,7 +46,8 @@ def reserve(key: ApiKey, amount: int, request_id: str, ttl_s: int, now: datetime
     """Hold `amount` for a request or raise 402; returns the reservation id (None when free)."""
     if amount <= 0:
         return None
-    [admitted] = apply_now([Admission(key.account_id, key.id, key.spend_limit, amount, request_id, ttl_s)], now)
+    [admitted] = apply_now([Admission(key.account_id, key.id, key.spend_limit, amount, request_id, ttl_s,
+                                      limit_reset=key.limit_reset)], now)
     if admitted.refusal:
         raise InsufficientBalance(admitted.refusal)
     return admitted.reservation_id
@@ -54,7 +55,8 @@ def reserve(key: ApiKey, amount: int, request_id: str, ttl_s: int, now: datetime
 
 def extend(key: ApiKey, reservation_id: int, amount: int, now: datetime.datetime | None = None) -> None:
     """Grow an open reservation by `amount` (a further loop turn) or raise 402."""
-    [refusal] = apply_now([Extension(key.account_id, key.id, key.spend_limit, reservation_id, amount)], now)
+    [refusal] = apply_now([Extension(key.account_id, key.id, key.spend_limit, reservation_id, amount,
+                                     limit_reset=key.limit_reset)], now)
     if refusal:
         raise InsufficientBalance(refusal)
 
