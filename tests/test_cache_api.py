@@ -22,9 +22,14 @@ import requests
 
 from gateway import create_app, db, lifecycle
 from gateway.accounting import credits
+from gateway.accounting.usage import Usage
+from gateway.api.stream_assembly import ChatAssembly, CompletionAssembly, MessageAssembly
+from gateway.cache.entry import CachedAnswer
+from gateway.cache.replay import replay_chat_chunks, replay_completion_chunks, replay_message_events
 from gateway.config import merge
 from gateway.tables import ApiKey, ResponseCacheEntry, UsageEntry
-from tests.fake_anthropic import FakeAnthropic
+from tests.fake_anthropic import FakeAnthropic, stream_events
+from tests.fake_anthropic import message as fake_message
 from tests.fake_upstream import StreamReply, chat_chunk
 from tests.polling import wait_until
 from tests.ports import free_port
@@ -32,7 +37,7 @@ from tests.ports import free_port
 CHAT = {"model": "test-model", "messages": [{"role": "user", "content": "hi"}]}
 PRICES = {"input_price_per_mtok": 1000, "output_price_per_mtok": 2000}
 CHAT_COST = 11 * 1000 + 7 * 2000  # the fake's usage (11 in, 7 out) in micro-credits
-MESSAGES_HEADERS = {"anthropic-version": "2023-06-01"}
+both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -104,6 +109,7 @@ def sse_data(text: str) -> list[Any]:
     return [frame if frame == "[DONE]" else json.loads(frame) for frame in frames]
 
 
+@both_databases
 @pytest.mark.parametrize("cache_tables", [{}, {"cache": {"hit_price_fraction": 0.5}}], ids=["free", "half"])
 def test_a_repeated_chat_is_a_miss_then_a_hit_sent_upstream_once(client, key, fake_upstream, cache_tables):
     fraction = cache_tables.get("cache", {}).get("hit_price_fraction", 0.0)
@@ -169,6 +175,7 @@ def test_two_accounts_never_share_an_entry_unless_the_operator_shares_a_scope(
     assert upstream_calls(fake_upstream) == (1 if shared else 2)
 
 
+@both_databases
 def test_no_cache_skips_the_lookup_but_stores_and_no_store_skips_storing(client, key, fake_upstream):
     def ask(control: str | None = None, body: dict[str, Any] = CHAT) -> str:
         headers = bearer(key, **({"Cache-Control": control} if control else {}))
@@ -260,6 +267,7 @@ def test_translated_messages_hit_json_and_stream_for_the_anthropic_sdk(live_serv
                                                                        ("messages", True)]
 
 
+@both_databases
 def test_native_messages_hit_json_and_stream(live_server, key, anthropic_fake: FakeAnthropic):
     sdk = anthropic.Anthropic(base_url=live_server, api_key=key, max_retries=0, timeout=20)
     ask = {"model": "claude-model", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
@@ -328,3 +336,72 @@ def test_requests_still_succeed_when_redis_stops_mid_run(make_settings, anthropi
             assert upstream_calls(fake_upstream) == 3
         finally:
             lifecycle.close(app)
+
+
+# -- streams assembled into the answer they stream (gateway.api.stream_assembly) -------------------------------
+
+
+def chat_answer(choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": "gen-1", "object": "chat.completion", "created": 5, "model": "m", "provider": "fake",
+            "system_fingerprint": None, "choices": choices,
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "Paris"}'}}
+
+
+@pytest.mark.parametrize("choices", [
+    [{"index": 0, "message": {"role": "assistant", "content": "Hello"}, "logprobs": None, "finish_reason": "stop"}],
+    [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [CALL, {**CALL, "id": "call_2"}]},
+      "logprobs": None, "finish_reason": "tool_calls"}],
+    [{"index": 0, "message": {"role": "assistant", "content": "a", "reasoning_content": "think"}, "logprobs": None,
+      "finish_reason": "length"},
+     {"index": 1, "message": {"role": "assistant", "content": "b"}, "logprobs": None, "finish_reason": "stop"}],
+], ids=["text", "tool-calls", "two-choices-reasoning"])
+def test_a_chat_stream_assembles_to_the_completion_its_replay_streams(choices):
+    completion = chat_answer(choices)
+    assembly = ChatAssembly()
+    for chunk in replay_chat_chunks(CachedAnswer("chat/completions", "m", completion, Usage(), 0), "gen-1", 5):
+        assembly.feed(chunk)
+    assert assembly.finished and assembly.answer("gen-1", "m", "fake") == completion
+
+
+def test_a_chat_stream_with_an_unfinished_choice_is_not_finished():
+    assembly = ChatAssembly()
+    assembly.feed(chat_chunk("x", finish="stop"))
+    assembly.feed({**chat_chunk("y"), "choices": [{"index": 1, "delta": {"content": "y"}, "finish_reason": None}]})
+    assert not assembly.finished
+
+
+def test_a_completion_stream_assembles_to_its_completion():
+    completion = {"id": "gen-1", "object": "text_completion", "created": 5, "model": "m", "provider": "fake",
+                  "system_fingerprint": None, "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+                  "choices": [{"index": 0, "text": "legacy", "logprobs": None, "finish_reason": "stop"}]}
+    assembly = CompletionAssembly()
+    for chunk in replay_completion_chunks(CachedAnswer("completions", "m", completion, Usage(), 0), "gen-1", 5):
+        assembly.feed(chunk)
+    assert assembly.finished and assembly.answer("gen-1", "m", "fake") == completion
+
+
+def test_an_anthropic_stream_assembles_to_its_message_and_back():
+    message = fake_message([{"type": "thinking", "thinking": "Let me think.", "signature": "sig-1"},
+                            {"type": "text", "text": "Hello from Claude"},
+                            {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "Paris"}}],
+                           "tool_use")
+    assembly = MessageAssembly()
+    for _, payload in stream_events(message).events:
+        assembly.feed(payload)
+    assert assembly.finished and assembly.answer() == message
+    replayed = MessageAssembly()
+    for _, payload in replay_message_events(CachedAnswer("messages", "m", message, Usage(), 0), "msg_new"):
+        replayed.feed(payload)
+    assert replayed.finished and replayed.answer() == {**message, "id": "msg_new"}
+
+
+def test_an_anthropic_stream_with_an_error_event_is_not_finished():
+    assembly = MessageAssembly()
+    for _, payload in stream_events(fake_message([{"type": "text", "text": "x"}])).events[:-1]:
+        assembly.feed(payload)
+    assembly.feed({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    assembly.feed({"type": "message_stop"})
+    assert not assembly.finished

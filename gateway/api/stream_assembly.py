@@ -87,7 +87,8 @@ class ChatAssembly:
             calls = self.calls.get(index)
             if calls:
                 message["tool_calls"] = [calls[position] for position in sorted(calls)]
-            message.setdefault("content", None if calls else "")
+                message["content"] = message.get("content") or None  # as an unstreamed answer with only calls
+            message.setdefault("content", "")
             choices.append({"index": index, "message": message, "logprobs": None,
                             "finish_reason": self.reasons.get(index)})
         answer = {"id": generation_id, "object": "chat.completion", "created": self.head.get("created", 0),
