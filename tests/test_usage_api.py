@@ -229,3 +229,23 @@ def test_defaults_to_the_last_30_days_by_day(client, api_key):
         (TODAY - datetime.timedelta(days=29)).isoformat(), TODAY.isoformat(), "day")
     assert report["data"] == [] and report["total"] == {"requests": 0, "spend": 0.0, "input_tokens": 0,
                                                         "output_tokens": 0}
+
+
+def test_dashboard_usage_page_groups_and_filters(app, traffic):
+    from gateway.dashboard import users
+    from tests.test_dashboard import PASSWORD, sign_in
+
+    with db.database.connection_context():
+        users.create_user("member@example.com", PASSWORD, UsageEntry.select().where(
+            UsageEntry.account == traffic["account"]).get().account, "member")
+    browser = app.test_client()
+    assert sign_in(browser, "member@example.com").status_code in (302, 303)
+    page = browser.get("/dashboard/usage", query_string={"group_by": "tag", "user": "alice"}).get_data(as_text=True)
+    grouped = page[page.index('<table id="grouped"'):page.index("</table>", page.index('<table id="grouped"'))]
+    alice = [row for row in rows_of(traffic["account"]) if row.end_user == "alice"]
+    assert "team:core" in grouped and "feat:x" not in grouped  # bob's tag: filtered out
+    assert f'<td class="num">{sum(1 for row in alice if row.tags)}</td>' in grouped
+    assert 'value="alice"' in page and '<option selected>tag</option>' in page
+    listed = browser.get("/dashboard/usage", query_string={"tag": "feat:x"}).get_data(as_text=True)
+    assert listed.count("<tr data-request-id=") == 1 and "team:core, feat:x" in listed and "bob" in listed
+    assert 'id="grouped"' not in listed  # no grouping asked

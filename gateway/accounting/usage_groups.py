@@ -36,6 +36,8 @@ class UsageQuery:
     key_id: int | None = None
     tag: str = ""
     user: str = ""
+    endpoint: str = ""
+    status: str = ""  # "ok" (below 400) | "error" | "" (any)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,10 @@ def where(query, usage: UsageQuery):
         query = query.where(UsageEntry.tags.is_null(False) & has_tag(usage.tag))
     if usage.user:
         query = query.where(UsageEntry.end_user == usage.user)
+    if usage.endpoint:
+        query = query.where(UsageEntry.endpoint == usage.endpoint)
+    if usage.status:
+        query = query.where(UsageEntry.status < 400 if usage.status == "ok" else UsageEntry.status >= 400)
     return query
 
 

@@ -1,8 +1,9 @@
 """Spend grouped by day, model, key, tag or end user: GET /api/v1/usage (the caller's account), GET /admin/usage (any).
 
 Query: `from` and `to` (UTC dates, both included; by default the last 30 days to today), `group_by`
-(day | model | key | tag | user), `format` (json | csv), and the filters `model`, `key` (an id), `tag` and `user`;
-the admin route also takes `account` (an id; every account when absent). Spend is in credits.
+(day | model | key | tag | user), `format` (json | csv), and the filters `model`, `key` (an id), `tag`, `user`,
+`endpoint` and `status` (ok | error); the admin route also takes `account` (an id; every account when absent).
+Spend is in credits.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class UsageArgs(BaseModel):
     key: int | None = Field(None, ge=1, le=MAX_ID, description="only this key (its id)")
     tag: str = Field("", max_length=256, description="only requests with this tag")
     user: str = Field("", max_length=256, description="only this end user")
+    endpoint: str = Field("", max_length=64, description="only this endpoint (`chat/completions`, `messages`, ...)")
+    status: Literal["", "ok", "error"] = Field("", description="only answered (ok) or failed (error) requests")
 
 
 class AdminUsageArgs(UsageArgs):
@@ -71,7 +74,8 @@ def query_of(args: UsageArgs, account_id: int | None) -> UsageQuery:
     start = args.start or end - datetime.timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
         raise InvalidRequest("`from` must not be after `to`.", param="from")
-    return UsageQuery(account_id, start, end, args.group_by, args.model, args.key, args.tag, args.user)
+    return UsageQuery(account_id, start, end, args.group_by, args.model, args.key, args.tag, args.user,
+                      args.endpoint, args.status)
 
 
 def rendered(form: str, query: UsageQuery) -> Response:

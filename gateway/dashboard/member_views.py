@@ -113,7 +113,8 @@ def limits_of(form: KeyForm | LimitsForm) -> dict[str, int | None]:
 
 
 def usage_page(usage: reports.UsageFilter, template_args: dict) -> str:
-    """The usage page for a filter: a page of requests, and per-day and per-model charts of the same rows."""
+    """The usage page for a filter: a page of requests, per-day and per-model charts of the same rows, and those rows
+    grouped by day, model, key, tag or end user when the filter asks."""
     rows, more = reports.recent_requests(usage)
     days = reports.per_day(usage)
     models = reports.per_model(usage)
@@ -126,7 +127,8 @@ def usage_page(usage: reports.UsageFilter, template_args: dict) -> str:
         models, lambda m: m.model, lambda m: m.cost, lambda m: shown_credits(m.cost)))
     return render_template("dashboard/usage.html", rows=rows, more=more, usage=usage, models=models,
                            spend_chart=spend_chart, request_chart=request_chart, model_chart=model_chart,
-                           choices=reports.filter_choices(usage.account_id), **template_args)
+                           choices=reports.filter_choices(usage.account_id), grouped=reports.grouped(usage),
+                           groupings=reports.GROUPINGS, **template_args)
 
 
 @bp.get("/usage")

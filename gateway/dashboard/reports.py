@@ -1,4 +1,5 @@
-"""What the usage pages read: recent requests (filtered, paged), and spend and requests per day and per model."""
+"""What the usage pages read: recent requests (filtered, paged), spend and requests per day and per model, and the
+same rows grouped by day, model, key, tag or end user (gateway.accounting.usage_groups, as GET /api/v1/usage)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from peewee import JOIN, fn
 
+from gateway.accounting.usage_groups import GROUPINGS, UsageQuery, UsageReport, has_tag, usage_report
 from gateway.errors import InvalidRequest
 from gateway.tables import Account, ApiKey, UsageEntry, utcnow
 
@@ -27,6 +29,9 @@ class UsageFilter:
     key_id: int | None = None
     status: str = ""
     page: int = 1
+    tag: str = ""
+    user: str = ""  # the end user
+    group_by: str = ""  # one of GROUPINGS: the grouped table's grouping ("": no table)
 
     @classmethod
     def from_args(cls, args: Mapping[str, str], account_id: int | None) -> UsageFilter:
@@ -38,15 +43,18 @@ class UsageFilter:
 
         if account_id is None:  # admins may narrow to one account
             account_id = number("account")
-        status = args.get("status", "")
+        status, group_by = args.get("status", ""), args.get("group_by", "")
         return cls(account_id=account_id, model=args.get("model", "")[:200], endpoint=args.get("endpoint", "")[:64],
-                   key_id=number("key"), status=status if status in STATUSES else "", page=page_number(args))
+                   key_id=number("key"), status=status if status in STATUSES else "", page=page_number(args),
+                   tag=args.get("tag", "").strip()[:256], user=args.get("user", "").strip()[:256],
+                   group_by=group_by if group_by in GROUPINGS else "")
 
     def query_args(self, with_account: bool, **changes: object) -> dict[str, object]:
         """This filter as query-string arguments (for paging links; the account only on admin pages)."""
         changed = replace(self, **changes)
         pairs = {"account": changed.account_id if with_account else None, "model": changed.model,
                  "endpoint": changed.endpoint, "key": changed.key_id, "status": changed.status,
+                 "tag": changed.tag, "user": changed.user, "group_by": changed.group_by,
                  "page": changed.page if changed.page > 1 else None}
         return {name: value for name, value in pairs.items() if value}
 
@@ -78,6 +86,10 @@ def _where(query, usage: UsageFilter):
         query = query.where(UsageEntry.status < 400)
     elif usage.status == "error":
         query = query.where(UsageEntry.status >= 400)
+    if usage.tag:
+        query = query.where(UsageEntry.tags.is_null(False) & has_tag(usage.tag))
+    if usage.user:
+        query = query.where(UsageEntry.end_user == usage.user)
     return query
 
 
@@ -114,6 +126,15 @@ def per_model(usage: UsageFilter, now: datetime.datetime | None = None) -> list[
     totals = [ModelTotal(model or "(none)", int(count), int(spent))
               for model, count, spent in _where(query, usage).tuples()]
     return sorted(totals, key=lambda total: (-total.cost, -total.requests, total.model))
+
+
+def grouped(usage: UsageFilter, now: datetime.datetime | None = None) -> UsageReport | None:
+    """The filter's rows of the last 30 days grouped by its `group_by` (None when it names no grouping)."""
+    if not usage.group_by:
+        return None
+    now = now or utcnow()
+    return usage_report(UsageQuery(usage.account_id, chart_start(now).date(), now.date(), usage.group_by,
+                                   usage.model, usage.key_id, usage.tag, usage.user, usage.endpoint, usage.status))
 
 
 def filter_choices(account_id: int | None, now: datetime.datetime | None = None) -> dict[str, list[str]]:
