@@ -10,6 +10,7 @@ import pytest
 
 from gateway import db
 from gateway.accounting import budgets
+from gateway.accounting.budget_spend import SpendTally, budget_states
 from gateway.accounting.keys import create_key
 from gateway.cli import main
 from gateway.dashboard import users
@@ -77,6 +78,7 @@ def test_account_budget_lifecycle_through_the_admin_api(client, accounts) -> Non
     assert client.get(f"/admin/budgets/{budget['id']}", headers=ADMIN).status_code == 404
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_model_and_tag_budgets_count_only_their_charges(client, accounts) -> None:
     model_budget = client.post("/admin/budgets", headers=ADMIN, json={
         "account_id": accounts["account"], "key_id": accounts["key"], "model": "backup-model", "amount": 5,
@@ -201,3 +203,25 @@ def test_dashboard_admin_sets_and_deletes_a_budget(client, accounts) -> None:
     assert "is not a key of account" in client.get(page).get_data(as_text=True)
     with db.database.connection_context():
         assert [ApiKey.get_by_id(accounts[name]).limit_reset for name in ("key", "other_key")] == ["weekly", None]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_the_alerts_tally_adds_new_charges_as_a_fresh_count_would(client, accounts) -> None:
+    account, key = accounts["account"], accounts["key"]
+    client.post("/admin/budgets", headers=ADMIN, json={"account_id": account, "tag": "t", "amount": 5, "period": "daily"})
+    client.patch(f"/admin/keys/{key}", headers=ADMIN, json={"spend_limit": 3, "limit_reset": "monthly"})
+    tally, now = SpendTally(), utcnow()
+    charge(account, key, 1, tags="t")
+    with db.database.connection_context():
+        first = {state.identity: state.spent for state in tally([account], now)}
+    charge(account, key, 0.25, tags="t")
+    charge(account, key, 0.5)
+    charge(accounts["other_account"], accounts["other_key"], 9, tags="t")
+    with db.database.connection_context():
+        again = {state.identity: state.spent for state in tally([account], now)}
+        fresh = {state.identity: state.spent for state in budget_states([account], now)}
+        tomorrow = {state.identity: state.spent for state in tally([account], now + datetime.timedelta(days=1))}
+    assert first == {f"key:{key}": 1 * MICRO, "budget:1": 1 * MICRO}
+    assert again == fresh == {f"key:{key}": 1.75 * MICRO, "budget:1": 1.25 * MICRO}
+    same_month = (now + datetime.timedelta(days=1)).month == now.month
+    assert tomorrow == {f"key:{key}": 1.75 * MICRO if same_month else 0, "budget:1": 0}  # the day starts over

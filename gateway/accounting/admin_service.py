@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.accounting import budgets, credits, keys
+from gateway.accounting.attribution import TAG_PATTERN
 from gateway.accounting.budget_spend import BudgetState, budget_of, state_of
 from gateway.accounting.mcp_allow_list import decode_allow_list
 from gateway.accounting.money import to_credits
@@ -25,6 +26,7 @@ from gateway.tables import Budget as BudgetRow
 
 LIMITS = ("rpm", "tpm", "spend_limit", "max_streams")  # spend_limit in micro-credits
 ACCOUNT_FIELDS = ("name", "tier", "scope", "max_streams", "key_limits")
+MAX_BUDGET_TAG = 64  # budget.tag's width
 Period = Literal["daily", "weekly", "monthly"]  # gateway.accounting.budgets.PERIODS; None: lifetime
 
 
@@ -191,7 +193,10 @@ class BudgetSpec:
 
 
 def check_budget_shape(spec: BudgetSpec) -> None:
-    """Refuse the shapes the gateway does not offer, and a key of another account (400)."""
+    """Refuse the shapes the gateway does not offer, a tag no request could carry, and a key of another account."""
+    if spec.tag is not None and not (TAG_PATTERN.fullmatch(spec.tag) and len(spec.tag) <= MAX_BUDGET_TAG):
+        raise InvalidRequest(f"A budget's tag has at most {MAX_BUDGET_TAG} of the characters a request's tags may "
+                             "use: letters, digits and _ . : / -.", param="tag")
     if spec.key_id is not None and spec.model is None:
         raise InvalidRequest("A key's own budget is its spend limit with `limit_reset`; a budget naming `key_id` "
                              "caps one model, so it needs `model`.", param="model")

@@ -1,8 +1,9 @@
 """Budget alerts: one signed POST to `[budget_alerts] url` when a budget's spend passes each threshold, per period.
 
 Never on the request path. Each worker runs one daemon thread that scans the budgets every few
-seconds (only the accounts charged since its last scan, and every budget once a minute): a periodic
-scan needs no hook in the meter or the writer and catches up by itself after a restart. A crossed
+seconds (only the accounts charged since its last scan, adding only the new charges; every budget
+from scratch every five minutes): a periodic scan needs no hook in the meter or the writer and
+catches up by itself after a restart. A crossed
 threshold is claimed by inserting a `budget_alert` row (unique on budget, period start and
 threshold, migration 0021): the one worker, on whatever host, whose insert succeeds sends it, so
 each alert goes out once. The row keeps the body, so a retry (exponential backoff, up to
@@ -28,7 +29,7 @@ import requests
 from flask import Flask
 from peewee import IntegrityError
 
-from gateway.accounting.budget_spend import BudgetState, budget_states
+from gateway.accounting.budget_spend import BudgetState, SpendTally, newest_ledger_id
 from gateway.accounting.money import to_credits
 from gateway.config import BudgetAlertSettings
 from gateway.db import database, own_connection
@@ -37,7 +38,7 @@ from gateway.tables import BudgetAlert, LedgerEntry, utcnow
 log = logging.getLogger(__name__)
 EXTENSION = "gateway.budget_alerts"
 SCAN_INTERVAL_S = 2.0  # how often a worker looks at the accounts charged since its last look
-FULL_SCAN_INTERVAL_S = 60.0  # how often it looks at every budget (a lowered amount, a claim whose sender died)
+FULL_SCAN_INTERVAL_S = 300.0  # how often it recounts every budget (a lowered amount, a claim whose sender died)
 FIRST_BACKOFF_S = 0.5  # wait before the first retry; doubled for each further one
 MAX_BACKOFF_S = 30.0
 BASIS_POINTS = 10_000  # a threshold is stored in basis points of the budget (0.8 -> 8000), an exact integer
@@ -104,11 +105,11 @@ StatesSource = Callable[[set[int] | None, datetime.datetime], Sequence[BudgetSta
 class BudgetAlerts:
     """One worker's alert thread: scans, claims and sends; `close()` stops it (idempotent)."""
 
-    def __init__(self, settings: BudgetAlertSettings, states: StatesSource = budget_states,
+    def __init__(self, settings: BudgetAlertSettings, states: StatesSource | None = None,
                  clock: Callable[[], datetime.datetime] = utcnow, scan_interval_s: float = SCAN_INTERVAL_S,
                  full_scan_interval_s: float = FULL_SCAN_INTERVAL_S) -> None:
         self.settings = settings
-        self.states = states  # (account ids, or None for all; now) -> the budgets' states
+        self.states = states or SpendTally()  # (account ids, or None for all; now) -> the budgets' states
         self.clock = clock
         self.scan_interval_s = scan_interval_s
         self.full_scan_interval_s = full_scan_interval_s
@@ -162,7 +163,7 @@ class BudgetAlerts:
 
     def charged_accounts(self) -> set[int]:
         """The accounts charged since the last look (every charge is a ledger row; ids only grow)."""
-        newest = LedgerEntry.select(LedgerEntry.id).order_by(LedgerEntry.id.desc()).limit(1).scalar() or 0
+        newest = newest_ledger_id()
         since, self.last_ledger_id = self.last_ledger_id, newest
         if since is None or newest == since:
             return set()

@@ -2,7 +2,8 @@
 
 Spend is what the ledger charged in the period (holds of requests in flight are not spend yet): the
 charges of the budget's account that match its key, model and tag (gateway.accounting.budgets.Scope).
-The admission (batch.py) counts the same charges plus the open holds.
+The admission (batch.py) counts the same charges plus the open holds. SpendTally keeps the states of
+a worker's repeated looks current by adding only the ledger rows written since its last look.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class BudgetState:
     @property
     def identity(self) -> str:
         """The budget's stable name: "key:12" for a key's spend limit, "budget:17" for a `budget` row."""
-        return f"key:{self.budget.key_id}" if self.budget.key_limit else f"budget:{self.budget.id}"
+        return identity_of(self.budget)
 
     @property
     def target(self) -> str:
@@ -42,6 +43,11 @@ class BudgetState:
         if budget.key_id is not None:
             return f"key {budget.key_id}" + (f", model {budget.model}" if budget.model is not None else "")
         return f"account {budget.account_id}" + (f", model {budget.model}" if budget.model is not None else "")
+
+
+def identity_of(budget: Budget) -> str:
+    """A budget's stable name across scans, workers and hosts: "key:12" (a key's spend limit) or "budget:17"."""
+    return f"key:{budget.key_id}" if budget.key_limit else f"budget:{budget.id}"
 
 
 def budget_of(row: BudgetRow) -> Budget:
@@ -73,8 +79,9 @@ def tag_matches(tag: str) -> NodeList:
     return NodeList((joined, SQL("LIKE"), Value(tag_pattern(tag)), SQL("ESCAPE '\\'")))
 
 
-def spent(scope: Scope) -> int:
-    """Micro-credits charged within a budget's scope (its account, key, model, tag, since its period's start)."""
+def spent(scope: Scope, after_id: int | None = None, through_id: int | None = None) -> int:
+    """Micro-credits charged within a budget's scope (its account, key, model, tag, since its period's start),
+    counting only ledger rows with ids in (after_id, through_id] when given."""
     query = LedgerEntry.select(fn.COALESCE(fn.SUM(LedgerEntry.amount), 0)).where(
         LedgerEntry.account == scope.account_id, LedgerEntry.kind == "charge")
     if scope.key_id is not None:
@@ -85,7 +92,16 @@ def spent(scope: Scope) -> int:
         query = query.where(tag_matches(scope.tag))
     if scope.since is not None:
         query = query.where(LedgerEntry.created_at >= scope.since)
+    if after_id is not None:
+        query = query.where(LedgerEntry.id > after_id)
+    if through_id is not None:
+        query = query.where(LedgerEntry.id <= through_id)
     return int(query.scalar())
+
+
+def newest_ledger_id() -> int:
+    """The id of the ledger's newest row (0 when empty)."""
+    return LedgerEntry.select(LedgerEntry.id).order_by(LedgerEntry.id.desc()).limit(1).scalar() or 0
 
 
 def state_of(budget: Budget, now: datetime.datetime) -> BudgetState:
@@ -94,7 +110,41 @@ def state_of(budget: Budget, now: datetime.datetime) -> BudgetState:
                        next_reset(budget.period, now))
 
 
+def budgets_of(account_ids: list[int] | None) -> list[Budget]:
+    """Every budget of these accounts (every account's for None), the keys' limits first."""
+    return key_limits(account_ids) + budget_rows(account_ids)
+
+
 def budget_states(account_ids: Iterable[int] | None, now: datetime.datetime) -> list[BudgetState]:
     """Every budget of these accounts (every account's for None), the keys' limits first, with its current spend."""
-    accounts = None if account_ids is None else list(account_ids)
-    return [state_of(budget, now) for budget in key_limits(accounts) + budget_rows(accounts)]
+    return [state_of(budget, now) for budget in budgets_of(None if account_ids is None else list(account_ids))]
+
+
+class SpendTally:
+    """Budget states for one worker's repeated looks, each adding only the charges written since the last one.
+
+    A look at some accounts sums, per budget, the ledger rows with ids above the last look's newest (a
+    month's spend is not summed again every few seconds); a new period, or a changed scope, starts the sum
+    over. A look at every account (None) sums everything again, which also counts a row that committed
+    after a higher id was read (PostgreSQL hands out ids before commit).
+    """
+
+    def __init__(self) -> None:
+        self.tallies: dict[str, tuple[Scope, int, int]] = {}  # identity -> (scope, newest ledger id counted, spent)
+
+    def __call__(self, account_ids: Iterable[int] | None, now: datetime.datetime) -> list[BudgetState]:
+        """The states of these accounts' budgets (every account's for None) in the periods holding `now`."""
+        newest = newest_ledger_id()
+        if account_ids is None:
+            self.tallies = {}
+        states = []
+        for budget in budgets_of(None if account_ids is None else list(account_ids)):
+            scope, identity = budget.scope(now), identity_of(budget)
+            known = self.tallies.get(identity)
+            if known is not None and known[0] == scope:
+                total = known[2] + spent(scope, after_id=known[1], through_id=newest)
+            else:
+                total = spent(scope, through_id=newest)
+            self.tallies[identity] = (scope, newest, total)
+            states.append(BudgetState(budget, total, period_start(budget.period, now), next_reset(budget.period, now)))
+        return states

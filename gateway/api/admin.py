@@ -82,7 +82,7 @@ class CreateBudget(Strict):
     period: Period | None = Field(None, description="daily, weekly or monthly (UTC); null: lifetime")
     key_id: int | None = Field(None, ge=1, le=MAX_ID, description="with `model`: that key's spend on the model")
     model: str | None = Field(None, min_length=1, max_length=200, description="a public model id")
-    tag: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$",
+    tag: str | None = Field(None, min_length=1, max_length=200,
                             description="every key of the account, on requests that carry the tag")
 
 
