@@ -257,7 +257,8 @@ def test_a_fake_killed_mid_load_costs_no_client_an_error_cools_on_every_worker_a
     assert {row.deployment for row in retried} <= {"b", "c"}  # the dead fake never answered one
     print(f"\nfailover: {len(seen)} requests under load ({len(seen) // 2} streams), {len(errors)} client errors, "
           f"{len(retried)} answered after more than one attempt ({sum(row.attempts for row in rows) - len(rows)} "
-          f"extra attempts, {sum(row.streamed for row in retried)} of them streams), answered by {dict(counts)}; {len(back)} requests until the restarted fake answered")
+          f"extra attempts, {sum(row.streamed for row in retried)} of them streams), answered by {dict(counts)}; "
+          f"{len(back)} requests until the restarted fake answered")
 
 
 def test_what_is_retried_what_is_not_and_what_it_costs(tmp_path, database_url, fakes):
@@ -362,7 +363,8 @@ def test_every_deployment_cooling_is_a_503_with_retry_after_or_the_clients_fallb
 
             d.fail(500, count=1)
             assert post({**chat(), "model": BACKUP_MODEL}).status_code == 502  # d cools down (failures_to_cool 1)
-            wait_until(lambda: statuses_on_every_worker(server, BACKUP_DEPLOYMENT) == {"cooling"}, "d cooling everywhere")
+            wait_until(lambda: statuses_on_every_worker(server, BACKUP_DEPLOYMENT) == {"cooling"},
+                       "d cooling everywhere")
             assert post({**chat(), "model": BACKUP_MODEL}).status_code == 200  # its model's only deployment
             assert d.answered == 3
             rows = settled_rows(payer, 7)

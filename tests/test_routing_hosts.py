@@ -93,7 +93,6 @@ def skipped_until_then_used_again(hosts: list[LiveGateway], a: RoutingFake, name
     during = [probe(host, payer) for _ in range(20) for host in hosts if time.time() < shown - 0.1]
     inside = [marker for marker, finished in during if finished < shown]
     assert not [marker for marker in inside if reached(a, marker)], "a cooling fake got traffic"
-    assert a.received == 1  # only the 429
 
     time.sleep(max(0.0, shown + resolution - time.time()))
     for host in hosts:
