@@ -76,8 +76,8 @@ def settings(make_settings, anthropic_fake: FakeAnthropic, cache_tables: dict[st
 def funded_key(make_key) -> Callable[[str], str]:
     """A key of a new account holding 10 credits."""
 
-    def build(name: str = "cached") -> str:
-        secret = make_key(name)
+    def build(name: str = "cached", **options: Any) -> str:
+        secret = make_key(name, **options)
         with db.database.connection_context():
             credits.grant_credits(ApiKey.get(ApiKey.name == name).account_id, 10_000_000)
         return secret
@@ -127,6 +127,17 @@ def test_a_repeated_chat_is_a_miss_then_a_hit_sent_upstream_once(client, key, fa
         (False, 200, CHAT_COST), (True, 200, round(CHAT_COST * fraction))]
     assert (rows[1].prompt_tokens, rows[1].completion_tokens, rows[1].attempts) == (11, 7, 0)
     assert rows[1].generation_id == hit.json["id"]
+
+
+@pytest.mark.parametrize("cache_tables", [{"cache": {"shared_scope": "public"}}])
+def test_a_hit_is_rate_limited_and_held_like_any_request(client, funded_key, make_key, fake_upstream):
+    limited = funded_key("limited", rpm=2)
+    answers = [client.post("/v1/chat/completions", json=CHAT, headers=bearer(limited)) for _ in range(3)]
+    assert [(answer.status_code, answer.headers.get("X-Cache")) for answer in answers] == [
+        (200, "MISS"), (200, "HIT"), (429, None)]
+    broke = client.post("/v1/chat/completions", json=CHAT, headers=bearer(make_key("broke")))
+    assert broke.status_code == 402  # a hit in the shared scope, but its hold (the request's estimate) does not fit
+    assert upstream_calls(fake_upstream) == 1
 
 
 def test_a_streamed_hit_replays_a_stream_the_openai_sdk_accumulates(live_server, key, fake_upstream):

@@ -52,7 +52,6 @@ from gateway.upstream.routing import Route
 
 CACHE_HEADER = "X-Cache"
 HIT, MISS = "HIT", "MISS"
-MESSAGES = "messages"  # the stored form of Messages answers, native or translated
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class Lookup:
     cache: ResponseCache
     key: str
     scope: str
-    form: str  # the endpoint whose answers are stored under the key
+    endpoint: str  # what its answers are: chat/completions, completions, embeddings or messages (native or translated)
     ttl_s: float
     directives: Directives
     hit: CachedAnswer | None = None
@@ -94,7 +93,7 @@ class Lookup:
     def store(self, answer: dict[str, Any], usage: Usage, model: str) -> None:
         """Store a completed answer as the client got it (unless the client said `no-store`)."""
         if self.directives.store:
-            self.cache.put(self.key, CachedAnswer(self.form, model, answer, usage, time.time()), self.ttl_s,
+            self.cache.put(self.key, CachedAnswer(self.endpoint, model, answer, usage, time.time()), self.ttl_s,
                            self.scope)
 
     def route(self, candidates: list[PreparedRequest]) -> Route:
@@ -108,10 +107,10 @@ class Lookup:
         return meter.finish(self.hit.usage, 200, self.route(candidates), reason, cache_hit=True)
 
 
-def look_up(endpoint: str, body: dict[str, Any], model: Any, form: str | None = None) -> Lookup | None:
-    """Ask the cache about this request (None: the cache is not asked); the request record says HIT or MISS.
+def look_up(endpoint: str, body: dict[str, Any], model: Any) -> Lookup | None:
+    """Ask the cache about `body` on `endpoint` (None: the cache is not asked); the request record says HIT or MISS.
 
-    `endpoint` names the question (the key); `form` the endpoint of the answers stored for it (default: the same).
+    `model` is the public model the request names first (its fallbacks are not part of the question).
     """
     cache = services.cache()
     settings = services.settings()
@@ -120,10 +119,9 @@ def look_up(endpoint: str, body: dict[str, Any], model: Any, form: str | None = 
         return None
     scope = cache_scope(current_caller().account.id, settings.cache)
     directives = directives_of(request.headers.get("Cache-Control"))
-    lookup = Lookup(cache, cache_key(scope, model, endpoint, body), scope, form or endpoint, ttl_s, directives)
+    lookup = Lookup(cache, cache_key(scope, model, endpoint, body), scope, endpoint, ttl_s, directives)
     if directives.look_up:
-        found = cache.get(lookup.key, directives.max_age_s)
-        lookup.hit = found if found is not None and found.endpoint == lookup.form else None
+        lookup.hit = cache.get(lookup.key, directives.max_age_s)
     record = current()
     if record is not None:
         record.cache = HIT if lookup.hit is not None else MISS
@@ -156,7 +154,7 @@ def openai_hit(lookup: Lookup, candidates: list[PreparedRequest], meter: Meter, 
         with meter.closed_on_failure():
             charged = lookup.settle(meter, candidates, reason)
         return jsonify(fresh_openai(stored.answer, meter.generation_id, charged))
-    replay = replay_completion_chunks if lookup.form == "completions" else replay_chat_chunks
+    replay = replay_completion_chunks if lookup.endpoint == "completions" else replay_chat_chunks
 
     def frames(charged: int) -> Iterator[bytes]:
         for chunk in replay(stored, meter.generation_id, int(time.time()), include_usage):
