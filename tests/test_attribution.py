@@ -174,3 +174,9 @@ def test_openai_sdk_sends_tags_and_user(live_server, api_key, app):
     assert raised.value.body["param"] == "X-Gateway-Tags"
     [row] = committed_rows(app)
     assert (row.end_user, row.tags) == ("dave", "sdk,team:ml")
+
+
+def test_a_conversations_metadata_is_not_a_requests_tags(client, auth_headers):
+    created = client.post("/v1/conversations", json={"metadata": {"team": "Core Infra, EMEA"}},
+                          headers={**auth_headers, "X-Gateway-Tags": "not checked here"})
+    assert created.status_code == 200 and created.json["metadata"] == {"team": "Core Infra, EMEA"}

@@ -21,16 +21,20 @@ from gateway.serving.body import parse_body
 from gateway.serving.http_conventions import STREAM_HEADERS, assign_request_id
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+# Bodies that never become a usage row: a conversation's `metadata` is the conversation's, not a request's tags.
+UNMETERED_BLUEPRINTS = frozenset({"admin", "conversations"})
 
 
 def json_object() -> dict[str, Any]:
     """The request body through the gate (gateway.serving.body): a JSON object, or 400 with a clear message.
 
     Every face that admits a request reads its body here, so here its tags and end user are set on the
-    request record, before admission (budgets read them) and before its usage row (the meter writes them).
+    request record, before admission (budgets read them) and before its usage row (the meter writes them);
+    not for the UNMETERED_BLUEPRINTS.
     """
     body = parse_body(request.get_data(cache=True))
-    attribute(body)
+    if (request.blueprint or "").rsplit(".", 1)[-1] not in UNMETERED_BLUEPRINTS:
+        attribute(body)
     return body
 
 
