@@ -203,6 +203,8 @@ def test_dashboard_admin_sets_and_deletes_a_budget(client, accounts) -> None:
     assert "is not a key of account" in client.get(page).get_data(as_text=True)
     with db.database.connection_context():
         assert [ApiKey.get_by_id(accounts[name]).limit_reset for name in ("key", "other_key")] == ["weekly", None]
+    client.patch(f"/admin/keys/{accounts['key']}", headers=ADMIN, json={"spend_limit": 2})
+    assert "2 weekly" in client.get(page).get_data(as_text=True)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
