@@ -282,6 +282,7 @@ def event_payload(data: str) -> dict[str, Any]:
 
 
 def _recording(frames: Iterator[bytes], lookup: Lookup) -> Iterator[bytes]:
+    """The frames, read as they pass; closing this closes the relay's generator (which settles)."""
     decoder, assembly, stored = sse.SseDecoder(), MessageAssembly(), False
     try:
         for frame in frames:
