@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from flask import Flask
 
-from gateway.accounting import auth_throttle, keys, streams
+from gateway.accounting import auth_throttle, budget_alerts, keys, streams
 from gateway.accounting import writer as accounting_writer
 from gateway.accounting.ratelimit import RateLimiter
 from gateway.cache.store import response_cache
@@ -85,6 +85,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["gateway.health_checks"] = HealthChecks(settings, app.extensions["gateway.upstream"],
                                                            app.extensions["gateway.router"].health)
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
+    budget_alerts.init_app(app, settings.budget_alerts)
     app.extensions["gateway.cache"] = response_cache(settings)  # None when [cache] enabled is false
     streams.init_app(app, settings)
     keys.init_app(app, settings.auth.key_cache_ttl_s)
@@ -127,10 +128,12 @@ def start_services(app: Flask) -> None:
     if app.extensions["gateway.mcp"].servers.labels:
         app.extensions["gateway.mcp"].servers.start()
     app.extensions["gateway.health_checks"].start()
+    budget_alerts.start(app)
 
 
 def close(app: Flask) -> None:
     """Stop everything this worker owns (idempotent); called from gunicorn's worker_exit."""
+    budget_alerts.close(app)
     responses_background.runner(app).close()
     for process in app.extensions["gateway.processes"].values():
         process.close()
