@@ -16,6 +16,7 @@ from gateway.accounting.writer import writer
 from gateway.config import AttributionSettings
 from gateway.errors import InvalidRequest
 from gateway.tables import LedgerEntry, UsageEntry
+from tests.polling import wait_until
 
 PAID = {"provider": "fake", "upstream_model": "upstream-model", "input_price_per_mtok": 2.5,
         "output_price_per_mtok": 10, "max_output_tokens": 100}
@@ -180,3 +181,15 @@ def test_a_conversations_metadata_is_not_a_requests_tags(client, auth_headers):
     created = client.post("/v1/conversations", json={"metadata": {"team": "Core Infra, EMEA"}},
                           headers={**auth_headers, "X-Gateway-Tags": "not checked here"})
     assert created.status_code == 200 and created.json["metadata"] == {"team": "Core Infra, EMEA"}
+
+
+def test_streamed_and_background_responses_keep_them(client, auth_headers):
+    """A background response finishes on another thread: the meter took its tags and end user at admission."""
+    for extra in ({"stream": True}, {"background": True, "store": True}):
+        answer = client.post("/v1/responses", json={"model": "paid-model", "input": "hi", "user": "zed", **extra},
+                             headers={**auth_headers, "X-Gateway-Tags": "bg"})
+        answer.get_data()
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    wait_until(lambda: len(committed_rows(client.application)) == 2, "the background response's row")
+    rows = committed_rows(client.application)
+    assert [(row.endpoint, row.tags, row.end_user) for row in rows] == [("responses", "bg", "zed")] * 2

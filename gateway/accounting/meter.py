@@ -106,6 +106,8 @@ class Meter:
     turns_covered: int = 0
     output_held: int = 0  # output tokens held so far; a stream held for its typical output grows it
     output_cap: int = 0  # the output the upstream was told it may produce (times `n`)
+    tags: tuple[str, ...] = ()  # the request's tags and end user, taken from its record at admission: a run that
+    end_user: str | None = None  # finishes in another thread (a background response) still has them
 
     @classmethod
     def admit(
@@ -124,6 +126,9 @@ class Meter:
                     output_held=first.held_output_tokens, output_cap=first.output_tokens)
         if generation_id is not None:
             meter.generation_id = generation_id
+        record = current()
+        if record is not None:
+            meter.tags, meter.end_user = record.tags, record.end_user
         hold = max(estimate.hold for estimate in estimates)
         meter.reservation_id, meter.rate_limit_headers = admission(
             caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s,
@@ -205,8 +210,9 @@ class Meter:
 
         Whether the answer streamed and when its first token came are read from the request's
         record (gateway.observability.wsgi_middleware), which the stream relays already keep; the row's
-        time to first token counts from admission, as its latency does; so are its tags and end user. A
-        cache hit (`usage`: the stored answer's) is charged `hit_price_fraction` of that usage's price.
+        time to first token counts from admission, as its latency does. Its tags and end user are the ones
+        the record had at admission. A cache hit (`usage`: the stored answer's) is charged `hit_price_fraction`
+        of that usage's price.
         """
         if self.finished:
             return 0
@@ -222,8 +228,9 @@ class Meter:
                        usage.output_tokens, usage.estimated, status, milliseconds_since(self.started),
                        self.generation_id, route.provider if route else None, ttft_ms, finish_reason, streamed,
                        status == CLIENT_CLOSED, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
-                       route.deployment.name if route else None, route.attempts if route else 0, cache_hit,
-                       record.end_user if record else None, record.tags if record else ())
+                       route.deployment.name if route and not cache_hit else None,
+                       route.attempts if route and not cache_hit else 0, cache_hit,
+                       self.end_user, self.tags)
         cost = self.cost_of(usage, route) if route else 0
         charged = self.writer.call(Settlement(
             self.caller.account.id, key_id, self.reservation_id, round(cost * self.hit_price_fraction) if cache_hit else cost,
