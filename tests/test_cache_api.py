@@ -125,7 +125,8 @@ def test_a_repeated_chat_is_a_miss_then_a_hit_sent_upstream_once(client, key, fa
     rows = usage_rows()
     assert [(row.cache_hit, row.status, row.cost) for row in rows] == [
         (False, 200, CHAT_COST), (True, 200, round(CHAT_COST * fraction))]
-    assert (rows[1].prompt_tokens, rows[1].completion_tokens, rows[1].attempts) == (11, 7, 0)
+    assert (rows[0].deployment, rows[0].attempts) == ("fake/upstream-model", 1)
+    assert (rows[1].prompt_tokens, rows[1].completion_tokens, rows[1].attempts, rows[1].deployment) == (11, 7, 0, None)
     assert rows[1].generation_id == hit.json["id"]
 
 
