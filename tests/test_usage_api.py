@@ -162,6 +162,8 @@ def test_filters_are_exact(client, traffic):
     assert total(key=traffic["k2_id"]) == expected(lambda row: row.api_key_id == traffic["k2_id"])
     assert total(to=YESTERDAY.isoformat()) == expected(lambda row: row.created_at.date() == YESTERDAY)
     assert total(**{"from": TODAY.isoformat()}) == expected(lambda row: row.created_at.date() == TODAY)
+    assert total(to="9999-12-31") == total()  # the last day there is
+    assert usage(client, traffic["k1"], **{"from": "", "to": "0001-01-02"})["from"] == "0001-01-01"
 
 
 def test_another_accounts_key_filter_shows_nothing(client, traffic):

@@ -75,8 +75,8 @@ def usage_report(query: UsageQuery) -> UsageReport:
     grouped = {"day": by_day, "model": by_model, "key": by_key, "tag": by_tag, "user": by_user}[query.group_by]
     groups = grouped(query)
     total = totals_of(query)
-    ordered = sorted(groups, key=lambda g: str(g.group)) if query.group_by == "day" else sorted(
-        groups, key=lambda g: (-g.totals.spend, -g.totals.requests, str(g.group)))
+    ordered = sorted(groups, key=lambda group: str(group.group)) if query.group_by == "day" else sorted(
+        groups, key=lambda group: (-group.totals.spend, -group.totals.requests, str(group.group)))
     return UsageReport(ordered, total)
 
 
@@ -91,9 +91,10 @@ def has_tag(tag: str) -> Expression:
 
 def where(query, usage: UsageQuery):
     """The rows of the query's account, range and filters."""
-    start = datetime.datetime.combine(usage.start, datetime.time())
-    end = datetime.datetime.combine(usage.end + datetime.timedelta(days=1), datetime.time())
-    query = query.where(UsageEntry.created_at >= start, UsageEntry.created_at < end)
+    query = query.where(UsageEntry.created_at >= datetime.datetime.combine(usage.start, datetime.time()))
+    if usage.end < datetime.date.max:  # else no day follows it
+        next_day = datetime.datetime.combine(usage.end + datetime.timedelta(days=1), datetime.time())
+        query = query.where(UsageEntry.created_at < next_day)
     if usage.account_id is not None:
         query = query.where(UsageEntry.account == usage.account_id)
     if usage.model:

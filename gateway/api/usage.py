@@ -56,7 +56,7 @@ class AdminUsageArgs(UsageArgs):
 def account_usage() -> Response:
     """The caller's account's spend, requests and tokens, grouped."""
     account_id = keys.current_caller().account.id
-    args = parse_model(UsageArgs, request.args.to_dict())
+    args = parse_model(UsageArgs, given_args())
     return rendered(args.format, query_of(args, account_id))
 
 
@@ -64,14 +64,20 @@ def account_usage() -> Response:
 def admin_usage() -> Response:
     """Any account's (or every account's) spend, requests and tokens, grouped; the admin token."""
     keys.require_admin(services.settings().admin.token_env)
-    args = parse_model(AdminUsageArgs, request.args.to_dict())
+    args = parse_model(AdminUsageArgs, given_args())
     return rendered(args.format, query_of(args, args.account))
+
+
+def given_args() -> dict[str, str]:
+    """The query string's parameters, an empty one taken as absent (`?from=&to=...`, as a form sends it)."""
+    return {name: value for name, value in request.args.items() if value != ""}
 
 
 def query_of(args: UsageArgs, account_id: int | None) -> UsageQuery:
     """The report's query: the range with its defaults (400 when `from` is after `to`)."""
     end = args.end or utcnow().date()
-    start = args.start or end - datetime.timedelta(days=DEFAULT_DAYS - 1)
+    earliest = datetime.date.min + datetime.timedelta(days=DEFAULT_DAYS - 1)
+    start = args.start or (end - datetime.timedelta(days=DEFAULT_DAYS - 1) if end >= earliest else datetime.date.min)
     if start > end:
         raise InvalidRequest("`from` must not be after `to`.", param="from")
     return UsageQuery(account_id, start, end, args.group_by, args.model, args.key, args.tag, args.user,
