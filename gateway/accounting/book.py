@@ -178,7 +178,7 @@ class Book:
         if scope not in self.committed:
             filters = [value for value in (scope.key_id, scope.model) if value is not None]
             if scope.tag is not None:
-                filters.append(sql.tag_pattern(scope.tag))
+                filters.append(sql.tag_needle(scope.tag))
             since = [self.statements.time(scope.since)] if scope.since is not None else []
             text = sql.scope_spend(scope.key_id is not None, scope.model is not None, scope.tag is not None,
                                    scope.since is not None)

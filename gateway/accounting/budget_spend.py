@@ -12,10 +12,10 @@ import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peewee import SQL, NodeList, Value, fn
+from peewee import fn
 
 from gateway.accounting.budgets import Budget, Scope, key_limit, next_reset, period_start
-from gateway.accounting.statements import tag_pattern
+from gateway.accounting.usage_groups import has_tag
 from gateway.tables import ApiKey, LedgerEntry
 from gateway.tables import Budget as BudgetRow
 
@@ -73,12 +73,6 @@ def budget_rows(account_ids: Iterable[int] | None) -> list[Budget]:
     return [budget_of(row) for row in rows]
 
 
-def tag_matches(tag: str) -> NodeList:
-    """A SQL condition: a charge's comma-joined `tags` hold this tag (as the admission's statements match it)."""
-    joined = Value(",").concat(LedgerEntry.tags).concat(",")
-    return NodeList((joined, SQL("LIKE"), Value(tag_pattern(tag)), SQL("ESCAPE '\\'")))
-
-
 def spent(scope: Scope, after_id: int | None = None, through_id: int | None = None) -> int:
     """Micro-credits charged within a budget's scope (its account, key, model, tag, since its period's start),
     counting only ledger rows with ids in (after_id, through_id] when given."""
@@ -89,7 +83,7 @@ def spent(scope: Scope, after_id: int | None = None, through_id: int | None = No
     if scope.model is not None:
         query = query.where(LedgerEntry.model == scope.model)
     if scope.tag is not None:
-        query = query.where(tag_matches(scope.tag))
+        query = query.where(has_tag(scope.tag, LedgerEntry.tags))
     if scope.since is not None:
         query = query.where(LedgerEntry.created_at >= scope.since)
     if after_id is not None:

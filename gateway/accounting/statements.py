@@ -47,14 +47,16 @@ USAGE_COLUMNS = ("request_id", "api_key_id", "account_id", "endpoint", "model", 
                  "finish_reason", "streamed", "cancelled", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
                  "deployment", "attempts", "cache_hit", "end_user", "tags")
 GRANT_COLUMNS = ("account_id", "amount", "remaining", "source", "expires_at", "created_at")
-TAG_PATTERN_ESCAPE = str.maketrans({"\\": "\\\\", "%": "\\%", "_": "\\_"})
+# a comma-joined tag list holds `,tag,` (the parameter: tag_needle) iff removing it shortens the list: exact, case-
+# sensitive, without LIKE's wildcards, and the same on SQLite and PostgreSQL (gateway.accounting.usage_groups.has_tag)
+TAG_CONDITION = "LENGTH(REPLACE(',' || tags || ',', ?, '')) < LENGTH(',' || tags || ',')"
 
 
 def scope_spend(key: bool, model: bool, tag: bool, since: bool) -> str:
     """A budget scope's charges (since its period's start) and open holds, as two rows (BIGINT sums).
 
     Parameters, in order, for each of the two parts: account id, then the key id, model, tag pattern
-    (`tag_pattern`) of the filters set, then (charges only) the period's start.
+    (`tag_needle`) of the filters set, then (charges only) the period's start.
     """
     filters = "account_id = ?"
     if key:
@@ -62,16 +64,16 @@ def scope_spend(key: bool, model: bool, tag: bool, since: bool) -> str:
     if model:
         filters += " AND model = ?"
     if tag:
-        filters += " AND ',' || tags || ',' LIKE ? ESCAPE '\\'"
+        filters += f" AND {TAG_CONDITION}"
     period = " AND created_at >= ?" if since else ""
     return (f"SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entry WHERE {filters} AND kind = 'charge'"
             f"{period} UNION ALL SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM reservation WHERE {filters} "
             "AND status = 'open'")
 
 
-def tag_pattern(tag: str) -> str:
-    """The LIKE pattern that finds `tag` in a comma-joined tag list (wrapped in commas)."""
-    return f"%,{tag.translate(TAG_PATTERN_ESCAPE)},%"
+def tag_needle(tag: str) -> str:
+    """What TAG_CONDITION looks for in a comma-joined tag list wrapped in commas."""
+    return f",{tag},"
 
 
 class Statements:

@@ -16,9 +16,10 @@ import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peewee import JOIN, Expression, Value, fn
+from peewee import JOIN, Expression, Field, Value, fn
 
 from gateway.accounting.book import split_tags
+from gateway.accounting.statements import tag_needle
 from gateway.tables import ApiKey, UsageEntry
 
 GROUPINGS = ("day", "model", "key", "tag", "user")
@@ -80,13 +81,12 @@ def usage_report(query: UsageQuery) -> UsageReport:
     return UsageReport(ordered, total)
 
 
-def has_tag(tag: str) -> Expression:
-    """Whether a usage row carries this tag (exactly: case-sensitive, no LIKE wildcards, on SQLite and PostgreSQL).
-
-    `,a,b,` holds `,tag,` iff removing `,tag,` shortens it; replace() and length() mean the same on both databases.
+def has_tag(tag: str, tags: Field = UsageEntry.tags) -> Expression:
+    """Whether a row's comma-joined `tags` carry this tag (exactly: case-sensitive, no LIKE wildcards, on SQLite and
+    PostgreSQL): gateway.accounting.statements.TAG_CONDITION as a peewee expression.
     """
-    framed = Value(",").concat(UsageEntry.tags).concat(",")
-    return fn.LENGTH(fn.REPLACE(framed, f",{tag},", "")) < fn.LENGTH(framed)
+    framed = Value(",").concat(tags).concat(",")
+    return fn.LENGTH(fn.REPLACE(framed, tag_needle(tag), "")) < fn.LENGTH(framed)
 
 
 def where(query, usage: UsageQuery):
