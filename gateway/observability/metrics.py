@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -92,6 +93,7 @@ class Metrics:
                                             "Time one attempt on a deployment took, to its answer (to the first "
                                             "event, for streams), whatever its outcome.",
                                             ("model", "deployment"), UPSTREAM_BUCKETS)
+        self.deployment_series: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # deployment_request's, kept
         self.deployment_retries = counter("gateway_deployment_retries",
                                           "Failed attempts on a deployment after which the request was tried "
                                           "again (on another deployment, or the same one).", ("model", "deployment"))
@@ -221,10 +223,18 @@ def refused(reason: str) -> None:
 
 
 def deployment_request(model: str, deployment: str, seconds: float, error: str | None) -> None:
-    """One attempt on one of a model's deployments: its time and outcome (`error`: the failure's kind, None: ok)."""
+    """One attempt on one of a model's deployments: its time and outcome (`error`: the failure's kind, None: ok).
+
+    Every request makes one: the labelled series are kept per (model, deployment, outcome), not looked up again.
+    """
     current = metrics()
-    current.deployment_requests.labels(model, deployment, error or "ok").inc()
-    current.deployment_seconds.labels(model, deployment).observe(seconds)
+    key = (model, deployment, error or "ok")
+    series = current.deployment_series.get(key)
+    if series is None:
+        series = current.deployment_series[key] = (current.deployment_requests.labels(*key),
+                                                   current.deployment_seconds.labels(model, deployment))
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def deployment_retry(model: str, deployment: str) -> None:

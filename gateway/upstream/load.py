@@ -84,11 +84,14 @@ class LoadBoard:
 
         The release is idempotent, so a `finally` and an error path may both call it.
         """
-        second = int(self._clock())
+        settings = deployment.settings
+        counted = settings.rpm is not None or settings.tpm is not None  # the minute matters only for its limits
+        second = int(self._clock()) if counted else 0
         with self._lock:
             load = self._load(deployment.name)
             load.in_flight += 1
-            load.count(second, tokens)
+            if counted:
+                load.count(second, tokens)
         released = False
 
         def release() -> None:
@@ -106,7 +109,8 @@ class LoadBoard:
         return load.in_flight if load else 0
 
     def minute(self, name: str) -> tuple[int, int]:
-        """Requests and tokens this worker sent the deployment in the last minute."""
+        """Requests and tokens this worker sent the deployment in the last minute (counted only when it has an rpm
+        or tpm limit: nothing else reads them)."""
         second = int(self._clock())
         with self._lock:
             load = self._loads.get(name)

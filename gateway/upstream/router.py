@@ -191,8 +191,8 @@ class Router:
         deployments = route.deployments
         if len(deployments) == 1:
             return deployments[0]  # a lone deployment is never skipped: there is nowhere else to go
-        now = self._clock()
-        statuses = [self.health.health(deployment.name).status(now) for deployment in deployments]
+        now, health = self._clock(), self.health.health
+        statuses = [health(deployment.name).status(now) for deployment in deployments]
         for fresh_only in (True, False):
             pool = [index for index, deployment in enumerate(deployments)
                     if not fresh_only or deployment.name not in failed]
@@ -201,17 +201,20 @@ class Router:
                 choice = choose(route.settings.routing, views, self._random(), self._routing.latency_exploration)
                 if choice is None:
                     break
-                index = pool[choice]
-                if statuses[index] != "half_open" or self.health.claim_trial(deployments[index].name, self._lease_s(deployments[index])):
-                    return deployments[index]
-                statuses[index] = "trial"  # another request holds the trial
+                chosen = deployments[pool[choice]]
+                if statuses[pool[choice]] != "half_open" or self.health.claim_trial(chosen.name, self._lease_s(chosen)):
+                    return chosen
+                statuses[pool[choice]] = "trial"  # another request holds the trial
+            if not failed:
+                break  # the second pass would see the same pool
         return None
 
     def _view(self, deployment: Deployment, status: str, tokens: int) -> DeploymentView:
-        settings = deployment.settings
+        """What `choose` reads of one deployment now: its settings, the shared status, this worker's load."""
+        settings, load = deployment.settings, self.load
         return DeploymentView(deployment.name, settings.weight, settings.priority, status not in UNAVAILABLE,
-                              self.load.at_limit(deployment, tokens), self.load.in_flight(deployment.name),
-                              self.load.ttft(deployment.name))
+                              load.at_limit(deployment, tokens), load.in_flight(deployment.name),
+                              load.ttft(deployment.name))
 
     def _lease_s(self, deployment: Deployment) -> float:
         """How long a claimed trial keeps others off the deployment: its call's read timeout."""
