@@ -507,6 +507,13 @@ def check_admin_curl(session: Session, run: ShellRun) -> None:
     assert created["key"].startswith("sk-gw-")
 
 
+def check_routing_deployments_curl(session: Session, run: ShellRun) -> None:
+    assert run.statuses == [200]
+    [listed] = run.objects("list")
+    assert [(row["model_id"], row["deployment"], row["status"]) for row in listed["data"]] == [
+        ("smollm2", "local/smollm2", "healthy")]
+
+
 CHECKS: dict[str, Callable[..., None]] = {
     name.removeprefix("check_").replace("_", "-"): check
     for name, check in dict(globals()).items() if name.startswith("check_")
