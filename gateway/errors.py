@@ -82,6 +82,9 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.headers = dict(headers or {})
+        # the route of the last upstream attempt, with the attempts made, when the router gave up (the usage
+        # row of a failed request names them: gateway.upstream.router, gateway.accounting.meter)
+        self.tried: Any = None
 
     def body(self, dialect: str = OPENAI) -> dict[str, Any]:
         """The error body in a base path's dialect: OpenAI's, or OpenRouter's (integer `code`)."""

@@ -153,18 +153,20 @@ def test_a_failure_moves_to_the_next_deployment_prepared_for_it() -> None:
 def test_a_request_error_is_raised_at_once_and_teaches_the_health_nothing() -> None:
     harness = Harness(settings_of(THREE))
     harness.script["a/ua"] = [rejected(400)]
-    with pytest.raises(UpstreamRejected):
+    with pytest.raises(UpstreamRejected) as refused:
         harness.call()
     assert harness.deployments() == ["a/ua"] and harness.board.health("a/ua") == HEALTHY
+    assert (refused.value.tried.deployment.name, refused.value.tried.attempts) == ("a/ua", 1)  # for its usage row
 
 
 def test_retries_are_bounded_and_the_last_error_is_raised() -> None:
     harness = Harness(settings_of({**THREE, "retries": 1}))
     for name in ("a/ua", "b/ub", "c/uc"):
         harness.script[name] = [UpstreamError("boom")]
-    with pytest.raises(UpstreamError):
+    with pytest.raises(UpstreamError) as failed:
         harness.call({"model": "m", "messages": []})
     assert harness.deployments() == ["a/ua", "b/ub"]  # 1 + retries attempts
+    assert (failed.value.tried.deployment.name, failed.value.tried.attempts) == ("b/ub", 2)
 
 
 def test_a_lone_deployment_is_retried_after_a_backoff_that_honours_retry_after() -> None:

@@ -296,7 +296,7 @@ def test_what_is_retried_what_is_not_and_what_it_costs(tmp_path, database_url, f
         a.fail(400, count=1)  # the request's own fault: the client's answer, on the first attempt
         refused = post(chat())
         assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_request_error"
-        expected.append((400, None, 0))  # no route answered it: the row names no deployment and no attempt
+        expected.append((400, "a", 1))  # the row names the deployment that refused it, after one attempt
 
         a.break_stream_after_first_chunk(1)
         body = chat(stream=True)
@@ -314,9 +314,8 @@ def test_what_is_retried_what_is_not_and_what_it_costs(tmp_path, database_url, f
         rows = settled_rows(payer, len(expected))
 
     assert [(row.status, row.deployment, row.attempts) for row in rows] == expected
-    not_in_rows = 1  # the 400's attempt: its row counts none
     not_received = 2  # the attempts on the stopped fake
-    assert sum(row.attempts for row in rows) + not_in_rows == a.received + b.received + c.received + not_received
+    assert sum(row.attempts for row in rows) == a.received + b.received + c.received + not_received
     assert c.received == 0
     stream_row = rows[-2]
     assert stream_row.estimated and stream_row.cost > 0  # charged for the chunk it relayed, not retried
@@ -370,10 +369,11 @@ def test_every_deployment_cooling_is_a_503_with_retry_after_or_the_clients_fallb
             rows = settled_rows(payer, 7)
     finally:
         d.stop()
+    assert rows[0].deployment in ("a", "b", "c") and rows[0].attempts == 3  # a failure's row: the last one tried
     assert [(row.status, row.model, row.deployment) for row in rows] == [
-        (502, ROUTED_MODEL, None),
+        (502, ROUTED_MODEL, rows[0].deployment),
+        (503, ROUTED_MODEL, None), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),  # every deployment cooling: none tried
         (503, ROUTED_MODEL, None), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),
-        (503, ROUTED_MODEL, None), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),
-        (502, BACKUP_MODEL, None), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),
+        (502, BACKUP_MODEL, BACKUP_DEPLOYMENT), (200, BACKUP_MODEL, BACKUP_DEPLOYMENT),
     ]
     assert [row.attempts for row in rows if row.status == 200] == [1, 1, 1]  # the cooling model's skip is no attempt

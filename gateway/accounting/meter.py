@@ -197,11 +197,15 @@ class Meter:
 
     @contextlib.contextmanager
     def closed_on_failure(self) -> Iterator[None]:
-        """Close the meter (nothing charged) when the block raises anything, then re-raise."""
+        """Close the meter (nothing charged) when the block raises anything, then re-raise.
+
+        An upstream failure's row names the deployment last tried and the attempts made (`GatewayError.tried`).
+        """
         try:
             yield
         except BaseException as exc:
-            self.finish(Usage(), exc.status if isinstance(exc, GatewayError) else INTERNAL_ERROR, None)
+            failed = isinstance(exc, GatewayError)
+            self.finish(Usage(), exc.status if failed else INTERNAL_ERROR, exc.tried if failed else None)
             raise
 
     def finish(self, usage: Usage, status: int, route: Served | None, finish_reason: str | None = None,

@@ -117,6 +117,7 @@ class Router:
         """Send to the candidates' deployments until one answers; the route that answered, with the attempts made."""
         attempts = 0
         error: GatewayError | None = None
+        tried: Route | None = None
         for position, prepared in enumerate(candidates):
             route = prepared.route
             started = time.monotonic()  # each model's retries have their own budget
@@ -133,8 +134,12 @@ class Router:
                         break
                     self._sleep(wait)
                 attempts += 1
-                chosen = route.on(deployment)
-                outcome = self._attempt(chosen, prepared, send)
+                chosen = tried = route.on(deployment)
+                try:
+                    outcome = self._attempt(chosen, prepared, send)
+                except GatewayError as refused:  # the request's own fault: its row names the deployment that said so
+                    refused.tried = chosen.after(attempts)
+                    raise
                 if not isinstance(outcome, GatewayError):
                     return chosen.after(attempts), outcome
                 error = outcome
@@ -149,6 +154,7 @@ class Router:
                 log.warning("model %s failed (%s); trying %s", route.model_id, error and error.code, after)
                 fallback_taken(route.model_id, after)
         assert error is not None, "candidates must not be empty"
+        error.tried = tried.after(attempts) if tried is not None else None
         raise error
 
     def _attempt(self, route: Route, prepared: PreparedRequest, send: Callable[[PreparedRequest], T]) -> T | GatewayError:
