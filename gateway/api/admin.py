@@ -238,4 +238,4 @@ def describe_deployment(state: DeploymentState) -> dict[str, Any]:
     until = state.cooling_until
     moment = None if until is None else datetime.datetime.fromtimestamp(until, datetime.UTC)
     return {**dataclasses.asdict(state),
-            "cooling_until": None if moment is None else moment.isoformat(timespec="seconds").replace("+00:00", "Z")}
+            "cooling_until": None if moment is None else moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
