@@ -193,7 +193,7 @@ def test_admin_deployments_lists_every_deployment_with_its_state(pooled_app, mon
     assert [(row["model_id"], row["deployment"]) for row in rows] == [
         ("test-model", LIVE), ("backup-model", "fake/backup-upstream"), ("pooled", DEAD), ("pooled", LIVE)]
     states = {row["deployment"]: row for row in rows}
-    until = datetime.datetime.fromtimestamp(cooled.cooling_until, datetime.UTC).isoformat(timespec="seconds")
+    until = datetime.datetime.fromtimestamp(cooled.cooling_until, datetime.UTC).isoformat(timespec="milliseconds")
     assert states[DEAD] == {"model_id": "pooled", "deployment": DEAD, "provider": "dead",
                             "upstream_model": "upstream-model", "weight": 1.0, "priority": 0, "status": "cooling",
                             "cooling_until": until.replace("+00:00", "Z"), "failures": cooled.failures, "in_flight": 0,
