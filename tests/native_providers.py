@@ -143,10 +143,11 @@ def native(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
 @pytest.fixture
 def settings(make_settings, native: Backend):
-    """The gateway with the native provider beside the OpenAI-compatible fake, and the built-in MCP servers."""
+    """The gateway with the native provider beside the OpenAI-compatible fake, and the built-in MCP servers
+    (no retries: one injected failure reaches the client; tests/test_routing_* test retries)."""
     return make_settings(
         providers={"native": native.settings},
-        models={"native-model": {"provider": "native", "upstream_model": "native-upstream", **PRICES},
+        models={"native-model": {"provider": "native", "upstream_model": "native-upstream", "retries": 0, **PRICES},
                 "openai-model": {"provider": "fake", "upstream_model": "upstream-model", **PRICES}},
         mcpServers={"tools": {"command": sys.executable, "args": [TOOL_SERVER]},
                     "time": {"command": "mcp-server-time", "args": ["--local-timezone", "UTC"]}},

@@ -25,11 +25,12 @@ BODY_ROUTES = [
     *[("post", "/api/v1/openai/<scope>/<profile>" + path) for path in (
         "/chat/completions", "/responses", "/responses/compact", "/responses/<response_id>/cancel")],
     ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),
-    ("post", "/admin/accounts/<int:account_id>/credits"),
+    ("post", "/admin/accounts/<int:account_id>/credits"), ("post", "/admin/budgets"),
+    ("patch", "/admin/budgets/<int:budget_id>"),
 ]
 NOT_THE_GATES = ("/dashboard", "/mcp")
 PATH_VALUES = {"response_id": "resp_x", "conversation_id": "conv_x", "scope": "acme", "profile": "default",
-               "key_id": "1", "account_id": "1"}
+               "key_id": "1", "account_id": "1", "budget_id": "1"}
 BODYLESS = {"/v1/responses/<response_id>/cancel", "/api/v1/responses/<response_id>/cancel",
             "/api/v1/openai/<scope>/<profile>/responses/<response_id>/cancel"}  # 404 unread
 ADMIN_TOKEN = "admin-token-for-body-tests"

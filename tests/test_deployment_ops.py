@@ -63,9 +63,11 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 
 def outcomes(found: dict, deployment: str) -> dict[str, float]:
-    """gateway_deployment_requests_total of one deployment of "pooled", by outcome."""
+    """gateway_deployment_requests_total of one deployment of "pooled", by outcome (the counters are the
+    process's: earlier tests count the same deployment names under other models)."""
     return {dict(labels)["outcome"]: count for (name, labels), count in found.items()
-            if name == "gateway_deployment_requests_total" and dict(labels)["deployment"] == deployment}
+            if name == "gateway_deployment_requests_total"
+            and dict(labels)["deployment"] == deployment and dict(labels)["model"] == "pooled"}
 
 
 def router(app):

@@ -146,13 +146,14 @@ def responses(op: Operation, dialect: str) -> dict[str, Any]:
 
 
 def success(op: Operation, dialect: str) -> dict[str, Any]:
-    """A success answer: its JSON object, and an SSE stream where the request may ask for one."""
+    """A success answer: its JSON object, an SSE stream where the request may ask for one, and its other forms."""
     if op.ok is None:
         return {"description": op.summary}
     name = op.ok if isinstance(op.ok, str) else op.ok[dialect]
     content: dict[str, Any] = {"application/json": {"schema": ref(name)}}
     if op.streams:
         content["text/event-stream"] = {}
+    content.update((media_type, {"schema": {"type": "string"}}) for media_type in op.also_as)
     return {"description": op.summary, "content": content}
 
 

@@ -37,7 +37,7 @@ class Operation:
     auth: str = KEY
     ok_statuses: tuple[int, ...] = (200,)
     streams: bool = False
-    ok_type: str = "application/json"
+    also_as: tuple[str, ...] = ()  # media types the success may take besides JSON (and SSE, for streams)
 
 
 def obj(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
@@ -232,7 +232,8 @@ ROOT = [
     Operation("get", "/api/v1/generation", "OpenRouter's stats of one generation of the caller's account",
               "Generation", (400, 404), query=generations.GenerationQuery),
     Operation("get", "/api/v1/usage", "The account's spend, requests and tokens grouped by day, model, key, tag or "
-              "user (JSON, or CSV with format=csv)", "UsageReport", (400,), query=usage.UsageArgs),
+              "user (JSON, or CSV with format=csv)", "UsageReport", (400,), query=usage.UsageArgs,
+              also_as=(usage.CSV_TYPE,)),
     Operation("post", "/admin/keys", "Create a key", "CreatedKey", (*BODY, 404), admin.CreateKey,
               auth=ADMIN, ok_statuses=(201,)),
     Operation("get", "/admin/keys", "Every key", "KeyList", (404,), auth=ADMIN),
@@ -259,7 +260,7 @@ ROOT = [
     Operation("get", "/admin/deployments", "Every deployment's routing state (shared health, this worker's load)",
               "DeploymentList", (404,), auth=ADMIN),
     Operation("get", "/admin/usage", "Any account's spend, requests and tokens, grouped (JSON or CSV)",
-              "UsageReport", (400, 404), query=usage.AdminUsageArgs, auth=ADMIN),
+              "UsageReport", (400, 404), query=usage.AdminUsageArgs, auth=ADMIN, also_as=(usage.CSV_TYPE,)),
     Operation("get", "/healthz", "Liveness", "Health", auth=PUBLIC),
     Operation("get", "/readyz", "Readiness (503 names what is down)", "Readiness", auth=PUBLIC,
               ok_statuses=(200, 503)),

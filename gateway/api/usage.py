@@ -26,6 +26,7 @@ from gateway.tables import utcnow
 
 bp = Blueprint("usage", __name__)
 DEFAULT_DAYS = 30
+CSV_TYPE = "text/csv"
 MAX_ID = 2**63 - 1
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell (OWASP's CSV injection)
 
@@ -89,7 +90,7 @@ def rendered(form: str, query: UsageQuery) -> Response:
     report = usage_report(query)
     if form == "csv":
         name = f"usage-{query.start}-{query.end}-by-{query.group_by}.csv"
-        return Response(as_csv(report, query.group_by), mimetype="text/csv",
+        return Response(as_csv(report, query.group_by), mimetype=CSV_TYPE,
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
     return jsonify({"object": "usage_report", "group_by": query.group_by, "from": query.start.isoformat(),
                     "to": query.end.isoformat(), "account_id": query.account_id,
