@@ -178,6 +178,10 @@ class ProviderSettings(Section):
     )
     health_interval_s: float = Field(30.0, ge=1, description="seconds between active health checks")
 
+    def api_key(self) -> str | None:
+        """The upstream API key: the value of `api_key_env` (None when unnamed, unset or empty)."""
+        return (os.environ.get(self.api_key_env) or None) if self.api_key_env else None
+
     def copy_base_urls(self) -> list[str]:
         """The base_url of each copy of `command`: base_url's port, then the next ones (no command: base_url)."""
         if self.copies == 1 or not self.command:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import queue
 import socket
 import threading
@@ -217,7 +216,7 @@ class UpstreamClient:
     def _auth_headers(self, provider: str) -> dict[str, str]:
         """Bearer auth of an OpenAI-compatible provider, and its extra headers (others authenticate per request)."""
         settings = self._providers[provider]
-        secret = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
+        secret = settings.api_key()
         auth = {"Authorization": f"Bearer {secret}"} if secret and settings.type == "openai" else {}
         return {**auth, **settings.extra_headers}
 

@@ -10,7 +10,6 @@ error answer (the `openai` and `azure` types) is read by `rejected_error`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,8 +34,7 @@ def translated(settings: ProviderSettings) -> bool:
 
 def provider_wire(settings: ProviderSettings, base_url: str) -> ProviderWire:
     """What the adapter needs: the base URL of the copy called, the secret, the provider's headers and versions."""
-    secret = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
-    return ProviderWire(base_url, secret or None, settings.api_version, dict(settings.extra_headers),
+    return ProviderWire(base_url, settings.api_key(), settings.api_version, dict(settings.extra_headers),
                         settings.anthropic_version, tuple(settings.anthropic_beta))
 
 
