@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -280,6 +281,9 @@ class ModelSettings(Section):
     )
     input_modalities: tuple[str, ...] = Field(("text",), description="e.g. text, image, file")
     output_modalities: tuple[str, ...] = Field(("text",), description="e.g. text, embeddings")
+    guardrails: tuple[str, ...] = Field(
+        (), description="names of [guardrails.X] tables that apply to every request for this model"
+    )
 
 
 class McpServerSettings(Section):
@@ -308,6 +312,9 @@ class ProfileSettings(Section):
     tools_by_default: bool = Field(
         False, description="chat on the profile's routes offers and runs its MCP tools without `tools: \"auto\"`: "
         "to requests with no `tools` or only function tools (which the client runs)"
+    )
+    guardrails: tuple[str, ...] = Field(
+        (), description="names of [guardrails.X] tables that apply to every request on the profile's routes"
     )
 
 
@@ -475,6 +482,59 @@ class DashboardSettings(Section):
                                             "addresses together within `sign_in_window_s`; then 429")
     sign_in_window_s: int = Field(900, ge=1, description="seconds over which failed sign-ins are counted")
 
+GUARDRAIL_STAGES = ("input", "output", "tool_input", "tool_output")
+PII_DETECTORS = ("email", "phone", "card", "iban", "us_ssn", "ip", "secret")
+GuardrailAction = Literal["block", "redact", "log"]
+
+
+class GuardrailPattern(Section):
+    """One pattern of a `regex` guardrail's deny list."""
+
+    name: str = Field(description="the name recorded when it matches (never the matched text)")
+    pattern: str = Field(description="a Python regular expression")
+    action: GuardrailAction | None = Field(None, description="block, redact or log (default: the guardrail's)")
+
+
+class GuardrailSettings(Section):
+    """One named check on what goes in and comes out (gateway.guardrails); `type` says which fields it reads."""
+
+    type: Literal["pii", "regex", "moderation", "webhook", "max_size"] = Field(
+        description="pii | regex | moderation | webhook | max_size"
+    )
+    stages: tuple[Literal["input", "output", "tool_input", "tool_output"], ...] = Field(
+        ("input",), min_length=1, description="where it runs: input, output, tool_input, tool_output"
+    )
+    action: GuardrailAction = Field("block", description="block (refuse with a 400), redact (replace matches with "
+                                    "a placeholder and go on) or log (record only)")
+    default: bool = Field(False, description="applies to every request (the global default list)")
+    on_tool_block: Literal["error", "fail"] = Field(
+        "error", description="tool stages: \"error\" = a blocked tool call or result becomes the tool's error "
+        "output, \"fail\" = the run fails with the block error"
+    )
+    detectors: tuple[Literal["email", "phone", "card", "iban", "us_ssn", "ip", "secret"], ...] = Field(
+        PII_DETECTORS, description="pii: the detectors that are on"
+    )
+    patterns: tuple[GuardrailPattern, ...] = Field(
+        (), description="regex: the deny list, [{name, pattern, action}] (a pattern's action defaults to the "
+        "guardrail's)"
+    )
+    max_chars: int | None = Field(None, ge=1, description="max_size: the most characters a text may have")
+    max_tokens: int | None = Field(None, ge=1, description="max_size: the most estimated tokens (4 characters "
+                                   "each) a text may have")
+    url: str | None = Field(None, description="webhook: the URL the text is POSTed to (the remote-MCP URL "
+                            "policy applies)")
+    timeout_s: float = Field(2.0, gt=0, description="webhook and moderation: timeout of one call")
+    fail_open: bool = Field(True, description="webhook and moderation: a failed or timed-out call allows the "
+                            "text (false: blocks it)")
+    headers: dict[str, str] = Field(default_factory=dict, description="webhook: headers sent with each POST")
+    model: str | None = Field(None, description="moderation: a configured [models.X] whose provider answers "
+                              "/v1/moderations")
+    chat_model: str | None = Field(None, description="moderation: a configured chat model asked with a "
+                                   "classification prompt (instead of `model`)")
+    categories: tuple[str, ...] = Field(
+        (), description="moderation: the categories that block (default: any flagged category)"
+    )
+
 
 class Settings(Section):
     """The whole configuration."""
@@ -497,12 +557,13 @@ class Settings(Section):
     responses: ResponsesSettings = ResponsesSettings()
     tracing: TracingSettings = TracingSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    guardrails: dict[str, GuardrailSettings] = Field(default_factory=dict)
     embedded: bool = Field(False, exclude=True, description="the embedded defaults are part of it")
 
     def cross_check(self) -> Settings:
         """Check references between tables; raise ConfigError naming the key."""
         for check in (check_providers, check_models, check_mcp_servers, check_profiles, check_mcp, check_limits,
-                      check_tracing):
+                      check_tracing, check_guardrails):
             check(self)
         return self
 
@@ -593,6 +654,42 @@ def check_tracing(settings: Settings) -> None:
     installed = importlib.util.find_spec("opentelemetry") and importlib.util.find_spec("opentelemetry.sdk")
     if settings.tracing.enabled and not installed:
         raise ConfigError('tracing.enabled: needs OpenTelemetry (pip install "llm-gateway[otel]")')
+
+
+def check_guardrails(settings: Settings) -> None:
+    """Each guardrail has its type's fields and valid patterns; models and profiles name configured ones."""
+    for name, guardrail in settings.guardrails.items():
+        check_guardrail(f"guardrails.{name}", guardrail, settings)
+    attached = [(f"models.{model_id}", model.guardrails) for model_id, model in settings.models.items()]
+    attached += [(f"profiles.{name}", profile.guardrails) for name, profile in settings.profiles.items()]
+    for key, names in attached:
+        for guardrail_name in names:
+            if guardrail_name not in settings.guardrails:
+                raise ConfigError(f"{key}.guardrails: no guardrail named {guardrail_name!r} ([guardrails.NAME])")
+
+
+def check_guardrail(key: str, guardrail: GuardrailSettings, settings: Settings) -> None:
+    """One guardrail's type-specific fields (the generic ones pydantic has checked)."""
+    if guardrail.type == "regex":
+        if not guardrail.patterns:
+            raise ConfigError(f"{key}.patterns: required when type = \"regex\"")
+        for index, pattern in enumerate(guardrail.patterns):
+            try:
+                re.compile(pattern.pattern)
+            except re.error as exc:
+                raise ConfigError(f"{key}.patterns.{index}.pattern: not a valid regular expression ({exc})") from None
+    elif guardrail.type == "max_size":
+        if guardrail.max_chars is None and guardrail.max_tokens is None:
+            raise ConfigError(f"{key}.max_chars: set max_chars or max_tokens (or both) when type = \"max_size\"")
+    elif guardrail.type == "webhook":
+        if not guardrail.url or urlparse(guardrail.url).scheme not in ("http", "https"):
+            raise ConfigError(f"{key}.url: an http(s) URL is required when type = \"webhook\"")
+    elif guardrail.type == "moderation":
+        if (guardrail.model is None) == (guardrail.chat_model is None):
+            raise ConfigError(f"{key}.model: set exactly one of model or chat_model when type = \"moderation\"")
+        field, model_id = ("model", guardrail.model) if guardrail.model else ("chat_model", guardrail.chat_model)
+        if model_id not in settings.models:
+            raise ConfigError(f"{key}.{field}: no model named {model_id!r}")
 
 
 def embedded_defaults() -> dict[str, Any]:

@@ -17,7 +17,8 @@ type chosen by status, and a 503 there is Anthropic's 529 `overloaded_error`.
     │   ├── MethodNotAllowed (405)
     │   ├── Conflict (409)
     │   ├── BodyTooLarge (413)
-    │   └── RequestAboveTokenLimit (400 request_above_tpm_limit: no retry can fix it)
+    │   ├── RequestAboveTokenLimit (400 request_above_tpm_limit: no retry can fix it)
+    │   └── ContentPolicyViolation (400 content_policy_violation: a guardrail blocked a text)
     ├── BadInput (422 bad_input)
     ├── AuthenticationFailed (401 authentication_error / invalid_api_key)
     ├── PermissionDenied (403 permission_error)
@@ -135,6 +136,18 @@ class BodyTooLarge(InvalidRequest):
 
 class RequestAboveTokenLimit(InvalidRequest):
     code = "request_above_tpm_limit"
+
+
+class ContentPolicyViolation(InvalidRequest):
+    """A guardrail blocked a text: the message names the guardrail and the stage, never the matched text."""
+
+    code = "content_policy_violation"
+
+    def __init__(self, guardrail: str, stage: str, *, on_tool_block: str = "error") -> None:
+        super().__init__(f"Blocked by guardrail {guardrail!r} ({stage}).")
+        self.guardrail = guardrail
+        self.stage = stage
+        self.on_tool_block = on_tool_block  # tool stages: "error" (the tool's error output) or "fail" (the run)
 
 
 class BadInput(GatewayError):
