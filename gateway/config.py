@@ -13,7 +13,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.errors import BadInput
 from gateway.serving.client_address import parse_networks
+from gateway.url_policy import check_remote_url, remote_headers
 
 ENV_PREFIX = "GATEWAY_"
 ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "routing", "cache", "budget_alerts",
@@ -684,12 +686,37 @@ def check_guardrail(key: str, guardrail: GuardrailSettings, settings: Settings) 
     elif guardrail.type == "webhook":
         if not guardrail.url or urlparse(guardrail.url).scheme not in ("http", "https"):
             raise ConfigError(f"{key}.url: an http(s) URL is required when type = \"webhook\"")
+        webhook_headers(key, guardrail, settings.mcp.remote_url_checks)
     elif guardrail.type == "moderation":
         if (guardrail.model is None) == (guardrail.chat_model is None):
             raise ConfigError(f"{key}.model: set exactly one of model or chat_model when type = \"moderation\"")
         field, model_id = ("model", guardrail.model) if guardrail.model else ("chat_model", guardrail.chat_model)
         if model_id not in settings.models:
             raise ConfigError(f"{key}.{field}: no model named {model_id!r}")
+        moderation_deployment(f"{key}.{field}", model_id, settings)
+
+
+def webhook_headers(key: str, guardrail: GuardrailSettings, url_checks: bool) -> dict[str, str]:
+    """A webhook guardrail's headers, once the outbound URL policy (gateway.url_policy) passed its URL (when
+    `[mcp] remote_url_checks` is on: https, a public host) and headers; else ConfigError naming the key."""
+    try:
+        if url_checks:
+            check_remote_url(guardrail.url or "", f"{key}.url")
+        return remote_headers(guardrail.headers, None, f"{key}.headers")
+    except BadInput as exc:
+        raise ConfigError(exc.message) from None
+
+
+def moderation_deployment(key: str, model_id: str, settings: Settings) -> tuple[ProviderSettings, str]:
+    """The provider and upstream model id a moderation guardrail calls: its model's first deployment, whose
+    provider must be OpenAI-compatible (it answers /moderations and plain chat completions)."""
+    deployment = model_deployments(model_id, settings.models[model_id])[0]
+    provider = settings.providers.get(deployment.provider)
+    if provider is None or provider.type != "openai":
+        kind = "missing" if provider is None else f"of type {provider.type!r}"
+        raise ConfigError(f"{key}: model {model_id!r} is served by provider {deployment.provider!r} ({kind}); "
+                          "moderation needs an OpenAI-compatible provider (type = \"openai\")")
+    return provider, deployment.upstream_model or model_id
 
 
 def embedded_defaults() -> dict[str, Any]:

@@ -114,6 +114,10 @@ class Metrics:
                                        ("reason",))
         self.cache_errors = counter("gateway_cache_errors", "Response cache operations skipped after a backend "
                                     "error, by operation (get, put, decode).", ("operation",))
+        self.guardrail_failures = counter("gateway_guardrail_failures", "Webhook and moderation guardrail calls "
+                                          "that failed, by guardrail, reason (timeout, connection, refused, "
+                                          "status, malformed) and outcome (allowed: fail_open, or blocked).",
+                                          ("guardrail", "reason", "outcome"))
 
 
 _metrics: Metrics | None = None
@@ -283,3 +287,8 @@ def cache_not_stored(reason: str) -> None:
 def cache_error(operation: str) -> None:
     """A cache operation skipped after an error (get, put or decode)."""
     metrics().cache_errors.labels(operation).inc()
+
+
+def guardrail_failed(guardrail: str, reason: str, outcome: str) -> None:
+    """A webhook or moderation guardrail call failed; the text was allowed (fail open) or blocked."""
+    metrics().guardrail_failures.labels(guardrail, reason, outcome).inc()
