@@ -76,12 +76,19 @@ def setting_names(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def test_every_setting_is_documented_in_the_example():
     text = EXAMPLE.read_text()
-    from gateway.config import McpServerSettings, ModelSettings, ProfileSettings, ProviderSettings
+    from gateway.config import (
+        GuardrailSettings,
+        McpServerSettings,
+        ModelSettings,
+        ProfileSettings,
+        ProviderSettings,
+    )
 
     tables = setting_names(Settings) + [
         f"{table}.{name}"
         for table, model in (("providers", ProviderSettings), ("models", ModelSettings),
-                             ("mcpServers", McpServerSettings), ("profiles", ProfileSettings))
+                             ("mcpServers", McpServerSettings), ("profiles", ProfileSettings),
+                             ("guardrails", GuardrailSettings))
         for name in model.model_fields
     ]
     for dotted in tables:
