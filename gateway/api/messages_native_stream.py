@@ -6,14 +6,14 @@ Every event goes out as the provider sent it (`ping` included), except `message_
 at least the estimate of the text generated so far, so a client that leaves mid-stream is charged
 for what was generated. Silences get `ping` events; the provider's own `error` event goes out as
 sent, and any other failure (a stream cut short before `message_stop`) ends with the gateway's
-`error` event in Anthropic's shape.
+`error` event in Anthropic's shape, and so does a block by an output guardrail (CheckedBlocks).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gateway.accounting.meter import Meter
@@ -24,6 +24,7 @@ from gateway.dialects.anthropic_replies import error_event, ping
 from gateway.errors import CLIENT_CLOSED, GatewayError, UpstreamStreamBroken
 from gateway.observability.wsgi_middleware import first_token
 from gateway.upstream import sse
+from gateway.upstream.checked_text import OutputCheck
 from gateway.upstream.chunks import error_message
 from gateway.upstream.client import UpstreamStream
 from gateway.upstream.providers.anthropic_answer import finish_reason, usage_of
@@ -85,8 +86,48 @@ class Tally:
         return reported
 
 
-def relay_events(stream: UpstreamStream, route: Route, meter: Meter, keepalive_s: float) -> Iterator[bytes]:
-    """The provider's events to the client; the meter settled at the end, on failure, or when the client leaves."""
+class CheckedBlocks:
+    """Each text block's `text_delta`s through its own window of the output guardrails.
+
+    Only a delta's `text` is rewritten; a block's held tail goes out, checked, as one more `text_delta`
+    just before its `content_block_stop` (or before `message_delta` for a block never stopped).
+    """
+
+    def __init__(self, new_check: Callable[[], OutputCheck]) -> None:
+        self.new_check = new_check
+        self.windows: dict[int, OutputCheck] = {}
+
+    def frames(self, event: sse.SseEvent, payload: dict[str, Any], route: Route) -> list[bytes]:
+        """The frames to send for one provider event (raises the check's ContentPolicyViolation on block)."""
+        kind, delta = payload.get("type"), payload.get("delta")
+        index = payload.get("index", 0)
+        if kind == "content_block_delta" and isinstance(delta, dict) and delta.get("type") == "text_delta" \
+                and isinstance(delta.get("text"), str):
+            window = self.windows.setdefault(index, self.new_check())
+            delta["text"] = window.feed(delta["text"])
+            return [sse.encode(payload, event=event.event)]
+        if kind == "content_block_stop" and index in self.windows:
+            return [*self.tail(index), outgoing(event, payload, route)]
+        if kind == "message_delta":
+            return [*(frame for open_block in list(self.windows) for frame in self.tail(open_block)),
+                    outgoing(event, payload, route)]
+        return [outgoing(event, payload, route)]
+
+    def tail(self, index: int) -> list[bytes]:
+        """A block's held-back text as one `text_delta` (none if nothing was held)."""
+        text = self.windows.pop(index).finish()
+        delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}
+        return [sse.encode(delta, event="content_block_delta")] if text else []
+
+
+def relay_events(stream: UpstreamStream, route: Route, meter: Meter, keepalive_s: float,
+                 output_check: Callable[[], OutputCheck] | None = None) -> Iterator[bytes]:
+    """The provider's events to the client; the meter settled at the end, on failure, or when the client leaves.
+
+    `output_check` makes each text block's window of the output guardrails (CheckedBlocks); a block ends
+    the stream with Anthropic's `error` event, charged for what was generated.
+    """
+    checked = CheckedBlocks(output_check) if output_check is not None else None
     tally = Tally()
     status = CLIENT_CLOSED
     try:
@@ -99,7 +140,10 @@ def relay_events(stream: UpstreamStream, route: Route, meter: Meter, keepalive_s
             if generated and tally.chars == generated:  # the first text
                 first_token(route.model_id)
             meter.check_debt(tally.usage(meter), route, tally.chars)  # a debt past its bound ends the stream
-            yield outgoing(event, payload, route)
+            if checked is None:
+                yield outgoing(event, payload, route)
+            else:
+                yield from checked.frames(event, payload, route)
         if not tally.stopped:
             raise UpstreamStreamBroken("Upstream closed the stream before message_stop.")
         status = 200

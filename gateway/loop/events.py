@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gateway.accounting.usage import Usage
-from gateway.errors import CLIENT_CLOSED
+from gateway.errors import CLIENT_CLOSED, ContentPolicyViolation
 from gateway.loop.failure import Failure
 
 CHAT_FINISH_REASONS = {"max_output_tokens": "length", "context_length_exceeded": "length",
@@ -123,8 +123,13 @@ class LoopFinished:
 
     @property
     def failed_early(self) -> bool:
-        """A client-side (4xx) failure: answered as an HTTP error when no output was sent yet."""
-        return self.status == "failed" and 400 <= self.http_status < 500
+        """A client-side (4xx) failure: answered as an HTTP error when no output was sent yet.
+
+        A guardrail's block inside the loop (output, tool stages) is not one: the model had answered,
+        so the response failed (a stream ends with `response.failed`; charged for what was generated).
+        """
+        blocked = self.failure is not None and self.failure.code == ContentPolicyViolation.code
+        return self.status == "failed" and 400 <= self.http_status < 500 and not blocked
 
 
 LoopEvent = (

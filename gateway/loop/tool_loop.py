@@ -3,7 +3,8 @@
 Chat (`tools: "auto"`) and the Responses API both render these events. Every model turn is
 streamed from the upstream so deltas flow as they arrive and silences become KeepAlive events.
 The loop never raises a GatewayError: failures end it with LoopFinished(status="failed").
-Weak models are held in by `gateway.loop.guards` (repeated calls, a full context, the output cap).
+Weak models are held in by `gateway.loop.guards` (repeated calls, a full context, the output cap);
+the request's guardrails check the answer text and each MCP call's arguments and result (gateway.loop.checks).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from gateway.accounting.tokens import estimate_text_tokens
 from gateway.accounting.usage import Usage
 from gateway.config import ProviderSettings, Settings
 from gateway.errors import GatewayError, UpstreamRejected
+from gateway.guardrails import NO_GUARDRAILS, Guardrails
 from gateway.ids import new_id
+from gateway.loop.checks import checked_arguments, checked_outcome, output_checked, request_guardrails
 from gateway.loop.events import (
     KeepAlive,
     LoopEvent,
@@ -120,7 +123,7 @@ def loop_events(
     try:
         if plan.toolset is not None:
             yield from (McpToolsListed(label, tools) for label, tools in plan.toolset.listings())
-        yield from run_approved_calls(plan, messages, state, settings)
+        yield from run_approved_calls(plan, messages, state, settings, request_guardrails(meter))
         while True:
             finished = yield from model_turn(plan, messages, state, router, settings, meter)
             if finished is not None:
@@ -145,13 +148,14 @@ def model_turn(
     meter.cover_turn(prepared.held_input_tokens)  # the hold covers this turn before it is sent
     reader = TurnReader(is_gateway_tool=plan.toolset.owns if plan.toolset else (lambda name: False))
     turn = OpenTurn(prepared.input_tokens, reader)
+    guardrails = request_guardrails(meter)
     try:
         route, opened = router.call([prepared], lambda sent: open_turn(router.client, sent))
         state.answered, state.attempts = route, state.attempts + route.attempts
         if isinstance(opened, Future):
-            yield from fetch_turn(opened, settings, prepared, turn, state)
+            yield from output_checked(fetch_turn(opened, settings, prepared, turn, state), guardrails)
         else:
-            yield from stream_turn(opened, settings, turn, state)
+            yield from output_checked(stream_turn(opened, settings, turn, state), guardrails)
     except UpstreamRejected as exc:
         if not state.turns or not overflows_context(exc):
             raise  # the client's own prompt is too long: its error
@@ -170,7 +174,7 @@ def model_turn(
     if not gateway_calls:
         return LoopFinished("completed", state.usage)
     messages.append(reader.assistant_message())
-    awaiting_approval = yield from run_gateway_calls(plan, gateway_calls, messages, state, settings)
+    awaiting_approval = yield from run_gateway_calls(plan, gateway_calls, messages, state, settings, guardrails)
     state.choice_released = True
     if awaiting_approval or len(gateway_calls) < len(calls):
         return LoopFinished("completed", state.usage)
@@ -276,7 +280,8 @@ def fetch_turn(
 
 
 def run_gateway_calls(
-    plan: LoopPlan, calls: list[ToolCall], messages: list[dict[str, Any]], state: LoopState, settings: Settings
+    plan: LoopPlan, calls: list[ToolCall], messages: list[dict[str, Any]], state: LoopState, settings: Settings,
+    guardrails: Guardrails = NO_GUARDRAILS,
 ) -> Iterator[LoopEvent]:
     """Execute (or hold for approval) the MCP calls of one turn; True when approval is awaited."""
     awaiting = False
@@ -296,14 +301,15 @@ def run_gateway_calls(
         else:
             state.calls_run.add(call_signature(call.name, call.arguments))
             outcome = yield from execute(plan.toolset, offered.server_label, offered.tool.name, call.arguments,
-                                         new_id("mcp"), settings)
+                                         new_id("mcp"), settings, guardrails)
             state.tool_calls += 1
             messages.append(tool_result(call.call_id, outcome_text(outcome)))
     return awaiting
 
 
 def run_approved_calls(
-    plan: LoopPlan, messages: list[dict[str, Any]], state: LoopState, settings: Settings
+    plan: LoopPlan, messages: list[dict[str, Any]], state: LoopState, settings: Settings,
+    guardrails: Guardrails = NO_GUARDRAILS,
 ) -> Iterator[LoopEvent]:
     """Before the first turn: run what the client approved, report what it denied."""
     for approval in plan.approved_calls:
@@ -315,20 +321,25 @@ def run_approved_calls(
             continue
         state.calls_run.add(call_signature(name, approval.arguments))
         outcome = yield from execute(plan.toolset, approval.server_label, approval.name, approval.arguments,
-                                     new_id("mcp"), settings)
+                                     new_id("mcp"), settings, guardrails)
         state.tool_calls += 1
         messages.append(tool_result(call.call_id, outcome_text(outcome)))
 
 
 def execute(
-    toolset: Toolset, server_label: str, tool_name: str, arguments: str, item_id: str, settings: Settings
+    toolset: Toolset, server_label: str, tool_name: str, arguments: str, item_id: str, settings: Settings,
+    guardrails: Guardrails = NO_GUARDRAILS,
 ) -> Iterator[LoopEvent]:
-    """One MCP call with its events; keep-alives flow while the tool works."""
+    """One MCP call with its events; keep-alives flow while the tool works; guardrails check both ways."""
+    arguments, blocked = checked_arguments(guardrails, arguments)
     yield McpCallStarted(item_id, server_label, tool_name, arguments)
-    future: Future[ToolOutcome] = toolset.start_call(server_label, tool_name, arguments)
-    while not wait([future], timeout=settings.server.keepalive_interval_s).done:
-        yield KeepAlive()
-    outcome = future.result()
+    if blocked is not None:
+        outcome = ToolOutcome(error=blocked)
+    else:
+        future: Future[ToolOutcome] = toolset.start_call(server_label, tool_name, arguments)
+        while not wait([future], timeout=settings.server.keepalive_interval_s).done:
+            yield KeepAlive()
+        outcome = checked_outcome(guardrails, future.result())
     yield McpCallFinished(item_id, output=outcome.output, error=outcome.error)
     return outcome
 
