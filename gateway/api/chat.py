@@ -23,6 +23,7 @@ from gateway.api.http import (
 )
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.errors import InvalidRequest, dialect_of
+from gateway.loop.checks import output_windows
 from gateway.loop.run import Run
 from gateway.loop.tool_loop import first_turn
 from gateway.mcp.assemble import profile_toolset
@@ -75,7 +76,7 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
         route, stream = relay.open_stream(router, candidates, meter)
         keepalive = settings.server.keepalive_interval_s
         chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect(),
-                                    cached.recorder(lookup, path, meter.generation_id))
+                                    cached.recorder(lookup, path, meter.generation_id), output_windows(meter))
         return cached.marked(with_headers(event_stream(chunks), meter), lookup)
     answer = relay.relay_json(router, candidates, meter)
     cached.store_openai(lookup, answer)

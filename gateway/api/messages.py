@@ -21,6 +21,7 @@ from gateway.dialects.anthropic_messages import chat_request, count_tokens
 from gateway.dialects.anthropic_replies import message_of
 from gateway.dialects.anthropic_stream import MessagesStreamEncoder, messages_events
 from gateway.errors import OPENROUTER
+from gateway.loop.checks import output_windows
 from gateway.upstream import relay, routing
 from gateway.upstream.dialect import StreamDialect
 
@@ -51,7 +52,8 @@ def create_message() -> Response:
         keepalive = services.settings().server.keepalive_interval_s
         recorder = cached.recorder(lookup, "chat/completions", meter.generation_id,
                                    lambda completion: message_of(completion, completion["model"], stops))
-        chunks = relay.relay_stream(stream, route, True, meter, keepalive, RELAY_FRAMING, recorder)
+        chunks = relay.relay_stream(stream, route, True, meter, keepalive, RELAY_FRAMING, recorder,
+                                    output_windows(meter))
         encoder = MessagesStreamEncoder(route.model_id, candidates[0].input_tokens, stops)  # a fallback's, maybe
         response = event_stream(messages_events(chunks, encoder))
     else:

@@ -27,6 +27,7 @@ from gateway.api.messages_native_stream import anthropic_usage, relay_events
 from gateway.config import ProviderSettings
 from gateway.dialects.anthropic_messages import invalid, required_cap
 from gateway.errors import GatewayError
+from gateway.loop.checks import output_windows
 from gateway.upstream import routing
 from gateway.upstream.prepared import PreparedRequest
 from gateway.upstream.providers.anthropic_answer import finish_reason
@@ -99,7 +100,7 @@ def create(body: dict[str, Any], routes: list[Route], endpoint: str) -> Response
             route, stream = router.call(candidates, lambda sent: client.open_stream(
                 sent.provider, sent.path, sent.body, beta, sent.read_timeout_s))
         keepalive = services.settings().server.keepalive_interval_s
-        events = cached.recorded_events(relay_events(stream, route, meter, keepalive), lookup)
+        events = cached.recorded_events(relay_events(stream, route, meter, keepalive, output_windows(meter)), lookup)
         return cached.marked(with_headers(event_stream(events), meter), lookup)
     with meter.closed_on_failure():
         route, answer = router.call(candidates, lambda sent: client.post_json(

@@ -7,7 +7,7 @@ are parsed and re-encoded anyway (public model id, usage), so the rewrite costs 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from gateway.accounting.credits import to_credits
@@ -18,6 +18,7 @@ from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError
 from gateway.observability.wsgi_middleware import first_token
 from gateway.upstream import sse
+from gateway.upstream.checked_text import CheckedChunks, OutputCheck
 from gateway.upstream.chunks import read_chunks
 from gateway.upstream.client import UpstreamStream
 from gateway.upstream.dialect import OPENAI_STREAMS, StreamDialect
@@ -105,11 +106,16 @@ def relay_stream(
     keepalive_s: float,
     dialect: StreamDialect = OPENAI_STREAMS,
     observer: StreamObserver | None = None,
+    output_check: Callable[[], OutputCheck] | None = None,
 ) -> Iterator[bytes]:
     """Relay upstream SSE chunk by chunk; keep-alives on silence; an error event in the dialect on failure.
 
     An `observer` sees every chunk and, when the stream ended without error, its charged usage.
+    `output_check` makes each choice's window of the output guardrails (gateway.upstream.checked_text):
+    the text is rewritten before the observer and the client see it; a block ends the stream with the
+    dialect's error event, charged for what was generated.
     """
+    checked = CheckedChunks(output_check) if output_check is not None else None
     reported: Usage | None = None
     generated: list[str] = []
     generated_chars = 0
@@ -131,11 +137,10 @@ def relay_stream(
                 generated_chars += len(generated[-1])
             meter.check_debt(reported, route, generated_chars)  # a debt past its bound ends the stream here
             reason = finish_reason(chunk) or reason
-            if observer is not None:
-                observer.chunk(chunk)
-            outgoing = _client_chunk(chunk, route, client_wants_usage, meter.generation_id)
-            if outgoing is not None:
-                yield sse.encode(outgoing)
+            sent = [chunk] if checked is None else checked.rewrite(chunk)
+            yield from _sent(sent, route, client_wants_usage, meter.generation_id, observer)
+        if checked is not None:  # the tails of choices that never finished
+            yield from _sent(checked.rest(last or {}), route, client_wants_usage, meter.generation_id, observer)
         status = 200
         used = reported or meter.estimate("".join(generated))
         meter.finish(used, status, route, reason)  # durable before the last byte
@@ -154,6 +159,17 @@ def relay_stream(
         if not meter.finished:  # a client that left; settled above otherwise (maybe while the database was down)
             with own_connection():
                 meter.finish(reported or meter.estimate("".join(generated)), status, route, reason)
+
+
+def _sent(chunks: list[dict[str, Any]], route: Route, wants_usage: bool, generation_id: str,
+          observer: StreamObserver | None) -> Iterator[bytes]:
+    """The chunks as the observer sees them and as the client gets them."""
+    for chunk in chunks:
+        if observer is not None:
+            observer.chunk(chunk)
+        outgoing = _client_chunk(chunk, route, wants_usage, generation_id)
+        if outgoing is not None:
+            yield sse.encode(outgoing)
 
 
 def _client_chunk(chunk: dict[str, Any], route: Route, wants_usage: bool, generation_id: str) -> dict[str, Any] | None:
