@@ -18,6 +18,7 @@ if not __package__:  # run as a file, as gunicorn's USR2 upgrade re-runs `python
 from gateway import db
 from gateway.accounting import admin_service, credits, keys
 from gateway.accounting.admin_service import BudgetSpec, KeySpec, micro_or_none
+from gateway.accounting.guardrail_names import encode_names
 from gateway.accounting.mcp_allow_list import encode_allow_list, parse_labels
 from gateway.config import ConfigError, Settings, find_config_file, load_settings
 from gateway.dashboard import users
@@ -27,6 +28,7 @@ MCP_SERVERS_HELP = "built-in MCP servers the key may use, e.g. time,docs (defaul
 MAX_STREAMS_HELP = "streams the key may have open at once, per worker process (default: from capacity)"
 PERIODS = ("daily", "weekly", "monthly")
 LIMIT_RESET_HELP = "the spend limit's period (UTC): daily, weekly or monthly (default: lifetime)"
+GUARDRAIL_HELP = "a [guardrails.NAME] of the config applied to the key's requests (repeat for several)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,9 +99,10 @@ def add_keys_commands(commands, common: argparse.ArgumentParser) -> None:
     create.add_argument("--limit-reset", choices=PERIODS, help=LIMIT_RESET_HELP)
     create.add_argument("--max-streams", type=int, help=MAX_STREAMS_HELP)
     create.add_argument("--mcp-servers", type=parse_labels, help=MCP_SERVERS_HELP)
+    create.add_argument("--guardrail", action="append", dest="guardrails", metavar="NAME", help=GUARDRAIL_HELP)
     create.add_argument("--json", action="store_true", help="print one JSON object")
     create.set_defaults(run=with_database(run_keys_create))
-    update = keys.add_parser("update", parents=[common], help="change a key's limits or MCP allow-list")
+    update = keys.add_parser("update", parents=[common], help="change a key's limits, MCP allow-list or guardrails")
     update.add_argument("id", type=int)
     update.add_argument("--rpm", type=int)
     update.add_argument("--tpm", type=int)
@@ -109,6 +112,10 @@ def add_keys_commands(commands, common: argparse.ArgumentParser) -> None:
                         help=LIMIT_RESET_HELP + "; `none`: lifetime")
     update.add_argument("--mcp-servers", type=parse_labels, default=argparse.SUPPRESS,
                         help=MCP_SERVERS_HELP + "; `none` lifts it")
+    update.add_argument("--guardrail", action="append", dest="guardrails", metavar="NAME", default=argparse.SUPPRESS,
+                        help=GUARDRAIL_HELP + "; the key's list becomes these")
+    update.add_argument("--no-guardrails", action="store_const", const=[], dest="guardrails",
+                        default=argparse.SUPPRESS, help="the key has no guardrails of its own")
     update.add_argument("--json", action="store_true", help="print the key as one JSON object")
     update.set_defaults(run=with_database(run_keys_update))
     listing = keys.add_parser("list", parents=[common], help="list keys")
@@ -184,8 +191,9 @@ def run_keys_create(args: argparse.Namespace) -> int:
     allow_list = None
     if args.mcp_servers is not None:
         allow_list = encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers")
+    guardrails = encode_names(load_settings(args.config), args.guardrails, "--guardrail")
     spec = KeySpec(args.name, args.account, args.tier, args.scope, limits, allow_list, micro_or_none(args.credits) or 0,
-                   args.limit_reset)
+                   args.limit_reset, guardrails)
     key, secret = admin_service.create_key(spec, by_operator=True)
     shown = {**admin_service.describe_key(key), "key": secret}
     print(json.dumps(shown) if args.json else f"created key {key.id} for account {key.account_id}: {secret}")
@@ -205,6 +213,8 @@ def run_keys_list(args: argparse.Namespace) -> int:
 
 def run_keys_update(args: argparse.Namespace) -> int:
     key = keys.find_key(args.id)
+    if "guardrails" in args:  # first: an unknown name is refused before anything changes
+        keys.set_guardrails(key, encode_names(load_settings(args.config), args.guardrails, "--guardrail"))
     if "mcp_servers" in args:
         keys.set_mcp_servers(key, encode_allow_list(load_settings(args.config), args.mcp_servers, "--mcp-servers"))
     if "limit_reset" in args:
@@ -216,6 +226,7 @@ def run_keys_update(args: argparse.Namespace) -> int:
         admin_service.set_key_limits(key, limits, by_operator=True)
     shown = admin_service.describe_key(key)
     print(json.dumps(shown) if args.json else f"updated key {key.id}: mcp_servers {shown['mcp_servers']}, "
+          f"guardrails {shown['guardrails']}, "
           f"rpm {shown['rpm']}, tpm {shown['tpm']}, max_streams {shown['max_streams']}, "
           f"spend_limit {shown['spend_limit']} ({shown['limit_reset'] or 'lifetime'})")
     return 0
@@ -328,6 +339,7 @@ def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 def run_config_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print the settings `gateway serve` would use: a base to copy into a config file."""
     from gateway.config_text import settings_as_toml
+    from gateway.guardrails import attachments
 
     config_file = find_config_file(args.config, dict(os.environ))
     if config_file is None:
@@ -338,6 +350,8 @@ def run_config_show(args: argparse.Namespace, settings: Settings) -> int:
         source = str(config_file)
     print(f"# Effective configuration: {source}, environment overrides applied, secrets masked (***).")
     print(settings_as_toml(settings), end="")
+    for line in attachments.summary_lines(settings):
+        print(line)
     return 0
 
 

@@ -40,6 +40,7 @@ class Account(BaseModel):
     created_at = DateTimeField(default=utcnow)
     max_streams = IntegerField(null=True)  # open streams of all its keys, per worker (0012); None: from capacity
     key_limits = TextField(null=True)  # JSON {limit: value} an operator set for every key: their ceilings (0013)
+    guardrails = TextField(null=True)  # JSON list of [guardrails.NAME] names applied to its keys' requests (0023)
 
     class Meta:
         table_name = "account"
@@ -61,6 +62,7 @@ class ApiKey(BaseModel):
     max_streams = IntegerField(null=True)  # open streams per worker (0012); None: the account's or capacity's
     operator_limits = TextField(null=True)  # JSON {limit: value} an operator set: a member's ceiling (0012)
     limit_reset = CharField(max_length=16, null=True)  # spend_limit's period: daily | weekly | monthly; None: lifetime (0019)
+    guardrails = TextField(null=True)  # JSON list of [guardrails.NAME] names applied to its requests (0023); None: none
 
     class Meta:
         table_name = "api_key"

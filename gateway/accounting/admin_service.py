@@ -17,6 +17,7 @@ from typing import Any, Literal
 from gateway.accounting import budgets, credits, keys
 from gateway.accounting.attribution import TAG_PATTERN
 from gateway.accounting.budget_spend import BudgetState, budget_of, state_of
+from gateway.accounting.guardrail_names import decode_names
 from gateway.accounting.mcp_allow_list import decode_allow_list
 from gateway.accounting.money import to_credits
 from gateway.accounting.writelock import locked_write
@@ -25,7 +26,7 @@ from gateway.tables import Account, ApiKey, CreditGrant, utcnow
 from gateway.tables import Budget as BudgetRow
 
 LIMITS = ("rpm", "tpm", "spend_limit", "max_streams")  # spend_limit in micro-credits
-ACCOUNT_FIELDS = ("name", "tier", "scope", "max_streams", "key_limits")
+ACCOUNT_FIELDS = ("name", "tier", "scope", "max_streams", "key_limits", "guardrails")  # guardrails: as stored
 MAX_BUDGET_TAG = 64  # budget.tag's width
 Period = Literal["daily", "weekly", "monthly"]  # gateway.accounting.budgets.PERIODS; None: lifetime
 
@@ -47,6 +48,7 @@ class KeySpec:
     mcp_servers: str | None = None  # as gateway.accounting.mcp_allow_list.encode_allow_list stores it
     credits: int = 0  # micro-credits granted to the account; 0: no grant
     limit_reset: str | None = None  # the spend limit's period: daily | weekly | monthly; None: lifetime
+    guardrails: str | None = None  # as gateway.accounting.guardrail_names.encode_names stores them
 
 
 def create_key(spec: KeySpec, *, by_operator: bool) -> tuple[ApiKey, str]:
@@ -62,6 +64,8 @@ def create_key(spec: KeySpec, *, by_operator: bool) -> tuple[ApiKey, str]:
             keys.set_mcp_servers(key, spec.mcp_servers)
         if spec.limit_reset is not None:
             set_limit_reset(key, spec.limit_reset)
+        if spec.guardrails is not None:
+            keys.set_guardrails(key, spec.guardrails)
         if spec.credits:
             credits.grant_credits(key.account_id, spec.credits, source="initial")
     return key, secret
@@ -120,7 +124,7 @@ def set_key_limits(key: ApiKey, changes: dict[str, int | None], *, by_operator: 
 
 
 def update_account(account: Account, changes: dict[str, Any]) -> Account:
-    """Change some of an account's name, tier, scope, `max_streams`, `key_limits` (None clears one).
+    """Change some of an account's name, tier, scope, `max_streams`, `key_limits`, `guardrails` (None clears one).
 
     New key limits are ceilings at once: every key of the account above one (or without it) is set to it.
     """
@@ -160,7 +164,7 @@ def describe_key(key: ApiKey) -> dict:
         "id": key.id, "name": key.name, "prefix": key.prefix, "account_id": key.account_id, "revoked": key.revoked,
         "rpm": key.rpm, "tpm": key.tpm, "spend_limit": shown_limit("spend_limit", key.spend_limit),
         "max_streams": key.max_streams, "limit_reset": key.limit_reset,
-        "mcp_servers": decode_allow_list(key.mcp_servers),
+        "mcp_servers": decode_allow_list(key.mcp_servers), "guardrails": list(decode_names(key.guardrails)),
         "operator_limits": {name: shown_limit(name, value) for name, value in operator_limits(key).items()},
         "created_at": key.created_at.isoformat() + "Z",
     }

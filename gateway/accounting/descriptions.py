@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from gateway.accounting import credits
+from gateway.accounting.guardrail_names import decode_names
 from gateway.tables import Account, LedgerEntry
 
 
@@ -14,7 +15,7 @@ def describe_account(account: Account) -> dict[str, Any]:
     summary = credits.summarize(account)
     return {
         "id": account.id, "name": account.name, "tier": account.tier, "scope": account.scope,
-        "max_streams": account.max_streams,
+        "max_streams": account.max_streams, "guardrails": list(decode_names(account.guardrails)),
         "key_limits": {name: credits.to_credits(value) if name == "spend_limit" else value
                        for name, value in json.loads(account.key_limits or "{}").items()},
         "balance": credits.to_credits(summary.balance),

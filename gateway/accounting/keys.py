@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from flask import Flask, current_app, g, has_app_context, request
 
 from gateway.accounting import auth_throttle
+from gateway.accounting.guardrail_names import decode_names
 from gateway.accounting.keycache import KeyCache
 from gateway.accounting.mcp_allow_list import decode_allow_list
 from gateway.errors import AuthenticationFailed, NotFound
@@ -33,6 +34,16 @@ class Caller:
     def mcp_allow_list(self) -> list[str] | None:
         """The key's own MCP allow-list (None: every server its scope allows)."""
         return decode_allow_list(self.key.mcp_servers)
+
+    @property
+    def key_guardrails(self) -> tuple[str, ...]:
+        """The guardrails attached to the key (names of `[guardrails.NAME]` tables)."""
+        return decode_names(self.key.guardrails)
+
+    @property
+    def account_guardrails(self) -> tuple[str, ...]:
+        """The guardrails attached to the key's account."""
+        return decode_names(self.account.guardrails)
 
 
 def generate_key() -> str:
@@ -172,6 +183,14 @@ def set_mcp_servers(key: ApiKey, stored: str | None) -> ApiKey:
     return key
 
 
+def set_guardrails(key: ApiKey, stored: str | None) -> ApiKey:
+    """Set a key's guardrails (as gateway.accounting.guardrail_names.encode_names stores them; None: none)."""
+    key.guardrails = stored
+    key.save()
+    forget_key(key.id)
+    return key
+
+
 def require_admin(token_env: str) -> None:
     """Check the admin token (`Authorization: Bearer` only); the admin API is off (404) when unset."""
     expected = os.environ.get(token_env, "")
@@ -191,7 +210,7 @@ def create_account(name: str, *, tier: str = "free", scope: str | None = None) -
 def update_account(account: Account, changes: dict[str, str | None]) -> Account:
     """Change some of an account's fields (gateway.accounting.admin_service checks them); its keys' cached copies go."""
     for name, value in changes.items():
-        if name not in ("name", "tier", "scope", "max_streams", "key_limits"):
+        if name not in ("name", "tier", "scope", "max_streams", "key_limits", "guardrails"):
             raise ValueError(f"not an account field: {name}")
         setattr(account, name, value)
     account.save()

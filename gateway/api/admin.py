@@ -14,9 +14,11 @@ from gateway.accounting import admin_service, credits, keys
 from gateway.accounting.admin_limits import MAX_CREDITS, MAX_DAYS, MAX_ID, MAX_RATE, MAX_STREAMS, Tier
 from gateway.accounting.admin_service import BudgetSpec, KeySpec, Period, micro_or_none
 from gateway.accounting.descriptions import describe_account, describe_entry
+from gateway.accounting.guardrail_names import decode_names, encode_names
 from gateway.accounting.mcp_allow_list import encode_allow_list
 from gateway.api.http import json_object, parse_model
 from gateway.errors import InvalidRequest
+from gateway.guardrails import attachments
 
 if TYPE_CHECKING:
     from gateway.upstream.router import DeploymentState
@@ -42,6 +44,7 @@ class CreateKey(Strict):
     credits: float | None = Field(None, ge=0, le=MAX_CREDITS, description="credits granted to the account")
     mcp_servers: list[str] | None = Field(None, description="built-in MCP servers the key may use (default: all)")
     limit_reset: Period | None = Field(None, description="the spend limit's period (UTC); null: lifetime")
+    guardrails: list[str] | None = Field(None, description="names of [guardrails.NAME] tables applied to its requests")
 
 
 class UpdateKey(Strict):
@@ -53,6 +56,7 @@ class UpdateKey(Strict):
     max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS)
     mcp_servers: list[str] | None = Field(None, description="the key's MCP allow-list; null: every server")
     limit_reset: Period | None = Field(None, description="the spend limit's period (UTC); null: lifetime")
+    guardrails: list[str] | None = Field(None, description="the key's guardrails ([guardrails.NAME]); null or []: none")
 
 
 class KeyLimits(Strict):
@@ -72,6 +76,7 @@ class UpdateAccount(Strict):
     scope: str | None = None
     max_streams: int | None = Field(None, ge=1, le=MAX_STREAMS, description="open streams of all its keys, per worker")
     key_limits: KeyLimits | None = Field(None, description="ceilings for every key of the account")
+    guardrails: list[str] | None = Field(None, description="guardrails applied to every key's requests; null or []: none")
 
 
 class CreateBudget(Strict):
@@ -91,6 +96,15 @@ class UpdateBudget(Strict):
 
     amount: float = Field(None, ge=0, le=MAX_CREDITS)  # type: ignore[assignment]  # absent: unchanged
     period: Period | None = None
+
+
+class GuardrailsQuery(BaseModel):
+    """Query parameters of GET /admin/guardrails: the request to answer for, each part optional."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = Field(None, min_length=1, max_length=200, description="a public model id")
+    key_id: int | None = Field(None, ge=1, le=MAX_ID, description="a key: its guardrails and its account's")
+    profile: str | None = Field(None, min_length=1, max_length=200, description="a profile, `scope/profile`")
 
 
 class Grant(Strict):
@@ -118,6 +132,7 @@ def create_key() -> tuple[Response, int]:
     key, secret = admin_service.create_key(KeySpec(
         spec.name, spec.account_id, spec.tier, spec.scope, limits,
         encode_allow_list(services.settings(), spec.mcp_servers), micro_or_none(spec.credits) or 0, spec.limit_reset,
+        encode_names(services.settings(), spec.guardrails),
     ), by_operator=True)
     return jsonify({**admin_service.describe_key(key), "key": secret}), 201
 
@@ -130,16 +145,18 @@ def list_keys() -> Response:
 
 @bp.patch("/keys/<int:key_id>")
 def update_key(key_id: int) -> Response:
-    """Change a key's limits (they become its member's ceilings), its limit's reset period or MCP allow-list."""
+    """Change a key's limits (they become its member's ceilings), its limit's reset period, MCP allow-list or guardrails."""
     body = json_object()
     spec = parse_model(UpdateKey, body)
     key = keys.find_key(key_id)
+    if "guardrails" in body:  # first: an unknown name is refused before anything changes
+        keys.set_guardrails(key, encode_names(services.settings(), spec.guardrails))
     if "mcp_servers" in body:
         keys.set_mcp_servers(key, encode_allow_list(services.settings(), spec.mcp_servers))
     if "limit_reset" in body:
         admin_service.set_limit_reset(key, spec.limit_reset)
     changes = {name: micro_or_none(spec.spend_limit) if name == "spend_limit" else getattr(spec, name)
-               for name in body if name not in ("mcp_servers", "limit_reset")}
+               for name in body if name not in ("mcp_servers", "limit_reset", "guardrails")}
     return jsonify(admin_service.describe_key(admin_service.set_key_limits(key, changes, by_operator=True)))
 
 
@@ -158,10 +175,12 @@ def show_account(account_id: int) -> Response:
 
 @bp.patch("/accounts/<int:account_id>")
 def update_account(account_id: int) -> Response:
-    """Change an account's name, tier, scope, stream limit or its keys' ceilings."""
+    """Change an account's name, tier, scope, stream limit, its keys' ceilings or its guardrails."""
     body = json_object()
     spec = parse_model(UpdateAccount, body)
     changes = {name: getattr(spec, name) for name in body}
+    if "guardrails" in body:
+        changes["guardrails"] = encode_names(services.settings(), spec.guardrails)
     if spec.key_limits is not None:
         changes["key_limits"] = {**spec.key_limits.model_dump(), "spend_limit": micro_or_none(spec.key_limits.spend_limit)}
     account = admin_service.update_account(keys.find_account(account_id), changes)
@@ -224,6 +243,18 @@ def delete_budget(budget_id: int) -> Response:
     """Remove a budget; requests stop answering to it at once."""
     row = admin_service.delete_budget(budget_id)
     return jsonify({"id": row.id, "object": "budget", "deleted": True})
+
+
+@bp.get("/guardrails")
+def applied_guardrails() -> Response:
+    """The guardrails a request with this model, key and profile would run, in order, with where each comes from."""
+    spec = parse_model(GuardrailsQuery, {name: value for name, value in request.args.items() if value != ""})
+    key = keys.find_key(spec.key_id) if spec.key_id is not None else None
+    listed = attachments.applied(
+        services.settings(), model=spec.model, profile=spec.profile,
+        key_guardrails=decode_names(key.guardrails) if key else (),
+        account_guardrails=decode_names(key.account.guardrails) if key else ())
+    return jsonify({"object": "list", "data": [guardrail.as_json() for guardrail in listed]})
 
 
 @bp.get("/deployments")

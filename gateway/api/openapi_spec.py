@@ -53,6 +53,7 @@ STRING, INTEGER, NUMBER, BOOLEAN = {"type": "string"}, {"type": "integer"}, {"ty
 NULLABLE_STRING, NULLABLE_INTEGER, NULLABLE_NUMBER = (
     {"type": ["string", "null"]}, {"type": ["integer", "null"]}, {"type": ["number", "null"]})
 ANY_OBJECT = {"type": "object"}
+NAMES = {"type": "array", "items": {"type": "string"}}
 
 
 def const(value: str) -> dict[str, str]:
@@ -71,12 +72,13 @@ def listing(item: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 ACCOUNT = obj(("id", "name", "tier", "balance", "reserved", "total_earned", "total_spent"),
               id=INTEGER, name=STRING, tier=STRING, scope=NULLABLE_STRING, balance=NUMBER, reserved=NUMBER,
-              total_earned=NUMBER, total_spent=NUMBER, max_streams=NULLABLE_INTEGER, key_limits=ANY_OBJECT)
+              total_earned=NUMBER, total_spent=NUMBER, max_streams=NULLABLE_INTEGER, key_limits=ANY_OBJECT,
+              guardrails=NAMES)
 KEY_OBJECT = obj(("id", "name", "prefix", "account_id", "revoked", "created_at"),
                  id=INTEGER, name=STRING, prefix=STRING, account_id=INTEGER, revoked=BOOLEAN,
                  rpm=NULLABLE_INTEGER, tpm=NULLABLE_INTEGER, spend_limit=NULLABLE_NUMBER, created_at=STRING,
                  max_streams=NULLABLE_INTEGER, operator_limits=ANY_OBJECT,
-                 limit_reset={"enum": ["daily", "weekly", "monthly", None]})
+                 limit_reset={"enum": ["daily", "weekly", "monthly", None]}, guardrails=NAMES)
 BUDGET = obj(("id", "object", "account_id", "period", "kind", "amount", "spent", "remaining", "resets_at"),
              id=INTEGER, object=const("budget"), account_id=INTEGER, key_id=NULLABLE_INTEGER, model=NULLABLE_STRING,
              tag=NULLABLE_STRING, period={"enum": ["daily", "weekly", "monthly", None]},
@@ -143,6 +145,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         model_id=STRING, deployment=STRING, provider=STRING, upstream_model=STRING, weight=NUMBER, priority=INTEGER,
         status={"enum": ["healthy", "cooling", "half_open", "trial"]}, cooling_until=NULLABLE_STRING,
         failures=INTEGER, in_flight=INTEGER, ttft_ms=NULLABLE_NUMBER)),
+    "GuardrailList": listing(obj(  # GET /admin/guardrails: those that would apply, in the order they run
+        ("name", "type", "stages", "action", "sources"), name=STRING, type=STRING, stages=NAMES, action=STRING,
+        sources={"type": "array", "items": {"enum": ["default", "model", "profile", "account", "key"]}})),
     "Account": ACCOUNT,
     "GrantedAccount": {**ACCOUNT, "required": [*ACCOUNT["required"], "grant_id"],
               "properties": {**ACCOUNT["properties"], "grant_id": INTEGER}},
@@ -259,6 +264,8 @@ ROOT = [
     Operation("delete", "/admin/budgets/{budget_id}", "Remove a budget", "BudgetDeleted", (400, 404), auth=ADMIN),
     Operation("get", "/admin/deployments", "Every deployment's routing state (shared health, this worker's load)",
               "DeploymentList", (404,), auth=ADMIN),
+    Operation("get", "/admin/guardrails", "The guardrails that would apply to a request, in order, with where each "
+              "comes from", "GuardrailList", (400, 404), query=admin.GuardrailsQuery, auth=ADMIN),
     Operation("get", "/admin/usage", "Any account's spend, requests and tokens, grouped (JSON or CSV)",
               "UsageReport", (400, 404), query=usage.AdminUsageArgs, auth=ADMIN, also_as=(usage.CSV_TYPE,)),
     Operation("get", "/healthz", "Liveness", "Health", auth=PUBLIC),

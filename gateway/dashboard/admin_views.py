@@ -1,4 +1,4 @@
-"""Admin pages: accounts (create, tier, grants with expiry, ledger, budgets and keys' limit periods), users,
+"""Admin pages: accounts (create, tier, grants with expiry, ledger, budgets, keys' limit periods, guardrails), users,
 every key, MCP servers, deployments, all usage.
 
 They call the admin API's services (gateway.accounting.keys and credits, describe_account and
@@ -16,6 +16,7 @@ from gateway import services
 from gateway.accounting import admin_service, credits, keys
 from gateway.accounting.admin_service import BudgetSpec
 from gateway.accounting.descriptions import describe_account, describe_entry
+from gateway.accounting.guardrail_names import decode_names, encode_names
 from gateway.dashboard import once, reports, users
 from gateway.dashboard.blueprint import admin_required, bp
 from gateway.dashboard.forms import (
@@ -23,9 +24,11 @@ from gateway.dashboard.forms import (
     ActionForm,
     BudgetForm,
     GrantForm,
+    GuardrailsForm,
     LimitResetForm,
     TierForm,
     UserForm,
+    names_of,
     period_of,
 )
 from gateway.dashboard.member_views import key_rows, usage_page
@@ -66,17 +69,21 @@ def admin_accounts() -> Response | str:
 @bp.get("/admin/accounts/<int:account_id>")
 @admin_required
 def admin_account(account_id: int) -> str:
-    """One account: balance, tier, grants, its ledger, keys and users."""
+    """One account: balance, tier, grants, its ledger, keys, users and guardrails."""
     account = keys.find_account(account_id)
+    listed = admin_service.list_keys(account.id, 500)
     return render_template(
         "dashboard/admin_account.html", account=describe_account(account),
         ledger=[describe_entry(entry) for entry in credits.ledger_of(account.id)],
-        rows=key_rows(admin_service.list_keys(account.id, 500)), users=users.list_users(account.id),
+        rows=key_rows(listed), users=users.list_users(account.id),
         tier_form=TierForm(tier=account.tier, max_streams=account.max_streams), grant_form=GrantForm(),
         action=ActionForm(),
         default_limits=services.settings().limits,
         budgets=[admin_service.describe_budget(row) for row in admin_service.list_budgets(account.id)],
-        budget_form=BudgetForm(), limit_reset_form=LimitResetForm())
+        budget_form=BudgetForm(), limit_reset_form=LimitResetForm(),
+        guardrails_form=GuardrailsForm(guardrails=", ".join(decode_names(account.guardrails))),
+        configured_guardrails=list(services.settings().guardrails),
+        key_guardrails=[(key, decode_names(key.guardrails)) for key in listed if key.guardrails])
 
 
 @bp.post("/admin/accounts/<int:account_id>/tier")
@@ -163,6 +170,31 @@ def admin_set_limit_reset(account_id: int) -> Response:
             admin_service.set_limit_reset(key, period_of(form.limit_reset.data))
             flash(f"The spend limit of key {key.prefix}… now counts {form.limit_reset.data}.")
     return redirect(url_for(".admin_account", account_id=account_id))
+
+
+@bp.post("/admin/accounts/<int:account_id>/guardrails")
+@admin_required
+def admin_set_guardrails(account_id: int) -> Response:
+    """Set the account's guardrails, or one of its keys' (PATCH /admin/accounts/ID or /admin/keys/ID)."""
+    account = keys.find_account(account_id)
+    form = GuardrailsForm()
+    if not form.validate():
+        flash(form_errors(form), "error")
+        return redirect(url_for(".admin_account", account_id=account.id))
+    try:
+        stored = encode_names(services.settings(), names_of(form.guardrails))
+        if form.key_id.data is None:
+            admin_service.update_account(account, {"guardrails": stored})
+            flash(f"The account's guardrails: {', '.join(names_of(form.guardrails)) or 'none'}.")
+        else:
+            key = keys.find_key(form.key_id.data)
+            if key.account_id != account.id:
+                raise NotFound(f"Key {key.id} is not a key of account {account.id}.", param="key_id")
+            keys.set_guardrails(key, stored)
+            flash(f"The guardrails of key {key.prefix}…: {', '.join(names_of(form.guardrails)) or 'none'}.")
+    except GatewayError as exc:
+        flash(exc.message, "error")
+    return redirect(url_for(".admin_account", account_id=account.id))
 
 
 @bp.route("/admin/users", methods=["GET", "POST"])

@@ -114,6 +114,18 @@ class LimitResetForm(FlaskForm):
     limit_reset = SelectField("Spend limit period (UTC)", choices=PERIOD_CHOICES, default="lifetime")
 
 
+class GuardrailsForm(FlaskForm):
+    """An account's guardrails, or one of its keys': names of the config's [guardrails.NAME] tables."""
+
+    key_id = IntegerField("Key id (empty: the account's)", validators=[Optional(), NumberRange(1, MAX_ID)])
+    guardrails = StringField("Guardrails (comma-separated; empty: none)", validators=[Optional(), Length(max=2000)])
+
+
+def names_of(field: StringField) -> list[str]:
+    """A comma-separated names field as a list (empty: none)."""
+    return [name.strip() for name in (field.data or "").split(",") if name.strip()]
+
+
 class UserForm(FlaskForm):
     email = StringField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[
