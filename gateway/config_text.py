@@ -1,7 +1,7 @@
 """The effective settings as TOML text with secrets masked (`gateway config show`), a base to copy.
 
 Masked, as `***`: passwords and query values in URLs, the values of MCP servers' `headers` and
-`env` and of providers' `extra_headers`, and the value after a command-line option whose name mentions a key, token, secret or
+`env`, of providers' `extra_headers` and of webhook guardrails' `headers`, and the value after a command-line option whose name mentions a key, token, secret or
 password. Settings left unset (None) are omitted; loading the text gives the same settings.
 """
 
@@ -43,6 +43,10 @@ def masked(data: dict[str, Any]) -> dict[str, Any]:
         server["args"] = masked_argv(server.get("args", []))
         if "url" in server:
             server["url"] = masked_url(server["url"])
+    for guardrail in data.get("guardrails", {}).values():  # a webhook's
+        guardrail["headers"] = dict.fromkeys(guardrail.get("headers", {}), MASK)
+        if "url" in guardrail:
+            guardrail["url"] = masked_url(guardrail["url"])
     return data
 
 

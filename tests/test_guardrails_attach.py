@@ -251,6 +251,17 @@ def test_config_show_lists_the_guardrails_and_their_attachments(tmp_path, capsys
     assert load_settings(config).guardrails.keys() == GUARDRAILS.keys()
 
 
+def test_config_show_masks_a_webhooks_headers_and_url_secrets(tmp_path, capsys):
+    path = tmp_path / "config.toml"
+    path.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "x.db"}"\n[guardrails.hook]\ntype = "webhook"\n'
+                    'url = "https://checks.example.com/v1?token=hunter2"\nheaders = {Authorization = "Bearer s3cr3t"}\n')
+    code, out, _ = run(capsys, "config", "show", "--config", str(path))
+    assert code == 0 and "s3cr3t" not in out and "hunter2" not in out
+    shown = tomllib.loads(out)["guardrails"]["hook"]
+    assert shown["headers"] == {"Authorization": "***"} and shown["url"] == "https://checks.example.com/v1?token=***"
+    assert re.search(r"#\s+hook: webhook; stages input; block\n", out)
+
+
 def test_config_show_says_nothing_of_guardrails_when_none_are_configured(tmp_path, capsys):
     path = tmp_path / "config.toml"
     path.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "x.db"}"\n')
