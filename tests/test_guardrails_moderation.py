@@ -9,10 +9,11 @@ from typing import Any
 import openai
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, Settings, load_settings
 from gateway.guardrails import moderation
 from gateway.guardrails.verdicts import ALLOW, BLOCK, LOG, CheckContext, Verdict
 from gateway.observability import metrics
+from tests.doc_pages import documented_examples
 from tests.fake_upstream import FakeUpstream, HangReply, JsonReply, chat_completion
 
 CONTEXT = CheckContext(request_id="req-1", endpoint="chat/completions", model="test-model", account_id=1, key_id=2)
@@ -164,3 +165,16 @@ def test_a_non_openai_provider_is_a_startup_error(make_settings) -> None:
             models={"claude-x": {"provider": "claude", "upstream_model": "claude-x"}},
             guardrails={"mod": {"type": "moderation", "model": "claude-x"}},
         )
+
+
+def test_the_docs_example_loads_and_builds(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    example = {example.name: example for example in documented_examples()}["guardrails-moderation"]
+    (tmp_path / "gateway.toml").write_text(example.code)
+    settings = load_settings(str(tmp_path / "gateway.toml"), environ={})
+    model = moderation.build("moderation", settings.guardrails["moderation"], settings)
+    chat = moderation.build("classifier", settings.guardrails["classifier"], settings)
+    assert model.endpoint == moderation.Endpoint("https://api.openai.com/v1/moderations", {},
+                                                 "omni-moderation-latest")
+    assert chat.endpoint.url == "https://api.openai.com/v1/chat/completions" and chat.chat
+    assert "violence, hate" in chat.prompt

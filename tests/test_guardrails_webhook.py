@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, Settings, load_settings
 from gateway.guardrails import outbound, webhook
 from gateway.guardrails.verdicts import ALLOW, BLOCK, REDACT, CheckContext, Verdict
 from gateway.observability import metrics
+from tests.doc_pages import documented_examples
 from tests.fake_upstream import FakeUpstream, HangReply, JsonReply, StreamReply
 
 CONTEXT = CheckContext(request_id="req-1", endpoint="chat/completions", model="test-model", account_id=7, key_id=3)
@@ -201,3 +202,13 @@ def test_request_body_never_holds_more_than_the_metadata() -> None:
     assert set(body) == {"text", "stage", "guardrail", "request"}
     assert set(body["request"]) == {"request_id", "endpoint", "model", "account_id", "key_id"}
     assert json.dumps(body)  # plain JSON
+
+
+def test_the_docs_example_loads_and_builds(tmp_path) -> None:
+    example = {example.name: example for example in documented_examples()}["guardrails-webhook"]
+    (tmp_path / "gateway.toml").write_text(example.code)
+    settings = load_settings(str(tmp_path / "gateway.toml"), environ={})
+    check = webhook.build("policy-hook", settings.guardrails["policy-hook"], settings)
+    assert (check.url, check.headers, check.fail_open, check.url_checks) == (
+        "https://guard.example.com/check", {"X-Hook-Token": "change-me"}, False, True)
+    assert check.session is outbound.CHECKED_SESSION
