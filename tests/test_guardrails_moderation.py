@@ -178,3 +178,29 @@ def test_the_docs_example_loads_and_builds(tmp_path, monkeypatch: pytest.MonkeyP
                                                  "omni-moderation-latest")
     assert chat.endpoint.url == "https://api.openai.com/v1/chat/completions" and chat.chat
     assert "violence, hate" in chat.prompt
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """The app's settings (conftest's `app`, `client`): a default moderation guardrail on input."""
+    return make_settings(models={"omni": {"provider": "fake", "upstream_model": "omni-moderation-latest"}},
+                         guardrails={"mod": {"type": "moderation", "model": "omni", "default": True,
+                                             "categories": ["violence"]}})
+
+
+def moderated_chat(flagged: tuple[str, ...]) -> Callable[[str, dict], JsonReply]:
+    """The fake provider: a moderations answer flagging `flagged`, and a chat completion otherwise."""
+    return lambda path, body: JsonReply(moderation_answer(*flagged) if path.endswith("/moderations")
+                                        else chat_completion("fine"))
+
+
+@pytest.mark.parametrize(("flagged", "status"), [(("violence",), 400), (("hate",), 200), ((), 200)])
+def test_chat_input_moderated(client, auth_headers, fake_upstream: FakeUpstream, flagged: tuple, status: int) -> None:
+    fake_upstream.responder = moderated_chat(flagged)
+    body = {"model": "test-model", "messages": [{"role": "user", "content": "a text"}]}
+    response = client.post("/v1/chat/completions", json=body, headers=auth_headers)
+    assert response.status_code == status
+    paths = [path for path, _, _ in fake_upstream.requests]
+    assert paths == (["/v1/moderations"] if status == 400 else ["/v1/moderations", "/v1/chat/completions"])
+    if status == 400:
+        assert response.get_json()["error"]["message"] == "Blocked by guardrail 'mod' (input)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -212,3 +213,71 @@ def test_the_docs_example_loads_and_builds(tmp_path) -> None:
     assert (check.url, check.headers, check.fail_open, check.url_checks) == (
         "https://guard.example.com/check", {"X-Hook-Token": "change-me"}, False, True)
     assert check.session is outbound.CHECKED_SESSION
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], hook: FakeUpstream) -> Settings:
+    """The app's settings (conftest's `app`, `client`, `api_key`): a default webhook guardrail on input and output."""
+    guardrail = {"type": "webhook", "url": hook_url(hook), "timeout_s": 0.5, "default": True,
+                 "stages": ["input", "output"], "fail_open": False}
+    return make_settings(guardrails={"hook": guardrail}, mcp={"remote_url_checks": False})
+
+
+def by_stage(redact_input: bool = False, block: str | None = None) -> Callable[[str, dict], JsonReply]:
+    """A webhook that redacts the email of inputs, or blocks one stage, and allows the rest."""
+
+    def decide(path: str, body: dict) -> JsonReply:
+        if body["stage"] == block:
+            return JsonReply({"action": "block", "reason": "jane@example.com is a customer"})
+        if redact_input and body["stage"] == "input":
+            return JsonReply({"action": "redact", "text": body["text"].replace("jane@example.com", "[EMAIL]")})
+        return JsonReply({"action": "allow"})
+
+    return decide
+
+
+def chat(client, auth_headers: dict[str, str]):
+    body = {"model": "test-model", "messages": [{"role": "user", "content": TEXT}]}
+    return client.post("/v1/chat/completions", json=body, headers=auth_headers)
+
+
+def test_chat_input_redacted_by_the_webhook_never_shows_it_the_key(client, auth_headers, api_key: str,
+                                                                   hook: FakeUpstream,
+                                                                   fake_upstream: FakeUpstream) -> None:
+    hook.responder = by_stage(redact_input=True)
+    response = chat(client, auth_headers)
+    assert response.status_code == 200, response.get_json()
+    assert fake_upstream.bodies()[0]["messages"][0]["content"] == "my email is [EMAIL]"
+    assert [body["stage"] for body in hook.bodies()] == ["input", "output"]
+    first = hook.bodies()[0]
+    assert first["text"] == TEXT and first["guardrail"] == "hook"
+    assert first["request"]["endpoint"] == "chat/completions" and first["request"]["model"] == "test-model"
+    assert first["request"]["request_id"] == response.headers["x-request-id"]
+    assert isinstance(first["request"]["key_id"], int) and isinstance(first["request"]["account_id"], int)
+    hashed = hashlib.sha256(api_key.encode()).hexdigest()
+    for path, body, headers in hook.requests:  # never the key, its hash or the client's Authorization
+        sent = json.dumps([path, body, headers])
+        assert api_key not in sent and hashed not in sent and "Authorization" not in headers
+
+
+@pytest.mark.parametrize("stage", ["input", "output"])
+def test_chat_blocked_by_the_webhook_names_the_guardrail_not_the_reason(client, auth_headers, hook: FakeUpstream,
+                                                                       fake_upstream: FakeUpstream,
+                                                                       stage: str) -> None:
+    hook.responder = by_stage(block=stage)
+    response = chat(client, auth_headers)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "content_policy_violation"
+    assert error["message"] == f"Blocked by guardrail 'hook' ({stage})."
+    assert "jane" not in response.get_data(as_text=True)
+    assert len(fake_upstream.requests) == (0 if stage == "input" else 1)
+
+
+def test_chat_webhook_timeout_fails_closed(client, auth_headers, hook: FakeUpstream,
+                                           fake_upstream: FakeUpstream) -> None:
+    hook.responder = lambda path, body: HangReply(1.5)
+    response = chat(client, auth_headers)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == "Blocked by guardrail 'hook' (input)."
+    assert fake_upstream.requests == []
