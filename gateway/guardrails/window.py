@@ -4,7 +4,8 @@ Each guardrail is one link of a chain (the first one's output feeds the second, 
 check, where each guardrail reads the text its predecessor returned):
 
 - a pattern guardrail (pii, regex) holds back the last HOLD characters, so a match that spans
-  chunks is whole before anything around it is sent. It sends up to the last whitespace before that
+  chunks is whole before anything around it is sent (it checks again each STEP characters, so the
+  delay is HOLD to HOLD + STEP characters, a few dozen tokens). It sends up to the last whitespace before that
   tail (a long unbroken token such as a JWT is held whole, up to MAX_HOLD characters), never inside
   a candidate match, and redacts what it sends; CONTEXT characters already sent stay as the
   patterns' look-behind. So the concatenation of everything sent equals the one-shot check of the
@@ -23,9 +24,10 @@ from collections.abc import Callable
 
 from gateway.guardrails.registry import Entry
 from gateway.guardrails.rules import MaxSizeCheck
-from gateway.guardrails.verdicts import BLOCK, LOG, CheckContext, ScanCheck, Verdict, choose_hits, verdict_of
+from gateway.guardrails.verdicts import CheckContext, ScanCheck, Verdict, choose_hits, verdict_of
 
 HOLD = 256        # characters a pattern guardrail holds back: the longest match it catches across chunks
+STEP = 64         # it checks its window again once this many more characters wait (not on every delta)
 MAX_HOLD = 4096   # the most it holds while waiting for whitespace (a long token with no break)
 CONTEXT = 64      # characters already sent that the patterns may look behind at
 Act = Callable[[Entry, Verdict, str], str]  # records a verdict on a text; the text to send, or raises on block
@@ -50,7 +52,7 @@ class PatternLink:
     def feed(self, delta: str) -> str:
         """What may be sent now (a log-only link sends `delta` itself)."""
         self.pending += delta
-        out = self.advance(final=False) if len(self.pending) > HOLD else ""
+        out = self.advance(final=False) if len(self.pending) >= HOLD + STEP else ""
         return delta if self.passthrough else out
 
     def finish(self) -> str:
@@ -164,5 +166,3 @@ def link_for(entry: Entry, act: Act, stage: str, context: CheckContext | None) -
         return SizeLink(entry, act)
     return WholeLink(entry, act, stage, context)
 
-
-__all__ = ["BLOCK", "CONTEXT", "HOLD", "LOG", "MAX_HOLD", "StreamCheck"]
