@@ -8,7 +8,8 @@ import pytest
 
 from gateway.config import ConfigError, build_settings
 from gateway.errors import ContentPolicyViolation
-from gateway.guardrails import NO_GUARDRAILS, STAGES, CheckContext, Fired, guardrails_for
+from gateway.guardrails import NO_GUARDRAILS, STAGES, CheckContext, Fired, guardrails_for, prepare
+from gateway.guardrails.registry import built_for
 
 PROVIDER = {"providers": {"p": {"base_url": "http://upstream.test/v1"}}}
 
@@ -151,6 +152,14 @@ def test_checks_are_built_once_per_configuration() -> None:
     first = guardrails_for(settings, model=None, profile=None, key_guardrails=["first"])
     again = guardrails_for(settings, model=None, profile=None, key_guardrails=["first"])
     assert first is not again and first.by_stage["input"][0].check is again.by_stage["input"][0].check
+
+
+def test_prepare_builds_the_checks_a_request_then_uses() -> None:
+    settings = configured(ATTACHABLE)
+    prepare(settings)
+    built = built_for(settings)
+    guard = guardrails_for(settings, model=None, profile=None, key_guardrails=["third"])
+    assert guard.by_stage["input"][0] is built.entries["third"] and list(built.entries) == list(ATTACHABLE)
 
 
 def test_the_context_is_kept() -> None:

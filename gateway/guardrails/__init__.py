@@ -23,9 +23,17 @@ the whole text (webhook, moderation) sees a stream's whole answer at its end; th
 regex) run over a sliding window (gateway.guardrails.window).
 """
 
+from gateway.config import Settings
 from gateway.guardrails.apply import NO_GUARDRAILS, Fired, Guardrails, guardrails_for
+from gateway.guardrails.registry import built_for
 from gateway.guardrails.verdicts import ALLOW, STAGES, CheckContext, Verdict
 from gateway.guardrails.window import StreamCheck
 
 __all__ = ["ALLOW", "NO_GUARDRAILS", "STAGES", "CheckContext", "Fired", "Guardrails", "StreamCheck", "Verdict",
-           "guardrails_for"]
+           "guardrails_for", "prepare"]
+
+
+def prepare(settings: Settings) -> None:
+    """Build every configured guardrail's check now (at startup), so a type's own load-time error (a webhook
+    URL the policy refuses, say) stops the process instead of failing the first request that uses it."""
+    built_for(settings)

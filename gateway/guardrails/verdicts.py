@@ -97,7 +97,8 @@ class ScanCheck:
 
     def __call__(self, text: str, stage: str, context: CheckContext | None) -> Verdict:
         """The verdict on the whole text."""
-        return verdict_of(choose_hits(self.hits(text)), text)
+        hits = self.hits(text)
+        return verdict_of(choose_hits(hits), text) if hits else ALLOW
 
 
 class Scanner(Protocol):

@@ -139,7 +139,6 @@ class StreamCheck:
 
     def __init__(self, entries: tuple[Entry, ...], stage: str, act: Act, context: CheckContext | None = None) -> None:
         self.links = [link_for(entry, act, stage, context) for entry in entries]
-        self.held = bool(self.links)
 
     def feed(self, delta: str) -> str:
         """Text safe to send now (a bounded tail may wait); raises ContentPolicyViolation on block."""
