@@ -98,6 +98,7 @@ class UsageEntry(BaseModel):
     cache_hit = BooleanField(default=False)  # answered from the response cache (0017)
     end_user = CharField(max_length=256, null=True)  # OpenAI's `user` / Anthropic's metadata.user_id (0017)
     tags = CharField(max_length=2048, null=True)  # the request's tags, comma-separated (0017)
+    guardrails = TextField(null=True)  # JSON [{"name", "action", "stage"}] of the guardrails that acted (0022)
 
     class Meta:
         table_name = "usage_entry"

@@ -5,7 +5,9 @@ How a request writes its usage row (the one API for it; an endpoint adds nothing
   and `X-Generation-Id`); then exactly one `meter.finish(usage, status, route, finish_reason=...)`
   settles it and writes the row, durable on return (`closed_on_failure()` finishes on errors).
 - `refusals_recorded(...)` around routing and admission writes the row of a request refused
-  there (402, 404 unknown model, 429, 400 above its tpm): cost 0, queued to the writer without waiting.
+  there (402, 404 unknown model, 429, 400 above its tpm, 400 an input a guardrail blocked): cost 0, queued
+  to the writer without waiting.
+- The row's `guardrails` column lists the guardrails that acted (the request record's, taken at admission).
 
 What the hold covers (the meter never sees a body: it reads `Estimate`s of prepared requests):
 admission holds the costliest candidate; `cover_turn` holds each tool-loop turn before it is sent
@@ -16,6 +18,7 @@ model's typical output; `check_debt` stops a run whose cost passes its hold and 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -33,6 +36,7 @@ from gateway.accounting.writer import AccountingWriter, writer
 from gateway.config import ModelSettings, Settings
 from gateway.errors import (
     CLIENT_CLOSED,
+    ContentPolicyViolation,
     DebtBoundReached,
     GatewayError,
     InsufficientBalance,
@@ -41,12 +45,33 @@ from gateway.errors import (
     RequestAboveTokenLimit,
 )
 from gateway.ids import new_id
+from gateway.observability import metrics
 from gateway.observability.wsgi_middleware import current, request_settled
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = 500
-REFUSALS = (InsufficientBalance, ModelNotFound, RateLimited, RequestAboveTokenLimit)  # a row with cost 0
+# a row with cost 0 (a guardrail's block of the input: the request was never sent)
+REFUSALS = (InsufficientBalance, ModelNotFound, RateLimited, RequestAboveTokenLimit, ContentPolicyViolation)
 MODEL_COLUMN_LENGTH = 255
+
+
+class Guarded(Protocol):
+    """What the meter reads of a request's guardrails (gateway.guardrails.Guardrails): the ones that acted."""
+
+    fired: list[Any]  # each with `name`, `action` and `stage` (never the matched text)
+
+
+def fired_column(guardrails: Guarded | None) -> str | None:
+    """The usage row's `guardrails`: JSON [{"name", "action", "stage"}] of those that acted (None: none did).
+
+    Called once per row as it is written, which counts each in `gateway_guardrail_actions_total`.
+    """
+    if guardrails is None or not guardrails.fired:
+        return None
+    for fired in guardrails.fired:
+        metrics.guardrail_acted(fired.name, fired.action, fired.stage)
+    return json.dumps([{"name": fired.name, "action": fired.action, "stage": fired.stage}
+                       for fired in guardrails.fired], separators=(",", ":"))
 
 
 class Served(Protocol):
@@ -108,6 +133,7 @@ class Meter:
     output_cap: int = 0  # the output the upstream was told it may produce (times `n`)
     tags: tuple[str, ...] = ()  # the request's tags and end user, taken from its record at admission: a run that
     end_user: str | None = None  # finishes in another thread (a background response) still has them
+    guardrails: Guarded | None = None  # the request's guardrails, from its record at admission (the row's column)
 
     @classmethod
     def admit(
@@ -128,7 +154,7 @@ class Meter:
             meter.generation_id = generation_id
         record = current()
         if record is not None:
-            meter.tags, meter.end_user = record.tags, record.end_user
+            meter.tags, meter.end_user, meter.guardrails = record.tags, record.end_user, record.guardrails
         hold = max(estimate.hold for estimate in estimates)
         meter.reservation_id, meter.rate_limit_headers = admission(
             caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s,
@@ -234,7 +260,7 @@ class Meter:
                        status == CLIENT_CLOSED, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
                        route.deployment.name if route and not cache_hit else None,
                        route.attempts if route and not cache_hit else 0, cache_hit,
-                       self.end_user, self.tags)
+                       self.end_user, self.tags, fired_column(self.guardrails))
         cost = self.cost_of(usage, route) if route else 0
         charged = self.writer.call(Settlement(
             self.caller.account.id, key_id, self.reservation_id, round(cost * self.hit_price_fraction) if cache_hit else cost,
@@ -310,7 +336,8 @@ def refusals_recorded(caller: Caller, endpoint: str, model: Any, request_id: str
         record = current()  # a refusal is attributed as an answer is (its tags and end user)
         row = UsageRow(request_id, endpoint, model[:MODEL_COLUMN_LENGTH] if isinstance(model, str) else None,
                        0, 0, False, refusal.status, milliseconds_since(started),
-                       end_user=record.end_user if record else None, tags=record.tags if record else ())
+                       end_user=record.end_user if record else None, tags=record.tags if record else (),
+                       guardrails=fired_column(record.guardrails) if record else None)
         try:
             pending = writer().submit(Settlement(caller.account.id, caller.key.id, None, 0, request_id, row))
             if wait:

@@ -72,6 +72,7 @@ class UsageRow:
     cache_hit: bool = False  # answered from the response cache
     end_user: str | None = None
     tags: tuple[str, ...] = ()
+    guardrails: str | None = None  # JSON [{"name", "action", "stage"}] of the guardrails that acted (no matched text)
 
 
 @dataclass(frozen=True, slots=True)

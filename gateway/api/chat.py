@@ -12,7 +12,7 @@ from gateway import services
 from gateway.accounting.keys import Caller, current_caller
 from gateway.accounting.meter import Meter, refusals_recorded
 from gateway.accounting.streams import hold_stream_slot
-from gateway.api import cached, chat_render
+from gateway.api import cached, chat_render, guarded
 from gateway.api.http import (
     authenticated_blueprint,
     event_stream,
@@ -40,7 +40,7 @@ EXECUTED_CALLS_HEADER = "X-Gateway-Executed-Calls"
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     """OpenAI chat completions, JSON or SSE; `tools: "auto"` runs the default profile's MCP tools."""
-    body = validated(ChatRequest)
+    body = checked("chat/completions", validated(ChatRequest))
     if body.get("tools") == "auto":
         profile = services.settings().mcp.default_profile
         labels = services.settings().profiles[profile].mcp_servers if profile else []
@@ -51,7 +51,7 @@ def chat_completions() -> Response:
 @bp.post("/completions")
 def completions() -> Response:
     """Legacy text completions, JSON or SSE."""
-    return relay_upstream("completions", validated(CompletionRequest))
+    return relay_upstream("completions", checked("completions", validated(CompletionRequest)))
 
 
 @bp.post("/embeddings")
@@ -59,7 +59,7 @@ def embeddings() -> Response:
     """Embeddings (never streamed)."""
     body = validated(EmbeddingRequest)
     body.pop("stream", None)
-    return relay_upstream("embeddings", body)
+    return relay_upstream("embeddings", checked("embeddings", body))
 
 
 def relay_upstream(path: str, body: dict[str, Any]) -> Response:
@@ -78,7 +78,7 @@ def relay_upstream(path: str, body: dict[str, Any]) -> Response:
         chunks = relay.relay_stream(stream, route, wants_usage(body), meter, keepalive, stream_dialect(),
                                     cached.recorder(lookup, path, meter.generation_id), output_windows(meter))
         return cached.marked(with_headers(event_stream(chunks), meter), lookup)
-    answer = relay.relay_json(router, candidates, meter)
+    answer = relay.relay_json(router, candidates, meter, guarded.output_check())
     cached.store_openai(lookup, answer)
     return cached.marked(with_headers(jsonify(answer), meter), lookup)
 
@@ -143,6 +143,11 @@ def executed_calls_form(body: dict[str, Any]) -> str:
     if body.get("tools") != "auto" and body.get("tools"):
         return chat_render.AGENTS_FORM  # executed calls beside the client's calls would be run twice
     return asked or (chat_render.SEED_FORM if body.get("tools") == "auto" else chat_render.AGENTS_FORM)
+
+
+def checked(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The body through the input guardrails (gateway.api.guarded), before the cache and admission see it."""
+    return guarded.checked_input(path, body, requested_model(body))
 
 
 def validated(schema: type[BaseModel]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Response, jsonify
 
 from gateway import services
-from gateway.api import cached, messages_mcp, messages_native
+from gateway.api import cached, guarded, messages_mcp, messages_native
 from gateway.api.chat import admitted, requested_model
 from gateway.api.http import authenticated_blueprint, event_stream, json_object, with_headers
 from gateway.dialects.anthropic_mcp import mcp_request
@@ -35,6 +35,7 @@ RELAY_FRAMING = StreamDialect(OPENROUTER)  # its error chunk carries the status 
 def create_message() -> Response:
     """A Messages API call, JSON or streamed: native on Anthropic-type models, else translated."""
     body = json_object()
+    body = guarded.checked_input(ENDPOINT, body, requested_model(body))  # before any path's cache and admission
     if "mcp_servers" in body:  # the gateway runs the servers, on any model (gateway.api.messages_mcp)
         return messages_mcp.create(body, ENDPOINT, DROPPED_HEADER)
     if (routes := messages_native.native_routes(body)) is not None:
@@ -57,7 +58,7 @@ def create_message() -> Response:
         encoder = MessagesStreamEncoder(route.model_id, candidates[0].input_tokens, stops)  # a fallback's, maybe
         response = event_stream(messages_events(chunks, encoder))
     else:
-        completion = relay.relay_json(router, candidates, meter)
+        completion = relay.relay_json(router, candidates, meter, guarded.output_check())
         message = message_of(completion, completion.get("model") or model, stops)
         cached.store_message(lookup, message, cached.openai_usage(completion))
         response = jsonify(message)

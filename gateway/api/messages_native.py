@@ -20,7 +20,7 @@ from flask import Response, jsonify, request
 
 from gateway import services
 from gateway.accounting.tokens import estimate_prompt_tokens, hold_prompt_tokens
-from gateway.api import cached
+from gateway.api import cached, guarded
 from gateway.api.chat import admitted, requested_model
 from gateway.api.http import event_stream, with_headers
 from gateway.api.messages_native_stream import anthropic_usage, relay_events
@@ -29,6 +29,7 @@ from gateway.dialects.anthropic_messages import invalid, required_cap
 from gateway.errors import GatewayError
 from gateway.loop.checks import output_windows
 from gateway.upstream import routing
+from gateway.upstream.checked_answer import checked_message
 from gateway.upstream.prepared import PreparedRequest
 from gateway.upstream.providers.anthropic_answer import finish_reason
 from gateway.upstream.routing import Route
@@ -107,7 +108,10 @@ def create(body: dict[str, Any], routes: list[Route], endpoint: str) -> Response
             sent.provider, sent.path, sent.body, beta, sent.read_timeout_s))
         answer["model"] = route.model_id
         usage = anthropic_usage(answer.get("usage")) or meter.estimate(generated_text(answer))
-        meter.finish(usage, 200, route, finish_reason(answer.get("stop_reason")))
+        blocked = checked_message(answer, guarded.output_check())  # charged all the same: it was generated
+        meter.finish(usage, blocked.status if blocked else 200, route, finish_reason(answer.get("stop_reason")))
+    if blocked is not None:
+        raise blocked
     cached.store_message(lookup, answer, usage)
     return cached.marked(with_headers(jsonify(answer), meter), lookup)
 

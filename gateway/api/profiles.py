@@ -11,7 +11,7 @@ from flask import Response
 from gateway import services
 from gateway.accounting.keys import current_caller
 from gateway.api import catalog, responses, responses_ws
-from gateway.api.chat import executed_calls_form, relay_upstream, run_with_tools, validated
+from gateway.api.chat import checked, executed_calls_form, relay_upstream, run_with_tools, validated
 from gateway.api.http import authenticated_blueprint, json_object
 from gateway.api.openai_requests import ChatRequest
 from gateway.config import ProfileSettings
@@ -35,7 +35,7 @@ def profile_servers(scope: str, profile: str) -> list[str]:
 def chat_completions(scope: str, profile: str) -> Response:
     """Chat in a profile; `tools: "auto"` (or the profile's `tools_by_default`) offers and runs its MCP tools."""
     settings = profile_settings(scope, profile)
-    body = validated(ChatRequest)
+    body = checked("chat/completions", validated(ChatRequest))
     if body.get("tools") == "auto" or (settings.tools_by_default and only_function_tools(body.get("tools"))):
         return run_with_tools(body, settings.mcp_servers, executed_calls_form(body))
     return relay_upstream("chat/completions", body)

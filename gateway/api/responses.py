@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.accounting.keys import current_caller
 from gateway.accounting.meter import refusals_recorded
 from gateway.accounting.streams import hold_stream_slot
-from gateway.api import responses_render, responses_ws
+from gateway.api import guarded, responses_render, responses_ws
 from gateway.api.http import (
     authenticated_blueprint,
     event_stream,
@@ -19,10 +20,12 @@ from gateway.api.http import (
     parse_model,
     with_headers,
 )
+from gateway.errors import ContentPolicyViolation, GatewayError
 from gateway.responses import admission, background, compaction, store
 from gateway.serving.http_conventions import request_id
 
 bp = authenticated_blueprint("responses", __name__)
+ENDPOINT = "responses"
 
 
 class InputItemsQuery(BaseModel):
@@ -43,7 +46,11 @@ def create_response() -> Response:
 def create(body: dict[str, Any], profile_servers: Sequence[str] = ()) -> Response:
     """Admit and render one create request (a profile route offers its servers as `mcp` tools)."""
     caller = current_caller()
-    with refusals_recorded(caller, "responses", body.get("model"), request_id()):
+    try:
+        body = guarded.checked_input(ENDPOINT, body, body.get("model"), caller)
+    except ContentPolicyViolation as blocked:
+        return blocked_response(None, body.get("model"), blocked)
+    with refusals_recorded(caller, ENDPOINT, body.get("model"), request_id()):
         if body.get("stream") is True and not body.get("background"):
             hold_stream_slot()
         response = admission.admit_response(body, caller, request_id(), profile_servers=profile_servers)
@@ -52,7 +59,34 @@ def create(body: dict[str, Any], profile_servers: Sequence[str] = ()) -> Respons
         return with_headers(jsonify(background.start(response)), meter)
     if response.req.stream:
         return with_headers(event_stream(responses_render.stream(response), response.run), meter)
-    return with_headers(jsonify(responses_render.complete(response)), meter)
+    try:
+        answer = responses_render.complete(response)
+    except GatewayError as error:
+        if not guarded.is_block(error):
+            raise
+        return with_headers(blocked_response(response.builder.response(), body.get("model"), error), meter)
+    if answer["status"] == "failed" and (answer.get("error") or {}).get("code") == ContentPolicyViolation.code:
+        return with_headers(blocked_response(answer, body.get("model"), None), meter)
+    return with_headers(jsonify(answer), meter)
+
+
+def blocked_response(response: dict[str, Any] | None, model: Any, error: GatewayError | None) -> Response:
+    """A guardrail's block on the Responses API: a 400 whose body is the `failed` response (code
+    `content_policy_violation`), its `error` with OpenAI's error fields (`message`, `type`, `param`, `code`).
+
+    `response` is the run's response object when one was admitted; `error` the block, unless the
+    response already carries it.
+    """
+    answer = dict(response) if response is not None else {
+        "id": store.new_response_id(), "object": "response", "created_at": int(time.time()), "model": model,
+        "output": [], "usage": None}
+    if error is not None:
+        answer["error"] = error.body()["error"]
+    answer["error"] = {"param": None, **answer["error"]}
+    answer["status"] = "failed"
+    reply = jsonify(answer)
+    reply.status_code = ContentPolicyViolation.status
+    return reply
 
 
 @bp.get("/responses", websocket=True)

@@ -37,7 +37,7 @@ from gateway import services
 from gateway.accounting import streams
 from gateway.accounting.keys import cached_caller, current_caller, presented_key
 from gateway.accounting.meter import refusals_recorded
-from gateway.api import responses_render
+from gateway.api import guarded, responses_render
 from gateway.api.http import attribute
 from gateway.config import Settings
 from gateway.db import database, own_connection
@@ -220,6 +220,7 @@ class Session:
             previous = body.get("previous_response_id") if isinstance(body.get("previous_response_id"), str) else None
             caller = cached_caller(self.secret)
             request_id = f"{self.upgrade_id[:48]}.{self.turns}"
+            body = guarded.checked_input("responses", body, body.get("model"), caller, request_id)
             with refusals_recorded(caller, "responses", body.get("model"), request_id):
                 response = admission.admit_response(body, caller, request_id, self.latest, self.profile_servers)
             events = responses_render.started(response)

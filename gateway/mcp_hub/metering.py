@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.accounting.keys import Caller
-from gateway.accounting.meter import admission, milliseconds_since, refusals_recorded
+from gateway.accounting.meter import admission, fired_column, milliseconds_since, refusals_recorded
 from gateway.accounting.money import to_credits
 from gateway.accounting.operations import Settlement, UsageRow
 from gateway.accounting.ratelimit import RateLimiter
 from gateway.accounting.writer import AccountingWriter
-from gateway.observability.wsgi_middleware import request_settled
+from gateway.observability.wsgi_middleware import current, request_settled
 
 ENDPOINT = "mcp"
 OK, TOOL_FAILED = 200, 502
@@ -56,7 +56,9 @@ class ToolMeter:
         if self.finished:
             return 0
         self.finished = True
-        row = UsageRow(self.request_id, ENDPOINT, self.model, 0, 0, False, status, milliseconds_since(self.started))
+        record = current()  # the request's (the call settles in a thread with its context)
+        row = UsageRow(self.request_id, ENDPOINT, self.model, 0, 0, False, status, milliseconds_since(self.started),
+                       guardrails=fired_column(record.guardrails) if record is not None else None)
         charged = self.writer.call(Settlement(self.caller.account.id, self.caller.key.id, self.reservation_id,
                                               self.price if status == OK else 0, self.request_id, row))
         request_settled(self.model, None, 0, 0, to_credits(charged))

@@ -38,9 +38,17 @@ from gateway.accounting.keys import Caller
 from gateway.accounting.money import to_micro
 from gateway.accounting.ratelimit import RateLimiter
 from gateway.accounting.writer import AccountingWriter
-from gateway.errors import CLIENT_CLOSED, GatewayError, InsufficientBalance, RateLimited, ServiceUnavailable
+from gateway.errors import (
+    CLIENT_CLOSED,
+    ContentPolicyViolation,
+    GatewayError,
+    InsufficientBalance,
+    RateLimited,
+    ServiceUnavailable,
+)
+from gateway.guardrails import NO_GUARDRAILS, Guardrails
 from gateway.mcp.assemble import McpRuntime
-from gateway.mcp_hub import catalog
+from gateway.mcp_hub import catalog, guarded
 from gateway.mcp_hub.metering import OK, TOOL_FAILED, ToolMeter
 from gateway.observability import metrics
 
@@ -58,6 +66,7 @@ class HubRequest:
     labels: tuple[str, ...]
     request_id: str
     context: contextvars.Context  # the request thread's (its access-log record and trace)
+    guardrails: Guardrails = NO_GUARDRAILS  # the request's (gateway.mcp_hub.guarded)
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """Run blocking work (accounting waits) off the loop, in the request's context."""
@@ -121,13 +130,20 @@ class HubServer:
             # another scope's tool looks exactly like one that does not exist
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
         label, tool = found
+        arguments = params.arguments or {}
+        if hub.guardrails.active(guarded.STAGE):  # before admission: a blocked call holds nothing
+            try:
+                arguments = await hub.in_thread(guarded.checked_arguments, hub.guardrails, hub.caller,
+                                                hub.request_id, f"{label}/{tool.name}", arguments)
+            except ContentPolicyViolation as blocked:
+                return catalog.error_result(blocked.message)
         try:
             meter = await self._admit(hub, label, tool.name)
         except GatewayError as exc:
             if isinstance(exc, RateLimited | InsufficientBalance):
                 metrics.refused("rate_limited" if isinstance(exc, RateLimited) else "insufficient_balance")
             return catalog.error_result(exc.message)
-        return await self._metered_call(hub, meter, label, tool.name, params.arguments or {})
+        return await self._metered_call(hub, meter, label, tool.name, arguments)
 
     async def _admit(self, hub: HubRequest, label: str, tool: str) -> ToolMeter:
         """The call's admission against the key's limits and balance (a thread waits for the accounting)."""

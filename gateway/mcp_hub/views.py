@@ -19,7 +19,7 @@ from gateway.accounting import writer as accounting_writer
 from gateway.accounting.keys import Caller, current_caller, presented_key
 from gateway.errors import AuthenticationFailed, MethodNotAllowed
 from gateway.mcp.access import hub_servers, profile_for, usable
-from gateway.mcp_hub import asgi, call_slots
+from gateway.mcp_hub import asgi, call_slots, guarded
 from gateway.mcp_hub.server import SCOPE_KEY, HubRequest, HubServer
 from gateway.serving.body import parse_body
 from gateway.serving.http_conventions import STREAM_HEADERS, request_id
@@ -72,7 +72,8 @@ def serve(caller: Caller, labels: list[str]) -> Response:
     release = call_slots.hold_tool_calls(caller)
     if isinstance(release, Response):
         return release
-    hub_request = HubRequest(caller, tuple(labels), request_id(), contextvars.copy_context())
+    guardrails = guarded.hub_guardrails(settings, caller, request_id())
+    hub_request = HubRequest(caller, tuple(labels), request_id(), contextvars.copy_context(), guardrails)
     scope = asgi.http_scope(request.environ, request.path, {SCOPE_KEY: hub_request})
     try:
         answer = asgi.serve(runtime.bridge, hub_server().asgi_app(), scope, request.get_data(),

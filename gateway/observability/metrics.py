@@ -118,6 +118,9 @@ class Metrics:
                                           "that failed, by guardrail, reason (timeout, connection, refused, "
                                           "status, malformed) and outcome (allowed: fail_open, or blocked).",
                                           ("guardrail", "reason", "outcome"))
+        self.guardrail_actions = counter("gateway_guardrail_actions", "Guardrails that acted on a text, by "
+                                         "guardrail, action (block, redact, log) and stage (input, output, "
+                                         "tool_input, tool_output).", ("guardrail", "action", "stage"))
 
 
 _metrics: Metrics | None = None
@@ -287,6 +290,11 @@ def cache_not_stored(reason: str) -> None:
 def cache_error(operation: str) -> None:
     """A cache operation skipped after an error (get, put or decode)."""
     metrics().cache_errors.labels(operation).inc()
+
+
+def guardrail_acted(guardrail: str, action: str, stage: str) -> None:
+    """A guardrail blocked, redacted or logged a text at a stage (gateway.guardrails)."""
+    metrics().guardrail_actions.labels(guardrail, action, stage).inc()
 
 
 def guardrail_failed(guardrail: str, reason: str, outcome: str) -> None:

@@ -35,6 +35,7 @@ class RequestRecord:
     tags: tuple[str, ...] = ()  # the request's attribution tags (gateway.accounting.attribution), on its usage row
     end_user: str | None = None  # the end user it names (OpenAI's `user`, Anthropic's `metadata.user_id`)
     cache: str | None = None  # "HIT" or "MISS" when the response cache was asked
+    guardrails: Any = None  # the request's gateway.guardrails.Guardrails, built once by its face (None: not yet)
     span: Any = None
 
     def elapsed(self) -> float:

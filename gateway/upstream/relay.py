@@ -18,6 +18,7 @@ from gateway.db import own_connection
 from gateway.errors import CLIENT_CLOSED, GatewayError
 from gateway.observability.wsgi_middleware import first_token
 from gateway.upstream import sse
+from gateway.upstream.checked_answer import TextCheck, checked_openai
 from gateway.upstream.checked_text import CheckedChunks, OutputCheck
 from gateway.upstream.chunks import read_chunks
 from gateway.upstream.client import UpstreamStream
@@ -59,8 +60,13 @@ class StreamObserver(Protocol):
         """The stream ended without error and was charged `usage`; called before its last byte goes out."""
 
 
-def relay_json(router: Router, candidates: list[PreparedRequest], meter: Meter) -> dict[str, Any]:
-    """One JSON round trip, routed and retried (gateway.upstream.router); settles the meter either way."""
+def relay_json(router: Router, candidates: list[PreparedRequest], meter: Meter,
+               output_check: TextCheck | None = None) -> dict[str, Any]:
+    """One JSON round trip, routed and retried (gateway.upstream.router); settles the meter either way.
+
+    `output_check` is the output guardrails' (gateway.upstream.checked_answer): the answer's text is
+    redacted in place, or a block is raised once the answer's usage is charged (it was generated).
+    """
     client = router.client
     with meter.closed_on_failure():
         route, data = router.call(candidates, lambda sent: client.post_json(
@@ -70,7 +76,10 @@ def relay_json(router: Router, candidates: list[PreparedRequest], meter: Meter) 
             "".join(_choice_text(choice) for choice in data.get("choices") or [])
         )
         data["usage"] = with_cost(data.get("usage"), meter, usage, route)
-        meter.finish(usage, 200, route, finish_reason(data))
+        blocked = checked_openai(data, output_check)
+        meter.finish(usage, blocked.status if blocked else 200, route, finish_reason(data))
+    if blocked is not None:
+        raise blocked
     return data
 
 
