@@ -76,6 +76,14 @@ def test_a_long_token_is_held_at_most_max_hold() -> None:
     assert held == len(stream.finish())
 
 
+def test_a_private_key_is_held_back_whole_and_redacted() -> None:
+    guard = guardrails(secrets={"type": "pii", "action": "redact", "detectors": ["secret"]})
+    lines = ["MIIEowIBAAKCAQEA" + "x" * 48 + "\n" for _ in range(25)]
+    pem = "-----BEGIN RSA PRIVATE KEY-----\n" + "".join(lines) + "-----END RSA PRIVATE KEY-----"
+    sent, out = streamed(guard, ["My key:\n", *[pem[index:index + 10] for index in range(0, len(pem), 10)], "\nDone."])
+    assert out == "My key:\n[SECRET]\nDone." and not any("MIIE" in part for part in sent)
+
+
 def test_a_log_only_guardrail_holds_nothing_back_and_still_sees_spanning_matches() -> None:
     guard = guardrails(watch={"type": "pii", "action": "log", "detectors": ["secret"]})
     sent, out = streamed(guard, SPLIT)
@@ -108,7 +116,8 @@ def test_no_guardrail_on_the_stage_passes_everything_at_once() -> None:
 
 WORDS = ["hello", "world", "a@b.io", "mail:", "x.y@mail.example.com", "+1 (555) 123-4567", "4111 1111 1111 1111",
          "4111 1111 1111 1112", "DE89 3704 0044 0532 0130 00", "123-45-6789", "10.0.0.1", "2001:db8::1", SECRET,
-         "AKIAIOSFODNN7EXAMPLE", "-----BEGIN RSA PRIVATE KEY-----", "2024", "$1,299.00", "\n", "Bluebird", "ok.",
+         "AKIAIOSFODNN7EXAMPLE", "-----BEGIN RSA PRIVATE KEY-----", "MIIEowIBAAKCAQEA", "-----END RSA PRIVATE KEY-----",
+         "2024", "$1,299.00", "\n", "Bluebird", "ok.",
          "020 7946 0958", "555-123-4567"]
 texts = st.lists(st.sampled_from(WORDS), max_size=120).map(" ".join)
 

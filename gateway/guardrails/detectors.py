@@ -2,9 +2,10 @@
 
 A pattern finds candidates; the validator (Luhn for cards, mod 97 for IBANs, the SSA's rules for
 SSNs, `ipaddress` for IPv6, a digit count for phones) refuses the ones that only look right. Every
-pattern's matches are bounded in length (a private key is found by its header line; a JWT may be
-long, see gateway.guardrails.window), and a cheap substring test skips a pattern on texts that
-cannot hold a match.
+pattern's matches are bounded in length (a private key is its header, its base64 body and its
+END line, at most 8 KB; a JWT at most 12 KB: a stream holds such a match back whole, see
+gateway.guardrails.window), and a cheap substring test skips a pattern on texts that cannot hold
+a match.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ PATTERNS = {
     "sk": r"s(?<![\w-].)k(?:-(?:proj-|ant-(?:api[0-9][0-9]-)?|or-v1-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,256}(?![\w-])"
           r"|_(?:live|test)_[A-Za-z0-9]{16,128}(?!\w))",
     "aws": r"A(?<![A-Za-z0-9].)(?:KIA|SIA)[A-Z0-9]{16}(?![A-Za-z0-9])",
-    "private_key": r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----",
+    "private_key": r"-----BEGIN (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s]{0,8192}"
+                   r"(?:-----END (?:[A-Z0-9]+ ){0,3}PRIVATE KEY(?: BLOCK)?-----)?",
     "jwt": r"e(?<![\w-].)yJ[A-Za-z0-9_-]{5,4096}\.eyJ[A-Za-z0-9_-]{5,4096}\.[A-Za-z0-9_-]{10,4096}(?![\w-])",
 }
 

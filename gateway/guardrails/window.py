@@ -6,8 +6,9 @@ check, where each guardrail reads the text its predecessor returned):
 - a pattern guardrail (pii, regex) holds back the last HOLD characters, so a match that spans
   chunks is whole before anything around it is sent (it checks again each STEP characters, so the
   delay is HOLD to HOLD + STEP characters, a few dozen tokens). It sends up to the last whitespace before that
-  tail (a long unbroken token such as a JWT is held whole, up to MAX_HOLD characters), never inside
-  a candidate match, and redacts what it sends; CONTEXT characters already sent stay as the
+  tail (a long unbroken token is held whole, up to MAX_HOLD characters), never inside a candidate
+  match (so a long one, a JWT or a private key block, is held until it is whole: the detectors'
+  matches are bounded, a regex guardrail's are as long as its patterns allow), and redacts what it sends; CONTEXT characters already sent stay as the
   patterns' look-behind. So the concatenation of everything sent equals the one-shot check of the
   whole text, for any chunking (matches up to HOLD characters; a longer regex match may be cut).
 - a guardrail that only logs sends each delta at once and runs the same window beside it, so it
