@@ -4,13 +4,14 @@ Each guardrail is one link of a chain (the first one's output feeds the second, 
 check, where each guardrail reads the text its predecessor returned):
 
 - a pattern guardrail (pii, regex) holds back the last HOLD characters, so a match that spans
-  chunks is whole before anything around it is sent (it checks again each STEP characters, so the
-  delay is HOLD to HOLD + STEP characters, a few dozen tokens). It sends up to the last whitespace before that
-  tail (a long unbroken token is held whole, up to MAX_HOLD characters), never inside a candidate
-  match (so a long one, a JWT or a private key block, is held until it is whole: the detectors'
-  matches are bounded, a regex guardrail's are as long as its patterns allow), and redacts what it sends; CONTEXT characters already sent stay as the
-  patterns' look-behind. So the concatenation of everything sent equals the one-shot check of the
-  whole text, for any chunking (matches up to HOLD characters; a longer regex match may be cut).
+  chunks is whole before anything around it is sent; it checks again each STEP characters, so the
+  delay is HOLD to HOLD + STEP characters (a few dozen tokens). It sends up to the last whitespace
+  before that tail (a long unbroken token is held whole, up to MAX_HOLD characters), never inside a
+  candidate match (a JWT or a private key block that is already a match is held until it is
+  whole), and redacts what it sends; CONTEXT characters already sent stay as the patterns'
+  look-behind. So the concatenation of everything sent equals the one-shot check of the whole
+  text, for any chunking. The one exception: a regex whose match needs more than HOLD characters
+  after its start before it matches at all (`foo.{300}bar`) may see its start sent first.
 - a guardrail that only logs sends each delta at once and runs the same window beside it, so it
   still sees matches that span chunks (recorded when they leave the window, or at finish).
 - `max_size` passes text through and counts it: the block comes with the chunk that passes the limit.
