@@ -61,10 +61,12 @@ def iban_valid(candidate: str) -> bool:
 
 
 def phone_valid(candidate: str) -> bool:
-    """An E.164 number has 8 to 15 digits; a national one with a trunk 0 has 9 to 12; a US one has 10."""
+    """An E.164 number has 8 to 15 digits (after + or 00); a national one with a trunk 0 has 9 to 12; a US one 10."""
     count = sum(char in DIGITS for char in candidate)
     if candidate.startswith("+"):
         return 8 <= count <= 15
+    if candidate.startswith("00"):
+        return 10 <= count <= 17
     if candidate.startswith("0"):
         return 9 <= count <= 12
     return count == 10
@@ -120,7 +122,7 @@ PATTERNS = {
              r"(?<=\+)[0-9]{1,3}(?:[ .\-]?\([0-9]{1,4}\))?(?:[ .\-]?[0-9]{1,5}){1,6}"  # +44 20 7946 0958
              r"|(?<=\()[0-9]{3}\)[ .\-]?[0-9]{3}[ .\-][0-9]{4}"                        # (555) 123-4567
              r"|(?<=[0-9])[0-9]{2}[.\-][0-9]{3}[.\-][0-9]{4}"                            # 555-123-4567
-             r"|(?<=0)[0-9]{0,3}(?:[ .\-/][0-9]{2,8}){1,4}"                              # 020 7946 0958
+             r"|(?<=0)[0-9]{1,4}(?:[ .\-/][0-9]{2,8}){1,4}"                              # 020 7946 0958
              r")(?!\w|[ .\-/]?[0-9])",
     "card": r"[0-9](?<![\w-].)(?<![0-9][ -].)(?:[ -]?[0-9]){12,18}(?![\w-]|[ -][0-9])",
     "iban": r"[A-Z](?<![A-Za-z0-9].)[A-Z][0-9]{2}"
