@@ -14,7 +14,10 @@ The kinds of call, taking turns in a shuffled order each cycle so drift falls on
   like pii: a fifth of its characters are digits), the slow case;
 - `pii, 2 KB with pii`: the same prompt with an email, a phone, a card, an IBAN, an SSN, an IP and a key
   in it, each redacted;
-- `detector X`: a pii guardrail with only that detector, on the clean prompt (what each costs);
+- `walk only`: a pii guardrail with no detector on, on the clean prompt: the per-request work around the
+  detectors (a Guardrails, the body's texts, the verdict);
+- `detector X`: a pii guardrail with only that detector, on the clean prompt; its own cost is the row less
+  `walk only` (the last column);
 - `regex (1 pattern)`: an injection deny list on the clean prompt;
 - `no guardrails`: `NO_GUARDRAILS.check_body` and `active()`, the path with none attached;
 - `stream, 2 KB in 4-char deltas`: the pii guardrail as a StreamCheck over a streamed answer, per answer.
@@ -84,6 +87,7 @@ def kinds() -> dict[str, Callable[[], object]]:
     pii = {"type": "pii", "action": "redact"}
     settings_of = {name: guardrails(table_) for name, table_ in (
         ("pii", pii), *((f"detector {name}", {**pii, "detectors": [name]}) for name in PII_DETECTORS),
+        ("walk", {**pii, "detectors": []}),
         ("regex", {"type": "regex", "patterns": [{"name": "injection",
                                                   "pattern": "(?i)ignore (all )?previous instructions"}]}))}
 
@@ -103,6 +107,7 @@ def kinds() -> dict[str, Callable[[], object]]:
 
     found = {"pii, clean 2 KB": check("pii", clean), "pii, 2 KB with pii": check("pii", dirty),
              "pii, 2 KB of numbers": check("pii", numbers)}
+    found["walk only"] = check("walk", clean)
     found.update({f"detector {name}": check(f"detector {name}", clean) for name in PII_DETECTORS})
     found.update({"regex (1 pattern)": check("regex", clean), "no guardrails": nothing,
                   "stream, 2 KB in 4-char deltas": stream})
@@ -131,8 +136,9 @@ def report(samples: dict[str, list[Sample]], started: datetime.datetime, seconds
     headline = p("pii, clean 2 KB", 0, 0.5)
     with_pii = p("pii, 2 KB with pii", 0, 0.5)
     verdict = "PASS" if max(headline, with_pii) <= TARGET_US else "FAIL"
-    rows = [[f"`{name}`", fmt(p(name, 0, 0.5)), fmt(p(name, 0, 0.99)), fmt(p(name, 1, 0.5)), fmt(p(name, 1, 0.99))]
-            for name in samples]
+    walk = p("walk only", 1, 0.5)
+    rows = [[f"`{name}`", fmt(p(name, 0, 0.5)), fmt(p(name, 0, 0.99)), fmt(p(name, 1, 0.5)), fmt(p(name, 1, 0.99)),
+             fmt(p(name, 1, 0.5) - walk) if name.startswith("detector") else ""] for name in samples]
     lines = [
         "# Guardrails: what the checks add to a request",
         "",
@@ -152,7 +158,7 @@ def report(samples: dict[str, list[Sample]], started: datetime.datetime, seconds
         "",
         f"{rounds:,} calls per kind after a warm-up, in process; wall time and the thread's CPU of one call.",
         "",
-        *table(["kind", "wall p50 us", "wall p99 us", "CPU p50 us", "CPU p99 us"], rows),
+        *table(["kind", "wall p50 us", "wall p99 us", "CPU p50 us", "CPU p99 us", "CPU p50 over the walk"], rows),
         "",
         "## Machine",
         "",
