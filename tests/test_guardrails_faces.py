@@ -119,6 +119,7 @@ def test_legacy_completions_and_embeddings_are_redacted(live_server, key, fake_u
     assert "[EMAIL]" in json.dumps(fake_upstream.bodies()[-1][field])
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_a_card_is_blocked_on_v1_and_holds_and_charges_nothing(sdk, fake_upstream):
     with pytest.raises(openai.BadRequestError) as refused:
         sdk.chat.completions.create(**chat(f"My card is {CARD}"))
@@ -209,6 +210,7 @@ def test_a_json_answer_is_redacted(sdk, fake_upstream):
     assert fired(row) == [{"name": "emails", "action": "redact", "stage": "output"}]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 def test_a_blocked_json_answer_is_charged_then_refused(sdk, live_server, key, fake_upstream):
     fake_upstream.responder = answering(f"Your card: {CARD}")
     with pytest.raises(openai.BadRequestError) as refused:
@@ -225,6 +227,30 @@ def test_a_blocked_json_answer_is_charged_then_refused(sdk, live_server, key, fa
                              json={"model": "test-model", "max_tokens": 20, "messages": [{"role": "user",
                                                                                           "content": "hi"}]})
     assert messages.status_code == 400 and messages.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_responses_answer_is_redacted(sdk, fake_upstream):
+    fake_upstream.responder = answering(f"Write to {EMAIL}.")
+    answer = sdk.responses.create(model="test-model", input="hi")
+    assert answer.status == "completed" and answer.output_text == "Write to [EMAIL]."
+    assert EMAIL not in json.dumps(sdk.responses.retrieve(answer.id).model_dump())
+    [row] = rows()
+    assert fired(row) == [{"name": "emails", "action": "redact", "stage": "output"}]
+
+
+def test_the_cache_key_sees_the_redacted_body(make_settings, make_key, fake_upstream):
+    app = create_app(make_settings(guardrails=GUARDRAILS, cache={"enabled": True}))
+    db.upgrade()
+    try:
+        with db.database.connection_context(), db.database.atomic():
+            _, secret = create_key("cached")
+        client, headers = app.test_client(), {"Authorization": f"Bearer {secret}"}
+        first = client.post("/v1/chat/completions", json=chat(f"to {EMAIL}"), headers=headers)
+        second = client.post("/v1/chat/completions", json=chat("to bob@example.org"), headers=headers)
+        assert (first.headers["X-Cache"], second.headers["X-Cache"]) == ("MISS", "HIT")
+        assert len(fake_upstream.bodies()) == 1
+    finally:
+        lifecycle.close(app)
 
 
 def test_a_blocked_responses_answer_is_a_failed_response(live_server, key, fake_upstream):

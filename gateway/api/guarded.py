@@ -38,13 +38,11 @@ def route_profile() -> str | None:
 def request_guardrails(endpoint: str, model: Any, caller: Caller, request_ref: str,
                        profile: str | None = None) -> Guardrails:
     """The guardrails that apply to this request, built once and kept on its record."""
-    settings = services.settings()
-    guardrails = NO_GUARDRAILS
-    if settings.guardrails:
-        model_id = model if isinstance(model, str) else None
-        context = CheckContext(request_ref, endpoint, model_id, caller.account.id, caller.key.id)
-        guardrails = guardrails_for(settings, model=model_id, profile=profile, key_guardrails=caller.key_guardrails,
-                                    account_guardrails=caller.account_guardrails, context=context)
+    model_id = model if isinstance(model, str) else None
+    context = CheckContext(request_ref, endpoint, model_id, caller.account.id, caller.key.id)
+    guardrails = guardrails_for(services.settings(), model=model_id, profile=profile,
+                                key_guardrails=caller.key_guardrails, account_guardrails=caller.account_guardrails,
+                                context=context)
     record = current()
     if record is not None:
         record.guardrails = guardrails
@@ -58,6 +56,8 @@ def checked_input(endpoint: str, body: dict[str, Any], model: Any, caller: Calle
 
     `caller` and `request_ref` default to the HTTP request's (a WebSocket turn passes its own).
     """
+    if not services.settings().guardrails:
+        return body  # the common case costs one lookup: nothing is built, kept or walked
     caller = caller or current_caller()
     request_ref = request_ref or request_id()
     guardrails = request_guardrails(endpoint, model, caller, request_ref, route_profile())
