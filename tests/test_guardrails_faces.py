@@ -260,6 +260,7 @@ def test_a_blocked_responses_answer_is_a_failed_response(live_server, key, fake_
     assert raw.status_code == 400
     assert raw.json()["status"] == "failed" and raw.json()["error"]["code"] == "content_policy_violation"
     assert CARD not in raw.text
+    assert raw.json()["usage"]["output_tokens"] > 0  # what was generated, and charged
     [row] = rows()
     assert row.status == 400 and row.cost > 0
 
