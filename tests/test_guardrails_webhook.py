@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -281,3 +282,17 @@ def test_chat_webhook_timeout_fails_closed(client, auth_headers, hook: FakeUpstr
     assert response.status_code == 400
     assert response.get_json()["error"]["message"] == "Blocked by guardrail 'hook' (input)."
     assert fake_upstream.requests == []
+
+
+def test_a_slow_dns_answer_is_a_timeout(make_settings) -> None:
+    def slow(host: str, port: int) -> list[str]:
+        time.sleep(1.0)
+        return ["192.0.2.1"]
+
+    settings = make_settings(guardrails={"hook": {"type": "webhook", "url": "https://hook.example.com/hook",
+                                                  "fail_open": False, "timeout_s": 0.2}})
+    check = check_of(settings, session=outbound.new_session(checked=True, resolver=slow))
+    started = time.monotonic()
+    verdict = check(TEXT, "input", CONTEXT)
+    assert verdict.reason == "webhook failed (timeout); fail_open is false"
+    assert time.monotonic() - started < 0.8

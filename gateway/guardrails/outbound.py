@@ -3,7 +3,8 @@
 Two module-level `requests` sessions keep connections alive across requests: a plain one (operator-
 configured providers, and webhooks with `[mcp] remote_url_checks` off) and a checked one, whose every new
 connection resolves the host, refuses it when any address is not public (gateway.url_policy) and dials only
-the addresses it checked, so a DNS answer that changes after startup (rebinding) cannot reach the inside.
+the addresses it checked, so a DNS answer that changes after startup (rebinding) cannot reach the inside;
+the lookup counts against the connect timeout (it runs on a daemon thread: getaddrinfo has none of its own).
 Neither follows redirects or reads proxy variables. Every failure (timeout, connection, refusal, non-2xx,
 a body that is not a JSON object) is one `CallFailed` whose `reason` is a short word for logs and metrics.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +57,27 @@ def system_resolver(host: str, port: int) -> list[str]:
     return addresses
 
 
+def resolve_within(resolver: Resolver, host: str, port: int, timeout_s: float | None) -> list[str]:
+    """`resolver(host, port)` on a daemon thread, waited for at most `timeout_s` (getaddrinfo has no timeout)."""
+    outcome: list[Any] = []
+    thread = threading.Thread(target=lambda: outcome.append(_attempt(resolver, host, port)), daemon=True,
+                              name="guardrail-dns")
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise TimeoutError(f"resolving {host!r} took longer than {timeout_s} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _attempt(resolver: Resolver, host: str, port: int) -> list[str] | OSError:
+    try:
+        return resolver(host, port)
+    except OSError as exc:
+        return exc
+
+
 class _PinnedMixin:
     """A urllib3 connection that dials only addresses the URL policy accepted (resolved per new connection)."""
 
@@ -69,7 +92,10 @@ class _PinnedMixin:
     def _new_conn(self) -> socket.socket:
         name = check_remote_host(self._dns_host, "url")
         try:
-            found = type(self).resolver(name, self.port)
+            wait = self.timeout if isinstance(self.timeout, (int, float)) else None
+            found = resolve_within(type(self).resolver, name, self.port, wait)
+        except TimeoutError as exc:
+            raise ConnectTimeoutError(self, f"resolving {name} timed out") from exc
         except OSError as exc:
             raise NewConnectionError(self, f"could not resolve {name!r}: {exc}") from exc  # type: ignore[arg-type]
         failure: Exception = NewConnectionError(self, f"no address for {name!r}")  # type: ignore[arg-type]
