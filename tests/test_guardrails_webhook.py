@@ -296,3 +296,21 @@ def test_a_slow_dns_answer_is_a_timeout(make_settings) -> None:
     verdict = check(TEXT, "input", CONTEXT)
     assert verdict.reason == "webhook failed (timeout); fail_open is false"
     assert time.monotonic() - started < 0.8
+
+
+def test_a_streamed_answer_is_held_and_redacted_whole(client, auth_headers, hook: FakeUpstream,
+                                                      fake_upstream: FakeUpstream) -> None:
+    # A webhook needs the whole text: the stream's text reaches the client only once the webhook has answered.
+    hook.responder = lambda path, body: JsonReply(
+        {"action": "redact", "text": body["text"].replace("world", "[PLANET]")} if body["stage"] == "output"
+        else {"action": "allow"})
+    body = {"model": "test-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    response = client.post("/v1/chat/completions", json=body, headers=auth_headers)
+    assert response.status_code == 200
+    events = [line.removeprefix("data: ") for line in response.get_data(as_text=True).splitlines()
+              if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    text = "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk.get("choices", []))
+    assert text == "Hello [PLANET]"
+    assert [body["text"] for body in hook.bodies() if body["stage"] == "output"] == ["Hello world"]
