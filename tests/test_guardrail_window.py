@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import build_settings
+from gateway.config import GuardrailSettings, build_settings
 from gateway.errors import ContentPolicyViolation
-from gateway.guardrails import Fired, Guardrails, guardrails_for
+from gateway.guardrails import CheckContext, Fired, Guardrails, Verdict, guardrails_for
+from gateway.guardrails.registry import Entry
 from gateway.guardrails.window import HOLD, MAX_HOLD, STEP
 
 SECRET = "sk-proj-AbC123xyz456DEF789ghi012JKL"
@@ -97,6 +98,22 @@ def test_max_size_blocks_with_the_chunk_that_passes_it() -> None:
     assert stream.feed("12345") == "12345"
     with pytest.raises(ContentPolicyViolation, match="'size'"):
         stream.feed("678901")
+
+
+def test_a_check_that_needs_the_whole_text_sees_it_at_finish() -> None:
+    seen = []
+
+    def whole(text: str, stage: str, context: CheckContext | None) -> Verdict:
+        seen.append((text, stage, context))
+        return Verdict("redact", text=text.upper(), what=("shout",))
+
+    context = CheckContext(request_id="r", endpoint="chat", model="m", account_id=1, key_id=2)
+    settings = GuardrailSettings(type="webhook", url="https://hook.test/", stages=("output",))
+    guard = Guardrails((Entry("hook", settings, whole),), context)
+    sent, out = streamed(guard, SPLIT)
+    assert sent == ["", "", ""] and out == "".join(SPLIT).upper()
+    assert seen == [("".join(SPLIT), "output", context)] and guard.fired == [Fired("hook", "redact", "output",
+                                                                                   ("shout",))]
 
 
 def test_guardrails_chain_in_declared_order() -> None:
