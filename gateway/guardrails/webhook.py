@@ -23,18 +23,13 @@ from gateway.guardrails import outbound
 from gateway.guardrails.verdicts import ALLOW, BLOCK, REDACT, CheckContext, Verdict
 
 ACTIONS = ("allow", "block", "redact")
-MAX_REASON_CHARS = 200  # of a block's reason, as logged
+REQUEST_FIELDS = ("request_id", "endpoint", "model", "account_id", "key_id")  # of CheckContext: never the key
+MAX_REASON_CHARS = 200  # of a block's reason, as kept on the verdict (never shown to the client)
 
 
 def request_body(name: str, text: str, stage: str, context: CheckContext | None) -> dict[str, Any]:
     """What the webhook is sent: the text, the stage, the guardrail's name and the request's metadata."""
-    request = {
-        "request_id": context.request_id if context else None,
-        "endpoint": context.endpoint if context else None,
-        "model": context.model if context else None,
-        "account_id": context.account_id if context else None,
-        "key_id": context.key_id if context else None,
-    }
+    request = {field: getattr(context, field, None) for field in REQUEST_FIELDS}
     return {"text": text, "stage": stage, "guardrail": name, "request": request}
 
 
@@ -85,6 +80,6 @@ def build(name: str, guardrail: GuardrailSettings, settings: Settings) -> Webhoo
 
 
 def _printable(reason: str) -> str:
-    """A reason as one short printable line, for the log."""
+    """A reason as one short printable line."""
     flat = "".join(char if char.isprintable() else " " for char in reason)
     return flat[:MAX_REASON_CHARS]
