@@ -16,8 +16,10 @@ from gateway.cli import main
 from gateway.config import load_settings
 from gateway.dashboard import users
 from gateway.tables import Account, ApiKey
+from tests.fake_upstream import JsonReply, chat_completion
 
 ADMIN = {"Authorization": "Bearer adm"}
+SECRET = "sk-proj-Q2x9Lm4TzR7vN8bK1cY5hW3jD6fG0sPa"
 both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 INJECTION = {"name": "injection", "pattern": "(?i)ignore (all )?previous instructions"}
 GUARDRAILS = {  # declared in this order: the order they run in
@@ -144,6 +146,23 @@ def test_the_cached_caller_carries_the_names_and_a_change_reaches_every_worker(a
         from gateway import lifecycle
 
         lifecycle.close(other)
+
+
+@both_databases
+def test_a_keys_and_an_accounts_guardrails_apply_to_its_requests_once_set(client, admin, fake_upstream):
+    fake_upstream.responder = lambda path, body: JsonReply(chat_completion(f"the key is {SECRET}"))
+    created = client.post("/admin/keys", json={"name": "k"}, headers=admin).json
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    chat = {"model": "backup-model", "messages": [{"role": "user", "content": "hi"}]}
+    assert SECRET in client.post("/v1/chat/completions", json=chat, headers=headers).json["choices"][0]["message"][
+        "content"]
+    for path in (f"/admin/keys/{created['id']}", f"/admin/accounts/{created['account_id']}"):
+        client.patch(path, json={"guardrails": ["secrets"]}, headers=admin)
+        blocked = client.post("/v1/chat/completions", json=chat, headers=headers)
+        assert blocked.status_code == 400 and blocked.json["error"]["code"] == "content_policy_violation", path
+        assert blocked.json["error"]["message"] == "Blocked by guardrail 'secrets' (output)."
+        client.patch(path, json={"guardrails": []}, headers=admin)
+        assert client.post("/v1/chat/completions", json=chat, headers=headers).status_code == 200
 
 
 # --- which guardrails apply ------------------------------------------------------------------------
