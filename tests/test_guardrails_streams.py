@@ -18,8 +18,9 @@ import openai
 import pytest
 import requests
 
-from gateway import db
+from gateway import create_app, db, lifecycle
 from gateway.accounting import credits
+from gateway.accounting.keys import create_key, set_guardrails
 from gateway.tables import ApiKey, LedgerEntry, UsageEntry
 from gateway.upstream.checked_text import CheckedChunks
 from tests import fake_anthropic
@@ -277,6 +278,41 @@ def test_responses_stream_block_ends_with_response_failed_and_charges_what_was_g
     assert failed["error"]["message"] == "Blocked by guardrail 'secrets' (output)."
     assert_no_fragment(json.dumps(events))
     assert_charged_for_what_was_generated("responses")
+
+
+# the response cache
+
+
+def test_a_cached_answer_is_never_replayed_to_a_request_under_other_guardrails(make_settings, fake_upstream):
+    app = create_app(make_settings(cache={"enabled": True}, guardrails={"secrets": {
+        "type": "pii", "stages": ["output"], "action": "redact", "detectors": ["secret"]}}))
+    db.upgrade()
+    try:
+        with db.database.connection_context(), db.database.atomic():
+            plain, plain_secret = create_key("plain")
+            _, guarded_secret = create_key("guarded", plain.account)  # the same account: the same cache scope
+            set_guardrails(ApiKey.get(ApiKey.name == "guarded"), '["secrets"]')
+        fake_upstream.responder = lambda path, body: StreamReply(chat_events())
+        client, ask = app.test_client(), {"model": "test-model", "messages": USER, "stream": True}
+        first = client.post("/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {plain_secret}"})
+        assert SECRET in streamed_text(first.get_data(as_text=True))  # read whole: the miss is stored at its end
+        again = client.post("/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {plain_secret}"})
+        assert (first.headers["X-Cache"], again.headers["X-Cache"]) == ("MISS", "HIT")
+        assert SECRET in streamed_text(again.get_data(as_text=True))  # no guardrail on this key
+        guarded = client.post("/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {guarded_secret}"})
+        assert streamed_text(guarded.get_data(as_text=True)) == REDACTED and guarded.headers["X-Cache"] == "MISS"
+        guarded_again = client.post("/v1/chat/completions", json=ask,
+                                    headers={"Authorization": f"Bearer {guarded_secret}"})
+        assert guarded_again.headers["X-Cache"] == "HIT"  # its own answer, stored redacted
+        assert streamed_text(guarded_again.get_data(as_text=True)) == REDACTED
+    finally:
+        lifecycle.close(app)
+
+
+def streamed_text(body: str) -> str:
+    lines = [line.removeprefix("data: ") for line in body.splitlines() if line.startswith("data: ")]
+    chunks = [json.loads(line) for line in lines if line != "[DONE]"]
+    return "".join(choice["delta"].get("content") or "" for chunk in chunks for choice in chunk.get("choices") or [])
 
 
 # the chunk plumbing, with a stand-in window

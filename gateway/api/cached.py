@@ -32,6 +32,7 @@ from gateway.accounting.meter import Meter
 from gateway.accounting.money import to_credits
 from gateway.accounting.tokens import usage_from_openai
 from gateway.accounting.usage import Usage
+from gateway.api import guarded
 from gateway.api.http import event_stream
 from gateway.api.messages_native_stream import anthropic_usage
 from gateway.api.stream_assembly import ChatAssembly, CompletionAssembly, MessageAssembly
@@ -119,13 +120,20 @@ def look_up(endpoint: str, body: dict[str, Any], model: Any) -> Lookup | None:
         return None
     scope = cache_scope(current_caller().account.id, settings.cache)
     directives = directives_of(request.headers.get("Cache-Control"))
-    lookup = Lookup(cache, cache_key(scope, model, endpoint, body), scope, endpoint, ttl_s, directives)
+    lookup = Lookup(cache, cache_key(guarded_scope(scope), model, endpoint, body), scope, endpoint, ttl_s, directives)
     if directives.look_up:
         lookup.hit = cache.get(lookup.key, directives.max_age_s)
     record = current()
     if record is not None:
         record.cache = HIT if lookup.hit is not None else MISS
     return lookup
+
+
+def guarded_scope(scope: str) -> str:
+    """The scope a key is made in: requests under other guardrails never share an answer (a hit replays the
+    stored text, which no output guardrail checks again), so their names are part of it when any apply."""
+    names = guarded.current_guardrails().names
+    return f"{scope}|guardrails:{','.join(names)}" if names else scope
 
 
 def hit(lookup: Lookup | None) -> bool:
