@@ -160,3 +160,23 @@ def test_any_chunking_of_a_log_guardrail_sends_the_text_unchanged(text: str, cut
     one_shot.check("output", text)
     _, out = streamed(guard, chunked(text, cuts))
     assert out == text and set(guard.fired) == set(one_shot.fired)
+
+
+@given(text=texts, cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=40))
+def test_any_chunking_blocks_exactly_when_the_one_shot_check_does(text: str, cuts: list[int]) -> None:
+    tables = {"emails": {"type": "pii", "action": "redact", "detectors": ["email"]},
+              "cards": {"type": "pii", "detectors": ["card"]}}
+    try:
+        expected: str | None = guardrails(**tables).check("output", text)
+    except ContentPolicyViolation:
+        expected = None
+    stream, sent = guardrails(**tables).stream("output"), []
+    try:
+        for chunk in chunked(text, cuts):
+            sent.append(stream.feed(chunk))
+        sent.append(stream.finish())
+    except ContentPolicyViolation:
+        assert expected is None
+        assert "4111 1111 1111 1111" not in "".join(sent)
+    else:
+        assert "".join(sent) == expected
