@@ -5,7 +5,8 @@ echo carries a prompt-injection phrase, which a regex deny list on `tool_output`
 `on_tool_block = "error"` the model reads the block as the tool's error and the loop goes on (chat
 `tools: "auto"`, Responses with MCP, Messages with `mcp_servers`); with `"fail"` the run fails with
 the block error in the dialect, charged for the turn that was generated. A pii guardrail on
-`tool_input` redacts an email from a call's arguments before the tool gets them.
+`tool_input` redacts an email from a call's arguments before the tool gets them, and a deny list
+there keeps a call from running at all.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def settings(make_settings, on_tool_block: str):
                           "patterns": [{"name": "injection", "pattern": "(?i)ignore (all )?previous instructions"}]},
             "emails": {"type": "pii", "stages": ["tool_input"], "action": "redact", "default": True,
                        "detectors": ["email"]},
+            "commands": {"type": "regex", "stages": ["tool_input"], "default": True,
+                         "patterns": [{"name": "rm", "pattern": "rm -rf"}]},
         },
     )
 
@@ -148,6 +151,18 @@ def test_tool_input_redacts_the_arguments_before_the_tool_gets_them(client, head
     assert json.loads(call["arguments"]) == {"text": "write to [EMAIL]"} and call["output"] == "write to [EMAIL]"
     [row] = rows()
     assert json.loads(row.guardrails) == [{"name": "emails", "action": "redact", "stage": "tool_input"}]
+
+
+def test_tool_input_block_never_runs_the_call_and_the_model_reads_the_error(client, headers, fake_upstream):
+    model = ScriptedModel([("mcp__tools__echo", {"text": "rm -rf /"})])
+    fake_upstream.responder = model
+    answer = client.post(PROFILE_ROUTE, json=ASK, headers=headers)
+    blocked = "Blocked by guardrail 'commands' (tool_input)."
+    assert tool_results(model.bodies[1]) == [f"Error: {blocked}"]  # not the echo: the tool never ran
+    [call] = answer.json["choices"][0]["message"]["mcp_calls"]
+    assert (call["output"], call["error"]) == (None, blocked)
+    [row] = rows()
+    assert json.loads(row.guardrails) == [{"name": "commands", "action": "block", "stage": "tool_input"}]
 
 
 def test_a_clean_tool_result_passes(client, headers, fake_upstream):
