@@ -10,7 +10,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.errors import ContentPolicyViolation
 from gateway.guardrails.body import map_texts
-from gateway.guardrails.registry import Entry, built_for
+from gateway.guardrails.registry import Built, Entry, built_for
 from gateway.guardrails.verdicts import ALLOW_ACTION, BLOCK, REDACT, STAGES, CheckContext, Verdict
 from gateway.guardrails.window import StreamCheck
 
@@ -30,12 +30,12 @@ class Fired:
 class Guardrails:
     """The guardrails that apply to one request (in declared order), and what they did."""
 
-    def __init__(self, entries: tuple[Entry, ...] = (), context: CheckContext | None = None) -> None:
+    def __init__(self, entries: tuple[Entry, ...] = (), context: CheckContext | None = None,
+                 by_stage: dict[str, tuple[Entry, ...]] | None = None) -> None:
         self.names = tuple(entry.name for entry in entries)
         self.context = context
         self.fired: list[Fired] = []
-        self.by_stage = {stage: tuple(entry for entry in entries if stage in entry.settings.stages)
-                         for stage in STAGES}
+        self.by_stage = by_stage if by_stage is not None else stages_of(entries)
 
     def active(self, stage: str) -> bool:
         """Whether any guardrail runs on this stage (skip the work when not)."""
@@ -80,6 +80,12 @@ class Guardrails:
         self.fired.append(fired)
 
 
+
+def stages_of(entries: tuple[Entry, ...]) -> dict[str, tuple[Entry, ...]]:
+    """The entries that run on each stage, in order."""
+    return {stage: tuple(entry for entry in entries if stage in entry.settings.stages) for stage in STAGES}
+
+
 NO_GUARDRAILS = Guardrails()
 
 
@@ -89,6 +95,24 @@ def guardrails_for(settings: Settings, *, model: str | None, profile: str | None
     if not settings.guardrails:
         return NO_GUARDRAILS
     built = built_for(settings)
+    attachment = (model, profile, tuple(key_guardrails), tuple(account_guardrails))
+    chosen = built.chosen.get(attachment)
+    if chosen is None:
+        chosen = choose(built, settings, attachment)
+        if len(built.chosen) >= CHOSEN_KEPT:
+            built.chosen.clear()
+        built.chosen[attachment] = chosen
+    entries, by_stage = chosen
+    return Guardrails(entries, context, by_stage) if entries else NO_GUARDRAILS
+
+
+CHOSEN_KEPT = 4096  # attachments whose guardrails are remembered per configuration (then forgotten at once)
+Attachment = tuple[str | None, str | None, tuple[str, ...], tuple[str, ...]]
+
+
+def choose(built: Built, settings: Settings, attachment: Attachment) -> tuple[tuple[Entry, ...], dict]:
+    """The entries one attachment brings in (in declared order, each once), and by stage."""
+    model, profile, key_guardrails, account_guardrails = attachment
     names = set(built.defaults)
     model_settings = settings.models.get(model) if model else None
     if model_settings is not None:
@@ -98,7 +122,6 @@ def guardrails_for(settings: Settings, *, model: str | None, profile: str | None
         names.update(profile_settings.guardrails)
     names.update(account_guardrails)
     names.update(key_guardrails)
-    known = [name for name in names if name in built.entries]  # a name since removed from the config is skipped
-    if not known:
-        return NO_GUARDRAILS
-    return Guardrails(tuple(built.entries[name] for name in sorted(known, key=built.order.__getitem__)), context)
+    known = sorted((name for name in names if name in built.entries), key=built.order.__getitem__)
+    entries = tuple(built.entries[name] for name in known)  # a name since removed from the config is skipped
+    return entries, stages_of(entries)

@@ -56,6 +56,7 @@ class Built:
                         for name, guardrail in settings.guardrails.items()}
         self.order = {name: index for index, name in enumerate(self.entries)}
         self.defaults = tuple(name for name, entry in self.entries.items() if entry.settings.default)
+        self.chosen: dict = {}  # gateway.guardrails.apply's choices by attachment (model, profile, key's, account's)
 
 
 _lock = threading.Lock()
