@@ -15,11 +15,12 @@ The kinds of call, taking turns in a shuffled order each cycle so drift falls on
 - `pii, 2 KB with pii`: the same prompt with an email, a phone, a card, an IBAN, an SSN, an IP and a key
   in it, each redacted;
 - `walk only`: a pii guardrail with no detector on, on the clean prompt: the per-request work around the
-  detectors (a Guardrails, the body's texts, the verdict);
+  detectors (`guardrails_for`, the body's texts, the verdict);
 - `detector X`: a pii guardrail with only that detector, on the clean prompt; its own cost is the row less
   `walk only` (the last column);
 - `regex (1 pattern)`: an injection deny list on the clean prompt;
-- `no guardrails`: `NO_GUARDRAILS.check_body` and `active()`, the path with none attached;
+- `no guardrails`: `NO_GUARDRAILS.check_body` and `active()`, the path with none attached (its row is
+  mostly the cost of reading the two clocks, which every row includes);
 - `stream, 2 KB in 4-char deltas`: the pii guardrail as a StreamCheck over a streamed answer, per answer.
 
 Prints a Markdown report and writes it to bench/GUARDRAILS_RESULTS.md (`--output`).
@@ -41,7 +42,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from bench import machine  # noqa: E402 - needs the sys.path line
 from bench.report import fmt, table  # noqa: E402
 from bench.stats import percentile  # noqa: E402
-from gateway.config import PII_DETECTORS, build_settings  # noqa: E402
+from gateway.config import PII_DETECTORS, Settings, build_settings  # noqa: E402
 from gateway.guardrails import NO_GUARDRAILS, Guardrails, guardrails_for  # noqa: E402
 
 TARGET_US = 200.0
@@ -75,9 +76,13 @@ def body(text: str) -> dict:
                                        {"role": "user", "content": text}], "max_tokens": 64}
 
 
-def guardrails(table_: dict) -> Guardrails:
-    """A request's guardrails when this one guardrail is a default on input and output."""
-    settings = build_settings({"guardrails": {"g": {"default": True, "stages": ["input", "output"], **table_}}})
+def configured(table_: dict) -> Settings:
+    """A configuration whose one guardrail is a default on input and output."""
+    return build_settings({"guardrails": {"g": {"default": True, "stages": ["input", "output"], **table_}}})
+
+
+def guardrails(settings: Settings) -> Guardrails:
+    """A request's guardrails, as a request's face gets them."""
     return guardrails_for(settings, model="m", profile=None)
 
 
@@ -85,21 +90,21 @@ def kinds() -> dict[str, Callable[[], object]]:
     """Each kind's one call (a fresh Guardrails per call, as per request)."""
     clean, dirty, numbers = body(prompt(False)), body(prompt(True)), body(prompt(False, NUMBERS))
     pii = {"type": "pii", "action": "redact"}
-    settings_of = {name: guardrails(table_) for name, table_ in (
+    settings_of = {name: configured(table_) for name, table_ in (
         ("pii", pii), *((f"detector {name}", {**pii, "detectors": [name]}) for name in PII_DETECTORS),
         ("walk", {**pii, "detectors": []}),
         ("regex", {"type": "regex", "patterns": [{"name": "injection",
                                                   "pattern": "(?i)ignore (all )?previous instructions"}]}))}
 
     def check(name: str, request: dict) -> Callable[[], object]:
-        entries = tuple(entry for entry in settings_of[name].by_stage["input"])
-        return lambda: Guardrails(entries).check_body("chat", request)
+        settings = settings_of[name]
+        return lambda: guardrails(settings).check_body("chat", request)
 
     answer = prompt(True)
     deltas = [answer[index:index + 4] for index in range(0, len(answer), 4)]
 
     def stream() -> str:
-        checker = Guardrails(settings_of["pii"].by_stage["output"]).stream("output")
+        checker = guardrails(settings_of["pii"]).stream("output")
         return "".join(checker.feed(delta) for delta in deltas) + checker.finish()
 
     def nothing() -> object:

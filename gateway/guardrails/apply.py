@@ -80,7 +80,6 @@ class Guardrails:
         self.fired.append(fired)
 
 
-
 def stages_of(entries: tuple[Entry, ...]) -> dict[str, tuple[Entry, ...]]:
     """The entries that run on each stage, in order."""
     return {stage: tuple(entry for entry in entries if stage in entry.settings.stages) for stage in STAGES}
