@@ -211,3 +211,14 @@ def test_fail_fails_the_response(client, headers, fake_upstream):
     assert (error["code"], error["message"]) == ("content_policy_violation", BLOCKED)
     [row] = rows()
     assert (row.status, row.completion_tokens) == (400, 5)
+
+
+@pytest.mark.parametrize("on_tool_block", ["fail"])
+def test_fail_is_anthropics_error_on_messages_with_mcp_servers(live_server, key, fake_upstream):
+    fake_upstream.responder = ScriptedModel(ECHO_INJECTION)
+    client = anthropic.Anthropic(base_url=live_server, api_key=key, max_retries=0, timeout=30).beta
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="test-model", max_tokens=100, messages=[{"role": "user", "content": "x"}],
+                               mcp_servers=[{"type": "url", "url": "gateway:tools", "name": "tools"}],
+                               betas=["mcp-client-2025-04-04"])
+    assert caught.value.body["error"] == {"type": "invalid_request_error", "message": BLOCKED}
