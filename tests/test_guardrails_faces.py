@@ -163,6 +163,13 @@ def test_responses_answer_a_failed_response_with_the_code(sdk, live_server, key,
     assert raw.json()["object"] == "response" and raw.json()["status"] == "failed"
     assert raw.json()["error"] == {"message": BLOCKED, "type": "invalid_request_error", "param": None,
                                    "code": "content_policy_violation"}
+    streamed = requests.post(f"{live_server}/v1/responses", timeout=20, headers={"Authorization": f"Bearer {key}"},
+                             json={"model": "test-model", "input": f"card {CARD}", "stream": True})
+    assert streamed.status_code == 400 and streamed.json()["error"]["code"] == "content_policy_violation"
+    compacted = requests.post(f"{live_server}/v1/responses/compact", timeout=20,
+                              headers={"Authorization": f"Bearer {key}"},
+                              json={"model": "test-model", "input": f"card {CARD}"})
+    assert compacted.status_code == 400 and compacted.json()["error"]["code"] == "content_policy_violation"
     assert fake_upstream.bodies() == [] and charged() == 0 and holds() == 0
     answer = sdk.responses.create(model="test-model", input=f"mail {EMAIL}", instructions=f"cc {EMAIL}")
     assert answer.status == "completed"

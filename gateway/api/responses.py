@@ -100,6 +100,7 @@ def responses_socket() -> Response:
 def compact_response() -> Response:
     """Compact a conversation into user messages plus one sealed compaction item."""
     body, caller = json_object(), current_caller()
+    body = guarded.checked_input("responses/compact", body, body.get("model"), caller)  # the model reads it too
     with refusals_recorded(caller, "responses/compact", body.get("model"), request_id()):
         return jsonify(compaction.compact_response(body, caller, request_id()))
 
