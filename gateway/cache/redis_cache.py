@@ -1,7 +1,7 @@
 """Cached answers in Redis: one hash per entry that expires by itself (PX), and one sorted set by last use.
 
-A lookup is one pipelined round trip: HMGET of the entry and `ZADD XX` of its last use (a missing
-entry adds nothing). A store is one Lua script: the hash, its expiry, its last use, and the eviction of
+A miss is one round trip (HMGET of the entry); a hit is a second one, `ZADD XX` of its last use (a pipeline
+of the two cost a miss twice the CPU in redis-py). A store is one Lua script: the hash, its expiry, its last use, and the eviction of
 the least recently used entries beyond `max_entries` (members whose hash already expired are dropped on
 the way without counting as evictions).
 """
@@ -52,12 +52,10 @@ class RedisCache:
 
     def read(self, key: str, now: float) -> StoredEntry | None:
         """The entry filed under `key` (absent once expired); marks its use."""
-        with self._client.pipeline(transaction=False) as pipe:
-            pipe.hmget(self._entries + key, FIELDS)
-            pipe.zadd(self._last_use, {key: now}, xx=True)
-            values, _ = pipe.execute()
+        values = self._client.hmget(self._entries + key, FIELDS)
         if values[0] is None:
             return None
+        self._client.zadd(self._last_use, {key: now}, xx=True)
         endpoint, model, answer, usage, created, expires_at, scope = (value.decode() if value is not None else None
                                                                       for value in values)
         return StoredEntry(endpoint, model, answer, usage, float(created), float(expires_at), scope or None)
