@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 from flask import Flask
 
+from gateway import guardrails
 from gateway.accounting import auth_throttle, budget_alerts, keys, streams
 from gateway.accounting import writer as accounting_writer
 from gateway.accounting.ratelimit import RateLimiter
@@ -87,6 +88,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["gateway.ratelimit"] = RateLimiter.from_settings(settings.limits)
     budget_alerts.init_app(app, settings.budget_alerts)
     app.extensions["gateway.cache"] = response_cache(settings)  # None when [cache] enabled is false
+    guardrails.prepare(settings)  # every guardrail's check built now, not by the first request that needs it
     streams.init_app(app, settings)
     keys.init_app(app, settings.auth.key_cache_ttl_s)
     trusted_proxies.init_app(app, settings)

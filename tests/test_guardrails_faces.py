@@ -31,6 +31,7 @@ from tests.fake_upstream import (
     default_responder,
     usage_chunk,
 )
+from tests.polling import wait_until
 from tests.test_metrics import samples, value
 
 EMAIL, CARD = "alice@example.com", "4111 1111 1111 1111"  # the card passes Luhn
@@ -128,6 +129,7 @@ def test_a_card_is_blocked_on_v1_and_holds_and_charges_nothing(sdk, fake_upstrea
     assert refused.value.body["message"] == BLOCKED and refused.value.body["type"] == "invalid_request_error"
     assert fake_upstream.bodies() == []
     assert charged() == 0 and holds() == 0
+    wait_until(lambda: len(rows()) == 1, "the refusal's row (queued to the writer, not waited for)")
     [row] = rows()
     assert (row.status, row.cost, row.endpoint, row.model) == (400, 0, "chat/completions", "test-model")
     assert fired(row) == [{"name": "cards", "action": "block", "stage": "input"}]

@@ -18,6 +18,7 @@ from gateway.accounting import credits
 from gateway.tables import ApiKey, UsageEntry
 from tests import fake_anthropic
 from tests.native_providers import PRICES, Backend, start_backend
+from tests.polling import wait_until
 from tests.provider_fake import Json
 
 EMAIL, CARD = "alice@example.com", "4111 1111 1111 1111"
@@ -71,7 +72,7 @@ def test_native_input_is_redacted_or_blocked_before_the_provider(sdk, native: Ba
     assert refused.value.body["error"] == {"type": "invalid_request_error",
                                            "message": "Blocked by guardrail 'cards' (input)."}
     assert len(native.requests()) == 1
-    assert [row.status for row in rows()] == [200, 400]
+    wait_until(lambda: [row.status for row in rows()] == [200, 400], "the refusal's row (queued, not waited for)")
 
 
 def test_native_output_is_redacted_or_blocked_and_charged(sdk, native: Backend):

@@ -32,7 +32,6 @@ from gateway.accounting.meter import Meter
 from gateway.accounting.money import to_credits
 from gateway.accounting.tokens import usage_from_openai
 from gateway.accounting.usage import Usage
-from gateway.api import guarded
 from gateway.api.http import event_stream
 from gateway.api.messages_native_stream import anthropic_usage
 from gateway.api.stream_assembly import ChatAssembly, CompletionAssembly, MessageAssembly
@@ -43,6 +42,7 @@ from gateway.config import CacheSettings, ModelSettings
 from gateway.db import own_connection
 from gateway.dialects.anthropic_replies import error_event
 from gateway.errors import CLIENT_CLOSED, GatewayError
+from gateway.guardrails.kept import kept_guardrails
 from gateway.ids import new_id
 from gateway.observability.wsgi_middleware import current
 from gateway.upstream import relay, sse
@@ -132,7 +132,7 @@ def look_up(endpoint: str, body: dict[str, Any], model: Any) -> Lookup | None:
 def guarded_scope(scope: str) -> str:
     """The scope a key is made in: requests under other guardrails never share an answer (a hit replays the
     stored text, which no output guardrail checks again), so their names are part of it when any apply."""
-    names = guarded.current_guardrails().names
+    names = kept_guardrails().names
     return f"{scope}|guardrails:{','.join(names)}" if names else scope
 
 

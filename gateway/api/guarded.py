@@ -20,8 +20,7 @@ from gateway import services
 from gateway.accounting.keys import Caller, current_caller
 from gateway.accounting.meter import refusals_recorded
 from gateway.errors import ContentPolicyViolation
-from gateway.guardrails import NO_GUARDRAILS, CheckContext, Guardrails, guardrails_for
-from gateway.observability.wsgi_middleware import current
+from gateway.guardrails.kept import keep_request_guardrails, kept_guardrails
 from gateway.serving.http_conventions import request_id
 from gateway.upstream.checked_answer import TextCheck
 
@@ -35,20 +34,6 @@ def route_profile() -> str | None:
     return f"{scope}/{profile}" if isinstance(scope, str) and isinstance(profile, str) else None
 
 
-def request_guardrails(endpoint: str, model: Any, caller: Caller, request_ref: str,
-                       profile: str | None = None) -> Guardrails:
-    """The guardrails that apply to this request, built once and kept on its record."""
-    model_id = model if isinstance(model, str) else None
-    context = CheckContext(request_ref, endpoint, model_id, caller.account.id, caller.key.id)
-    guardrails = guardrails_for(services.settings(), model=model_id, profile=profile,
-                                key_guardrails=caller.key_guardrails, account_guardrails=caller.account_guardrails,
-                                context=context)
-    record = current()
-    if record is not None:
-        record.guardrails = guardrails
-    return guardrails
-
-
 def checked_input(endpoint: str, body: dict[str, Any], model: Any, caller: Caller | None = None,
                   request_ref: str | None = None) -> dict[str, Any]:
     """The body with the input guardrails' redactions applied; a block raises ContentPolicyViolation
@@ -60,23 +45,18 @@ def checked_input(endpoint: str, body: dict[str, Any], model: Any, caller: Calle
         return body  # the common case costs one lookup: nothing is built, kept or walked
     caller = caller or current_caller()
     request_ref = request_ref or request_id()
-    guardrails = request_guardrails(endpoint, model, caller, request_ref, route_profile())
+    guardrails = keep_request_guardrails(services.settings(), caller, endpoint=endpoint,
+                                         model=model if isinstance(model, str) else None, profile=route_profile(),
+                                         request_ref=request_ref)
     if not guardrails.active("input"):
         return body
     with refusals_recorded(caller, endpoint, model, request_ref):
         return guardrails.check_body(endpoint, body)
 
 
-def current_guardrails() -> Guardrails:
-    """The guardrails this request's face built (none before it did)."""
-    record = current()
-    found = record.guardrails if record is not None else None
-    return found if isinstance(found, Guardrails) else NO_GUARDRAILS
-
-
 def output_check() -> TextCheck | None:
     """The output check of a JSON answer's texts (None when no guardrail checks output)."""
-    guardrails = current_guardrails()
+    guardrails = kept_guardrails()
     if not guardrails.active(OUTPUT):
         return None
     return lambda text: guardrails.check(OUTPUT, text)

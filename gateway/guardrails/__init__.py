@@ -14,7 +14,7 @@ gateway/guardrails/webhook.py and moderation.py):
     check(text: str, stage: str, context: CheckContext | None) -> Verdict
 
     Verdict()                                        allow
-    Verdict("block", what=(...), reason="...")       block (the reason is logged; the client sees the name)
+    Verdict("block", what=(...), reason="...")       block (the reason stays on the verdict: it may quote the text, so it is neither logged nor shown; the client sees the name)
     Verdict("redact", text="new text", what=(...))   redact: go on with `text`
     Verdict("log", what=(...))                       record only
 

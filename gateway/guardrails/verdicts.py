@@ -28,7 +28,7 @@ class Verdict:
     action: str = ALLOW_ACTION
     text: str | None = None          # redact: the text to send instead
     what: tuple[str, ...] = ()       # detector or pattern names that matched (never the matched text)
-    reason: str | None = None        # block: why (logged; the client is told only the guardrail's name)
+    reason: str | None = None        # block: why (never logged or shown: it may quote the text; the client is told only the guardrail's name)
 
 
 ALLOW = Verdict()

@@ -16,9 +16,9 @@ from flask import request
 from gateway.accounting.keys import Caller
 from gateway.accounting.meter import refusals_recorded
 from gateway.config import Settings
-from gateway.guardrails import NO_GUARDRAILS, CheckContext, Guardrails, guardrails_for
+from gateway.guardrails import Guardrails
 from gateway.guardrails.body import map_value
-from gateway.observability.wsgi_middleware import current
+from gateway.guardrails.kept import keep_request_guardrails
 
 ENDPOINT = "mcp"
 STAGE = "tool_input"
@@ -26,18 +26,10 @@ STAGE = "tool_input"
 
 def hub_guardrails(settings: Settings, caller: Caller, request_ref: str) -> Guardrails:
     """The guardrails of one hub request, kept on its record (none when the config has none)."""
-    guardrails = NO_GUARDRAILS
-    if settings.guardrails:
-        args = request.view_args or {}
-        profile = f"{args['scope']}/{args['profile']}" if "scope" in args and "profile" in args else None
-        guardrails = guardrails_for(
-            settings, model=None, profile=profile, key_guardrails=caller.key_guardrails,
-            account_guardrails=caller.account_guardrails,
-            context=CheckContext(request_ref, ENDPOINT, None, caller.account.id, caller.key.id))
-    record = current()
-    if record is not None:
-        record.guardrails = guardrails
-    return guardrails
+    args = request.view_args or {}
+    profile = f"{args['scope']}/{args['profile']}" if "scope" in args and "profile" in args else None
+    return keep_request_guardrails(settings, caller, endpoint=ENDPOINT, model=None, profile=profile,
+                                   request_ref=request_ref)
 
 
 def checked_arguments(guardrails: Guardrails, caller: Caller, request_ref: str, tool: str,
