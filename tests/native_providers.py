@@ -8,6 +8,7 @@ as provider `native`, model `native-model` (priced), beside conftest's OpenAI-co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -132,13 +133,22 @@ def start_backend(kind: str) -> Backend:
     return backend
 
 
+@contextlib.contextmanager
+def running_backend(kind: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    """The provider's fake, started with its key in KEY_ENV, and stopped afterwards."""
+    monkeypatch.setenv(KEY_ENV, "test-key")
+    backend = start_backend(kind)
+    try:
+        yield backend
+    finally:
+        backend.fake.stop()
+
+
 @pytest.fixture(params=KINDS)
 def native(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
     """A started provider fake of each kind (its key in KEY_ENV)."""
-    monkeypatch.setenv(KEY_ENV, "test-key")
-    backend = start_backend(request.param)
-    yield backend
-    backend.fake.stop()
+    with running_backend(request.param, monkeypatch) as backend:
+        yield backend
 
 
 @pytest.fixture

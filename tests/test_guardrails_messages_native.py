@@ -17,7 +17,7 @@ from gateway import db
 from gateway.accounting import credits
 from gateway.tables import ApiKey, UsageEntry
 from tests import fake_anthropic
-from tests.native_providers import PRICES, Backend, start_backend
+from tests.native_providers import PRICES, Backend, running_backend
 from tests.polling import wait_until
 from tests.provider_fake import Json
 
@@ -26,10 +26,8 @@ EMAIL, CARD = "alice@example.com", "4111 1111 1111 1111"
 
 @pytest.fixture
 def native(monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    monkeypatch.setenv("NATIVE_PROVIDER_KEY", "test-key")
-    backend = start_backend("anthropic")
-    yield backend
-    backend.fake.stop()
+    with running_backend("anthropic", monkeypatch) as backend:
+        yield backend
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from gateway.tables import ApiKey, LedgerEntry, UsageEntry
 from gateway.upstream.checked_text import CheckedChunks
 from tests import fake_anthropic
 from tests.fake_upstream import StreamReply, chat_chunk, usage_chunk
-from tests.native_providers import Backend, start_backend
+from tests.native_providers import Backend, running_backend
 from tests.provider_fake import Events
 
 SECRET = "sk-proj-A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
@@ -44,10 +44,8 @@ def action() -> str:
 
 @pytest.fixture
 def native(monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    monkeypatch.setenv("NATIVE_PROVIDER_KEY", "test-key")
-    backend = start_backend("anthropic")
-    yield backend
-    backend.fake.stop()
+    with running_backend("anthropic", monkeypatch) as backend:
+        yield backend
 
 
 @pytest.fixture
