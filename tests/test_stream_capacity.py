@@ -58,7 +58,9 @@ def test_one_key_holds_20_streams_on_3_workers(tmp_path, fake_upstream):
          (0, usage_chunk(3, 1))], release=release)
     tables = {"database": {"url": database}, "providers": {"fake": {"base_url": fake_upstream.base_url}},
               "models": {"test-model": {"provider": "fake"}}}
-    with live_gateway(tmp_path, tables, workers=3, threads=16) as server:
+    # 32 threads a worker: however the kernel spreads the 20 connections over the workers (a loaded machine may
+    # hand most to one), every stream has a thread; with 16, a worker handed 17 held the 17th unanswered.
+    with live_gateway(tmp_path, tables, workers=3, threads=32) as server:
         streams = [HeldStream(server.base_url, secret) for _ in range(STREAMS)]
         for stream in streams:
             stream.start()
