@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from flask import Flask
 from hypothesis import settings as hypothesis_settings
 from werkzeug.serving import make_server
 
-from gateway import create_app, db
+from gateway import create_app, db, lifecycle
 from gateway.accounting.keys import create_key
 from gateway.config import Settings, build_settings, merge
 from gateway.observability import access_log
@@ -104,13 +105,25 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings):
-    application = create_app(settings)
-    db.upgrade()  # create_app only binds the database; `gateway serve` migrates before forking
-    yield application
-    from gateway import lifecycle
+def make_app() -> Iterator[Callable[[Settings], Flask]]:
+    """create_app for a test with its own settings; every app made is closed at teardown, so no worker thread of
+    one (health refresh, accounting writer) outlives its test and works on the next test's database."""
+    made: list[Flask] = []
 
-    lifecycle.close(application)
+    def build(settings: Settings) -> Flask:
+        made.append(create_app(settings))
+        return made[-1]
+
+    yield build
+    for application in made:
+        lifecycle.close(application)
+
+
+@pytest.fixture
+def app(settings: Settings, make_app: Callable[[Settings], Flask]) -> Flask:
+    application = make_app(settings)
+    db.upgrade()  # create_app only binds the database; `gateway serve` migrates before forking
+    return application
 
 
 @pytest.fixture

@@ -130,11 +130,9 @@ def test_no_fallback_on_client_error(client, auth_headers, fake_upstream):
     assert len(fake_upstream.requests) == 1
 
 
-def test_null_tool_call_content_is_normalised_for_flagged_providers(make_settings, fake_upstream, make_key):
-    from gateway import create_app
-
-    settings = make_settings(providers={"fake": {"empty_tool_call_content": True}})
-    app = create_app(settings)
+def test_null_tool_call_content_is_normalised_for_flagged_providers(make_settings, fake_upstream, make_key,
+                                                                    make_app):
+    app = make_app(make_settings(providers={"fake": {"empty_tool_call_content": True}}))
     secret = make_key()
     messages = [
         {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
@@ -204,10 +202,8 @@ def test_first_chunk_arrives_before_upstream_finishes(live_server, auth_headers,
     assert list(lines)[-1] == "data: [DONE]"
 
 
-def test_keep_alive_comments_during_silence(make_settings, fake_upstream, make_key):
-    from gateway import create_app
-
-    app = create_app(make_settings(server={"keepalive_interval_s": 0.1}))
+def test_keep_alive_comments_during_silence(make_settings, fake_upstream, make_key, make_app):
+    app = make_app(make_settings(server={"keepalive_interval_s": 0.1}))
     fake_upstream.responder = lambda path, body: StreamReply([(0.6, chat_chunk("late")), (0, chat_chunk(finish="stop"))])
     secret = make_key()
     response = app.test_client().post(

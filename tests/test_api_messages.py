@@ -13,7 +13,7 @@ import anthropic
 import pytest
 import requests
 
-from gateway import create_app, db
+from gateway import db
 from gateway.tables import UsageEntry
 from tests.fake_upstream import JsonReply, StreamReply, chat_chunk, chat_completion, usage_chunk
 from tests.polling import wait_until
@@ -167,8 +167,8 @@ def test_typed_errors(live_server, api_key, make_key):
                                                         "message": "max_tokens: Field required."}}
 
 
-def test_silences_are_pings(make_settings, make_key, fake_upstream):
-    app = create_app(make_settings(server={"keepalive_interval_s": 0.1}))
+def test_silences_are_pings(make_settings, make_key, fake_upstream, make_app):
+    app = make_app(make_settings(server={"keepalive_interval_s": 0.1}))
     fake_upstream.responder = lambda path, body: StreamReply([(0.6, chat_chunk("late")), (0, chat_chunk(finish="stop"))])
     answer = app.test_client().post("/v1/messages", headers={"x-api-key": make_key()}, json={
         "model": "test-model", "max_tokens": 10, "messages": USER, "stream": True})

@@ -111,10 +111,8 @@ def test_client_failures(client, api_key, method, path, body, who, status, code,
         assert error["param"] in ("model", "models")
 
 
-def test_body_over_the_limit_is_413(make_settings, make_key):
-    from gateway import create_app
-
-    app = create_app(make_settings(server={"max_body_bytes": 2048}))
+def test_body_over_the_limit_is_413(make_settings, make_key, make_app):
+    app = make_app(make_settings(server={"max_body_bytes": 2048}))
     headers = {"Authorization": f"Bearer {make_key()}"}
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
     response = app.test_client().post("/v1/chat/completions", json=big, headers=headers)
@@ -142,10 +140,8 @@ def test_upstream_failures(client, auth_headers, fake_upstream, reply, status, c
         assert response.headers["Retry-After"] == "7"
 
 
-def test_upstream_timeout_is_504(make_settings, fake_upstream, make_key):
-    from gateway import create_app
-
-    app = create_app(make_settings(providers={"fake": {"timeout_s": 0.3}}))
+def test_upstream_timeout_is_504(make_settings, fake_upstream, make_key, make_app):
+    app = make_app(make_settings(providers={"fake": {"timeout_s": 0.3}}))
     fake_upstream.responder = lambda path, body: HangReply(2)
     response = app.test_client().post(
         "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {make_key()}"}
@@ -153,10 +149,8 @@ def test_upstream_timeout_is_504(make_settings, fake_upstream, make_key):
     assert_openai_error(response, 504, "upstream_timeout")
 
 
-def test_unreachable_upstream_is_502(make_settings, make_key):
-    from gateway import create_app
-
-    app = create_app(make_settings(providers={"fake": {"base_url": "http://127.0.0.1:9/v1"}}))
+def test_unreachable_upstream_is_502(make_settings, make_key, make_app):
+    app = make_app(make_settings(providers={"fake": {"base_url": "http://127.0.0.1:9/v1"}}))
     response = app.test_client().post(
         "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {make_key()}"}
     )

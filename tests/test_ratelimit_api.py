@@ -38,10 +38,8 @@ def test_token_limit(client, make_key):
     assert denied.status_code == 429 and "tokens per min" in denied.json["error"]["message"]
 
 
-def test_defaults_come_from_limits_table(make_settings, make_key):
-    from gateway import create_app
-
-    app = create_app(make_settings(limits={"rpm": 1}))
+def test_defaults_come_from_limits_table(make_settings, make_key, make_app):
+    app = make_app(make_settings(limits={"rpm": 1}))
     headers = {"X-API-Key": make_key()}
     assert app.test_client().post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
     assert app.test_client().post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 429
