@@ -94,6 +94,13 @@ def bearer(key: str, **headers: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", **headers}
 
 
+def cache_entries(app) -> list[ResponseCacheEntry]:
+    """The app's cached entries, oldest first, wherever its backend keeps them (on SQLite: the cache's own file)."""
+    backend = app.extensions["gateway.cache"].backend
+    with backend.connected():
+        return list(backend.table.select().order_by(backend.table.created_at))
+
+
 def usage_rows() -> list[UsageEntry]:
     with db.database.connection_context():
         return list(UsageEntry.select().order_by(UsageEntry.id))
@@ -201,10 +208,9 @@ def test_no_cache_skips_the_lookup_but_stores_and_no_store_skips_storing(client,
     assert upstream_calls(fake_upstream) == 4
 
 
-def test_max_age_bounds_the_age_of_a_hit(client, key, fake_upstream):
+def test_max_age_bounds_the_age_of_a_hit(app, client, key, fake_upstream):
     client.post("/v1/chat/completions", json=CHAT, headers=bearer(key))
-    with db.database.connection_context():
-        created = ResponseCacheEntry.get().created_at
+    created = cache_entries(app)[0].created_at
     wait_until(lambda: time.time() - created > 1.0, "the entry to be older than a second")
     old = client.post("/v1/chat/completions", json=CHAT, headers=bearer(key, **{"Cache-Control": "max-age=1"}))
     young = client.post("/v1/chat/completions", json=CHAT, headers=bearer(key, **{"Cache-Control": "max-age=3600"}))
@@ -213,10 +219,9 @@ def test_max_age_bounds_the_age_of_a_hit(client, key, fake_upstream):
 
 
 @pytest.mark.parametrize("cache_tables", [{"models": {"test-model": {"cache_ttl_s": 1.0}}}])
-def test_an_entry_expires_after_its_model_ttl(client, key, fake_upstream):
+def test_an_entry_expires_after_its_model_ttl(app, client, key, fake_upstream):
     assert client.post("/v1/chat/completions", json=CHAT, headers=bearer(key)).headers["X-Cache"] == "MISS"
-    with db.database.connection_context():
-        entry = ResponseCacheEntry.get()
+    [entry] = cache_entries(app)
     assert entry.expires_at - entry.created_at == pytest.approx(1.0, abs=0.1)  # the model's ttl, not [cache] ttl_s
     wait_until(lambda: time.time() > entry.expires_at, "the entry's expiry")
     assert client.post("/v1/chat/completions", json=CHAT, headers=bearer(key)).headers["X-Cache"] == "MISS"
@@ -232,13 +237,12 @@ def test_what_is_never_cached(client, key, fake_upstream):
     assert not any(row.cache_hit for row in usage_rows())
 
 
-def test_a_stream_that_never_finished_is_not_stored(client, key, fake_upstream):
+def test_a_stream_that_never_finished_is_not_stored(app, client, key, fake_upstream):
     fake_upstream.responder = lambda path, body: StreamReply([(0, chat_chunk(role="assistant", content="")),
                                                               (0, chat_chunk("cut"))])
     streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(key))
     assert streamed.headers["X-Cache"] == "MISS" and "cut" in streamed.get_data(as_text=True)
-    with db.database.connection_context():
-        assert ResponseCacheEntry.select().count() == 0
+    assert cache_entries(app) == []
 
 
 def test_embeddings_and_completions_hit_json_and_streamed(client, key, fake_upstream):

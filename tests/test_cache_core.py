@@ -12,13 +12,14 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway import db
 from gateway.accounting.usage import Usage
-from gateway.cache.database_cache import DatabaseCache
+from gateway.cache.database_cache import DatabaseCache, own_file_of
 from gateway.cache.entry import StoredEntry
 from gateway.cache.key import cache_key, cache_scope, cacheable
 from gateway.cache.redis_cache import RedisCache
@@ -445,6 +446,38 @@ def test_the_factory_follows_the_settings(tmp_path) -> None:
         assert redis_backed is not None and isinstance(redis_backed.backend, RedisCache)
         redis_backed.close()
 
+
+
+@pytest.mark.parametrize("url,own_file", [
+    ("sqlite:///gateway.db", "gateway-cache.db"),
+    ("sqlite:////var/lib/gateway/state.sqlite3", "/var/lib/gateway/state-cache.sqlite3"),
+    ("sqlite:///data/gw", "data/gw-cache"),
+    ("sqlite:///:memory:", None),
+    ("sqlite:///", None),
+    ("postgresql://u@h/db", None),
+])
+def test_on_sqlite_the_cache_has_its_own_file_beside_the_database(url: str, own_file: str | None) -> None:
+    assert own_file_of(url) == (None if own_file is None else Path(own_file))
+
+
+def test_workers_share_the_own_file_and_the_database_holds_no_entry(tmp_path) -> None:
+    settings = build_settings({"database": {"url": f"sqlite:///{tmp_path / 'gateway.db'}"},
+                               "cache": {"enabled": True}})
+    pool = db.bind(settings.database.url)
+    db.upgrade()
+    first, second = response_cache(settings), response_cache(settings)  # two workers (one thread each)
+    assert first is not None and second is not None
+    try:
+        first.put(key_of("hi"), answer_of(), 60)
+        hit = second.get(key_of("hi"))
+        assert hit is not None and hit.answer == CHAT
+        assert (tmp_path / "gateway-cache.db").is_file()
+        with db.database.connection_context():
+            assert ResponseCacheEntry.select().count() == 0
+    finally:
+        first.close()
+        second.close()
+        pool.close_all()
 
 # -- replays, accumulated by the official SDKs --------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from gateway.cache.database_cache import DatabaseCache
+from gateway.cache.database_cache import DatabaseCache, own_file_of
 from gateway.cache.entry import CachedAnswer, StoredEntry, decoded, encoded
 from gateway.cache.redis_cache import RedisCache
 from gateway.config import Settings
@@ -126,5 +126,5 @@ def response_cache(settings: Settings, clock: Callable[[], float] = time.time) -
     if cache.backend == "redis":
         backend = RedisCache(cache.url or settings.limits.url or "", cache.max_entries)
     else:
-        backend = DatabaseCache(cache.max_entries)
+        backend = DatabaseCache(cache.max_entries, own_file=own_file_of(settings.database.url))
     return ResponseCache(backend, cache.max_entry_bytes, clock)
