@@ -46,7 +46,9 @@ class RequestFraming:
         self._head_end: int | None = None
         self._length = 0
         self._chunked = False
-        self._chunk_at = 0  # where the next chunk-size line starts
+        self._chunk_at = 0  # where the bytes not yet checked start (a chunk-size line, or within a chunk)
+        self._chunk_left = 0  # bytes of the current chunk's data still to come
+        self._chunk_ends = False  # a chunk's data is in; its CRLF is next
         self._body_bytes = 0
         self._released = 0  # body bytes handed out by release_body
 
@@ -139,6 +141,18 @@ class RequestFraming:
 
     def _read_chunks(self) -> Verdict:
         while True:
+            if self._chunk_left:  # inside a chunk's data: everything received of it is checked
+                taken = min(len(self.data) - self._chunk_at, self._chunk_left)
+                self._chunk_at, self._chunk_left = self._chunk_at + taken, self._chunk_left - taken
+                if self._chunk_left:
+                    return Verdict.INCOMPLETE
+                self._chunk_ends = True
+            if self._chunk_ends:  # the CRLF after a chunk's data
+                if len(self.data) < self._chunk_at + len(CRLF):
+                    return Verdict.INCOMPLETE
+                if self.data[self._chunk_at : self._chunk_at + len(CRLF)] != CRLF:
+                    return Verdict.MALFORMED
+                self._chunk_at, self._chunk_ends = self._chunk_at + len(CRLF), False
             line_end = self.data.find(CRLF, self._chunk_at)
             if line_end < 0:
                 too_long = len(self.data) - self._chunk_at > MAX_CHUNK_LINE
@@ -151,12 +165,8 @@ class RequestFraming:
                 return self._read_trailers(line_end)
             if self._body_bytes + size > self.max_body_bytes:
                 return Verdict.BODY_TOO_LARGE
-            chunk_end = line_end + len(CRLF) + size
-            if len(self.data) < chunk_end + len(CRLF):
-                return Verdict.INCOMPLETE
-            if self.data[chunk_end : chunk_end + len(CRLF)] != CRLF:
-                return Verdict.MALFORMED
-            self._chunk_at, self._body_bytes = chunk_end + len(CRLF), self._body_bytes + size
+            self._chunk_at, self._chunk_left = line_end + len(CRLF), size
+            self._body_bytes += size
 
     def _read_trailers(self, last_chunk_line_end: int) -> Verdict:
         """After the zero-size chunk: optional trailer fields, then an empty line."""
