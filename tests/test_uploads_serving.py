@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.fake_upstream import FakeUpstream
 from tests.live_gateway import LiveGateway, rss_kib, start_gateway
 from tests.polling import wait_until
 from tests.slow_clients import request
+from tests.upload_echo import ECHO_PATH, multipart
 
 MIB = 2**20
 UPLOAD_BYTES = 30_000_000  # over the default 26 MiB of the audio routes
@@ -40,7 +42,7 @@ def serve(tmp_path: Path, database_url: str, fake_upstream: FakeUpstream, spool_
     """Starts `gateway serve` (one worker, so its memory is the one measured) spooling into `spool_dir`."""
     started: list[LiveGateway] = []
 
-    def start(threads: int = 4, **server: Any) -> LiveGateway:
+    def start(threads: int = 4, program: list[str] | None = None, **server: Any) -> LiveGateway:
         tables = {
             "server": {"workers": 1, "threads": threads, **server},
             "database": {"url": database_url},
@@ -48,7 +50,7 @@ def serve(tmp_path: Path, database_url: str, fake_upstream: FakeUpstream, spool_
             "providers": {"fake": {"base_url": fake_upstream.base_url, "timeout_s": 5, "connect_timeout_s": 2}},
             "models": {"test-model": {"provider": "fake", "upstream_model": "upstream-model"}},
         }
-        started.append(start_gateway(tmp_path / f"gateway{len(started)}", tables, graceful=False))
+        started.append(start_gateway(tmp_path / f"gateway{len(started)}", tables, graceful=False, program=program))
         return started[-1]
 
     yield start
@@ -185,3 +187,29 @@ def test_slow_uploaders_of_large_bodies_hold_no_thread(serve, spool_dir: Path, a
             sock.close()
     assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers), [answer[:60] for answer in answers]
     wait_until(lambda: not list(spool_dir.iterdir()), "the dropped uploads' spool files deleted")
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_large_multipart_upload_reaches_the_app_on_disk(serve, spool_dir: Path, framing: str) -> None:
+    """20 MiB through the spool, gunicorn's reader and werkzeug's form parser: never whole in the worker's memory."""
+    server = serve(threads=8, program=[sys.executable, "-m", "tests.upload_echo"])  # a test-only upload route
+    [worker] = server.workers()
+    assert request(server.port, "GET", "/healthz") == 200
+    before = rss_kib(worker)
+    size = 20 * MIB
+    body = multipart(size)
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: multipart/form-data; boundary=b0undary\r\n" % ECHO_PATH.encode())
+    if framing == "chunked":
+        answer = upload(server.port, head + b"Transfer-Encoding: chunked\r\n\r\n",
+                        lambda: iter([b"%x\r\n%s\r\n" % (len(body), body), b"0\r\n\r\n"]))
+    else:
+        answer = upload(server.port, head + b"Content-Length: %d\r\n\r\n" % len(body), lambda: iter([body]))
+    growth_mib = (peak_kib(worker) - before) / 1024
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    parsed = json.loads(answer.partition(b"\r\n\r\n")[2])
+    print(f"\n{framing}: {size} byte file part; worker peak RSS growth {growth_mib:.1f} MiB, form parser's traced "
+          f"peak {parsed['parse_peak']} bytes")
+    assert parsed["size"] == size and parsed["on_disk"] and parsed["model"] == "whisper-1"
+    assert growth_mib < size / MIB / 2, "the worker held the upload in memory"
+    wait_until(lambda: not list(spool_dir.iterdir()), "the spool file deleted")
