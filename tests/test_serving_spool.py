@@ -29,6 +29,7 @@ def test_reads_the_head_then_the_spool_then_the_socket(tmp_path: Path) -> None:
     assert reader.close_spool(keep_rest=True) == b""
     assert not os.path.exists(name)
     peer.close()
+    reader.sock.close()
 
 
 def test_closing_keeps_the_spools_rest_only_when_kept_alive(tmp_path: Path) -> None:
@@ -41,6 +42,7 @@ def test_closing_keeps_the_spools_rest_only_when_kept_alive(tmp_path: Path) -> N
         assert read_ahead == data[10:] if keep_rest else data[10:].startswith(read_ahead) and len(read_ahead) < 20_000
         assert not os.path.exists(name) and not list(tmp_path.iterdir())
         peer.close()
+        reader.sock.close()
 
 
 def test_the_system_temp_folder_by_default() -> None:
