@@ -28,6 +28,7 @@ from gateway.api import (
 )
 from gateway.config import Settings, load_settings
 from gateway.mcp_hub import views as mcp_hub
+from gateway.serving import body_limits
 
 
 def create_app(settings: Settings | None = None, config_path: str | None = None) -> Flask:
@@ -35,11 +36,12 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     settings = settings or load_settings(config_path)
     app = Flask(__name__)
     app.url_map.merge_slashes = False  # `/v1/responses//input_items` is a 404, not an HTML redirect
-    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.server.max_body_bytes  # the upload routes' own: body_limits
     app.json.sort_keys = False
     app.extensions["gateway.settings"] = settings
     app.extensions["gateway.started_at"] = int(time.time())
     errors.init_app(app)
+    body_limits.init_app(app, settings)  # first: before any hook or view reads a body
     db.init_app(app, settings.database.url, pool_size=2 * settings.server.threads)
     lifecycle.init_app(app, settings)
     http.init_app(app)

@@ -19,7 +19,7 @@ from gateway.url_policy import check_remote_url, remote_headers
 
 ENV_PREFIX = "GATEWAY_"
 ENV_SECTIONS = ("server", "database", "admin", "auth", "mcp", "limits", "routing", "cache", "budget_alerts",
-                "attribution", "billing", "responses", "tracing", "dashboard")
+                "attribution", "billing", "responses", "tracing", "dashboard", "uploads")
 LOCAL_MODEL_PORT = 18081
 EMBEDDED_SCOPE = "default"  # the scope of the first key on embedded defaults
 EMBEDDED_PROFILE = f"{EMBEDDED_SCOPE}/default"
@@ -94,6 +94,32 @@ class ServerSettings(Section):
     def _networks(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
         parse_networks(specs)
         return specs
+
+
+MIB = 1024 * 1024
+
+
+class UploadSettings(Section):
+    audio_max_bytes: int = Field(
+        26 * MIB, ge=1024, description="largest body of /audio/transcriptions and /audio/translations (multipart): "
+        "OpenAI's 25 MB file plus 1 MiB for the form's other fields and its framing; larger gets 413"
+    )
+    image_max_bytes: int = Field(
+        50 * MIB, ge=1024, description="largest body of /images/edits and /images/variations (multipart); "
+        "larger gets 413"
+    )
+    file_max_bytes: int = Field(
+        200 * MIB, ge=1024, description="largest body of POST /files (a batch's JSONL input: OpenAI's 200 MB); "
+        "larger gets 413"
+    )
+    spool_threshold_bytes: int = Field(
+        MIB, ge=65536, description="a request body past this many bytes is received into a temporary file "
+        "(in spool_dir), not memory; the thread serving it reads it from there"
+    )
+    spool_dir: str = Field(
+        "", description="folder of the spooled bodies' temporary files (`gateway-body-*`, deleted when their "
+        "request ends); \"\" for the system's (TMPDIR, else /tmp)"
+    )
 
 
 class DatabaseSettings(Section):
@@ -559,13 +585,14 @@ class Settings(Section):
     responses: ResponsesSettings = ResponsesSettings()
     tracing: TracingSettings = TracingSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    uploads: UploadSettings = UploadSettings()
     guardrails: dict[str, GuardrailSettings] = Field(default_factory=dict)
     embedded: bool = Field(False, exclude=True, description="the embedded defaults are part of it")
 
     def cross_check(self) -> Settings:
         """Check references between tables; raise ConfigError naming the key."""
         for check in (check_providers, check_models, check_mcp_servers, check_profiles, check_mcp, check_limits,
-                      check_tracing, check_guardrails):
+                      check_tracing, check_guardrails, check_uploads):
             check(self)
         return self
 
@@ -649,6 +676,13 @@ def check_limits(settings: Settings) -> None:
         raise ConfigError('limits.url: required when backend = "redis"')
     if settings.cache.enabled and settings.cache.backend == "redis" and not (settings.cache.url or settings.limits.url):
         raise ConfigError('cache.url: required when backend = "redis" (or set [limits] url)')
+
+
+def check_uploads(settings: Settings) -> None:
+    """The spool folder, when set, is a folder the server can write to."""
+    folder = settings.uploads.spool_dir
+    if folder and not (os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)):
+        raise ConfigError(f"uploads.spool_dir: {folder!r} is not a folder this process can write to")
 
 
 def check_tracing(settings: Settings) -> None:

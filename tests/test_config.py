@@ -190,3 +190,14 @@ def test_knobs_have_defaults_and_env_overrides(tmp_path):
     environ = {"GATEWAY_RESPONSES_BACKGROUND_WORKERS": "3", "GATEWAY_MCP_HTTP_TIMEOUT_S": "4.5"}
     changed = load_settings(write(tmp_path, ""), environ=environ)
     assert changed.responses.background_workers == 3 and changed.mcp.http_timeout_s == 4.5
+
+
+def test_the_spool_folder_must_be_a_writable_folder(tmp_path):
+    spool = tmp_path / "spool"
+    with pytest.raises(ConfigError, match=r"^uploads\.spool_dir: .* is not a folder this process can write to$"):
+        load_settings(write(tmp_path, ""), environ={"GATEWAY_UPLOADS_SPOOL_DIR": str(spool)})
+    spool.mkdir()
+    settings = load_settings(write(tmp_path, ""), environ={"GATEWAY_UPLOADS_SPOOL_DIR": str(spool)})
+    assert settings.uploads.spool_dir == str(spool)
+    with pytest.raises(ConfigError, match=r"uploads\.spool_threshold_bytes"):
+        load_settings(write(tmp_path, "[uploads]\nspool_threshold_bytes = 10\n"), environ={})

@@ -62,3 +62,54 @@ def test_expect_continue_on_http_1_0_is_ignored() -> None:
     framing = RequestFraming(4096, 1000)
     framing.feed(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
     assert not framing.expects_continue
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    """`body` chunked in pieces of `size`, with a trailer."""
+    pieces = [body[start : start + size] for start in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\nX-Sum: 1\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing_of", [
+    lambda body: (b"Content-Length: %d\r\n\r\n" % len(body), body),
+    lambda body: (b"Transfer-Encoding: chunked\r\n\r\n", chunked(body, 777)),
+    lambda body: (b"Transfer-Encoding: chunked\r\n\r\n", chunked(body, 5000)),
+], ids=["length", "chunked", "large-chunks"])
+@pytest.mark.parametrize("piece", [1, 13, 4096])
+def test_released_body_bytes_and_the_rest_make_the_request(framing_of, piece: int) -> None:
+    """What release_body hands out (to a spool file), then body_bytes, is the body as sent, in order."""
+    fields, wire_body = framing_of(bytes(range(256)) * 20)
+    behind = b"GET /healthz HTTP/1.1\r\n\r\n"  # a pipelined request stays after the body
+    data = HEAD + fields + wire_body + behind
+    framing = RequestFraming(4096, 100_000)
+    released, fed, verdict = b"", b"", Verdict.INCOMPLETE
+    for start in range(0, len(data), piece):
+        fed += data[start : start + piece]
+        verdict = framing.feed(data[start : start + piece])
+        released += framing.release_body()
+        assert framing.body_bytes_held() <= piece + 16  # at most one piece and a chunk-size line, even mid-chunk
+        if verdict is not Verdict.INCOMPLETE:
+            break
+    assert verdict is Verdict.COMPLETE
+    assert framing.head_bytes() == HEAD + fields
+    assert released + framing.body_bytes() == fed[len(HEAD + fields) :]
+    assert fed.startswith(HEAD + fields + wire_body)
+
+
+@pytest.mark.parametrize(("target", "verdict"), [
+    ("/v1/audio/transcriptions", Verdict.BODY_TOO_LARGE),
+    ("/v1/chat/completions", Verdict.INCOMPLETE),
+])
+def test_the_body_limit_is_the_targets(target: str, verdict: Verdict) -> None:
+    framing = RequestFraming(4096, lambda seen: 100 if seen.startswith("/v1/audio/") else 1000)
+    assert framing.feed(b"POST %s HTTP/1.1\r\nContent-Length: 500\r\n\r\n" % target.encode()) is verdict
+    assert framing.target == target
+
+
+def test_a_chunked_body_past_the_targets_limit_is_rejected_after_release() -> None:
+    framing = RequestFraming(4096, lambda seen: 1000)
+    framing.feed(HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+    for _ in range(3):
+        assert framing.feed(b"100\r\n" + b"x" * 256 + b"\r\n") is Verdict.INCOMPLETE
+        framing.release_body()
+    assert framing.feed(b"100\r\n") is Verdict.BODY_TOO_LARGE

@@ -44,7 +44,7 @@ STATUS_REASONS = {
     402: "The balance or the key's spend limit cannot cover the request",
     404: "Unknown model, object, label, profile or route",
     409: "A built-in MCP server that is not available, or an object in the wrong state",
-    413: "Body larger than `server.max_body_bytes`",
+    413: "Body larger than the route's limit (`[uploads]` on upload routes, else `server.max_body_bytes`)",
     422: "A request that breaks a contract rule (reserved tool names, MCP policy)",
     426: "A plain GET where a WebSocket upgrade is expected",
     429: "Rate limited, too many open streams, or too many failed authentications (see Retry-After)",

@@ -7,8 +7,13 @@ dozen such clients hold them all. Here the worker's main loop (the selector gthr
 to accept connections and watch kept-alive ones) reads each request without blocking, asks
 `RequestFraming` where it ends, and submits the connection to the thread pool only when the
 headers and the body are all buffered. A request not complete within `[server] client_timeout_s`
-gets 408 from the main loop; it never held a thread. The bytes buffered this way are capped per
-worker (`buffer_budget`, see ClientLimits); past it, the request that overflows gets 503.
+gets 408 from the main loop; it never held a thread. The body limit is the route's
+(gateway.serving.body_limits: upload routes take more than `[server] max_body_bytes`); a body past
+it gets 413 as soon as the head or the bytes received show it. A body past
+`[uploads] spool_threshold_bytes` goes on arriving into a spool file (gateway.serving.spool) rather
+than memory, still in the main loop; the thread then reads it from that file, which is deleted when
+the request ends. The bytes held in memory this way are capped per worker (`buffer_budget`, see
+ClientLimits); past it, the request that overflows gets 503.
 
 While a thread serves the request, a client that takes no byte of the response for
 `[server] send_timeout_s` makes the write raise (ProgressSocket: the timeout counts from the last
@@ -25,25 +30,35 @@ gunicorn 27 defines them (setup.cfg requires it).
 
 from __future__ import annotations
 
-import io
 import json
 import selectors
 import socket
 import struct
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from itertools import takewhile
-from typing import Any
+from typing import IO, Any
 
 from gunicorn import http
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-from gateway.config import ServerSettings
-from gateway.errors import BodyTooLarge, GatewayError, InvalidRequest, ServiceUnavailable
+from gateway.config import Settings
+from gateway.errors import (
+    BodyTooLarge,
+    GatewayError,
+    InvalidRequest,
+    ServiceUnavailable,
+    dialect_of,
+    status_in,
+)
+from gateway.serving.body_limits import body_limit, target_path
 from gateway.serving.framing import RequestFraming, Verdict
+from gateway.serving.spool import SpooledUnreader, open_spool
 
 RECV_BYTES = 65536
 READS_PER_EVENT = 16  # then let other connections have the main loop
@@ -60,17 +75,22 @@ class ClientLimits:
     client_timeout_s: float
     send_timeout_s: float
     max_head_bytes: int
-    max_body_bytes: int
-    buffer_budget: int  # bytes all of this worker's unfinished requests may hold together
+    body_limit: Callable[[str], int]  # a request target's largest body (the route's)
+    spool_threshold: int  # body bytes held in memory before the rest goes to a spool file
+    spool_dir: str
+    buffer_budget: int  # bytes all of this worker's unfinished requests may hold in memory together
 
     @classmethod
     def of(cls, app: Any, cfg: Any) -> ClientLimits:
-        """From the app's `[server]` settings (defaults for another app) and gunicorn's header limits."""
-        settings = getattr(app, "extensions", {}).get("gateway.settings")
-        server = settings.server if settings is not None else ServerSettings()
-        budget = max(cfg.threads * BUFFER_BYTES_PER_THREAD, 2 * server.max_body_bytes)
+        """From the app's `[server]` and `[uploads]` settings (defaults for another app) and gunicorn's limits."""
+        settings = getattr(app, "extensions", {}).get("gateway.settings") or Settings()
+        server, uploads = settings.server, settings.uploads
+        # a request holds at most its head, the spool threshold and one event's reads in memory
+        held = min(server.max_body_bytes, uploads.spool_threshold_bytes) + READS_PER_EVENT * RECV_BYTES
+        budget = max(cfg.threads * BUFFER_BYTES_PER_THREAD, 2 * held)
         return cls(server.client_timeout_s, server.send_timeout_s, max_head_bytes(cfg),
-                   server.max_body_bytes, budget)
+                   lambda target: body_limit(target_path(target), settings),
+                   uploads.spool_threshold_bytes, uploads.spool_dir, budget)
 
 
 def max_head_bytes(cfg: Any) -> int:
@@ -91,25 +111,33 @@ def reads_whole_requests(cfg: Any) -> bool:
     )
 
 
-def rejection(error: GatewayError) -> bytes:
-    """A complete `Connection: close` HTTP/1.1 response carrying the error's JSON body."""
-    body = json.dumps(error.body()).encode()
-    head = (f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n"
+def rejection(error: GatewayError, dialect: str = "openai") -> bytes:
+    """A complete `Connection: close` HTTP/1.1 response carrying the error's JSON body in a path's dialect."""
+    body = json.dumps(error.body(dialect)).encode()
+    status = status_in(error, dialect)
+    head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode() + body
 
 
-def rejections(limits: ClientLimits) -> dict[int, bytes]:
-    """The answers the main loop gives itself, by status."""
-    errors = [
-        InvalidRequest("The request is not valid HTTP/1.1.", code="bad_http_request"),
-        InvalidRequest(f"The request did not arrive within {limits.client_timeout_s:g} seconds.",
-                       status=408, code="request_timeout"),
-        BodyTooLarge(f"The request body is larger than {limits.max_body_bytes} bytes."),
-        InvalidRequest("The request headers are too large.", status=431, code="headers_too_large"),
-        ServiceUnavailable("The server is busy receiving other requests; retry shortly."),
-    ]
-    return {error.status: rejection(error) for error in errors}
+def main_loop_error(status: int, limits: ClientLimits, framing: RequestFraming) -> GatewayError:
+    """The error the main loop answers itself with this status (413: with the route's limit)."""
+    if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        return BodyTooLarge(f"The request body is larger than {framing.max_body_bytes} bytes, "
+                            "the limit of this route.")
+    if status == HTTPStatus.REQUEST_TIMEOUT:
+        return InvalidRequest(f"The request did not arrive within {limits.client_timeout_s:g} seconds.",
+                              status=408, code="request_timeout")
+    if status == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
+        return InvalidRequest("The request headers are too large.", status=431, code="headers_too_large")
+    if status == HTTPStatus.SERVICE_UNAVAILABLE:
+        return ServiceUnavailable("The server is busy receiving other requests; retry shortly.")
+    return InvalidRequest("The request is not valid HTTP/1.1.", code="bad_http_request")
+
+
+def answer_of(status: int, limits: ClientLimits, framing: RequestFraming) -> bytes:
+    """The main loop's own answer, in the dialect of the request's path (OpenAI's until the head is in)."""
+    return rejection(main_loop_error(status, limits, framing), dialect_of(target_path(framing.target)))
 
 
 @dataclass
@@ -120,6 +148,7 @@ class PendingRequest:
     deadline: float
     watched: bool = False  # registered with the selector
     continued: bool = False  # `100 Continue` sent
+    spool: IO[bytes] | None = None  # where the body goes past the spool threshold
 
 
 @dataclass
@@ -135,7 +164,6 @@ class GatewayWorker(ThreadWorker):
 
     def run(self) -> None:
         self.limits = ClientLimits.of(self.wsgi, self.cfg)
-        self.rejections = rejections(self.limits)
         self.frames_requests = reads_whole_requests(self.cfg)
         self.receiving: dict[TConn, PendingRequest] = {}  # by deadline: insertion order
         self.lingering: dict[socket.socket, Lingering] = {}  # likewise
@@ -149,14 +177,13 @@ class GatewayWorker(ThreadWorker):
         if not self.frames_requests:
             super().enqueue_req(conn)
             return
-        framing = RequestFraming(self.limits.max_head_bytes, self.limits.max_body_bytes)
+        framing = RequestFraming(self.limits.max_head_bytes, self.limits.body_limit)
         pending = PendingRequest(framing, time.monotonic() + self.limits.client_timeout_s)
         self.receiving[conn] = pending
         conn.sock.setblocking(False)
         read_ahead = b""
         if conn.parser is not None:  # bytes the previous request's reads took from the socket
-            read_ahead = conn.parser.unreader.buf.getvalue()
-            conn.parser.unreader.buf = io.BytesIO()
+            read_ahead = conn.parser.unreader.take_buffered()
         if read_ahead and self.take(conn, read_ahead):
             return
         self.receive(conn)
@@ -190,6 +217,9 @@ class GatewayWorker(ThreadWorker):
             return True
         self.buffered += len(data)
         verdict = pending.framing.feed(data)
+        if verdict in (Verdict.INCOMPLETE, Verdict.COMPLETE) and not self.spool_body(pending):
+            self.drop(conn, None)  # the spool file cannot be written: logged; nothing to tell the client
+            return True
         if verdict is Verdict.COMPLETE:
             self.submit(conn)
             return True
@@ -201,6 +231,22 @@ class GatewayWorker(ThreadWorker):
             send_quietly(conn.sock, CONTINUE)
         return False
 
+    def spool_body(self, pending: PendingRequest) -> bool:
+        """Move the body's checked bytes to the spool file once it holds more than the threshold; False on failure."""
+        framing = pending.framing
+        if pending.spool is None and framing.body_bytes_held() <= self.limits.spool_threshold:
+            return True
+        try:
+            if pending.spool is None:
+                pending.spool = open_spool(self.limits.spool_dir)
+            released = framing.release_body()
+            self.buffered -= len(released)
+            pending.spool.write(released)
+        except OSError as exc:
+            self.log.error("cannot spool a request body in %r: %s", self.limits.spool_dir or "the temp folder", exc)
+            return False
+        return True
+
     def forget(self, conn: TConn) -> PendingRequest:
         pending = self.receiving.pop(conn)
         self.buffered -= len(pending.framing.data)
@@ -209,23 +255,39 @@ class GatewayWorker(ThreadWorker):
         return pending
 
     def submit(self, conn: TConn) -> None:
-        """Hand a whole request to the thread pool; gunicorn's parser reads it from memory."""
+        """Hand a whole request to the thread pool; gunicorn's parser reads it from memory (and the spool file)."""
         pending = self.forget(conn)
         conn.sock.setblocking(True)
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
-        conn.parser.unreader.unread(pending.framing.request_bytes())
+        if pending.spool is None:
+            conn.parser.unreader.unread(pending.framing.request_bytes())
+        else:
+            try:
+                pending.spool.write(pending.framing.body_bytes())
+                pending.spool.flush()
+                pending.spool.seek(0)
+            except OSError as exc:
+                self.log.error("cannot spool a request body: %s", exc)
+                pending.spool.close()
+                self.nr_conns -= 1
+                conn.sock.close()
+                return
+            conn.parser.unreader = SpooledUnreader(conn.sock, pending.spool)
+            conn.parser.unreader.unread(pending.framing.head_bytes())
         conn.data_ready = True  # so gunicorn's thread does not wait for bytes already here
         super().enqueue_req(conn)
 
     def drop(self, conn: TConn, status: int | None) -> None:
-        """Give up on a request: answer `status` if any, then close the connection."""
-        self.forget(conn)
+        """Give up on a request: answer `status` if any, then close the connection (and delete its spool file)."""
+        pending = self.forget(conn)
+        if pending.spool is not None:
+            pending.spool.close()
         self.nr_conns -= 1
         if status is None:
             conn.sock.close()
             return
-        send_quietly(conn.sock, self.rejections[status])
+        send_quietly(conn.sock, answer_of(status, self.limits, pending.framing))
         self.linger(conn.sock)
 
     def murder_keepalived(self, *args: Any, **kwargs: Any) -> None:
@@ -254,7 +316,16 @@ class GatewayWorker(ThreadWorker):
             conn.sock = client_socket
 
     def finish_request(self, conn: TConn, fs: Future) -> None:
-        """As gunicorn's, except that a closing connection lingers in the selector, not in a blocking read."""
+        """As gunicorn's, except that a closing connection lingers in the selector, not in a blocking read.
+
+        A spooled request's file is deleted here, whatever the outcome; on a kept-alive connection
+        what followed the request in it goes back to the socket's reader as read-ahead.
+        """
+        keeps_alive = not fs.cancelled() and fs.exception() is None and bool(fs.result())
+        if conn.parser is not None and isinstance(conn.parser.unreader, SpooledUnreader):
+            read_ahead = conn.parser.unreader.close_spool(keep_rest=keeps_alive)
+            conn.parser.unreader = SocketUnreader(conn.sock)
+            conn.parser.unreader.unread(read_ahead)
         if self.frames_requests and not fs.cancelled() and fs.exception() is None and not fs.result():
             self.nr_conns -= 1
             self.linger(conn.sock)
