@@ -54,7 +54,7 @@ class FakeMedia:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 fake.handle(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
