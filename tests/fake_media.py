@@ -1,5 +1,7 @@
 """A loopback fake of OpenAI's media routes (images, audio, moderations) and a Cohere/vLLM-style `/rerank`.
 
+FakeMedia serves them on a server of its own; tests.fake_upstream.FakeUpstream serves them too (MediaRoutes).
+
 Answers follow OpenAI's reference shapes; `fail_next` makes the next requests a 500 (retries), and
 `requests` records what each request carried (its form fields, its files' names and sizes, whether it
 came chunked), so tests can see what the gateway sent upstream.
@@ -35,43 +37,27 @@ def wav_file(seconds: float, rate: int = 8000) -> bytes:
 
 def wav_duration(raw: bytes) -> float:
     """A WAV file's duration from its header (the files wav_file makes)."""
-    rate = struct.unpack_from("<I", raw, 28)[0]
+    if len(raw) < 44 or raw[:4] != b"RIFF":
+        return 1.0  # not a WAV file: a second
+    rate = struct.unpack_from("<I", raw, 28)[0] or 1
     return struct.unpack_from("<I", raw, 40)[0] / rate
 
 
-class FakeMedia:
-    """The fake's server; `base_url` ends in /v1."""
+MEDIA_PATHS = ("images/", "audio/", "moderations", "rerank")
+
+
+class MediaRoutes:
+    """The media routes' answers, for any loopback server's handler (FakeMedia's, FakeUpstream's)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
         self._lock = threading.Lock()
-        fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                fake.handle(self)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}/v1"
-
-    def start(self) -> FakeMedia:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    @staticmethod
+    def serves(path: str) -> bool:
+        """Whether a request path (`/v1/images/generations`) is one of the media routes."""
+        return path.removeprefix("/v1/").startswith(MEDIA_PATHS)
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         """Read the request (JSON or multipart), record it, and answer as OpenAI (or a reranker) would."""
@@ -103,7 +89,8 @@ class FakeMedia:
     def answer(self, path: str, fields: dict[str, Any], files: dict[str, tuple[str, bytes]]) -> tuple[int, Any]:
         """The status and answer (a JSON object, or text) of one route."""
         model = str(fields.get("model"))
-        count = int(fields.get("n") or 1)
+        count = fields.get("n") if isinstance(fields.get("n"), int) else int(str(fields.get("n") or 1)) if str(
+            fields.get("n") or 1).isdigit() else 1
         if path.startswith("images/"):
             answer: dict[str, Any] = {"created": 1700000000, "data": [
                 {"b64_json": base64.b64encode(PNG_PIXEL).decode()} for _ in range(count)]}
@@ -111,6 +98,8 @@ class FakeMedia:
                 answer["usage"] = IMAGE_TOKENS
             return 200, answer
         if path in ("audio/transcriptions", "audio/translations"):
+            if "file" not in files:
+                return 400, {"error": {"message": "file is required", "type": "invalid_request_error"}}
             seconds = wav_duration(files["file"][1])
             return 200, transcript(fields.get("response_format") or "json", seconds, path)
         if path == "moderations":
@@ -140,6 +129,39 @@ class FakeMedia:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+
+class FakeMedia(MediaRoutes):
+    """The media routes on a server of their own; `base_url` ends in /v1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake.handle(self)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}/v1"
+
+    def start(self) -> FakeMedia:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def transcript(answer_format: str, seconds: float, path: str) -> Any:

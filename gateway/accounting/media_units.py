@@ -11,6 +11,7 @@ read from the upstream's answer where it reports them (`usage` tokens or seconds
 from __future__ import annotations
 
 import math
+import re
 import struct
 from typing import Any
 
@@ -19,16 +20,24 @@ from gateway.accounting.usage import Usage
 IMAGE, AUDIO_SECOND, SPEECH_CHARACTER, SEARCH_UNIT, MODERATION = (
     "image", "audio_second", "speech_character", "search_unit", "moderation")
 DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's search unit: one query over up to 100 documents
+QUALIFIER = re.compile(r"[A-Za-z0-9_.-]{1,24}")  # a size or quality that may name a price
 WAV_HEADER_BYTES = 4096  # how much of an upload is read to find a WAV header's format and data chunks
 
 
 def image_unit(size: Any, quality: Any) -> str:
-    """The unit of one image of this size and quality: `image:SIZE/QUALITY`, `image:SIZE` or `image`."""
-    if not isinstance(size, str) or not size or size == "auto":
+    """The unit of one image of this size and quality: `image:SIZE/QUALITY`, `image:SIZE` or `image`.
+
+    Only sizes and qualities of the shape OpenAI names them (`1024x1024`, `hd`) qualify the unit: the
+    usage row's column stays short, whatever a client sends.
+    """
+    if not _qualifier(size):
         return IMAGE
-    if isinstance(quality, str) and quality and quality != "auto":
-        return f"{IMAGE}:{size}/{quality}"
-    return f"{IMAGE}:{size}"
+    return f"{IMAGE}:{size}/{quality}" if _qualifier(quality) else f"{IMAGE}:{size}"
+
+
+def _qualifier(value: Any) -> bool:
+    """Whether a size or quality names one (not `auto`, not empty, short and plain)."""
+    return isinstance(value, str) and value != "auto" and QUALIFIER.fullmatch(value) is not None
 
 
 def wav_seconds(head: bytes) -> float | None:
