@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.formparser import parse_form_data
 
@@ -44,6 +46,7 @@ def wav_duration(raw: bytes) -> float:
 
 
 MEDIA_PATHS = ("images/", "audio/", "moderations", "rerank")
+AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(.+)$")
 
 
 class MediaRoutes:
@@ -57,7 +60,8 @@ class MediaRoutes:
     @staticmethod
     def serves(path: str) -> bool:
         """Whether a request path (`/v1/images/generations`) is one of the media routes."""
-        return path.removeprefix("/v1/").startswith(MEDIA_PATHS)
+        path = urlsplit(path).path
+        return path.removeprefix("/v1/").startswith(MEDIA_PATHS) or AZURE_PATH.match(path) is not None
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         """Read the request (JSON or multipart), record it, and answer as OpenAI (or a reranker) would."""
@@ -71,9 +75,12 @@ class MediaRoutes:
             files = {name: (item.filename, item.read()) for name, item in uploaded.items(multi=True)}
         else:
             fields = json.loads(raw or b"{}")
-        path = handler.path.removeprefix("/v1/")
+        url = urlsplit(handler.path)
+        azure = AZURE_PATH.match(url.path)  # Azure OpenAI's deployment URL scheme
+        path = azure.group(2) if azure else url.path.removeprefix("/v1/")
         with self._lock:
-            self.requests.append({"path": path, "fields": fields, "files": {k: (v[0], len(v[1])) for k, v in
+            self.requests.append({"path": path, "deployment": azure.group(1) if azure else None, "query": url.query,
+                                  "api_key": handler.headers.get("api-key"), "fields": fields, "files": {k: (v[0], len(v[1])) for k, v in
                                                                               files.items()},
                                   "chunked": "chunked" in handler.headers.get("Transfer-Encoding", ""),
                                   "authorization": handler.headers.get("Authorization")})

@@ -26,6 +26,9 @@ MODELS = {
     "paid-moderation": {"provider": "media", "upstream_model": "omni-moderation-latest", "moderation_price": 0.001},
     "reranker": {"provider": "media", "upstream_model": "bge-reranker", "search_unit_price": 0.002},
     "cohere-rerank": {"provider": "media", "upstream_model": "cohere-rerank-v3.5", "search_unit_price": 0.002},
+    "azure-whisper": {"provider": "azure", "upstream_model": "whisper-deploy", "audio_price_per_minute": 0.6},
+    "azure-moderation": {"provider": "azure", "upstream_model": "moderation-deploy"},
+    "claude": {"provider": "claude", "upstream_model": "claude-sonnet-4"},
     "twice-whisper": {"routing": "ordered", "retries": 2, "audio_price_per_minute": 0.6, "deployments": [
         {"provider": "media", "upstream_model": "whisper-1", "name": "first"},
         {"provider": "media2", "upstream_model": "whisper-1", "name": "second"}]},
@@ -49,8 +52,13 @@ def media2():
 
 @pytest.fixture
 def settings(make_settings, media, media2):
-    return make_settings(providers={"media": {"base_url": media.base_url, "timeout_s": 5},
-                                    "media2": {"base_url": media2.base_url, "timeout_s": 5}}, models=MODELS)
+    return make_settings(providers={
+        "media": {"base_url": media.base_url, "timeout_s": 5},
+        "media2": {"base_url": media2.base_url, "timeout_s": 5},
+        "azure": {"type": "azure", "base_url": media2.base_url.removesuffix("/v1"), "api_key_env": "AZURE_TEST_KEY",
+                  "api_version": "2024-10-21", "timeout_s": 5},
+        "claude": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "timeout_s": 5},
+    }, models=MODELS)
 
 
 @pytest.fixture
@@ -250,3 +258,24 @@ def test_bad_input_is_an_openai_shaped_error(client, funded, prefix):
     assert error_of("/audio/speech", 400, json={"model": "tts", "voice": "alloy"})["param"] == "input"
     assert error_of("/moderations", 400, json={"model": "moderation"})["param"] == "input"
     assert error_of("/rerank", 400, json={"model": "reranker", "query": "q"})["param"] == "documents"
+
+
+def test_azure_serves_audio_at_its_deployment_url(live_server, funded, media2, monkeypatch):
+    monkeypatch.setenv("AZURE_TEST_KEY", "azure-secret")
+    secret, account = funded
+    answer = sdk(live_server, secret).audio.transcriptions.create(model="azure-whisper",
+                                                                 file=("a.wav", wav_file(2), "audio/wav"))
+    assert answer.text == TRANSCRIPT
+    sent = media2.requests[-1]
+    assert (sent["path"], sent["deployment"], sent["query"]) == (
+        "audio/transcriptions", "whisper-deploy", "api-version=2024-10-21")
+    assert sent["api_key"] == "azure-secret" and sent["authorization"] is None
+    assert spent(account) == 20_000
+
+
+@pytest.mark.parametrize("model", ["claude", "azure-moderation"])
+def test_a_provider_without_the_route_is_a_400_naming_the_model(client, funded, model):
+    answer = client.post("/v1/moderations", headers={"Authorization": f"Bearer {funded[0]}"},
+                         json={"model": model, "input": "hi"})
+    assert answer.status_code == 400
+    assert answer.json["error"]["code"] == "unsupported_endpoint" and repr(model) in answer.json["error"]["message"]

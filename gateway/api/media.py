@@ -146,7 +146,8 @@ def _admitted(path: str, body: dict[str, Any], unit: str, held_units: float, inp
     def prepared() -> list[PreparedRequest]:
         routes = routing.candidates(services.settings(), body)
         held_output = max(route.settings.max_output_tokens for route in routes) * outputs
-        return prepare_media(routes, path, fields, unit, held_units, input_text, held_output)
+        return prepare_media(routes, path, fields, services.settings().providers, unit, held_units, input_text,
+                             held_output)
 
     return admitted(path, body, False, prepared=prepared)
 

@@ -18,23 +18,31 @@ from gateway.accounting.tokens import estimate_text_tokens
 from gateway.accounting.usage import Usage
 from gateway.config import ProviderSettings
 from gateway.db import own_connection
-from gateway.errors import CLIENT_CLOSED, GatewayError
+from gateway.errors import CLIENT_CLOSED, GatewayError, InvalidRequest
 from gateway.upstream.client import MediaResponse
 from gateway.upstream.multipart import MultipartBody
 from gateway.upstream.prepared import PreparedRequest
 from gateway.upstream.router import Router
 from gateway.upstream.routing import Route
+from gateway.upstream.wire import serves_media
 
 Priced = Callable[[bytes, str], Usage]  # (the answer's body, its content type) -> the usage it is charged
 
 
-def prepare_media(routes: list[Route], path: str, body: Mapping[str, Any], unit: str, held_units: float,
-                  input_text: str = "", output_tokens: int = 0) -> list[PreparedRequest]:
+def prepare_media(routes: list[Route], path: str, body: Mapping[str, Any], providers: Mapping[str, ProviderSettings],
+                  unit: str, held_units: float, input_text: str = "", output_tokens: int = 0) -> list[PreparedRequest]:
     """One prepared media request per candidate route: `body` with its upstream model, held for its units.
 
     `input_text` is what its input tokens are estimated from; `output_tokens`, the output tokens held
-    (an image model that reports tokens).
+    (an image model that reports tokens). A model whose provider does not serve the path is a 400 naming it.
     """
+    for route in routes:
+        for deployment in route.deployments:
+            provider = providers[deployment.provider]
+            if not serves_media(provider, path):
+                raise InvalidRequest(f"The model {route.model_id!r} is served by a {provider.type} provider, which "
+                                     f"has no /{path} here (OpenAI-compatible providers do; Azure for images and "
+                                     "audio).", param="model", code="unsupported_endpoint")
     tokens = estimate_text_tokens(input_text)
 
     def prepared(route: Route, _provider: ProviderSettings | None = None) -> PreparedRequest:
