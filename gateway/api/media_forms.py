@@ -31,7 +31,8 @@ def upload(file_fields: tuple[str, ...], required: str) -> tuple[dict[str, str],
     if request.mimetype != "multipart/form-data":
         raise InvalidRequest("This endpoint takes a multipart/form-data body (its file as an upload).",
                              code="invalid_content_type")
-    pairs = [(name, value) for name, value in request.form.items(multi=True)]
+    pairs = [(name, value) for name, value in request.form.items(multi=True) if isinstance(name, str)]  # a part
+    # whose name werkzeug could not read is dropped
     fields = dict(pairs)
     attribute(fields)
     files = [FilePart(name, storage.filename or name, storage.mimetype or "application/octet-stream", storage.stream)
