@@ -25,6 +25,7 @@ PNG_PIXEL = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 SPEECH_CHUNKS = [b"ID3" + bytes(61), bytes(range(256)) * 64, b"\xff\xfb" * 1000]  # sent one chunk at a time
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog."
+RELEASE_WAIT_S = 60.0  # a held speech answer goes on by itself after this, whatever the test did
 IMAGE_TOKENS = {"input_tokens": 50, "output_tokens": 4160, "total_tokens": 4210,
                 "input_tokens_details": {"text_tokens": 50, "image_tokens": 0}}
 
@@ -55,6 +56,8 @@ class MediaRoutes:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
+        self.speech_release: threading.Event | None = None  # when set: speech waits for it after its first chunk
+        self.speech_released: bool | None = None  # whether it was released (False: it gave up waiting)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -122,7 +125,9 @@ class MediaRoutes:
         handler.send_header("Content-Type", "audio/mpeg")
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
-        for chunk in SPEECH_CHUNKS:
+        for index, chunk in enumerate(SPEECH_CHUNKS):
+            if index == 1 and self.speech_release is not None:
+                self.speech_released = self.speech_release.wait(RELEASE_WAIT_S)
             handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             handler.wfile.flush()
         handler.wfile.write(b"0\r\n\r\n")

@@ -4,6 +4,7 @@ priced per unit (image, audio second, character, search unit, request), charged 
 from __future__ import annotations
 
 import io
+import threading
 
 import openai
 import pytest
@@ -34,6 +35,7 @@ MODELS = {
         {"provider": "media2", "upstream_model": "whisper-1", "name": "second"}]},
 }
 PREFIXES = ["/v1", "/api/v1"]
+both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 
 
 @pytest.fixture
@@ -97,6 +99,7 @@ def test_the_fake_answers_the_openai_sdk_directly(media):
     assert client.moderations.create(model="omni-moderation-latest", input="hi").results[0].flagged is False
 
 
+@both_databases
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_images_generate_is_charged_per_image_by_size_and_quality(live_server, funded, media, prefix):
     secret, account = funded
@@ -142,6 +145,7 @@ def test_images_create_variation(live_server, funded, media):
     assert (last_row().endpoint, last_row().units, spent(account)) == ("images/variations", 3, 3 * 80_000)
 
 
+@both_databases
 @pytest.mark.parametrize("answer_format", ["json", "text", "srt", "vtt", "verbose_json"])
 def test_transcriptions_in_every_response_format_are_charged_per_second(live_server, funded, answer_format):
     secret, account = funded
@@ -178,6 +182,20 @@ def test_speech_is_streamed_to_a_file_and_charged_per_character(live_server, fun
     assert row.cost == spent(account) == 11_000
 
 
+def test_speech_reaches_the_client_before_the_upstream_has_sent_all_of_it(live_server, funded, media):
+    secret, account = funded
+    media.speech_release = threading.Event()
+    with requests.post(f"{live_server}/v1/audio/speech", headers={"Authorization": f"Bearer {secret}"}, stream=True,
+                       json={"model": "tts", "voice": "alloy", "input": "hi"}, timeout=120) as answer:
+        pieces = answer.iter_content(chunk_size=None)
+        first = next(pieces)  # the upstream holds the rest until the test releases it
+        assert SPEECH_CHUNKS[0].startswith(first)
+        media.speech_release.set()
+        assert first + b"".join(pieces) == b"".join(SPEECH_CHUNKS)
+    assert media.speech_released is True  # released by the client's first chunk, not by the fake's own bound
+    assert (last_row().status, spent(account)) == (200, 2000)
+
+
 def test_moderations_are_free_unless_priced(live_server, funded):
     secret, account = funded
     client = sdk(live_server, secret)
@@ -207,6 +225,7 @@ def test_rerank_in_vllm_and_cohere_shapes(live_server, funded, media, prefix):
     assert (last_row().units, spent(account)) == (1, 4000)
 
 
+@both_databases
 def test_an_empty_balance_is_a_402_and_the_upstream_never_called(live_server, make_key, media):
     client = sdk(live_server, make_key("broke"))
     with pytest.raises(openai.APIStatusError) as refused:
