@@ -64,7 +64,8 @@ class MediaRoutes:
     def serves(path: str) -> bool:
         """Whether a request path (`/v1/images/generations`) is one of the media routes."""
         path = urlsplit(path).path
-        return path.removeprefix("/v1/").startswith(MEDIA_PATHS) or AZURE_PATH.match(path) is not None
+        azure = AZURE_PATH.match(path)
+        return (azure.group(2) if azure else path.removeprefix("/v1/")).startswith(MEDIA_PATHS)
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         """Read the request (JSON or multipart), record it, and answer as OpenAI (or a reranker) would."""
