@@ -14,6 +14,7 @@ from gateway import db
 from gateway.accounting import credits
 from gateway.tables import ApiKey, UsageEntry
 from tests.fake_media import IMAGE_TOKENS, PNG_PIXEL, SPEECH_CHUNKS, TRANSCRIPT, FakeMedia, wav_file
+from tests.polling import wait_until
 
 FUNDS = 10_000_000  # micro-credits: 10 credits
 MODELS = {
@@ -80,6 +81,12 @@ def sdk(live_server: str, secret: str, prefix: str = "/v1") -> openai.OpenAI:
 def last_row() -> UsageEntry:
     with db.database.connection_context():
         return UsageEntry.select().order_by(UsageEntry.id.desc()).get()
+
+
+def has_row(**columns) -> bool:
+    with db.database.connection_context():
+        return UsageEntry.select().where(*[getattr(UsageEntry, name) == value for name, value in columns.items()]
+                                         ).exists()
 
 
 def spent(account_id: int) -> int:
@@ -235,7 +242,7 @@ def test_an_empty_balance_is_a_402_and_the_upstream_never_called(live_server, ma
         client.images.generate(model="image-model", prompt="a cat")
     assert refused.value.status_code == 402
     assert media.requests == []
-    assert (last_row().status, last_row().cost) == (402, 0)
+    wait_until(lambda: has_row(status=402, endpoint="images/generations", cost=0), "the 402's usage row")
 
 
 def test_a_failed_deployment_is_retried_on_the_next_with_the_upload_read_again(live_server, funded, media, media2):
@@ -270,6 +277,11 @@ def test_bad_input_is_an_openai_shaped_error(client, funded, prefix):
     assert error_of("/audio/transcriptions", 400, data={"model": "whisper", "file": wav,
                                                          "response_format": "mp3"})["param"] == "response_format"
     assert error_of("/audio/translations", 404, data={"model": "nope", "file": (io.BytesIO(wav_file(1)), "a.wav")})
+    wait_until(lambda: has_row(status=404, model="nope"), "the refused request's usage row")  # queued, not awaited
+    assert error_of("/audio/transcriptions", 400, data={"model": "whisper", "stream": "true", "file": (
+        io.BytesIO(wav_file(1)), "a.wav")})["param"] == "stream"
+    assert error_of("/images/generations", 400, json={"model": "image-model", "prompt": "x", "stream": True}
+                    )["param"] == "stream"
     assert error_of("/images/edits", 400, json={"model": "image-model", "prompt": "x"})["message"]
     assert error_of("/images/generations", 400, json={"model": "image-model"})["param"] == "prompt"
     assert error_of("/images/generations", 400, json={"model": "image-model", "prompt": "x", "n": 11})["param"] == "n"

@@ -20,6 +20,7 @@ from gateway.accounting.usage import Usage
 from gateway.api import media_forms as forms
 from gateway.api.chat import admitted
 from gateway.api.http import authenticated_blueprint, json_object, with_headers
+from gateway.config import ModelSettings
 from gateway.errors import InvalidRequest
 from gateway.upstream import routing
 from gateway.upstream.media import Priced, open_audio, prepare_media, relay_answer, relay_audio
@@ -28,6 +29,7 @@ from gateway.upstream.prepared import PreparedRequest
 from gateway.upstream.routing import Route
 
 bp = authenticated_blueprint("media", __name__)
+DEFAULT_MODEL = ModelSettings()
 
 
 @bp.post("/images/generations")
@@ -56,6 +58,9 @@ def image_variations() -> Response:
 
 def images(path: str, body: dict[str, Any], upload: MultipartBody | None, prompt: str, count: int) -> Response:
     """Relay an images request held for `count` images of its size and quality (and their output tokens)."""
+    if forms.flag(body, "stream"):
+        raise InvalidRequest("Streamed images (partial images) are not supported by this gateway; omit `stream`.",
+                             param="stream", code="unsupported_parameter")
     unit = units.image_unit(body.get("size"), body.get("quality"))
     return relayed(path, body, upload, unit, count, prompt, count,
                    lambda content, _: units.image_usage(_json(content), unit))
@@ -80,8 +85,8 @@ def heard(path: str) -> Response:
     if forms.flag(fields, "stream"):
         raise InvalidRequest("Streamed transcriptions are not supported by this gateway; omit `stream`.",
                              param="stream", code="unsupported_parameter")
-    model = routing.resolve(services.settings(), fields.get("model"))
-    seconds = forms.audio_seconds(upload, model.settings.max_audio_seconds)
+    model = services.settings().models.get(fields.get("model"))  # an unknown one is refused at admission, with its row
+    seconds = forms.audio_seconds(upload, (model or DEFAULT_MODEL).max_audio_seconds)
     return relayed(path, fields, upload, units.AUDIO_SECOND, seconds, fields.get("prompt", ""), 1,
                    lambda content, kind: units.audio_usage(
                        None if answer_format in forms.TEXT_FORMATS else _json(content), seconds))
