@@ -150,7 +150,9 @@ def _admitted(path: str, body: dict[str, Any], unit: str, held_units: float, inp
 
     def prepared() -> list[PreparedRequest]:
         routes = routing.candidates(services.settings(), body)
-        held_output = max(route.settings.max_output_tokens for route in routes) * outputs
+        # output tokens are held (and counted against the key's tpm) only where a model prices them (gpt-image-1)
+        held_output = max(route.settings.max_output_tokens if route.settings.output_price_per_mtok else 0
+                          for route in routes) * outputs
         return prepare_media(routes, path, fields, services.settings().providers, unit, held_units, input_text,
                              held_output)
 

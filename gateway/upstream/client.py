@@ -272,15 +272,19 @@ class UpstreamClient:
 
     def _send(self, provider: str, sent: WireRequest, stream: bool, call: UpstreamCall,
               read_timeout_s: float | None = None, upload: MultipartBody | None = None) -> requests.Response:
-        body = {"json": sent.json} if upload is None else {
-            "data": upload, "headers": {**sent.headers, **call.headers, "Content-Type": upload.content_type}}
+        headers = {**sent.headers, **call.headers}  # `traceparent` when the request is traced
+        # an upload is streamed from its parts (gateway.upstream.multipart), with its length
+        payload: dict[str, Any] = {"json": sent.json} if upload is None else {"data": upload}
+        if upload is not None:
+            headers["Content-Type"] = upload.content_type
         try:
             response = self._session(provider).request(
                 sent.method,
                 sent.url,
                 stream=stream,
                 timeout=self._timeout(provider, read_timeout_s).as_requests(),
-                **{"headers": {**sent.headers, **call.headers}, **body},  # `traceparent` when the request is traced
+                headers=headers,
+                **payload,
             )
         except requests.RequestException as exc:
             error = translate_exception(exc, provider)
