@@ -310,3 +310,10 @@ def test_a_provider_without_the_route_is_a_400_naming_the_model(client, funded, 
                          json={"model": model, "input": "hi"})
     assert answer.status_code == 400
     assert answer.json["error"]["code"] == "unsupported_endpoint" and repr(model) in answer.json["error"]["message"]
+
+
+def test_a_form_field_past_the_form_memory_limit_is_a_413_in_dialect(client, funded):
+    answer = client.post("/api/v1/images/edits", headers={"Authorization": f"Bearer {funded[0]}"},
+                         data={"model": "image-model", "prompt": "x" * 600_000,
+                               "image": (io.BytesIO(PNG_PIXEL), "a.png")})
+    assert answer.status_code == 413 and answer.json["error"]["code"] == 413
