@@ -101,7 +101,7 @@ def speech() -> Response:
     forms.one_of(body, "response_format", forms.SPEECH_FORMATS, "mp3")
     candidates, meter = _admitted("audio/speech", body, units.SPEECH_CHARACTER, len(text), text, 0)
     route, answer = open_audio(services.router(), candidates, meter)
-    used = units.with_units(Usage(candidates[0].input_tokens, 0), units.SPEECH_CHARACTER, len(text))
+    used = units.with_units(Usage(), units.SPEECH_CHARACTER, len(text))  # charged per character of its input
     response = Response(relay_audio(answer, route, meter, used), mimetype=answer.content_type)
     return with_headers(response, meter)
 
