@@ -19,6 +19,7 @@ from gateway.api import (
     health,
     http,
     mcp,
+    media,
     messages,
     openapi,
     profiles,
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     observability.init_app(app, settings, app.extensions["gateway.router"].deployment_states)
     responses_ws.init_app(app, settings)
     for name, prefix in API_PREFIXES.items():
-        for blueprint in (chat.bp, catalog.bp, mcp.bp, messages.bp, responses.bp, conversations.bp):
+        for blueprint in (chat.bp, catalog.bp, mcp.bp, messages.bp, responses.bp, conversations.bp, media.bp):
             app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
     app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)

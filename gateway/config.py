@@ -289,6 +289,21 @@ class ModelSettings(Section):
         "(Anthropic's cache_creation_input_tokens; default: input price)"
     )
     max_output_tokens: int = Field(4096, ge=1, description="reservation size when a request sets none")
+    image_price: float = Field(0.0, ge=0, description="credits per image made or edited (images routes), for any "
+                               "size and quality `image_prices` does not list")
+    image_prices: tuple[tuple[str, Annotated[float, Field(ge=0)]], ...] = Field(
+        (), description="credits per image by size or size/quality, e.g. {\"1024x1024\" = 0.04, "
+        "\"1024x1024/hd\" = 0.08} (size/quality first, then size, then image_price)"
+    )
+    audio_price_per_minute: float = Field(0.0, ge=0, description="credits per minute of audio transcribed or "
+                                          "translated (charged by the second)")
+    speech_price_per_kchar: float = Field(0.0, ge=0, description="credits per 1,000 characters of speech input "
+                                          "(/audio/speech)")
+    search_unit_price: float = Field(0.0, ge=0, description="credits per rerank search unit (a query with up to "
+                                     "100 documents, unless the upstream reports its billed units)")
+    moderation_price: float = Field(0.0, ge=0, description="credits per moderation request (0: free)")
+    max_audio_seconds: int = Field(3600, ge=1, description="seconds of audio an upload is held for when its "
+                                   "duration cannot be read from its header (a WAV header gives it)")
     typical_output_tokens: int | None = Field(
         None, ge=1, description="what a streamed request without its own output cap is held for (default: "
         "max_output_tokens); the hold grows by as much again each time the stream passes it (402 ends it)"
@@ -312,6 +327,12 @@ class ModelSettings(Section):
     guardrails: tuple[str, ...] = Field(
         (), description="names of [guardrails.X] tables that apply to every request for this model"
     )
+
+    @field_validator("image_prices", mode="before")
+    @classmethod
+    def _image_price_table(cls, value: Any) -> Any:
+        """A TOML table {size-or-size/quality = price} as sorted pairs (the settings stay hashable)."""
+        return sorted(value.items()) if isinstance(value, dict) else value
 
 
 class McpServerSettings(Section):

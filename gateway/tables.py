@@ -99,6 +99,8 @@ class UsageEntry(BaseModel):
     end_user = CharField(max_length=256, null=True)  # OpenAI's `user` / Anthropic's metadata.user_id (0017)
     tags = CharField(max_length=2048, null=True)  # the request's tags, comma-separated (0017)
     guardrails = TextField(null=True)  # JSON [{"name", "action", "stage"}] of the guardrails that acted (0022)
+    unit = CharField(max_length=64, null=True)  # what `units` counts on a media endpoint (0024)
+    units = DoubleField(null=True)  # images, audio seconds, characters, search units or requests priced (0024)
 
     class Meta:
         table_name = "usage_entry"

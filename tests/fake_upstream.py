@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fake_media import MediaRoutes
+
 
 @dataclass
 class JsonReply:
@@ -124,6 +126,7 @@ class FakeUpstream:
         self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.stream_aborted = threading.Event()
         self.stream_finished = threading.Event()
+        self.media = MediaRoutes()
         self._server = FakeServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
@@ -157,6 +160,9 @@ class FakeUpstream:
                 self._answer({})
 
             def do_POST(self) -> None:
+                if fake.media.serves(self.path):  # images, audio, moderations, rerank (tests.fake_media)
+                    fake.media.handle(self)
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 self._answer(json.loads(self.rfile.read(length) or b"{}"))
 

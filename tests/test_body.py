@@ -21,7 +21,9 @@ BODY_ROUTES = [
     *[("post", prefix + path) for prefix in ("/v1", "/api/v1") for path in (
         "/chat/completions", "/completions", "/embeddings", "/responses", "/responses/compact",
         "/responses/<response_id>/cancel", "/conversations", "/conversations/<conversation_id>",
-        "/conversations/<conversation_id>/items", "/messages", "/messages/count_tokens")],
+        "/conversations/<conversation_id>/items", "/messages", "/messages/count_tokens",
+        "/images/generations", "/images/edits", "/images/variations", "/audio/transcriptions",
+        "/audio/translations", "/audio/speech", "/moderations", "/rerank")],
     *[("post", "/api/v1/openai/<scope>/<profile>" + path) for path in (
         "/chat/completions", "/responses", "/responses/compact", "/responses/<response_id>/cancel")],
     ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),

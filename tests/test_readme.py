@@ -71,6 +71,11 @@ REWRITES = {
     "embeddings-curl": [("my-embedding-model", "smollm2")],  # the scripted upstream embeds
     "embeddings-python": [("my-embedding-model", "smollm2")],
     "mcp-remote-curl": [("https://mcp.example.com/mcp", "{docs_url}")],  # URL checks are off for loopback
+    # the scripted upstream serves the media routes too (tests.fake_media.MediaRoutes)
+    "images-curl": [("dall-e-3", "smollm2")],
+    "audio-curl": [("whisper-1", "smollm2"), ("tts-1", "smollm2")],
+    "rerank-curl": [("rerank-v3.5", "smollm2"), ("omni-moderation-latest", "smollm2")],
+    "media-python": [(model, "smollm2") for model in ("dall-e-3", "whisper-1", "tts-1", "omni-moderation-latest")],
 }
 # A `needs` example that runs a program: whether it is installed, why not, and its environment from the session's.
 PROGRAMS: dict[str, tuple[bool, str, Callable[[dict[str, str], Path], dict[str, str]]]] = {

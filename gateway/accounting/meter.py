@@ -94,6 +94,8 @@ class Estimate:
     held_input_tokens: int  # the input as a hold assumes it
     output_tokens: int  # the output cap times `n`
     held_output_tokens: int  # the output held at admission: the cap, or a stream's typical output
+    unit: str | None = None  # a media request's priced unit (gateway.accounting.money), and how many are held
+    held_units: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -103,7 +105,8 @@ class Estimate:
     @property
     def hold(self) -> int:
         """Micro-credits held for it: the held input and output at its model's prices (cache writes included)."""
-        return self.price.most(self.held_input_tokens, self.held_output_tokens)
+        return self.price.most(self.held_input_tokens, self.held_output_tokens) + self.price.units_cost(
+            self.unit, self.held_units)
 
 
 @dataclass
@@ -260,7 +263,8 @@ class Meter:
                        status == CLIENT_CLOSED, usage.cached_tokens, usage.cache_write_tokens, usage.reasoning_tokens,
                        route.deployment.name if route and not cache_hit else None,
                        route.attempts if route and not cache_hit else 0, cache_hit,
-                       self.end_user, self.tags, fired_column(self.guardrails))
+                       self.end_user, self.tags, fired_column(self.guardrails), usage.unit,
+                       usage.units if usage.unit else None)
         cost = self.cost_of(usage, route) if route else 0
         charged = self.writer.call(Settlement(
             self.caller.account.id, key_id, self.reservation_id, round(cost * self.hit_price_fraction) if cache_hit else cost,

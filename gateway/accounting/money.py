@@ -1,4 +1,9 @@
-"""Micro-credit amounts and per-token prices: pure arithmetic, exact and rounded up once."""
+"""Micro-credit amounts, per-token prices and the prices of other units: pure arithmetic, exact and rounded up once.
+
+Units that are not tokens (gateway.accounting.media_units names them): `image` (qualified `image:SIZE` or
+`image:SIZE/QUALITY`, priced by the model's `image_prices`, else `image_price`), `audio_second`,
+`speech_character`, `search_unit` and `moderation`.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class Price:
     output: Decimal
     cached_input: Decimal
     cache_write: Decimal
+    units: tuple[tuple[str, Decimal], ...] = ()  # micro-credits per unit, by unit name (see the module docstring)
 
     @classmethod
     def of(cls, model: ModelSettings) -> Price:
@@ -48,7 +54,18 @@ class Price:
     @property
     def free(self) -> bool:
         """True when every token costs nothing."""
-        return not (self.input or self.output or self.cached_input or self.cache_write)
+        return not (self.input or self.output or self.cached_input or self.cache_write
+                    or any(price for _, price in self.units))
+
+    def unit_price(self, unit: str | None) -> Decimal:
+        """Micro-credits per unit: `image:SIZE/QUALITY`, then `image:SIZE`, then `image`; 0 for an unpriced unit."""
+        prices = dict(self.units)
+        name = unit or ""
+        while name:
+            if name in prices:
+                return prices[name]
+            name = name.rsplit("/", 1)[0] if "/" in name else name.rsplit(":", 1)[0] if ":" in name else ""
+        return Decimal(0)
 
     def cost(self, usage: Usage) -> int:
         """Micro-credits for this usage, rounded up once."""
@@ -61,6 +78,7 @@ class Price:
             + cached * self.cached_input
             + written * self.cache_write
             + usage.output_tokens * self.output  # reasoning tokens are part of the output
+            + Decimal(str(usage.units)) * self.unit_price(usage.unit)
         )
         return math.ceil(exact)
 
@@ -68,6 +86,10 @@ class Price:
         """The most these tokens may cost (a hold): input at the dearer of the input and cache-write prices."""
         written = input_tokens if self.cache_write > self.input else 0
         return self.cost(Usage(input_tokens, output_tokens, cache_write_tokens=written))
+
+    def units_cost(self, unit: str | None, units: float) -> int:
+        """Micro-credits for `units` of `unit` alone (a media request's hold)."""
+        return math.ceil(Decimal(str(units)) * self.unit_price(unit))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -79,4 +101,17 @@ def _price_of(model: ModelSettings) -> Price:
         model.cache_write_price_per_mtok
     )
     return Price(Decimal(str(model.input_price_per_mtok)), Decimal(str(model.output_price_per_mtok)),
-                 Decimal(str(cached)), Decimal(str(written)))
+                 Decimal(str(cached)), Decimal(str(written)), _unit_prices(model))
+
+
+def _unit_prices(model: ModelSettings) -> tuple[tuple[str, Decimal], ...]:
+    """Micro-credits per unit of what is not tokens, from the model's per-image, per-minute, ... prices."""
+    per_unit = {
+        "image": Decimal(str(model.image_price)),
+        **{f"image:{size}": Decimal(str(price)) for size, price in model.image_prices},
+        "audio_second": Decimal(str(model.audio_price_per_minute)) / 60,
+        "speech_character": Decimal(str(model.speech_price_per_kchar)) / 1000,
+        "search_unit": Decimal(str(model.search_unit_price)),
+        "moderation": Decimal(str(model.moderation_price)),
+    }
+    return tuple((unit, price * MICRO) for unit, price in per_unit.items() if price)

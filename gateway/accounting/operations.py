@@ -73,6 +73,8 @@ class UsageRow:
     end_user: str | None = None
     tags: tuple[str, ...] = ()
     guardrails: str | None = None  # JSON [{"name", "action", "stage"}] of the guardrails that acted (no matched text)
+    unit: str | None = None  # what `units` counts on a media endpoint (gateway.accounting.money's units)
+    units: float | None = None  # the images, audio seconds, characters, search units or requests it was priced on
 
 
 @dataclass(frozen=True, slots=True)

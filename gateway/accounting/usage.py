@@ -1,4 +1,5 @@
-"""Token counts of a model turn or a whole loop: what the meter charges and every renderer reports."""
+"""Token counts of a model turn or a whole loop, and the units of what is not tokens (images, audio seconds, ...):
+what the meter charges and every renderer reports."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class Usage:
     reasoning_tokens: int = 0  # part of output_tokens
     estimated: bool = False
     cache_write_tokens: int = 0  # part of input_tokens: written to the provider's prompt cache
+    unit: str | None = None  # what `units` counts, priced by gateway.accounting.money.Price (media endpoints)
+    units: float = 0.0  # images, audio seconds, speech characters, search units or requests
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -24,6 +27,8 @@ class Usage:
             self.reasoning_tokens + other.reasoning_tokens,
             self.estimated or other.estimated,
             self.cache_write_tokens + other.cache_write_tokens,
+            self.unit or other.unit,
+            self.units + other.units,
         )
 
     @property

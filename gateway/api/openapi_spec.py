@@ -38,6 +38,7 @@ class Operation:
     ok_statuses: tuple[int, ...] = (200,)
     streams: bool = False
     also_as: tuple[str, ...] = ()  # media types the success may take besides JSON (and SSE, for streams)
+    body_type: str = "application/json"  # the request body's media type (uploads: multipart/form-data)
 
 
 def obj(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
@@ -85,6 +86,31 @@ BUDGET = obj(("id", "object", "account_id", "period", "kind", "amount", "spent",
              kind={"enum": ["account", "model", "tag"]}, description=STRING, amount=NUMBER, spent=NUMBER,
              remaining=NUMBER, period_start=NULLABLE_STRING, resets_at=NULLABLE_STRING, created_at=STRING)
 ITEM = obj(("type",), type=STRING, id=STRING)
+FILE = {"type": "string", "format": "binary"}
+IMAGE_FIELDS = {"model": STRING, "n": {"type": "integer", "minimum": 1, "maximum": 10}, "size": STRING,
+                "quality": STRING, "response_format": STRING, "user": STRING}
+AUDIO_FORM = obj(("model", "file"), model=STRING, file=FILE, language=STRING, prompt=STRING,
+                 response_format={"enum": ["json", "text", "srt", "vtt", "verbose_json"]},
+                 temperature=NUMBER)
+MEDIA_SCHEMAS: dict[str, dict[str, Any]] = {  # images, audio, moderations, rerank (gateway.api.media)
+    "ImageGenerationRequest": obj(("model", "prompt"), prompt=STRING, **IMAGE_FIELDS),
+    "ImageEditRequest": obj(("model", "image", "prompt"), image=FILE, mask=FILE, prompt=STRING, **IMAGE_FIELDS),
+    "ImageVariationRequest": obj(("model", "image"), image=FILE, **IMAGE_FIELDS),
+    "TranscriptionRequest": AUDIO_FORM,
+    "TranslationRequest": AUDIO_FORM,
+    "SpeechRequest": obj(("model", "input", "voice"), model=STRING, input={"type": "string", "minLength": 1,
+                         "maxLength": 4096}, voice=STRING, instructions=STRING, speed=NUMBER,
+                         response_format={"enum": ["mp3", "opus", "aac", "flac", "wav", "pcm"]}),
+    "ModerationRequest": obj(("model", "input"), model=STRING, input={"type": ["string", "array"]}),
+    "RerankRequest": obj(("model", "query", "documents"), model=STRING, query={"type": "string", "minLength": 1},
+                         documents={"type": "array", "minItems": 1, "items": {"type": ["string", "object"]}},
+                         top_n={"type": "integer", "minimum": 1}, return_documents=BOOLEAN),
+    "ImagesResponse": obj((), created=INTEGER, data={"type": "array", "items": ANY_OBJECT}, usage=ANY_OBJECT),
+    "Transcription": obj((), text=STRING, duration=NUMBER, usage=ANY_OBJECT),
+    "ModerationResult": obj((), id=STRING, model=STRING, results={"type": "array", "items": ANY_OBJECT}),
+    "RerankResult": obj((), id=STRING, results={"type": "array", "items": ANY_OBJECT}, meta=ANY_OBJECT,
+                        usage=ANY_OBJECT),
+}
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "ChatCompletion": obj(("choices",), id=STRING, object=STRING, created=INTEGER, model=STRING,
@@ -177,7 +203,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             stop_sequence=NULLABLE_STRING, usage=obj(("input_tokens", "output_tokens"),
                             input_tokens=INTEGER, output_tokens=INTEGER)),
     "MessageTokenCount": obj(("input_tokens",), input_tokens=INTEGER),
+    **MEDIA_SCHEMAS,
 }
+MULTIPART = "multipart/form-data"
 SHARED = [
     Operation("post", "/chat/completions", "Chat completion, JSON or SSE; `tools: \"auto\"` runs MCP tools",
               "ChatCompletion", BODY + RELAYED, ChatRequest, streams=True),
@@ -188,6 +216,22 @@ SHARED = [
               "AnthropicMessage", BODY + RELAYED, "MessagesRequest", streams=True),
     Operation("post", "/messages/count_tokens", "The gateway's estimate of a Messages request's input tokens",
               "MessageTokenCount", (*BODY, 404), "CountTokensRequest"),
+    Operation("post", "/images/generations", "Images from a prompt (priced per image by size and quality)",
+              "ImagesResponse", BODY + RELAYED, "ImageGenerationRequest"),
+    Operation("post", "/images/edits", "Images edited from uploads and a prompt (priced per image)",
+              "ImagesResponse", BODY + RELAYED, "ImageEditRequest", body_type=MULTIPART),
+    Operation("post", "/images/variations", "Variations of an uploaded image (priced per image)",
+              "ImagesResponse", BODY + RELAYED, "ImageVariationRequest", body_type=MULTIPART),
+    Operation("post", "/audio/transcriptions", "Speech to text (priced per audio second)", "Transcription",
+              BODY + RELAYED, "TranscriptionRequest", body_type=MULTIPART, also_as=("text/plain",)),
+    Operation("post", "/audio/translations", "Speech to English text (priced per audio second)", "Transcription",
+              BODY + RELAYED, "TranslationRequest", body_type=MULTIPART, also_as=("text/plain",)),
+    Operation("post", "/audio/speech", "Text to speech, streamed audio (priced per 1,000 characters)", None,
+              BODY + RELAYED, "SpeechRequest"),
+    Operation("post", "/moderations", "Moderation (free unless the model sets a price per request)",
+              "ModerationResult", BODY + RELAYED, "ModerationRequest"),
+    Operation("post", "/rerank", "Rerank documents for a query (Cohere, Jina and vLLM's shape; per search unit)",
+              "RerankResult", BODY + RELAYED, "RerankRequest"),
     Operation("get", "/models", "The configured models",
               {"openai": "ModelList", "openrouter": "OpenRouterModelList"}),
     Operation("get", "/mcp/servers", "Built-in MCP servers and their state", "McpServerList"),

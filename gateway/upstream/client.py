@@ -28,6 +28,7 @@ from gateway.errors import (
 from gateway.observability.outgoing import UpstreamCall
 from gateway.upstream import wire
 from gateway.upstream.copies import CopyBalancer
+from gateway.upstream.multipart import MultipartBody
 from gateway.upstream.providers import StreamTranslator, WireRequest
 from gateway.upstream.sse import SseDecoder, SseEvent
 from gateway.upstream.wire import rejected_error  # noqa: F401 (its home was here: importers keep working)
@@ -184,6 +185,43 @@ class UpstreamStream:
         self._response.close()
 
 
+class MediaResponse:
+    """A media endpoint's upstream answer, its body unread: read as JSON, as text, or piece by piece."""
+
+    def __init__(self, response: requests.Response, provider: str, call: UpstreamCall) -> None:
+        self.response = response
+        self._provider = provider
+        self._call = call
+
+    @property
+    def content_type(self) -> str:
+        """The answer's Content-Type (its media type only)."""
+        return self.response.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
+
+    def content(self) -> bytes:
+        """The whole body (JSON and text answers), read through the client's error translation."""
+        try:
+            return self.response.content
+        except requests.RequestException as exc:
+            raise translate_exception(exc, self._provider) from exc
+        finally:
+            self.close()
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body as it arrives (a speech answer), read through the client's error translation."""
+        try:
+            yield from body_pieces(self.response)
+        except requests.RequestException as exc:
+            raise translate_exception(exc, self._provider) from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release the connection and end the call (idempotent)."""
+        self.response.close()
+        self._call.end()
+
+
 class UpstreamClient:
     """One keep-alive session per provider; every call has explicit timeouts."""
 
@@ -233,15 +271,20 @@ class UpstreamClient:
         return base_url.rstrip("/") + "/" + path.lstrip("/")
 
     def _send(self, provider: str, sent: WireRequest, stream: bool, call: UpstreamCall,
-              read_timeout_s: float | None = None) -> requests.Response:
+              read_timeout_s: float | None = None, upload: MultipartBody | None = None) -> requests.Response:
+        headers = {**sent.headers, **call.headers}  # `traceparent` when the request is traced
+        # an upload is streamed from its parts (gateway.upstream.multipart), with its length
+        payload: dict[str, Any] = {"json": sent.json} if upload is None else {"data": upload}
+        if upload is not None:
+            headers["Content-Type"] = upload.content_type
         try:
             response = self._session(provider).request(
                 sent.method,
                 sent.url,
-                json=sent.json,
                 stream=stream,
                 timeout=self._timeout(provider, read_timeout_s).as_requests(),
-                headers={**sent.headers, **call.headers},  # `traceparent` when the request is traced
+                headers=headers,
+                **payload,
             )
         except requests.RequestException as exc:
             error = translate_exception(exc, provider)
@@ -300,6 +343,17 @@ class UpstreamClient:
         response = self._send(provider, sent, True, call, read_timeout_s)
         translate = wire.translator(self._providers[provider], path, body)
         return UpstreamStream(response, provider, self._executor, call, translate)
+
+    def open_response(self, provider: str, path: str, body: dict[str, Any], upload: MultipartBody | None = None,
+                      read_timeout_s: float | None = None) -> MediaResponse:
+        """POST a media request (JSON `body`, or the `upload` with `body`'s fields) and return its answer unread.
+
+        The answer's body is the caller's to read (JSON, text or audio bytes); `MediaResponse.close()` ends it.
+        """
+        sent, call = self._call(provider, path, body)
+        if upload is not None:
+            upload = upload.with_field("model", str(body.get("model")))
+        return MediaResponse(self._send(provider, sent, True, call, read_timeout_s, upload), provider, call)
 
     def probe(self, provider: str) -> bool:
         """Whether the provider answers HTTP below 500 (GET models, short timeouts): for /readyz."""

@@ -46,6 +46,8 @@ class PreparedRequest:
     # prepares the same source body for another route (None: only this one); set by whoever prepared it
     remake: Callable[[Route, ProviderSettings], PreparedRequest] | None = field(default=None, compare=False,
                                                                                repr=False)
+    unit: str | None = None  # a media request's priced unit and how many its hold covers (gateway.upstream.media)
+    held_units: float = 0.0
 
     @property
     def provider(self) -> str:
@@ -71,13 +73,14 @@ class PreparedRequest:
         if "model" in self.body and preparation(provider) == preparation(providers[self.route.provider]):
             return PreparedRequest(route, self.path, {**self.body, "model": route.upstream_model}, self.stream,
                                    self.input_tokens, self.held_input_tokens, self.output_tokens,
-                                   self.held_output_tokens, self.remake)
+                                   self.held_output_tokens, self.remake, self.unit, self.held_units)
         return self.remake(route, provider)
 
     def estimate(self) -> Estimate:
         """What the meter holds and counts for this request."""
         return Estimate(self.route.model_id, Price.of(self.route.settings), self.input_tokens,
-                        self.held_input_tokens, self.output_tokens, self.held_output_tokens)
+                        self.held_input_tokens, self.output_tokens, self.held_output_tokens, self.unit,
+                        self.held_units)
 
 
 def prepare(

@@ -19,12 +19,25 @@ from gateway.config import ProviderSettings
 from gateway.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRejected
 from gateway.upstream.providers import ProviderWire, StreamTranslator, WireRequest, adapter
 from gateway.upstream.providers.anthropic import wire_headers
+from gateway.upstream.providers.azure import AZURE
 from gateway.upstream.providers.base import RAW_ERROR_CHARS, join_url
 from gateway.upstream.sse import SseEvent
 
 CHAT_PATH = "chat/completions"
 NATIVE_PATHS = {"messages": "v1/messages", "messages/count_tokens": "v1/messages/count_tokens"}  # Anthropic's own
 DONE = SseEvent("[DONE]")
+# the media routes (gateway.upstream.media) each provider type serves: `openai` all, Azure its images and audio
+MEDIA_PATHS = {
+    "openai": frozenset({"images/generations", "images/edits", "images/variations", "audio/transcriptions",
+                         "audio/translations", "audio/speech", "moderations", "rerank"}),
+    "azure": frozenset({"images/generations", "images/edits", "images/variations", "audio/transcriptions",
+                        "audio/translations", "audio/speech"}),
+}
+
+
+def serves_media(settings: ProviderSettings, path: str) -> bool:
+    """Whether a provider of this type serves this media path."""
+    return path in MEDIA_PATHS.get(settings.type, frozenset())
 
 
 def translated(settings: ProviderSettings) -> bool:
@@ -50,6 +63,9 @@ def wire_request(settings: ProviderSettings, base_url: str, path: str, body: dic
         return WireRequest("POST", join_url(base_url, NATIVE_PATHS[path]), headers, body, bool(body.get("stream")))
     if path == CHAT_PATH:
         return adapter(settings.type).build_request(body, str(body.get("model")), provider_wire(settings, base_url))
+    if settings.type == "azure" and serves_media(settings, path):
+        wire = provider_wire(settings, base_url)
+        return WireRequest("POST", AZURE.url(str(body.get("model")), wire, path), AZURE.headers(wire), body)
     if settings.type != "openai":
         raise InvalidRequest(f"The model's provider ({settings.type}) serves chat completions only, not {path}.",
                              param="model", code="unsupported_endpoint")
