@@ -73,6 +73,7 @@ class UsageRow:
     end_user: str | None = None
     tags: tuple[str, ...] = ()
     guardrails: str | None = None  # JSON [{"name", "action", "stage"}] of the guardrails that acted (no matched text)
+    batch: bool = False  # a line of a batch (gateway.batches), charged [batches] batch_price_fraction of the price
 
 
 @dataclass(frozen=True, slots=True)
