@@ -12,7 +12,7 @@ import pytest
 from gateway import db
 from gateway.accounting import credits
 from gateway.tables import ApiKey, Batch, FileChunk, LedgerEntry, Reservation, UsageEntry
-from tests.fake_upstream import JsonReply, chat_completion, default_responder
+from tests.fake_upstream import JsonReply, default_responder
 from tests.live_gateway import accepting, children, live_gateway, start_gateway
 from tests.polling import wait_until
 

@@ -21,7 +21,8 @@ BODY_ROUTES = [
     *[("post", prefix + path) for prefix in ("/v1", "/api/v1") for path in (
         "/chat/completions", "/completions", "/embeddings", "/responses", "/responses/compact",
         "/responses/<response_id>/cancel", "/conversations", "/conversations/<conversation_id>",
-        "/conversations/<conversation_id>/items", "/messages", "/messages/count_tokens")],
+        "/conversations/<conversation_id>/items", "/messages", "/messages/count_tokens", "/files", "/batches",
+        "/batches/<batch_id>/cancel")],
     *[("post", "/api/v1/openai/<scope>/<profile>" + path) for path in (
         "/chat/completions", "/responses", "/responses/compact", "/responses/<response_id>/cancel")],
     ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),
@@ -30,8 +31,9 @@ BODY_ROUTES = [
 ]
 NOT_THE_GATES = ("/dashboard", "/mcp")
 PATH_VALUES = {"response_id": "resp_x", "conversation_id": "conv_x", "scope": "acme", "profile": "default",
-               "key_id": "1", "account_id": "1", "budget_id": "1"}
+               "key_id": "1", "account_id": "1", "budget_id": "1", "batch_id": "batch_x"}
 BODYLESS = {"/v1/responses/<response_id>/cancel", "/api/v1/responses/<response_id>/cancel",
+            "/v1/batches/<batch_id>/cancel", "/api/v1/batches/<batch_id>/cancel",
             "/api/v1/openai/<scope>/<profile>/responses/<response_id>/cancel"}  # 404 unread
 ADMIN_TOKEN = "admin-token-for-body-tests"
 BAD_BODIES = [

@@ -124,8 +124,9 @@ def operation(op: Operation, path: str, bodies: dict[Any, dict[str, Any]]) -> di
     if op.body is not None:
         described["requestBody"] = {
             "required": True,
-            "description": "Any Content-Type is read as JSON; a body past the gate's limits is a 400.",
-            "content": {"application/json": {"schema": bodies[op.body]}},
+            "description": "Any Content-Type is read as JSON; a body past the gate's limits is a 400."
+            if op.body_type == "application/json" else f"A {op.body_type} body.",
+            "content": {op.body_type: {"schema": bodies[op.body]}},
         }
     if op.auth == PUBLIC:
         described["security"] = []

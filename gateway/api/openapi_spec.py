@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.api import admin, conversations, generations, responses, usage
+from gateway.api import admin, batches, conversations, files, generations, responses, usage
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.responses.schema import CreateResponseRequest
 
@@ -38,6 +38,7 @@ class Operation:
     ok_statuses: tuple[int, ...] = (200,)
     streams: bool = False
     also_as: tuple[str, ...] = ()  # media types the success may take besides JSON (and SSE, for streams)
+    body_type: str = "application/json"  # the body's media type (multipart/form-data: a file upload)
 
 
 def obj(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
@@ -85,6 +86,18 @@ BUDGET = obj(("id", "object", "account_id", "period", "kind", "amount", "spent",
              kind={"enum": ["account", "model", "tag"]}, description=STRING, amount=NUMBER, spent=NUMBER,
              remaining=NUMBER, period_start=NULLABLE_STRING, resets_at=NULLABLE_STRING, created_at=STRING)
 ITEM = obj(("type",), type=STRING, id=STRING)
+FILE = obj(("id", "object", "bytes", "created_at", "filename", "purpose", "status"), id=STRING, object=const("file"),
+           bytes=INTEGER, created_at=INTEGER, filename=STRING, purpose=STRING, status=STRING,
+           status_details=NULLABLE_STRING, expires_at=NULLABLE_INTEGER)
+BATCH = obj(("id", "object", "endpoint", "input_file_id", "completion_window", "status", "created_at",
+             "request_counts"), id=STRING, object=const("batch"), endpoint=STRING, input_file_id=STRING,
+            completion_window=STRING, status={"enum": ["validating", "failed", "in_progress", "finalizing",
+                                                       "completed", "expired", "cancelling", "cancelled"]},
+            output_file_id=NULLABLE_STRING, error_file_id=NULLABLE_STRING, created_at=INTEGER,
+            errors={"type": ["object", "null"]}, metadata={"type": ["object", "null"]},
+            request_counts=obj(("total", "completed", "failed"), total=INTEGER, completed=INTEGER, failed=INTEGER),
+            **{name: NULLABLE_INTEGER for name in ("in_progress_at", "expires_at", "finalizing_at", "completed_at",
+                                                   "failed_at", "expired_at", "cancelling_at", "cancelled_at")})
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "ChatCompletion": obj(("choices",), id=STRING, object=STRING, created=INTEGER, model=STRING,
@@ -177,6 +190,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             stop_sequence=NULLABLE_STRING, usage=obj(("input_tokens", "output_tokens"),
                             input_tokens=INTEGER, output_tokens=INTEGER)),
     "MessageTokenCount": obj(("input_tokens",), input_tokens=INTEGER),
+    "FileUpload": obj(("file", "purpose"), file={"type": "string", "format": "binary"}, purpose={"enum": ["batch"]}),
+    "File": FILE,
+    "FileList": page(ref("File")),
+    "FileDeleted": obj(("id", "object", "deleted"), id=STRING, object=const("file"), deleted={"const": True}),
+    "Batch": BATCH,
+    "BatchList": page(ref("Batch")),
 }
 SHARED = [
     Operation("post", "/chat/completions", "Chat completion, JSON or SSE; `tools: \"auto\"` runs MCP tools",
@@ -217,6 +236,19 @@ SHARED = [
     Operation("get", "/conversations/{conversation_id}/items/{item_id}", "One item", "Item", (404,)),
     Operation("delete", "/conversations/{conversation_id}/items/{item_id}", "Delete one item", "Conversation",
               (404,)),
+    Operation("post", "/files", "Upload a JSONL file for a batch (multipart: `file`, `purpose: batch`)", "File",
+              BODY, "FileUpload", body_type="multipart/form-data"),
+    Operation("get", "/files", "A page of the account's files", "FileList", (400, 404), query=files.ListQuery),
+    Operation("get", "/files/{file_id}", "A file's object", "File", (404,)),
+    Operation("get", "/files/{file_id}/content", "A file's contents (streamed)", None, (404,),
+              also_as=("application/octet-stream",)),
+    Operation("delete", "/files/{file_id}", "Delete a file", "FileDeleted", (404,)),
+    Operation("post", "/batches", "Create a batch from an uploaded file (run in the background)", "Batch",
+              (*BODY, 404), batches.CreateBody),
+    Operation("get", "/batches", "A page of the account's batches, newest first", "BatchList", (400,),
+              query=batches.ListQuery),
+    Operation("get", "/batches/{batch_id}", "A batch", "Batch", (404,)),
+    Operation("post", "/batches/{batch_id}/cancel", "Cancel a batch (cancelling, then cancelled)", "Batch", (404,)),
 ]
 
 PROFILE = "/api/v1/openai/{scope}/{profile}"
