@@ -128,7 +128,8 @@ def done_lines(batch_id: str) -> set[int]:
 def record_line(batch_id: str, number: int, ok: bool, result: str) -> None:
     """Store one line's result and count it, in one transaction (a line is recorded once)."""
     with database.atomic():
-        inserted = BatchLine.insert(batch_id=batch_id, line=number, ok=ok, result=result).on_conflict_ignore().execute()
+        inserted = (BatchLine.insert(batch_id=batch_id, line=number, ok=ok, result=result).on_conflict_ignore()
+                    .as_rowcount().execute())
         if inserted:
             counter = Batch.completed if ok else Batch.failed
             Batch.update({counter: counter + 1}).where(Batch.id == batch_id).execute()
