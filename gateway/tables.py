@@ -385,13 +385,13 @@ class BatchFile(BaseModel):
 class FileChunk(BaseModel):
     """One piece (at most [batches] chunk_bytes) of a file's contents (0025)."""
 
-    file_id = CharField(max_length=64)
+    file = ForeignKeyField(BatchFile, column_name="file_id", on_delete="CASCADE")
     seq = IntegerField()
     data = BlobField()
 
     class Meta:
         table_name = "file_chunk"
-        primary_key = CompositeKey("file_id", "seq")
+        primary_key = CompositeKey("file", "seq")
 
 
 class Batch(BaseModel):

@@ -205,7 +205,7 @@ def test_delete_removes_the_file_and_its_chunks(live_server, api_key):
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(upload.id)
     with db.database.connection_context():
-        assert FileChunk.select().where(FileChunk.file_id == upload.id).count() == 0
+        assert FileChunk.select().where(FileChunk.file == upload.id).count() == 0
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

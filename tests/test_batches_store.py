@@ -10,7 +10,7 @@ import pytest
 from gateway import db
 from gateway.batches import files, store
 from gateway.batches.lines import LineError, output_line, parse_line, unanswered_line
-from gateway.tables import Account, ApiKey, Batch, BatchFile
+from gateway.tables import Account, ApiKey, Batch, BatchFile, FileChunk
 
 
 @pytest.fixture
@@ -106,3 +106,4 @@ def test_deleting_an_account_deletes_its_files_and_batches(account):
     Account.delete().where(Account.id == account[0]).execute()
     assert Batch.get_or_none(Batch.id == batch.id) is None
     assert BatchFile.get_or_none(BatchFile.id == batch.input_file_id) is None
+    assert FileChunk.select().where(FileChunk.file == batch.input_file_id).count() == 0

@@ -42,7 +42,7 @@ def store(account_id: int, purpose: str, filename: str, contents: Iterable[bytes
     with database.atomic():
         row.save(force_insert=True)
         for seq, piece in enumerate(contents):
-            FileChunk.insert(file_id=row.id, seq=seq, data=piece).execute()
+            FileChunk.insert(file=row.id, seq=seq, data=piece).execute()
             row.bytes += len(piece)
         BatchFile.update(bytes=row.bytes).where(BatchFile.id == row.id).execute()
     return row
@@ -78,7 +78,7 @@ def delete(file_id: str, account_id: int) -> dict[str, Any]:
     """DELETE /v1/files/{id}: the file and its chunks."""
     load(file_id, account_id)
     with database.atomic():
-        FileChunk.delete().where(FileChunk.file_id == file_id).execute()
+        FileChunk.delete().where(FileChunk.file == file_id).execute()
         BatchFile.delete().where(BatchFile.id == file_id).execute()
     return {"id": file_id, "object": "file", "deleted": True}
 
@@ -88,7 +88,7 @@ def chunks(file_id: str) -> Iterator[bytes]:
     seq = 0
     while True:
         with own_connection():
-            row = FileChunk.get_or_none((FileChunk.file_id == file_id) & (FileChunk.seq == seq))
+            row = FileChunk.get_or_none((FileChunk.file == file_id) & (FileChunk.seq == seq))
         if row is None:
             return
         yield bytes(row.data)

@@ -164,10 +164,10 @@ class BatchRun:
         return True
 
     def caller(self) -> Caller | None:
-        """The key that created the batch, with its account (None: deleted)."""
+        """The key that created the batch, with its account (None: deleted or revoked: its lines answer 401)."""
         key = (ApiKey.select(ApiKey, Account).join(Account)
                .where(ApiKey.id == self.batch.api_key_id).first()) if self.batch.api_key_id else None
-        return Caller(key=key, account=key.account) if key is not None else None
+        return Caller(key=key, account=key.account) if key is not None and not key.revoked else None
 
     def run_lines(self) -> None:
         """Submit each line without a result, concurrency_per_account at a time, then wait for them."""
@@ -199,7 +199,7 @@ class BatchRun:
             with self.runner.app.app_context(), own_connection():
                 if caller is None:
                     answer_status, body = 401, {"error": {"message": "The API key that created this batch was "
-                                                          "deleted.", "type": "authentication_error",
+                                                          "revoked.", "type": "authentication_error",
                                                           "param": None, "code": "invalid_api_key"}}
                 else:
                     answer = run_line(caller, ENDPOINTS[batch.endpoint], line, request_id, self.runner.check, self.halt)

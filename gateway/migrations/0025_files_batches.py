@@ -35,14 +35,14 @@ def up(migrator, db):
             indexes = ((("account", "created_at"), False),)
 
     class FileChunk(Model):
-        file_id = CharField(max_length=64)
+        file = ForeignKeyField(BatchFile, column_name="file_id", on_delete="CASCADE")
         seq = IntegerField()
         data = BlobField()
 
         class Meta:
             database = db
             table_name = "file_chunk"
-            primary_key = CompositeKey("file_id", "seq")
+            primary_key = CompositeKey("file", "seq")
 
     class Batch(Model):
         id = CharField(primary_key=True, max_length=64)
