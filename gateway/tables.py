@@ -376,6 +376,7 @@ class BatchFile(BaseModel):
     filename = CharField(max_length=255)
     bytes = BigIntegerField(default=0)
     created_at = BigIntegerField()  # Unix seconds, as OpenAI's `created_at`
+    status = CharField(max_length=16, default="processed")  # uploading: its chunks are still being written
 
     class Meta:
         table_name = "batch_file"

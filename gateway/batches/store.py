@@ -16,8 +16,8 @@ from typing import Any
 
 from peewee import fn
 
+from gateway.accounting.writelock import locked_write
 from gateway.batches import files
-from gateway.db import database
 from gateway.errors import NotFound
 from gateway.ids import ordered_id
 from gateway.tables import Batch, BatchLine
@@ -50,7 +50,8 @@ def create(account_id: int, key_id: int, endpoint: str, input_file_id: str, wind
                 input_file_id=input_file_id, completion_window=window, status="validating",
                 metadata=json.dumps(metadata) if metadata else None, created_at=now,
                 expires_at=now + WINDOW_S[window])
-    row.save(force_insert=True)
+    with locked_write():
+        row.save(force_insert=True)
     return row
 
 
@@ -74,8 +75,9 @@ def page(account_id: int, limit: int, after: str | None) -> dict[str, Any]:
 def cancel(batch_id: str, account_id: int) -> Batch:
     """POST /v1/batches/{id}/cancel: `cancelling` (its runner finishes it `cancelled`); idempotent once ended."""
     load(batch_id, account_id)
-    Batch.update(status="cancelling", cancelling_at=int(time.time())).where(
-        (Batch.id == batch_id) & Batch.status.in_(("validating", "in_progress"))).execute()
+    with locked_write():
+        Batch.update(status="cancelling", cancelling_at=int(time.time())).where(
+            (Batch.id == batch_id) & Batch.status.in_(("validating", "in_progress"))).execute()
     return load(batch_id, account_id)
 
 
@@ -91,7 +93,8 @@ def move(batch_id: str, status: str, when: str | None = None, **fields: Any) -> 
     if when:
         values[when] = int(time.time())
     allowed = ("validating", "in_progress", "finalizing") if status != "cancelled" else ("cancelling",)
-    return Batch.update(**values).where((Batch.id == batch_id) & Batch.status.in_(allowed)).execute() == 1
+    with locked_write():
+        return Batch.update(**values).where((Batch.id == batch_id) & Batch.status.in_(allowed)).execute() == 1
 
 
 def claim(owner: str, lease_s: float) -> Batch | None:
@@ -103,21 +106,24 @@ def claim(owner: str, lease_s: float) -> Batch | None:
                  .order_by(Batch.id).first())
     if candidate is None:
         return None
-    taken = Batch.update(lease_owner=owner, lease_until=now + lease_s).where(
-        (Batch.id == candidate.id) & (Batch.lease_until < now)).execute()
+    with locked_write():
+        taken = Batch.update(lease_owner=owner, lease_until=now + lease_s).where(
+            (Batch.id == candidate.id) & (Batch.lease_until < now)).execute()
     return Batch.get_by_id(candidate.id) if taken == 1 else None
 
 
 def renew(batch_id: str, owner: str, lease_s: float) -> bool:
     """Extend the lease; False when another runner took the batch (the caller stops)."""
-    return Batch.update(lease_until=time.time() + lease_s).where(
-        (Batch.id == batch_id) & (Batch.lease_owner == owner)).execute() == 1
+    with locked_write():
+        return Batch.update(lease_until=time.time() + lease_s).where(
+            (Batch.id == batch_id) & (Batch.lease_owner == owner)).execute() == 1
 
 
 def release(batch_id: str, owner: str) -> None:
     """Give the batch up (another runner may take it at once)."""
-    Batch.update(lease_owner=None, lease_until=0.0).where(
-        (Batch.id == batch_id) & (Batch.lease_owner == owner)).execute()
+    with locked_write():
+        Batch.update(lease_owner=None, lease_until=0.0).where(
+            (Batch.id == batch_id) & (Batch.lease_owner == owner)).execute()
 
 
 def done_lines(batch_id: str) -> set[int]:
@@ -127,7 +133,7 @@ def done_lines(batch_id: str) -> set[int]:
 
 def record_line(batch_id: str, number: int, ok: bool, result: str) -> None:
     """Store one line's result and count it, in one transaction (a line is recorded once)."""
-    with database.atomic():
+    with locked_write():
         inserted = (BatchLine.insert(batch_id=batch_id, line=number, ok=ok, result=result).on_conflict_ignore()
                     .as_rowcount().execute())
         if inserted:
@@ -162,7 +168,7 @@ def result_count(batch_id: str, ok: bool) -> int:
 def finalize(row: Batch, status: str, when: str, chunk_bytes: int) -> None:
     """Write the output and error files from the recorded lines and end the batch, in one transaction."""
     account = row.account_id
-    with database.atomic():
+    with locked_write():
         output = (files.store(account, "batch_output", f"{row.id}_output.jsonl", results(row.id, True, chunk_bytes))
                   if result_count(row.id, True) else None)
         error = (files.store(account, "batch_output", f"{row.id}_error.jsonl", results(row.id, False, chunk_bytes))

@@ -28,6 +28,7 @@ def up(migrator, db):
         filename = CharField(max_length=255)
         bytes = BigIntegerField(default=0)
         created_at = BigIntegerField()
+        status = CharField(max_length=16, default="processed")
 
         class Meta:
             database = db
