@@ -305,3 +305,14 @@ def test_a_batch_survives_a_gateway_restart(tmp_path, database_url, fake_upstrea
     assert batch.request_counts.model_dump() == {"total": 40, "completed": 39, "failed": 1}
     assert [line["custom_id"] for line in output] == [f"request-{n}" for n in range(40) if n != 7]
     assert sorted(answered) == sorted(f"question {n}" for n in range(40))  # each line sent once
+
+
+def test_batch_lines_leave_the_keys_rate_limits_to_its_live_requests(live_server, make_key):
+    """A key with rpm 5 runs a 20-line batch, and its live requests still have their 5 a minute."""
+    client = sdk(live_server, make_key("limited", rpm=5))
+    batch = finished(client, submit(client, [chat_line(n) for n in range(20)]).id)
+    assert batch.status == "completed" and batch.request_counts.completed == 20
+    for _ in range(5):
+        client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "live"}])
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "one too many"}])

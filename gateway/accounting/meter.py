@@ -147,7 +147,8 @@ class Meter:
 
         `estimates` are the prepared requests' (the model, then its fallbacks); `generation_id` names
         the answer when it has an id of its own (a response's); else one is made. A batch line
-        (`batch_price_fraction`) holds and is charged that share of the price.
+        (`batch_price_fraction`) holds and is charged that share of the price, and is not counted against
+        the key's rpm and tpm (its pace is the batch runner's: a batch never uses up the key's live quota).
         """
         first, accounts = estimates[0], writer()
         meter = cls(caller, request_id, endpoint, first.model_id, first.input_tokens, limiter=limiter,
@@ -164,7 +165,9 @@ class Meter:
             hold = math.ceil(hold * batch_price_fraction)
         meter.reservation_id, meter.rate_limit_headers = admission(
             caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s,
-            model=first.model_id)
+            model=first.model_id, rate_limited=batch_price_fraction is None)
+        if batch_price_fraction is not None:
+            meter.limiter = None  # a batch line's tokens stay out of the key's live windows too
         meter.held = hold if meter.reservation_id is not None else 0
         meter.debt_bound = math.ceil(meter.held * settings.billing.debt_bound_ratio)
         meter.hit_price_fraction = settings.cache.hit_price_fraction
@@ -288,7 +291,7 @@ class Meter:
 
 def admission(
     caller: Caller, limiter: RateLimiter, accounts: AccountingWriter, tokens: int, amount: int, request_id: str,
-    reservation_ttl_s: int, model: str | None = None,
+    reservation_ttl_s: int, model: str | None = None, rate_limited: bool = True,
 ) -> tuple[int | None, dict[str, str]]:
     """The key's rate limits for `tokens` (429) and a hold of `amount` (402: the balance or a budget), in one
     accounting wait.
@@ -296,13 +299,16 @@ def admission(
     Returns the hold's id (None when nothing was held) and the rate-limit headers for the answer.
     The one admission rule: model requests (Meter.admit) and MCP hub tool calls both come here. The hold
     counts against the budgets of `model` (the public model asked for) and of the request record's tags.
+    Without `rate_limited` (batch lines) only the hold is taken.
     """
     key = caller.key
-    rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
-    check_fits_tpm(tokens, tpm)
-    ask = limiter.ask(key.id, rpm, tpm, tokens)
     headers: dict[str, str] = {}
-    if not limiter.counts_in_database:
+    ask = None
+    if rate_limited:
+        rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
+        check_fits_tpm(tokens, tpm)
+        ask = limiter.ask(key.id, rpm, tpm, tokens)
+    if ask is not None and not limiter.counts_in_database:
         decision = limiter.answer(ask)
         decision.raise_if_denied()
         headers, ask = decision.headers, None

@@ -1,8 +1,9 @@
 """One batch line, sent like a live request: prepared, admitted by the meter (hold), routed, relayed, charged.
 
-The differences from a live request: never streamed; charged [batches] batch_price_fraction of the price
-(the usage row says `batch`); it waits (never fails) while the key is rate limited or every deployment of
-its model is past the batch part of its limits ([batches] live_reserve is kept for live requests); and an
+The differences from a live request: never streamed; held and charged [batches] batch_price_fraction of the
+price (the usage row says `batch`); not counted against the key's rpm and tpm (a batch never uses up its
+key's live quota: its pace is [batches] concurrency_per_account); it waits while every deployment of its
+model is past the batch part of its limits ([batches] live_reserve is kept for live requests); and an
 error becomes the line's answer (its status and OpenAI's error body) instead of an HTTP response.
 """
 
@@ -17,12 +18,12 @@ from gateway import services
 from gateway.accounting.keys import Caller
 from gateway.accounting.meter import Meter
 from gateway.batches.lines import InputLine
-from gateway.errors import GatewayError, RateLimited, render_error
+from gateway.errors import GatewayError, render_error
 from gateway.upstream import relay, routing
 from gateway.upstream.prepared import prepare_candidates
 
 LineCheck = Callable[[str, dict[str, Any]], None]  # validates a body for an endpoint (raises InvalidRequest)
-WAIT_S = 0.5  # between looks at a deployment's room and after a rate limit without Retry-After
+WAIT_S = 0.5  # between looks at a deployment's room
 
 
 @dataclass(frozen=True)
@@ -60,23 +61,9 @@ def send(caller: Caller, path: str, body: dict[str, Any], request_id: str, stop:
         if stop.wait(WAIT_S):
             return None
     estimates = [prepared.estimate() for prepared in candidates]
-    while True:
-        try:
-            meter = Meter.admit(caller, estimates, path, request_id, settings, services.limiter(),
-                                batch_price_fraction=settings.batches.batch_price_fraction)
-            break
-        except RateLimited as limited:
-            if stop.wait(retry_after(limited)):
-                return None
+    meter = Meter.admit(caller, estimates, path, request_id, settings, services.limiter(),
+                        batch_price_fraction=settings.batches.batch_price_fraction)
     return Answer(200, relay.relay_json(router, candidates, meter))
-
-
-def retry_after(error: GatewayError) -> float:
-    """Seconds a rate-limited line waits: the Retry-After, within [WAIT_S, 60]."""
-    try:
-        return min(max(float(error.headers.get("Retry-After", WAIT_S)), WAIT_S), 60.0)
-    except ValueError:
-        return WAIT_S
 
 
 def line_request_id(batch_id: str, number: int) -> str:
