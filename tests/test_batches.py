@@ -22,9 +22,13 @@ BATCHES = {"poll_s": 0.05, "lease_s": 5, "chunk_bytes": 1024}
 FINISHED = ("completed", "failed", "expired", "cancelled")
 
 
+GUARDRAILS = {"no-secrets": {"type": "regex", "default": True, "stages": ["input"],
+                             "patterns": [{"name": "secret", "pattern": "top-secret"}]}}
+
+
 @pytest.fixture
 def settings(make_settings):
-    return make_settings(models=PAID_MODEL, batches=BATCHES)
+    return make_settings(models=PAID_MODEL, batches=BATCHES, guardrails=GUARDRAILS)
 
 
 def jsonl(lines: list[dict]) -> bytes:
@@ -113,14 +117,19 @@ def test_embeddings_and_completions_batches(live_server, api_key):
     assert content_lines(client, legacy.output_file_id)[0]["response"]["body"]["choices"][0]["text"] == "legacy text"
 
 
-def test_a_line_with_a_bad_body_or_unknown_model_fails_alone(live_server, api_key):
+def test_a_line_with_a_bad_body_unknown_model_or_blocked_input_fails_alone(live_server, api_key, fake_upstream):
     client = sdk(live_server, api_key)
-    batch = finished(client, submit(client, [chat_line(0), chat_line(1, temperature=9), chat_line(2, "no-such")]).id)
-    assert batch.status == "completed" and batch.request_counts.failed == 2
+    blocked = chat_line(3, messages=[{"role": "user", "content": "the top-secret plan"}])
+    batch = finished(client, submit(client, [chat_line(0), chat_line(1, temperature=9), chat_line(2, "no-such"),
+                                             blocked]).id)
+    assert batch.status == "completed" and batch.request_counts.failed == 3
     errors = {line["custom_id"]: line["response"] for line in content_lines(client, batch.error_file_id)}
     assert errors["request-1"]["status_code"] == 400
     assert errors["request-1"]["body"]["error"]["param"] == "temperature"
     assert errors["request-2"]["status_code"] == 404
+    assert errors["request-3"]["status_code"] == 400  # the input guardrail applies to batch lines too
+    assert errors["request-3"]["body"]["error"]["code"] == "content_policy_violation"
+    assert not any("top-secret" in json.dumps(body) for body in fake_upstream.bodies())
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

@@ -3,7 +3,8 @@
 The differences from a live request: never streamed; held and charged [batches] batch_price_fraction of the
 price (the usage row says `batch`); not counted against the key's rpm and tpm (a batch never uses up its
 key's live quota: its pace is [batches] concurrency_per_account); it waits while every deployment of its
-model is past the batch part of its limits ([batches] live_reserve is kept for live requests); and an
+model is past the batch part of its limits ([batches] live_reserve is kept for live requests). Its
+guardrails are a live request's (the defaults, its model's, its account's and its key's; no profile). An
 error becomes the line's answer (its status and OpenAI's error body) instead of an HTTP response.
 """
 
@@ -19,6 +20,7 @@ from gateway.accounting.keys import Caller
 from gateway.accounting.meter import Meter
 from gateway.batches.lines import InputLine
 from gateway.errors import GatewayError, render_error
+from gateway.guardrails.kept import keep_request_guardrails
 from gateway.upstream import relay, routing
 from gateway.upstream.prepared import prepare_candidates
 
@@ -54,6 +56,11 @@ def send(caller: Caller, path: str, body: dict[str, Any], request_id: str, stop:
     """Prepare, wait for room and admission, relay; an upstream or accounting error raises."""
     settings = services.settings()
     router = services.router()
+    model = body.get("model")
+    guardrails = keep_request_guardrails(settings, caller, endpoint=path, model=model if isinstance(model, str) else None,
+                                         profile=None, request_ref=request_id)
+    if guardrails.active("input"):
+        body = guardrails.check_body(path, body)  # a block raises: the line's 400
     candidates = prepare_candidates(routing.candidates(settings, body), path, body, settings.providers, False)
     first = candidates[0]
     part = 1 - settings.batches.live_reserve
@@ -63,7 +70,9 @@ def send(caller: Caller, path: str, body: dict[str, Any], request_id: str, stop:
     estimates = [prepared.estimate() for prepared in candidates]
     meter = Meter.admit(caller, estimates, path, request_id, settings, services.limiter(),
                         batch_price_fraction=settings.batches.batch_price_fraction)
-    return Answer(200, relay.relay_json(router, candidates, meter))
+    meter.guardrails = guardrails  # the usage row names those that acted, as a live request's does
+    output = (lambda text: guardrails.check("output", text)) if guardrails.active("output") else None
+    return Answer(200, relay.relay_json(router, candidates, meter, output))
 
 
 def line_request_id(batch_id: str, number: int) -> str:
