@@ -325,3 +325,14 @@ def test_batch_lines_leave_the_keys_rate_limits_to_its_live_requests(live_server
         client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "live"}])
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="test-model", messages=[{"role": "user", "content": "one too many"}])
+
+
+def test_metadata_is_kept_and_bounded_as_openai_does(live_server, api_key):
+    client = sdk(live_server, api_key)
+    upload = client.files.create(file=("input.jsonl", io.BytesIO(jsonl([chat_line(0)]))), purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                  metadata={"job": "nightly"})
+    assert client.batches.retrieve(batch.id).metadata == {"job": "nightly"}
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                              metadata={f"k{n}": "v" for n in range(17)})

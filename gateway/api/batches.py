@@ -12,6 +12,7 @@ from gateway.api.http import authenticated_blueprint, json_object, parse_model
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.batches import files, store
 from gateway.errors import InvalidRequest
+from gateway.responses.schema import Metadata
 
 bp = authenticated_blueprint("batches", __name__)
 SCHEMAS = {"chat/completions": ChatRequest, "completions": CompletionRequest, "embeddings": EmbeddingRequest}
@@ -24,7 +25,7 @@ class CreateBody(BaseModel):
     input_file_id: str = Field(min_length=1, max_length=64)
     endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     completion_window: Literal["24h"]
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: Metadata | None = None  # OpenAI's: at most 16 pairs, keys up to 64 characters, values up to 512
     output_expires_after: dict[str, Any] | None = None  # accepted; files here do not expire
 
 

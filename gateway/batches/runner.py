@@ -49,7 +49,7 @@ class BatchRunner:
         self.stopping: Callable[[], bool] = lambda: False  # gunicorn's worker sets it: told to exit, before close()
         self.owner = ""
         self._threads: list[threading.Thread] = []
-        self._pool: ThreadPoolExecutor | None = None
+        self.pool: ThreadPoolExecutor | None = None  # the line threads, shared by the slots
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -59,7 +59,7 @@ class BatchRunner:
             if self.stop.is_set() or self._threads or slots == 0:
                 return
             self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{new_id()[:8]}"
-            self._pool = ThreadPoolExecutor(slots * self.settings.concurrency_per_account,
+            self.pool = ThreadPoolExecutor(slots * self.settings.concurrency_per_account,
                                             thread_name_prefix="batch-line")
             for number in range(slots):
                 thread = threading.Thread(target=self._slot, name=f"batch-slot-{number}", daemon=True)
@@ -73,8 +73,8 @@ class BatchRunner:
             threads = list(self._threads)
         for thread in threads:
             thread.join()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _slot(self) -> None:
         while not self.stop.is_set() and not self.stopping():
@@ -171,7 +171,7 @@ class BatchRun:
 
     def run_lines(self) -> None:
         """Submit each line without a result, concurrency_per_account at a time, then wait for them."""
-        batch, caller, pool = self.batch, self.caller(), self.runner._pool
+        batch, caller, pool = self.batch, self.caller(), self.runner.pool
         done = store.done_lines(batch.id)
         slots = threading.BoundedSemaphore(self.settings.concurrency_per_account)
         pending: set[Future[None]] = set()
