@@ -4,6 +4,7 @@ per-line record, the pages and the line checks."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -50,6 +51,15 @@ def test_one_account_has_one_batch_running_at_a_time(account, make_key):
     assert store.claim("c", 60) is None
     store.finalize(Batch.get_by_id(first.id), "completed", "completed_at", 1024)
     assert store.claim("c", 60).id == second.id
+
+
+def test_two_runners_claiming_two_batches_of_one_account_at_once_leave_one_running(account):
+    """Both picked a batch before either lease was written; the runner of the newer one gives it back."""
+    first, second = new_batch(*account), new_batch(*account)
+    Batch.update(lease_owner="a", lease_until=time.time() + 60).where(Batch.id == first.id).execute()
+    Batch.update(lease_owner="b", lease_until=time.time() + 60).where(Batch.id == second.id).execute()
+    assert store.older_batch_held(Batch.get_by_id(second.id), time.time())
+    assert not store.older_batch_held(Batch.get_by_id(first.id), time.time())
 
 
 def test_a_line_is_recorded_and_counted_once(account):

@@ -109,7 +109,20 @@ def claim(owner: str, lease_s: float) -> Batch | None:
     with locked_write():
         taken = Batch.update(lease_owner=owner, lease_until=now + lease_s).where(
             (Batch.id == candidate.id) & (Batch.lease_until < now)).execute()
-    return Batch.get_by_id(candidate.id) if taken == 1 else None
+    if taken != 1:
+        return None
+    claimed = Batch.get_by_id(candidate.id)
+    if older_batch_held(claimed, now):  # another runner took an older batch of the account meanwhile: it keeps it
+        release(claimed.id, owner)
+        return None
+    return claimed
+
+
+def older_batch_held(batch: Batch, now: float) -> bool:
+    """Whether a runner holds an older active batch of the same account."""
+    return Batch.select(Batch.id).where(
+        (Batch.account == batch.account_id) & (Batch.id < batch.id) & Batch.status.in_(ACTIVE)
+        & (Batch.lease_until >= now)).exists()
 
 
 def renew(batch_id: str, owner: str, lease_s: float) -> bool:
