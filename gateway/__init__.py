@@ -11,10 +11,12 @@ from gateway.api import (
     API_PREFIXES,
     account,
     admin,
+    batches,
     catalog,
     chat,
     conversations,
     cors,
+    files,
     generations,
     health,
     http,
@@ -51,7 +53,8 @@ def create_app(settings: Settings | None = None, config_path: str | None = None)
     observability.init_app(app, settings, app.extensions["gateway.router"].deployment_states)
     responses_ws.init_app(app, settings)
     for name, prefix in API_PREFIXES.items():
-        for blueprint in (chat.bp, catalog.bp, mcp.bp, messages.bp, responses.bp, conversations.bp, media.bp):
+        for blueprint in (chat.bp, catalog.bp, mcp.bp, messages.bp, responses.bp, conversations.bp, media.bp,
+                          files.bp, batches.bp):
             app.register_blueprint(blueprint, url_prefix=prefix, name=f"{name}.{blueprint.name}")
     app.register_blueprint(profiles.bp)
     app.register_blueprint(account.bp)

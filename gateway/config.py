@@ -447,6 +447,25 @@ class CacheSettings(Section):
                                      "shared across accounts)")
 
 
+class BatchSettings(Section):
+    """The Files and Batch APIs (gateway.batches): files stored in the database, batches run by background threads."""
+
+    batch_price_fraction: float = Field(0.5, ge=0, le=1, description="share of the live price a batch line is "
+                                        "charged")
+    concurrency_per_account: int = Field(4, ge=1, le=256, description="lines of one account's batches in flight "
+                                         "at once (one batch per account runs at a time, on one worker)")
+    batches_per_worker: int = Field(2, ge=0, le=64, description="batches one worker process runs at once "
+                                    "(0: this host runs none; it still accepts them)")
+    live_reserve: float = Field(0.2, ge=0, lt=1, description="share of each deployment's rpm, tpm and "
+                                "max_concurrency kept for live requests: batch lines wait beyond the rest")
+    chunk_bytes: int = Field(1_048_576, ge=1024, le=16_777_216, description="a file is stored in pieces of at "
+                             "most this many bytes (upload and download never hold a whole file)")
+    max_lines: int = Field(50_000, ge=1, description="lines an input file may have (OpenAI's limit: 50,000)")
+    lease_s: float = Field(60.0, ge=5, description="a batch's runner renews its claim this often (x1/3); a batch "
+                           "whose runner died is taken over after this long")
+    poll_s: float = Field(2.0, gt=0, description="seconds an idle runner waits before it looks for work again")
+
+
 class BudgetAlertSettings(Section):
     """One POST when a budget passes 80% and when it reaches 100%, per period (never on the request path)."""
 
@@ -604,6 +623,7 @@ class Settings(Section):
     attribution: AttributionSettings = AttributionSettings()
     billing: BillingSettings = BillingSettings()
     responses: ResponsesSettings = ResponsesSettings()
+    batches: BatchSettings = BatchSettings()
     tracing: TracingSettings = TracingSettings()
     dashboard: DashboardSettings = DashboardSettings()
     uploads: UploadSettings = UploadSettings()

@@ -14,6 +14,8 @@ from gateway import guardrails
 from gateway.accounting import auth_throttle, budget_alerts, keys, streams
 from gateway.accounting import writer as accounting_writer
 from gateway.accounting.ratelimit import RateLimiter
+from gateway.api.batches import check_line
+from gateway.batches import runner as batch_runner
 from gateway.cache.store import response_cache
 from gateway.config import McpServerSettings, ProviderSettings, Settings
 from gateway.db import database
@@ -103,6 +105,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions[responses_background.EXTENSION] = responses_background.BackgroundRunner(
         settings.responses.background_workers
     )
+    app.extensions[batch_runner.EXTENSION] = batch_runner.BatchRunner(app, settings.batches, check_line)
     app.extensions["gateway.processes"] = managed_processes(settings)
     app.extensions["gateway.start_once"] = StartOnce()
     app.before_request(lambda: start(app))
@@ -131,12 +134,14 @@ def start_services(app: Flask) -> None:
         app.extensions["gateway.mcp"].servers.start()
     app.extensions["gateway.health_checks"].start()
     budget_alerts.start(app)
+    batch_runner.runner(app).start()
 
 
 def close(app: Flask) -> None:
     """Stop everything this worker owns (idempotent); called from gunicorn's worker_exit."""
     budget_alerts.close(app)
     responses_background.runner(app).close()
+    batch_runner.runner(app).close()
     for process in app.extensions["gateway.processes"].values():
         process.close()
     runtime = app.extensions["gateway.mcp"]
@@ -156,6 +161,7 @@ def close(app: Flask) -> None:
 def post_worker_init(worker) -> None:
     """gunicorn hook: start the worker's services right after the fork."""
     start(worker.wsgi)
+    batch_runner.runner(worker.wsgi).stopping = lambda: not worker.alive  # start no batch line once told to stop
 
 
 def worker_exit(server, worker) -> None:

@@ -7,6 +7,7 @@ import datetime
 from peewee import (
     BigAutoField,
     BigIntegerField,
+    BlobField,
     BooleanField,
     CharField,
     CompositeKey,
@@ -101,6 +102,7 @@ class UsageEntry(BaseModel):
     guardrails = TextField(null=True)  # JSON [{"name", "action", "stage"}] of the guardrails that acted (0022)
     unit = CharField(max_length=64, null=True)  # what `units` counts on a media endpoint (0024)
     units = DoubleField(null=True)  # images, audio seconds, characters, search units or requests priced (0024)
+    batch = BooleanField(default=False)  # a line of a batch, charged [batches] batch_price_fraction (0025)
 
     class Meta:
         table_name = "usage_entry"
@@ -365,3 +367,78 @@ class ResponseCacheEntry(BaseModel):
 
     class Meta:
         table_name = "response_cache"
+
+
+class BatchFile(BaseModel):
+    """A file of the Files API (0025): its metadata; its bytes are FileChunk rows, in order."""
+
+    id = CharField(primary_key=True, max_length=64)  # file-...
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    purpose = CharField(max_length=32)  # batch (uploaded), batch_output (written by a batch)
+    filename = CharField(max_length=255)
+    bytes = BigIntegerField(default=0)
+    created_at = BigIntegerField()  # Unix seconds, as OpenAI's `created_at`
+    status = CharField(max_length=16, default="processed")  # uploading: its chunks are still being written
+
+    class Meta:
+        table_name = "batch_file"
+        indexes = ((("account", "created_at"), False),)
+
+
+class FileChunk(BaseModel):
+    """One piece (at most [batches] chunk_bytes) of a file's contents (0025)."""
+
+    file = ForeignKeyField(BatchFile, column_name="file_id", on_delete="CASCADE")
+    seq = IntegerField()
+    data = BlobField()
+
+    class Meta:
+        table_name = "file_chunk"
+        primary_key = CompositeKey("file", "seq")
+
+
+class Batch(BaseModel):
+    """A batch of the Batch API (0025): the object's fields, its progress and the lease of the worker running it."""
+
+    id = CharField(primary_key=True, max_length=64)  # batch_...
+    account = ForeignKeyField(Account, on_delete="CASCADE")
+    api_key = ForeignKeyField(ApiKey, null=True, on_delete="SET NULL")  # the key its lines are metered on
+    endpoint = CharField(max_length=64)
+    input_file_id = CharField(max_length=64)
+    completion_window = CharField(max_length=8)
+    status = CharField(max_length=16, index=True)
+    output_file_id = CharField(max_length=64, null=True)
+    error_file_id = CharField(max_length=64, null=True)
+    errors = TextField(null=True)  # JSON list of {code, message, param, line} (validation)
+    metadata = TextField(null=True)  # JSON object of strings
+    total = IntegerField(default=0)
+    completed = IntegerField(default=0)
+    failed = IntegerField(default=0)
+    created_at = BigIntegerField()
+    expires_at = BigIntegerField()
+    in_progress_at = BigIntegerField(null=True)
+    finalizing_at = BigIntegerField(null=True)
+    completed_at = BigIntegerField(null=True)
+    failed_at = BigIntegerField(null=True)
+    expired_at = BigIntegerField(null=True)
+    cancelling_at = BigIntegerField(null=True)
+    cancelled_at = BigIntegerField(null=True)
+    lease_owner = CharField(max_length=64, null=True)  # the runner that holds it (host:pid:random)
+    lease_until = DoubleField(default=0.0)  # Unix time its lease ends unless renewed
+
+    class Meta:
+        table_name = "batch"
+        indexes = ((("account", "created_at"), False),)
+
+
+class BatchLine(BaseModel):
+    """The result of one line of a batch (0025): written once the line is done, so a resumed batch skips it."""
+
+    batch_id = CharField(max_length=64)
+    line = IntegerField()  # 0-based position in the input file
+    ok = BooleanField()  # True: the output file; False: the error file
+    result = TextField()  # the output or error line as JSON
+
+    class Meta:
+        table_name = "batch_line"
+        primary_key = CompositeKey("batch_id", "line")

@@ -23,7 +23,8 @@ BODY_ROUTES = [
         "/responses/<response_id>/cancel", "/conversations", "/conversations/<conversation_id>",
         "/conversations/<conversation_id>/items", "/messages", "/messages/count_tokens",
         "/images/generations", "/images/edits", "/images/variations", "/audio/transcriptions",
-        "/audio/translations", "/audio/speech", "/moderations", "/rerank")],
+        "/audio/translations", "/audio/speech", "/moderations", "/rerank", "/files", "/batches",
+        "/batches/<batch_id>/cancel")],
     *[("post", "/api/v1/openai/<scope>/<profile>" + path) for path in (
         "/chat/completions", "/responses", "/responses/compact", "/responses/<response_id>/cancel")],
     ("post", "/admin/keys"), ("patch", "/admin/keys/<int:key_id>"), ("patch", "/admin/accounts/<int:account_id>"),
@@ -32,8 +33,9 @@ BODY_ROUTES = [
 ]
 NOT_THE_GATES = ("/dashboard", "/mcp")
 PATH_VALUES = {"response_id": "resp_x", "conversation_id": "conv_x", "scope": "acme", "profile": "default",
-               "key_id": "1", "account_id": "1", "budget_id": "1"}
+               "key_id": "1", "account_id": "1", "budget_id": "1", "batch_id": "batch_x"}
 BODYLESS = {"/v1/responses/<response_id>/cancel", "/api/v1/responses/<response_id>/cancel",
+            "/v1/batches/<batch_id>/cancel", "/api/v1/batches/<batch_id>/cancel",
             "/api/v1/openai/<scope>/<profile>/responses/<response_id>/cancel"}  # 404 unread
 ADMIN_TOKEN = "admin-token-for-body-tests"
 BAD_BODIES = [

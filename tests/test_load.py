@@ -157,3 +157,20 @@ def test_ttft_is_an_exponentially_weighted_average() -> None:
     board.observe_ttft("openai/gpt-4o", 0.0, decay=0.5)
     assert board.ttft("openai/gpt-4o") == pytest.approx(0.65)
     assert board.ttft("azure/gpt4o") is None
+
+
+def test_batch_lines_stop_at_their_part_of_the_limits_and_leave_the_rest_to_live_requests() -> None:
+    """`part` (1 - [batches] live_reserve) scales rpm, tpm and max_concurrency before the worker share."""
+    board = LoadBoard(workers=1, clock=Clock())
+    limited = deployment(rpm=10, tpm=1000, max_concurrency=5)
+    for _ in range(8):
+        board.begin(limited, 10)()  # finished: counted in the minute, not in flight
+    assert board.at_limit(limited, 10, part=0.8)  # 8 of 10 requests this minute: the batch part is used up
+    assert not board.at_limit(limited, 10)  # live requests still have 2
+    busy = deployment("busy", max_concurrency=5)
+    for _ in range(4):
+        board.begin(busy, 0)
+    assert board.at_limit(busy, 0, part=0.8) and not board.at_limit(busy, 0)
+    assert not board.at_limit(deployment("unlimited"), 10**9, part=0.1)  # no limits: never held back
+    tiny = deployment("tiny", rpm=1)
+    assert not board.at_limit(tiny, 0, part=0.5)  # a part never rounds a limit down to nothing

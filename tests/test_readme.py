@@ -352,6 +352,18 @@ def check_embeddings_curl(session: Session, run: ShellRun) -> None:
     assert run.statuses == [200] and run.objects("list")[0]["data"][0]["object"] == "embedding"
 
 
+def check_batches_python(session: Session, run: PythonRun) -> None:
+    batch = run.namespace["batch"]
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+    assert [line.split()[0] for line in run.output.splitlines()[1:]] == ["question-0", "question-1", "question-2"]
+
+
+def check_batches_curl(session: Session, run: ShellRun) -> None:
+    assert run.statuses == [200, 200, 200]
+    assert run.objects("batch")[0]["endpoint"] == "/v1/chat/completions"
+    assert run.objects("list")[0]["data"][0]["object"] == "batch"
+
+
 def check_openapi_curl(session: Session, run: ShellRun) -> None:
     version, paths, _ = run.output.split()
     assert run.statuses == [200] and version.startswith("3.1") and int(paths) > 40

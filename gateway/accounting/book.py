@@ -238,7 +238,8 @@ class Book:
                            self.stamp, row.generation_id, row.provider, row.ttft_ms, row.finish_reason,
                            row.streamed, row.cancelled, row.cached_tokens, row.cache_write_tokens,
                            row.reasoning_tokens, row.deployment, row.attempts, row.cache_hit, row.end_user,
-                           join_tags(row.tags), row.guardrails, row.unit, row.units))
+                           join_tags(row.tags), row.guardrails, row.unit, row.units,
+                           row.batch))
 
     def flush(self) -> list[int]:
         """Write everything back (on PostgreSQL in one round trip); returns the new reservations' ids, in order."""

@@ -137,17 +137,21 @@ class Meter:
     tags: tuple[str, ...] = ()  # the request's tags and end user, taken from its record at admission: a run that
     end_user: str | None = None  # finishes in another thread (a background response) still has them
     guardrails: Guarded | None = None  # the request's guardrails, from its record at admission (the row's column)
+    batch_price_fraction: float | None = None  # a batch line's (gateway.batches): its share of the price; row marked
 
     @classmethod
     def admit(
         cls, caller: Caller, estimates: list[Estimate], endpoint: str, request_id: str,
         settings: Settings, limiter: RateLimiter, generation_id: str | None = None,
+        batch_price_fraction: float | None = None,
     ) -> Meter:
         """Check the key's rate limits (429, or 400 for a request above its tpm) and hold the costliest
         candidate (402), in one transaction.
 
         `estimates` are the prepared requests' (the model, then its fallbacks); `generation_id` names
-        the answer when it has an id of its own (a response's); else one is made.
+        the answer when it has an id of its own (a response's); else one is made. A batch line
+        (`batch_price_fraction`) holds and is charged that share of the price, and is not counted against
+        the key's rpm and tpm (its pace is the batch runner's: a batch never uses up the key's live quota).
         """
         first, accounts = estimates[0], writer()
         meter = cls(caller, request_id, endpoint, first.model_id, first.input_tokens, limiter=limiter,
@@ -159,9 +163,14 @@ class Meter:
         if record is not None:
             meter.tags, meter.end_user, meter.guardrails = record.tags, record.end_user, record.guardrails
         hold = max(estimate.hold for estimate in estimates)
+        if batch_price_fraction is not None:
+            meter.batch_price_fraction = batch_price_fraction
+            hold = math.ceil(hold * batch_price_fraction)
         meter.reservation_id, meter.rate_limit_headers = admission(
             caller, limiter, accounts, first.tokens, hold, request_id, settings.billing.reservation_ttl_s,
-            model=first.model_id)
+            model=first.model_id, rate_limited=batch_price_fraction is None)
+        if batch_price_fraction is not None:
+            meter.limiter = None  # a batch line's tokens stay out of the key's live windows too
         meter.held = hold if meter.reservation_id is not None else 0
         meter.debt_bound = math.ceil(meter.held * settings.billing.debt_bound_ratio)
         meter.hit_price_fraction = settings.cache.hit_price_fraction
@@ -224,6 +233,11 @@ class Meter:
         """Micro-credits this usage costs on this route."""
         return Price.of(route.settings).cost(usage)
 
+    def charge_of(self, usage: Usage, route: Served) -> int:
+        """Micro-credits this request is charged for this usage: the cost, a batch line's share of it."""
+        cost = self.cost_of(usage, route)
+        return cost if self.batch_price_fraction is None else round(cost * self.batch_price_fraction)
+
     @contextlib.contextmanager
     def closed_on_failure(self) -> Iterator[None]:
         """Close the meter (nothing charged) when the block raises anything, then re-raise.
@@ -264,8 +278,8 @@ class Meter:
                        route.deployment.name if route and not cache_hit else None,
                        route.attempts if route and not cache_hit else 0, cache_hit,
                        self.end_user, self.tags, fired_column(self.guardrails), usage.unit,
-                       usage.units if usage.unit else None)
-        cost = self.cost_of(usage, route) if route else 0
+                       usage.units if usage.unit else None, self.batch_price_fraction is not None)
+        cost = self.charge_of(usage, route) if route else 0
         charged = self.writer.call(Settlement(
             self.caller.account.id, key_id, self.reservation_id, round(cost * self.hit_price_fraction) if cache_hit else cost,
             self.request_id, row, usage.total_tokens if in_database else 0,
@@ -280,7 +294,7 @@ class Meter:
 
 def admission(
     caller: Caller, limiter: RateLimiter, accounts: AccountingWriter, tokens: int, amount: int, request_id: str,
-    reservation_ttl_s: int, model: str | None = None,
+    reservation_ttl_s: int, model: str | None = None, rate_limited: bool = True,
 ) -> tuple[int | None, dict[str, str]]:
     """The key's rate limits for `tokens` (429) and a hold of `amount` (402: the balance or a budget), in one
     accounting wait.
@@ -288,13 +302,16 @@ def admission(
     Returns the hold's id (None when nothing was held) and the rate-limit headers for the answer.
     The one admission rule: model requests (Meter.admit) and MCP hub tool calls both come here. The hold
     counts against the budgets of `model` (the public model asked for) and of the request record's tags.
+    Without `rate_limited` (batch lines) only the hold is taken.
     """
     key = caller.key
-    rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
-    check_fits_tpm(tokens, tpm)
-    ask = limiter.ask(key.id, rpm, tpm, tokens)
     headers: dict[str, str] = {}
-    if not limiter.counts_in_database:
+    ask = None
+    if rate_limited:
+        rpm, tpm = limiter.limits_for(key.rpm, key.tpm)
+        check_fits_tpm(tokens, tpm)
+        ask = limiter.ask(key.id, rpm, tpm, tokens)
+    if ask is not None and not limiter.counts_in_database:
         decision = limiter.answer(ask)
         decision.raise_if_denied()
         headers, ask = decision.headers, None

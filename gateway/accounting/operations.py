@@ -75,6 +75,7 @@ class UsageRow:
     guardrails: str | None = None  # JSON [{"name", "action", "stage"}] of the guardrails that acted (no matched text)
     unit: str | None = None  # what `units` counts on a media endpoint (gateway.accounting.money's units)
     units: float | None = None  # the images, audio seconds, characters, search units or requests it was priced on
+    batch: bool = False  # a line of a batch (gateway.batches), charged [batches] batch_price_fraction of the price
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,8 @@ LEDGER_COLUMNS = ("account_id", "api_key_id", "kind", "amount", "request_id", "n
 USAGE_COLUMNS = ("request_id", "api_key_id", "account_id", "endpoint", "model", "prompt_tokens", "completion_tokens",
                  "estimated", "status", "latency_ms", "cost", "created_at", "generation_id", "provider", "ttft_ms",
                  "finish_reason", "streamed", "cancelled", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
-                 "deployment", "attempts", "cache_hit", "end_user", "tags", "guardrails", "unit", "units")
+                 "deployment", "attempts", "cache_hit", "end_user", "tags", "guardrails", "unit", "units",
+                 "batch")
 GRANT_COLUMNS = ("account_id", "amount", "remaining", "source", "expires_at", "created_at")
 # a comma-joined tag list holds `,tag,` (the parameter: tag_needle) iff removing it shortens the list: exact, case-
 # sensitive, without LIKE's wildcards, and the same on SQLite and PostgreSQL (gateway.accounting.usage_groups.has_tag)

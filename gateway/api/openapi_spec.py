@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.api import admin, conversations, generations, responses, usage
+from gateway.api import admin, batches, conversations, files, generations, responses, usage
 from gateway.api.openai_requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from gateway.responses.schema import CreateResponseRequest
 
@@ -86,16 +86,16 @@ BUDGET = obj(("id", "object", "account_id", "period", "kind", "amount", "spent",
              kind={"enum": ["account", "model", "tag"]}, description=STRING, amount=NUMBER, spent=NUMBER,
              remaining=NUMBER, period_start=NULLABLE_STRING, resets_at=NULLABLE_STRING, created_at=STRING)
 ITEM = obj(("type",), type=STRING, id=STRING)
-FILE = {"type": "string", "format": "binary"}
+BINARY = {"type": "string", "format": "binary"}
 IMAGE_FIELDS = {"model": STRING, "n": {"type": "integer", "minimum": 1, "maximum": 10}, "size": STRING,
                 "quality": STRING, "response_format": STRING, "user": STRING}
-AUDIO_FORM = obj(("model", "file"), model=STRING, file=FILE, language=STRING, prompt=STRING,
+AUDIO_FORM = obj(("model", "file"), model=STRING, file=BINARY, language=STRING, prompt=STRING,
                  response_format={"enum": ["json", "text", "srt", "vtt", "verbose_json"]},
                  temperature=NUMBER)
 MEDIA_SCHEMAS: dict[str, dict[str, Any]] = {  # images, audio, moderations, rerank (gateway.api.media)
     "ImageGenerationRequest": obj(("model", "prompt"), prompt=STRING, **IMAGE_FIELDS),
-    "ImageEditRequest": obj(("model", "image", "prompt"), image=FILE, mask=FILE, prompt=STRING, **IMAGE_FIELDS),
-    "ImageVariationRequest": obj(("model", "image"), image=FILE, **IMAGE_FIELDS),
+    "ImageEditRequest": obj(("model", "image", "prompt"), image=BINARY, mask=BINARY, prompt=STRING, **IMAGE_FIELDS),
+    "ImageVariationRequest": obj(("model", "image"), image=BINARY, **IMAGE_FIELDS),
     "TranscriptionRequest": AUDIO_FORM,
     "TranslationRequest": AUDIO_FORM,
     "SpeechRequest": obj(("model", "input", "voice"), model=STRING, input={"type": "string", "minLength": 1,
@@ -111,6 +111,18 @@ MEDIA_SCHEMAS: dict[str, dict[str, Any]] = {  # images, audio, moderations, rera
     "RerankResult": obj((), id=STRING, results={"type": "array", "items": ANY_OBJECT}, meta=ANY_OBJECT,
                         usage=ANY_OBJECT),
 }
+FILE = obj(("id", "object", "bytes", "created_at", "filename", "purpose", "status"), id=STRING, object=const("file"),
+           bytes=INTEGER, created_at=INTEGER, filename=STRING, purpose=STRING, status=STRING,
+           status_details=NULLABLE_STRING, expires_at=NULLABLE_INTEGER)
+BATCH = obj(("id", "object", "endpoint", "input_file_id", "completion_window", "status", "created_at",
+             "request_counts"), id=STRING, object=const("batch"), endpoint=STRING, input_file_id=STRING,
+            completion_window=STRING, status={"enum": ["validating", "failed", "in_progress", "finalizing",
+                                                       "completed", "expired", "cancelling", "cancelled"]},
+            output_file_id=NULLABLE_STRING, error_file_id=NULLABLE_STRING, created_at=INTEGER,
+            errors={"type": ["object", "null"]}, metadata={"type": ["object", "null"]},
+            request_counts=obj(("total", "completed", "failed"), total=INTEGER, completed=INTEGER, failed=INTEGER),
+            **{name: NULLABLE_INTEGER for name in ("in_progress_at", "expires_at", "finalizing_at", "completed_at",
+                                                   "failed_at", "expired_at", "cancelling_at", "cancelled_at")})
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "ChatCompletion": obj(("choices",), id=STRING, object=STRING, created=INTEGER, model=STRING,
@@ -204,6 +216,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                             input_tokens=INTEGER, output_tokens=INTEGER)),
     "MessageTokenCount": obj(("input_tokens",), input_tokens=INTEGER),
     **MEDIA_SCHEMAS,
+    "FileUpload": obj(("file", "purpose"), file=BINARY, purpose={"enum": ["batch"]}),
+    "File": FILE,
+    "FileList": page(ref("File")),
+    "FileDeleted": obj(("id", "object", "deleted"), id=STRING, object=const("file"), deleted={"const": True}),
+    "Batch": BATCH,
+    "BatchList": page(ref("Batch")),
 }
 MULTIPART = "multipart/form-data"
 SHARED = [
@@ -261,6 +279,19 @@ SHARED = [
     Operation("get", "/conversations/{conversation_id}/items/{item_id}", "One item", "Item", (404,)),
     Operation("delete", "/conversations/{conversation_id}/items/{item_id}", "Delete one item", "Conversation",
               (404,)),
+    Operation("post", "/files", "Upload a JSONL file for a batch (multipart: `file`, `purpose: batch`)", "File",
+              BODY, "FileUpload", body_type="multipart/form-data"),
+    Operation("get", "/files", "A page of the account's files", "FileList", (400, 404), query=files.ListQuery),
+    Operation("get", "/files/{file_id}", "A file's object", "File", (404,)),
+    Operation("get", "/files/{file_id}/content", "A file's contents (streamed)", None, (404,),
+              also_as=("application/octet-stream",)),
+    Operation("delete", "/files/{file_id}", "Delete a file", "FileDeleted", (404,)),
+    Operation("post", "/batches", "Create a batch from an uploaded file (run in the background)", "Batch",
+              (*BODY, 404), batches.CreateBody),
+    Operation("get", "/batches", "A page of the account's batches, newest first", "BatchList", (400,),
+              query=batches.ListQuery),
+    Operation("get", "/batches/{batch_id}", "A batch", "Batch", (404,)),
+    Operation("post", "/batches/{batch_id}/cancel", "Cancel a batch (cancelling, then cancelled)", "Batch", (404,)),
 ]
 
 PROFILE = "/api/v1/openai/{scope}/{profile}"

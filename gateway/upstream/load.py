@@ -119,15 +119,18 @@ class LoadBoard:
             load.trim(second)
             return load.requests, load.tokens
 
-    def at_limit(self, deployment: Deployment, tokens: int) -> bool:
+    def at_limit(self, deployment: Deployment, tokens: int, part: float = 1.0) -> bool:
         """Whether sending `tokens` more now would pass its rpm, tpm or max_concurrency share on this worker.
 
         A share is the limit / workers, rounded up. A request larger than the tpm share alone is at the limit.
+        `part` scales the limits: batch lines stop at 1 - [batches] live_reserve of them, the rest is live traffic's.
         """
         settings = deployment.settings
         rpm, tpm, concurrency = settings.rpm, settings.tpm, settings.max_concurrency
         if rpm is None and tpm is None and concurrency is None:
             return False
+        rpm, tpm, concurrency = (None if limit is None else max(1, math.floor(limit * part))
+                                 for limit in (rpm, tpm, concurrency))
         second = int(self._clock())
         with self._lock:
             load = self._load(deployment.name)

@@ -37,7 +37,7 @@ def with_cost(usage_json: Any, meter: Meter, usage: Usage, route: Route) -> dict
         "prompt_tokens_details": given.get("prompt_tokens_details") or {"cached_tokens": usage.cached_tokens},
         "completion_tokens_details": given.get("completion_tokens_details")
         or {"reasoning_tokens": usage.reasoning_tokens},
-        "cost": to_credits(meter.cost_of(usage, route)),
+        "cost": to_credits(meter.charge_of(usage, route)),
     }
 
 

@@ -157,6 +157,11 @@ class Router:
         error.tried = tried.after(attempts) if tried is not None else None
         raise error
 
+    def has_room(self, route: Route, tokens: int, part: float) -> bool:
+        """Whether some deployment of the route is below `part` of its limits on this worker (batch lines wait
+        until one is: the rest of each deployment's limits is kept for live requests)."""
+        return any(not self.load.at_limit(deployment, tokens, part) for deployment in route.deployments)
+
     def _attempt(self, route: Route, prepared: PreparedRequest, send: Callable[[PreparedRequest], T]) -> T | GatewayError:
         """One call on the route's deployment: its answer, or the retryable error it failed with (others raise).
 
