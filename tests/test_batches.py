@@ -336,3 +336,26 @@ def test_metadata_is_kept_and_bounded_as_openai_does(live_server, api_key):
     with pytest.raises(openai.BadRequestError):
         client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
                               metadata={f"k{n}": "v" for n in range(17)})
+
+
+def test_a_line_charged_before_its_worker_died_is_sent_again_free(app, make_key, fake_upstream):
+    """A worker killed between a line's charge and its recorded result: the next runner sends the line again
+    (its answer was lost) and charges nothing more."""
+    from gateway.accounting import keys
+    from gateway.batches.execute import line_request_id, send
+
+    secret = make_key("payer")
+    with db.database.connection_context():
+        account_id = ApiKey.get(ApiKey.name == "payer").account_id
+        credits.grant_credits(account_id, 100 * PRICE_PER_TOKEN)
+    body = {"model": "paid-model", "max_tokens": 7, "messages": [{"role": "user", "content": "question"}]}
+    request_id = line_request_id("batch_crashed", 3)
+    with app.test_request_context(headers={"Authorization": f"Bearer {secret}"}), db.database.connection_context():
+        caller = keys.cached_caller(secret)
+        answers = [send(caller, "/v1/chat/completions", body, request_id, threading.Event()) for _ in range(2)]
+    assert [answer.status for answer in answers] == [200, 200] and len(fake_upstream.requests) == 2
+    with db.database.connection_context():
+        rows = list(UsageEntry.select().where(UsageEntry.request_id == request_id).order_by(UsageEntry.id))
+        balance = credits.balance_of(account_id)
+    assert [row.cost for row in rows] == [7 * PRICE_PER_TOKEN // 2, 0] and all(row.batch for row in rows)
+    assert balance == 100 * PRICE_PER_TOKEN - 7 * PRICE_PER_TOKEN // 2

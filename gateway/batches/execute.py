@@ -6,6 +6,9 @@ key's live quota: its pace is [batches] concurrency_per_account); it waits while
 model is past the batch part of its limits ([batches] live_reserve is kept for live requests). Its
 guardrails are a live request's (the defaults, its model's, its account's and its key's; no profile). An
 error becomes the line's answer (its status and OpenAI's error body) instead of an HTTP response.
+
+A line is charged once: one whose request was charged already (its worker was killed between the charge
+and the line's recorded result) is sent again for its answer at no charge.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from gateway import services
 from gateway.accounting.keys import Caller
 from gateway.accounting.meter import Meter
+from gateway.batches import store
 from gateway.batches.lines import InputLine
 from gateway.errors import GatewayError, render_error
 from gateway.guardrails.kept import keep_request_guardrails
@@ -68,8 +72,8 @@ def send(caller: Caller, path: str, body: dict[str, Any], request_id: str, stop:
         if stop.wait(WAIT_S):
             return None
     estimates = [prepared.estimate() for prepared in candidates]
-    meter = Meter.admit(caller, estimates, path, request_id, settings, services.limiter(),
-                        batch_price_fraction=settings.batches.batch_price_fraction)
+    fraction = 0.0 if store.charged_before(request_id) else settings.batches.batch_price_fraction
+    meter = Meter.admit(caller, estimates, path, request_id, settings, services.limiter(), batch_price_fraction=fraction)
     meter.guardrails = guardrails  # the usage row names those that acted, as a live request's does
     output = (lambda text: guardrails.check("output", text)) if guardrails.active("output") else None
     return Answer(200, relay.relay_json(router, candidates, meter, output))

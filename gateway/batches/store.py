@@ -20,7 +20,7 @@ from gateway.accounting.writelock import locked_write
 from gateway.batches import files
 from gateway.errors import NotFound
 from gateway.ids import ordered_id
-from gateway.tables import Batch, BatchLine
+from gateway.tables import Batch, BatchLine, UsageEntry
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 WINDOW_S = {"24h": 24 * 3600}
@@ -142,6 +142,12 @@ def release(batch_id: str, owner: str) -> None:
 def done_lines(batch_id: str) -> set[int]:
     """The lines with a result (a resumed batch skips them)."""
     return {row.line for row in BatchLine.select(BatchLine.line).where(BatchLine.batch_id == batch_id)}
+
+
+def charged_before(request_id: str) -> bool:
+    """Whether a line's request was charged already: its worker was killed after the charge and before the
+    line's result was recorded, so the line runs again (and is not charged again)."""
+    return UsageEntry.select().where((UsageEntry.request_id == request_id) & (UsageEntry.cost > 0)).exists()
 
 
 def record_line(batch_id: str, number: int, ok: bool, result: str) -> None:
