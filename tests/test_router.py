@@ -264,6 +264,26 @@ def test_weighted_shares_follow_the_weights() -> None:
     assert counts["c/m"] == 0 and abs(counts["a/m"] - 300) <= 35 and abs(counts["b/m"] - 100) <= 35, counts
 
 
+
+@pytest.mark.parametrize("strategy", ["weighted", "ordered"])
+@pytest.mark.parametrize("limits", [{}, {"rpm": 1000}])
+def test_the_healthy_unlimited_shortcut_picks_what_the_full_pick_picks(strategy: str, limits: dict) -> None:
+    """With every deployment healthy and none limited, the router picks from views built once per model; a
+    deployment that failed once (still healthy) or a limit takes the full pick, which must agree, draw for draw."""
+    model = {"routing": strategy, "deployments": [
+        {"provider": "a", "weight": 3, **limits}, {"provider": "b", "weight": 1}, {"provider": "c", "weight": 2},
+        {"provider": "c", "upstream_model": "other", "weight": 5, "priority": 1}]}
+    shortcut, full = Harness(settings_of(model), seed=11), Harness(settings_of(model), seed=11)
+    full.board.failed("b/m", None)  # one failure: counted, not cooling (failures_to_cool = 2)
+    if not limits:
+        shortcut.router._view = None  # the shortcut builds no view: calling one would fail the test
+    assert full.board.health("b/m").status(NOW) == "healthy" and full.board.health("b/m") != HEALTHY
+    for harness in (shortcut, full):
+        for _ in range(200):
+            harness.call()
+    assert shortcut.deployments() == full.deployments()
+    assert set(shortcut.deployments()) == ({"a/m"} if strategy == "ordered" else {"a/m", "b/m", "c/m"})
+
 def test_deployment_states_show_health_and_load() -> None:
     harness = Harness(settings_of(THREE))
     harness.board.failed("a/ua", 5.0)

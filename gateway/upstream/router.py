@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 from gateway.config import ProviderSettings, Settings
@@ -34,7 +35,7 @@ from gateway.observability.outgoing import error_kind
 from gateway.observability.wsgi_middleware import fallback_taken
 from gateway.upstream.balance import DeploymentView, choose
 from gateway.upstream.client import UpstreamClient, UpstreamStream
-from gateway.upstream.cooldown import Health
+from gateway.upstream.cooldown import HEALTHY, Health
 from gateway.upstream.health_store import HealthBoard
 from gateway.upstream.load import LoadBoard
 from gateway.upstream.prepared import PreparedRequest
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRYABLE_STATUSES = (408, 409, 429)  # a 4xx that is the deployment's state, not the request's fault
 UNAVAILABLE = ("cooling", "trial")  # statuses that take no request (a half-open one takes its trial)
+STATIC_STRATEGIES = frozenset({"weighted", "ordered"})  # picks that read only weights, priorities and order
 
 
 class NoAvailableDeployment(UpstreamOverloaded):
@@ -89,6 +91,17 @@ def retry_after_s(error: GatewayError, now: float) -> float | None:
         return max(email.utils.parsedate_to_datetime(value).timestamp() - now, 0.0)
     except (TypeError, ValueError):
         return None
+
+
+@lru_cache(maxsize=1024)
+def unlimited_views(deployments: tuple[Deployment, ...]) -> tuple[DeploymentView, ...] | None:
+    """The views of healthy deployments without rpm, tpm or concurrency limits (what a weighted or ordered pick
+    reads of them never changes: built once per model); None when one has a limit."""
+    if any(d.settings.rpm is not None or d.settings.tpm is not None or d.settings.max_concurrency is not None
+           for d in deployments):
+        return None
+    return tuple(DeploymentView(d.name, d.settings.weight, d.settings.priority, True, False, 0, None)
+                 for d in deployments)
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, draw: float) -> float:
@@ -202,14 +215,19 @@ class Router:
         deployments = route.deployments
         if len(deployments) == 1:
             return deployments[0]  # a lone deployment is never skipped: there is nowhere else to go
-        now, health = self._clock(), self.health.health
+        strategy, health = route.settings.routing, self.health.health
+        if not failed and strategy in STATIC_STRATEGIES:  # the usual request: no view to build
+            views = unlimited_views(deployments)
+            if views is not None and all(health(deployment.name) == HEALTHY for deployment in deployments):
+                return deployments[choose(strategy, views, self._random(), self._routing.latency_exploration)]
+        now = self._clock()
         statuses = [health(deployment.name).status(now) for deployment in deployments]
         for fresh_only in (True, False):
             pool = [index for index, deployment in enumerate(deployments)
                     if not fresh_only or deployment.name not in failed]
             while pool:
                 views = [self._view(deployments[index], statuses[index], tokens) for index in pool]
-                choice = choose(route.settings.routing, views, self._random(), self._routing.latency_exploration)
+                choice = choose(strategy, views, self._random(), self._routing.latency_exploration)
                 if choice is None:
                     break
                 chosen = deployments[pool[choice]]
