@@ -65,6 +65,18 @@ def submit(client: openai.OpenAI, lines: list[dict], endpoint: str = "/v1/chat/c
     return client.batches.create(input_file_id=upload.id, endpoint=endpoint, completion_window="24h")
 
 
+def held_upstream(fake_upstream) -> threading.Event:
+    """Make the fake hold every answer until the returned event is set (30 s at most)."""
+    release = threading.Event()
+
+    def held(path, body):
+        release.wait(30)
+        return default_responder(path, body)
+
+    fake_upstream.responder = held
+    return release
+
+
 def failing_on(text: str):
     """The default fake, with a 400 for the chat request whose last message is `text`."""
     def responder(path, body):
@@ -157,13 +169,7 @@ def test_lines_are_charged_the_batch_fraction_and_the_ledger_adds_up(live_server
 
 def test_cancel_stops_the_batch_with_the_lines_done(live_server, api_key, fake_upstream):
     client = sdk(live_server, api_key)
-    release = threading.Event()
-
-    def held(path, body):
-        release.wait(30)
-        return default_responder(path, body)
-
-    fake_upstream.responder = held
+    release = held_upstream(fake_upstream)
     batch = submit(client, [chat_line(n) for n in range(50)])
     wait_until(lambda: fake_upstream.requests, "the first line to reach the upstream")
     cancelling = client.batches.cancel(batch.id)
@@ -250,13 +256,7 @@ def test_bad_requests_are_a_400_as_openai_does(live_server, api_key):
 
 def test_a_batch_past_its_window_expires(live_server, api_key, fake_upstream):
     client = sdk(live_server, api_key)
-    release = threading.Event()
-
-    def held(path, body):
-        release.wait(30)
-        return default_responder(path, body)
-
-    fake_upstream.responder = held
+    release = held_upstream(fake_upstream)
     batch = submit(client, [chat_line(n) for n in range(20)])
     wait_until(lambda: fake_upstream.requests, "the first line to reach the upstream")
     with db.database.connection_context():
