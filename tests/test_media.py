@@ -54,14 +54,22 @@ def media2():
 
 
 @pytest.fixture
-def settings(make_settings, media, media2):
-    return make_settings(providers={
-        "media": {"base_url": media.base_url, "timeout_s": 5},
-        "media2": {"base_url": media2.base_url, "timeout_s": 5},
-        "azure": {"type": "azure", "base_url": media2.base_url.removesuffix("/v1"), "api_key_env": "AZURE_TEST_KEY",
-                  "api_version": "2024-10-21", "timeout_s": 5},
-        "claude": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "timeout_s": 5},
-    }, models=MODELS)
+def media_settings(make_settings, media, media2):
+    """Settings with the media fakes as providers and MODELS (plus any other tables given)."""
+    def build(**tables):
+        return make_settings(providers={
+            "media": {"base_url": media.base_url, "timeout_s": 5},
+            "media2": {"base_url": media2.base_url, "timeout_s": 5},
+            "azure": {"type": "azure", "base_url": media2.base_url.removesuffix("/v1"),
+                      "api_key_env": "AZURE_TEST_KEY", "api_version": "2024-10-21", "timeout_s": 5},
+            "claude": {"type": "anthropic", "base_url": "http://127.0.0.1:9", "timeout_s": 5},
+        }, models=MODELS, **tables)
+    return build
+
+
+@pytest.fixture
+def settings(media_settings):
+    return media_settings()
 
 
 @pytest.fixture
@@ -317,3 +325,37 @@ def test_a_form_field_past_the_form_memory_limit_is_a_413_in_dialect(client, fun
                          data={"model": "image-model", "prompt": "x" * 600_000,
                                "image": (io.BytesIO(PNG_PIXEL), "a.png")})
     assert answer.status_code == 413 and answer.json["error"]["code"] == 413
+
+
+GUARDED = {
+    "emails": {"type": "pii", "action": "redact", "detectors": ["email"], "default": True, "stages": ["input"]},
+    "no-secrets": {"type": "regex", "default": True, "stages": ["input"],
+                   "patterns": [{"name": "secret", "pattern": "top-secret"}]},
+}
+
+
+def test_the_text_a_model_reads_goes_through_the_input_guardrails(media_settings, make_app, funded, media):
+    client = make_app(media_settings(guardrails=GUARDED)).test_client()
+    headers = {"Authorization": f"Bearer {funded[0]}"}
+    email = "ann@example.com"
+
+    def sent(path: str, **request) -> dict:
+        answer = client.post("/v1" + path, headers=headers, **request)
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        assert media.requests[-1]["path"] == path.lstrip("/")
+        return media.requests[-1]["fields"]
+
+    prompt = sent("/images/generations", json={"model": "image-model", "prompt": f"a cat for {email}"})["prompt"]
+    assert prompt.startswith("a cat for ") and email not in prompt
+    form = sent("/audio/transcriptions", content_type="multipart/form-data", data={
+        "model": "whisper", "prompt": f"names: {email}", "file": (io.BytesIO(wav_file(1)), "a.wav")})
+    assert form["prompt"].startswith("names: ") and email not in form["prompt"] and form["model"] == "whisper-1"
+    reranked = sent("/rerank", json={"model": "reranker", "query": email, "documents": [f"{email} wrote", "dogs"]})
+    assert email not in reranked["query"] and email not in reranked["documents"][0]
+    assert reranked["documents"][1] == "dogs"
+    assert sent("/moderations", json={"model": "moderation", "input": email})["input"] == email  # judged, not checked
+    calls = len(media.requests)
+    blocked = client.post("/v1/audio/speech", headers=headers,
+                          json={"model": "tts", "input": "the top-secret plan", "voice": "alloy"})
+    assert blocked.status_code == 400 and blocked.json["error"]["code"] == "content_policy_violation"
+    assert len(media.requests) == calls  # never sent upstream

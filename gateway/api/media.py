@@ -1,7 +1,9 @@
 """Images, audio, moderations and rerank: OpenAI's (and Cohere's rerank) request and answer shapes, relayed.
 
 Each route is routed to the model's deployment, retried and metered as chat is (gateway.api.chat.admitted,
-gateway.upstream.media); what it is priced on besides tokens is gateway.accounting.media_units'. Answers
+gateway.upstream.media); what it is priced on besides tokens is gateway.accounting.media_units'. The text a
+model reads (an image or transcription prompt, speech input, rerank's query and documents) goes through the
+input guardrails first, as a chat message does; a moderation's input is not checked (it is there to be judged). Answers
 go back as the upstream sent them (JSON with the public model id where it names one, text formats as
 text/plain, speech as audio streamed while it arrives).
 """
@@ -17,6 +19,7 @@ from gateway import services
 from gateway.accounting import media_units as units
 from gateway.accounting.meter import Meter
 from gateway.accounting.usage import Usage
+from gateway.api import guarded
 from gateway.api import media_forms as forms
 from gateway.api.chat import admitted
 from gateway.api.http import authenticated_blueprint, json_object, with_headers
@@ -35,7 +38,7 @@ DEFAULT_MODEL = ModelSettings()
 @bp.post("/images/generations")
 def image_generations() -> Response:
     """Images from a prompt (JSON), priced per image by size and quality, plus the tokens the upstream reports."""
-    body = json_object()
+    body = checked_json("images/generations")
     prompt = forms.required_text(body, "prompt")
     count = forms.whole_number(body, "n", 1, 1, forms.MAX_IMAGES)
     return images("images/generations", body, None, prompt, count)
@@ -44,7 +47,7 @@ def image_generations() -> Response:
 @bp.post("/images/edits")
 def image_edits() -> Response:
     """Images edited from uploads (multipart `image` or `image[]`, optional `mask`) and a prompt."""
-    fields, upload = forms.upload(("image", "image[]", "mask", "markup"), "image")
+    fields, upload = checked_upload("images/edits", ("image", "image[]", "mask", "markup"), "image")
     prompt = forms.required_text(fields, "prompt")
     return images("images/edits", fields, upload, prompt, forms.whole_number(fields, "n", 1, 1, forms.MAX_IMAGES))
 
@@ -80,7 +83,7 @@ def translations() -> Response:
 
 def heard(path: str) -> Response:
     """Relay a transcription or translation, held for the upload's duration (a WAV header's, else the most)."""
-    fields, upload = forms.upload(("file",), "file")
+    fields, upload = checked_upload(path, ("file",), "file")
     answer_format = forms.one_of(fields, "response_format", forms.TRANSCRIPTION_FORMATS, "json")
     if forms.flag(fields, "stream"):
         raise InvalidRequest("Streamed transcriptions are not supported by this gateway; omit `stream`.",
@@ -95,7 +98,7 @@ def heard(path: str) -> Response:
 @bp.post("/audio/speech")
 def speech() -> Response:
     """Text to speech (JSON in); the audio is streamed to the client as the upstream sends it."""
-    body = json_object()
+    body = checked_json("audio/speech")
     text = forms.required_text(body, "input", forms.MAX_SPEECH_CHARACTERS)
     forms.required_text(body, "voice")
     forms.one_of(body, "response_format", forms.SPEECH_FORMATS, "mp3")
@@ -123,7 +126,7 @@ def moderations() -> Response:
 @bp.post("/rerank")
 def rerank() -> Response:
     """Rerank documents for a query (Cohere, Jina and vLLM's shape), priced per search unit."""
-    body = json_object()
+    body = checked_json("rerank")
     query = forms.required_text(body, "query")
     documents = forms.documents_of(body)
     if "top_n" in body:
@@ -131,6 +134,23 @@ def rerank() -> Response:
     return relayed("rerank", body, None, units.SEARCH_UNIT, units.search_units(len(documents)),
                    query + "".join(documents), 0,
                    lambda content, _: units.rerank_usage(_json(content), len(documents)))
+
+
+def checked_json(path: str) -> dict[str, Any]:
+    """The JSON body through the input guardrails (redacted, or a block raised) before anything reads it."""
+    body = json_object()
+    return guarded.checked_input(path, body, body.get("model"))
+
+
+def checked_upload(path: str, file_fields: tuple[str, ...], required: str) -> tuple[dict[str, str], MultipartBody]:
+    """The multipart request's fields through the input guardrails, the upstream's body carrying what they
+    redacted (files are not checked)."""
+    fields, upload = forms.upload(file_fields, required)
+    checked = guarded.checked_input(path, fields, fields.get("model"))
+    for name, value in checked.items():
+        if value is not fields.get(name):
+            upload = upload.with_field(name, value)
+    return checked, upload
 
 
 def relayed(path: str, body: dict[str, Any], upload: MultipartBody | None, unit: str, held_units: float,

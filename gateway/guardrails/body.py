@@ -2,8 +2,9 @@
 
 Chat `messages` (string content, text parts, tool results), legacy `prompt`, embeddings and
 Responses `input` (strings, items, their content parts, function call outputs), Responses
-`instructions`, Anthropic `system` and `messages` (text blocks, tool_result content), and the MCP
-hub's `tools/call` `arguments` (every string in them). What is unchanged is returned as is.
+`instructions`, Anthropic `system` and `messages` (text blocks, tool_result content), an image or
+transcription `prompt`, speech `input`, rerank's `query` and `documents` (every string in them), and
+the MCP hub's `tools/call` `arguments` (every string in them). What is unchanged is returned as is.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ from typing import Any
 
 TEXT_PART_TYPES = ("text", "input_text", "output_text")
 TEXT_KEYS = ("messages", "prompt", "input", "instructions", "system")
+EVERY_STRING_KEYS = {"tools/call": ("arguments",), "rerank": ("query", "documents")}  # all their strings are read
 Mapper = Callable[[str], str]
 
 
 def map_texts(endpoint: str, body: dict[str, Any], fn: Mapper) -> dict[str, Any]:
     """The body with fn applied to each text the model reads (the same object when nothing changed)."""
-    keys = ("arguments",) if endpoint == "tools/call" else TEXT_KEYS
+    every_string_keys = EVERY_STRING_KEYS.get(endpoint)
+    keys = every_string_keys or TEXT_KEYS
     changed = {}
     for key in keys:
         if key in body:
-            value = map_value(body[key], fn, every_string=key == "arguments")
+            value = map_value(body[key], fn, every_string=every_string_keys is not None)
             if value is not body[key]:
                 changed[key] = value
     return {**body, **changed} if changed else body
