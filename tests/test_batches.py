@@ -160,11 +160,18 @@ def test_lines_are_charged_the_batch_fraction_and_the_ledger_adds_up(live_server
         open_holds = Reservation.select().where(Reservation.status == "open").count()
     paid = [row for row in rows if row.status == 200]
     assert len(paid) == 10 and all(row.batch and row.cost == 7 * PRICE_PER_TOKEN // 2 for row in paid)
+    wait_until(lambda: refused_rows(account_id) == 10, "the refused lines' usage rows (queued, not waited for)")
     assert batch.request_counts.completed == 10 and batch.request_counts.failed == 10
     assert balance == 0 and open_holds == 0
     assert sum(row.cost for row in rows) == 5 * 7 * PRICE_PER_TOKEN == abs(charged)
     errors = content_lines(client, batch.error_file_id)
     assert {line["response"]["status_code"] for line in errors} == {402}
+
+
+def refused_rows(account_id: int) -> int:
+    with db.database.connection_context():
+        return UsageEntry.select().where((UsageEntry.account == account_id) & (UsageEntry.status == 402)
+                                         & (UsageEntry.cost == 0)).count()
 
 
 def test_cancel_stops_the_batch_with_the_lines_done(live_server, api_key, fake_upstream):

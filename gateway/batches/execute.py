@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway import services
 from gateway.accounting.keys import Caller
-from gateway.accounting.meter import Meter
+from gateway.accounting.meter import Meter, refusals_recorded
 from gateway.batches import store
 from gateway.batches.lines import InputLine
 from gateway.errors import GatewayError, render_error
@@ -65,15 +65,17 @@ def send(caller: Caller, path: str, body: dict[str, Any], request_id: str, stop:
                                          profile=None, request_ref=request_id)
     if guardrails.active("input"):
         body = guardrails.check_body(path, body)  # a block raises: the line's 400
-    candidates = prepare_candidates(routing.candidates(settings, body), path, body, settings.providers, False)
-    first = candidates[0]
-    part = 1 - settings.batches.live_reserve
-    while not router.has_room(first.route, first.held_input_tokens + first.held_output_tokens, part):
-        if stop.wait(WAIT_S):
-            return None
-    estimates = [prepared.estimate() for prepared in candidates]
-    fraction = 0.0 if store.charged_before(request_id) else settings.batches.batch_price_fraction
-    meter = Meter.admit(caller, estimates, path, request_id, settings, services.limiter(), batch_price_fraction=fraction)
+    with refusals_recorded(caller, path, model, request_id):  # a 404 or 402 writes its usage row, as live
+        candidates = prepare_candidates(routing.candidates(settings, body), path, body, settings.providers, False)
+        first = candidates[0]
+        part = 1 - settings.batches.live_reserve
+        while not router.has_room(first.route, first.held_input_tokens + first.held_output_tokens, part):
+            if stop.wait(WAIT_S):
+                return None
+        estimates = [prepared.estimate() for prepared in candidates]
+        fraction = 0.0 if store.charged_before(request_id) else settings.batches.batch_price_fraction
+        meter = Meter.admit(caller, estimates, path, request_id, settings, services.limiter(),
+                            batch_price_fraction=fraction)
     meter.guardrails = guardrails  # the usage row names those that acted, as a live request's does
     output = (lambda text: guardrails.check("output", text)) if guardrails.active("output") else None
     return Answer(200, relay.relay_json(router, candidates, meter, output))
