@@ -46,7 +46,9 @@ class HeldStream(threading.Thread):
             self.started.set()
 
 
-def test_one_key_holds_20_streams_on_3_workers(tmp_path, fake_upstream):
+def held_streams(tmp_path, fake_upstream) -> tuple[dict, str, threading.Event]:
+    """A migrated database with one key, and the fake holding every stream after its first chunk until the event
+    is set: (the gateway's config tables, the key's secret, the event)."""
     database = f"sqlite:///{tmp_path / 'gateway.db'}"
     db.bind(database)
     db.upgrade()
@@ -58,6 +60,11 @@ def test_one_key_holds_20_streams_on_3_workers(tmp_path, fake_upstream):
          (0, usage_chunk(3, 1))], release=release)
     tables = {"database": {"url": database}, "providers": {"fake": {"base_url": fake_upstream.base_url}},
               "models": {"test-model": {"provider": "fake"}}}
+    return tables, secret, release
+
+
+def test_one_key_holds_20_streams_on_3_workers(tmp_path, fake_upstream):
+    tables, secret, release = held_streams(tmp_path, fake_upstream)
     # 32 threads a worker: however the kernel spreads the 20 connections over the workers (a loaded machine may
     # hand most to one), every stream has a thread; with 16, a worker handed 17 held the 17th unanswered.
     with live_gateway(tmp_path, tables, workers=3, threads=32) as server:
@@ -72,3 +79,21 @@ def test_one_key_holds_20_streams_on_3_workers(tmp_path, fake_upstream):
     assert [stream.status for stream in streams] == [200] * STREAMS
     assert held_at_once == STREAMS
     assert all(stream.done and stream.error is None for stream in streams)
+
+
+def test_a_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_others(tmp_path, fake_upstream):
+    """2 workers of 1 thread: while a held stream takes one worker's thread, that worker accepts nothing, so
+    every new connection is answered by the other at once (stock gthread would queue about half of them behind
+    the stream, unanswered until it ends: they would time out here)."""
+    tables, secret, release = held_streams(tmp_path, fake_upstream)
+    with live_gateway(tmp_path, tables, workers=2, threads=1) as server:
+        held = HeldStream(server.base_url, secret)
+        held.start()
+        wait_for(held.started.is_set, "the held stream's first chunk")
+        statuses = [requests.get(f"{server.base_url}/v1/models", timeout=20,  # a new connection each time
+                                 headers={"Authorization": f"Bearer {secret}"}).status_code for _ in range(12)]
+        still_held = not held.done and held.error is None
+        release.set()
+        held.join(BOUND_S)
+    assert statuses == [200] * 12 and still_held
+    assert held.done and held.error is None

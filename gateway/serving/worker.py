@@ -22,10 +22,16 @@ generator then settles its request as a disconnect, 499) and the connection is r
 discarded, 2 s at most) in the selector: gunicorn's own `close_graceful` does that with blocking
 reads in the main loop, so clients that keep sending after their response could stall the worker.
 
+A worker whose every thread is serving a request stops accepting connections until one is free, so a
+new client is accepted by a worker with a free thread (or waits in the kernel's backlog for the first
+thread to free up) rather than queued behind long streams; stock gthread accepts up to
+`worker_connections` whatever its threads are doing.
+
 This covers plain HTTP/1.x, which is all `gateway serve` configures; with TLS, HTTP/2 or uwsgi
 set in gunicorn, requests are read by gunicorn's own code (send timeout still applied). It
-overrides ThreadWorker's enqueue_req, murder_keepalived, handle_request and finish_request as
-gunicorn 27 defines them (setup.cfg requires it).
+overrides ThreadWorker's enqueue_req, murder_keepalived, handle_request and finish_request, and
+the `worker_connections` its run loop compares `nr_conns` with, as gunicorn 27 defines them (setup.cfg
+requires it).
 """
 
 from __future__ import annotations
@@ -162,6 +168,18 @@ class Lingering:
 class GatewayWorker(ThreadWorker):
     """gthread whose main loop receives whole requests, with deadlines, before threads serve them."""
 
+    busy_threads = 0  # requests handed to the thread pool and not finished (counted in the main loop only)
+    _most_connections = 1000
+
+    @property
+    def worker_connections(self) -> int:
+        """What gthread's run loop accepts connections below: none more while every thread is busy."""
+        return self.nr_conns if self.busy_threads >= self.cfg.threads else self._most_connections
+
+    @worker_connections.setter
+    def worker_connections(self, most: int) -> None:
+        self._most_connections = most
+
     def run(self) -> None:
         self.limits = ClientLimits.of(self.wsgi, self.cfg)
         self.frames_requests = reads_whole_requests(self.cfg)
@@ -175,7 +193,7 @@ class GatewayWorker(ThreadWorker):
     def enqueue_req(self, conn: TConn) -> None:
         """Receive the connection's next request in the main loop; submit it once it is whole."""
         if not self.frames_requests:
-            super().enqueue_req(conn)
+            self.to_thread(conn)
             return
         framing = RequestFraming(self.limits.max_head_bytes, self.limits.body_limit)
         pending = PendingRequest(framing, time.monotonic() + self.limits.client_timeout_s)
@@ -190,6 +208,12 @@ class GatewayWorker(ThreadWorker):
         if conn in self.receiving:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
             pending.watched = True
+
+    def to_thread(self, conn: TConn) -> None:
+        """gthread's submission to the thread pool, counted busy until finish_request (the loop's next check
+        of whether to accept sees it at once)."""
+        self.busy_threads += 1
+        ThreadWorker.enqueue_req(self, conn)
 
     def on_request_bytes(self, conn: TConn, _sock: socket.socket) -> None:
         self.receive(conn)
@@ -276,7 +300,7 @@ class GatewayWorker(ThreadWorker):
             conn.parser.unreader = SpooledUnreader(conn.sock, pending.spool)
             conn.parser.unreader.unread(pending.framing.head_bytes())
         conn.data_ready = True  # so gunicorn's thread does not wait for bytes already here
-        super().enqueue_req(conn)
+        self.to_thread(conn)
 
     def drop(self, conn: TConn, status: int | None) -> None:
         """Give up on a request: answer `status` if any, then close the connection (and delete its spool file)."""
@@ -321,6 +345,7 @@ class GatewayWorker(ThreadWorker):
         A spooled request's file is deleted here, whatever the outcome; on a kept-alive connection
         what followed the request in it goes back to the socket's reader as read-ahead.
         """
+        self.busy_threads -= 1
         keeps_alive = not fs.cancelled() and fs.exception() is None and bool(fs.result())
         if conn.parser is not None and isinstance(conn.parser.unreader, SpooledUnreader):
             read_ahead = conn.parser.unreader.close_spool(keep_rest=keeps_alive)
