@@ -160,7 +160,8 @@ class FakeUpstream:
                 self._answer({})
 
             def do_POST(self) -> None:
-                if fake.media.serves(self.path):  # images, audio, moderations, rerank (tests.fake_media)
+                if fake.responder is default_responder and fake.media.serves(self.path):  # images, audio,
+                    # moderations, rerank (tests.fake_media), unless the test answers them itself
                     fake.media.handle(self)
                     return
                 length = int(self.headers.get("Content-Length") or 0)

@@ -10,6 +10,7 @@ unchanged afterwards.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from typing import Any
@@ -29,7 +30,8 @@ BODIES: dict[str, Any] = {
     "profile_hub": RPC,
 }
 # Path arguments naming tenant data, and where the owner's value comes from.
-ID_ARGUMENTS = {"response_id", "conversation_id", "item_id", "scope", "profile", "label"}
+ID_ARGUMENTS = {"response_id", "conversation_id", "item_id", "scope", "profile", "label", "file_id", "batch_id"}
+BATCH_LINE = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": CHAT}
 # Routes with path arguments that are not tenant data, and why.
 NOT_TENANT_DATA = {
     "/admin/": "the admin API: admin token only, an API key is a 401 (checked below)",
@@ -58,8 +60,12 @@ def tenants(client, make_key) -> dict[str, Any]:
     conversation = client.post("/v1/conversations", json={"items": [ITEM]}, headers=owner).json
     items = client.get(f"/v1/conversations/{conversation['id']}/items", headers=owner).json["data"]
     chat = client.post("/v1/chat/completions", json=CHAT, headers=owner)
+    upload = client.post("/v1/files", headers=owner, content_type="multipart/form-data", data={
+        "purpose": "batch", "file": (io.BytesIO(json.dumps(BATCH_LINE).encode() + b"\n"), "in.jsonl")}).json
+    batch = client.post("/v1/batches", headers=owner, json={
+        "input_file_id": upload["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}).json
     ids = {"response_id": response["id"], "conversation_id": conversation["id"], "item_id": items[0]["id"],
-           "scope": "alpha", "profile": "p", "label": "alpha-docs",
+           "scope": "alpha", "profile": "p", "label": "alpha-docs", "file_id": upload["id"], "batch_id": batch["id"],
            "generation": chat.headers.get("X-Generation-Id", chat.json["id"])}
     return {"owner": owner, "intruder": intruder, "ids": ids}
 
