@@ -127,6 +127,7 @@ class FakeUpstream:
         self.stream_aborted = threading.Event()
         self.stream_finished = threading.Event()
         self.media = MediaRoutes()
+        self.serves_media = True
         self._server = FakeServer(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
@@ -160,8 +161,8 @@ class FakeUpstream:
                 self._answer({})
 
             def do_POST(self) -> None:
-                if fake.responder is default_responder and fake.media.serves(self.path):  # images, audio,
-                    # moderations, rerank (tests.fake_media), unless the test answers them itself
+                if fake.serves_media and fake.media.serves(self.path):  # images, audio, moderations, rerank
+                    # (tests.fake_media), unless the test answers them itself (serves_media = False)
                     fake.media.handle(self)
                     return
                 length = int(self.headers.get("Content-Length") or 0)

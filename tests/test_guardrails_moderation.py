@@ -20,6 +20,12 @@ CONTEXT = CheckContext(request_id="req-1", endpoint="chat/completions", model="t
 PROVIDER_KEY = "sk-provider-secret-123"
 
 
+@pytest.fixture(autouse=True)
+def own_moderations(fake_upstream: FakeUpstream) -> None:
+    """These tests answer /moderations with their own responders, not the fake's media routes."""
+    fake_upstream.serves_media = False
+
+
 def moderation_answer(*flagged: str, model: str = "omni-moderation-2024-09-26") -> dict[str, Any]:
     """OpenAI's /v1/moderations answer for one input, with `flagged` categories true."""
     categories = {category: category in flagged for category in moderation.OPENAI_CATEGORIES}
